@@ -60,7 +60,7 @@ pub trait Block {
     fn check_range(&self, sector: u64, len: usize) -> Result<(), BlockError> {
         let info = self.info();
         let ss = info.sector_size as usize;
-        if ss == 0 || len % ss != 0 {
+        if ss == 0 || !len.is_multiple_of(ss) {
             return Err(BlockError::OutOfRange);
         }
         let count = (len / ss) as u64;
@@ -68,5 +68,39 @@ pub trait Block {
             Some(end) if end <= info.sectors => Ok(()),
             _ => Err(BlockError::OutOfRange),
         }
+    }
+}
+
+/// A window of `sectors` sectors of another block device, starting at `start`.
+#[derive(Debug)]
+pub struct Partition<B: Block + 'static> {
+    disk: &'static B,
+    start: u64,
+    sectors: u64,
+}
+
+impl<B: Block + 'static> Partition<B> {
+    /// The window `[start, start + sectors)` of `disk`; fails if it does not fit.
+    pub fn new(disk: &'static B, start: u64, sectors: u64) -> Result<Self, BlockError> {
+        match start.checked_add(sectors) {
+            Some(end) if end <= disk.info().sectors && sectors > 0 => Ok(Partition { disk, start, sectors }),
+            _ => Err(BlockError::OutOfRange),
+        }
+    }
+}
+
+impl<B: Block + 'static> Block for Partition<B> {
+    fn info(&self) -> BlockInfo {
+        BlockInfo { sectors: self.sectors, ..self.disk.info() }
+    }
+
+    async fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.check_range(sector, buf.len())?;
+        self.disk.read(self.start + sector, buf).await
+    }
+
+    async fn write(&self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
+        self.check_range(sector, buf.len())?;
+        self.disk.write(self.start + sector, buf).await
     }
 }

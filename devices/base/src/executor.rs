@@ -34,9 +34,12 @@ pub trait Platform {
 
 type Task = Pin<Box<dyn Future<Output = ()>>>;
 
+/// A task table entry: the task and its waker's header, or `None` while free or polled.
+type Slot = Option<(Task, Arc<Header>)>;
+
 /// Executor state that only the unikernel's single thread touches.
 struct Local {
-    tasks: RefCell<Vec<Option<(Task, Arc<Header>)>>>,
+    tasks: RefCell<Vec<Slot>>,
     free: RefCell<Vec<usize>>,
     timers: RefCell<BinaryHeap<Reverse<Timer>>>,
     timer_seq: RefCell<u64>,

@@ -1,0 +1,197 @@
+//! Stage 4: compile the glue crate with cargo.
+//!
+//! cargo's JSON message stream (parsed with cargo_metadata) gives progress, the compiled
+//! artifact and compiler errors. An error in the call of the application's entry is a
+//! mismatch between the spec and the application, so it is reported at the spec.
+
+use crate::diag::{Diag, Span};
+use crate::glue::{Glue, TargetInfo};
+use cargo_metadata::Message;
+use std::io::{BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// How progress and errors are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MessageFormat {
+    /// A progress bar on a terminal, plain lines otherwise.
+    Human,
+    /// One JSON object per line on stdout, for CI.
+    Json,
+}
+
+/// Options of a cargo build.
+#[derive(Debug, Clone)]
+pub struct CargoOptions {
+    /// Where cargo keeps its build products; shared between builds so dependencies compile once.
+    pub target_dir: PathBuf,
+    /// How to report.
+    pub format: MessageFormat,
+    /// Print the exact cargo command.
+    pub verbose: bool,
+}
+
+/// Why the build failed.
+#[derive(Debug)]
+pub enum BuildError {
+    /// cargo could not be started.
+    Spawn(std::io::Error),
+    /// The code did not compile. `spec` holds the errors that the spec caused, `rendered`
+    /// the compiler's own messages for the rest.
+    Compile { spec: Vec<Diag>, rendered: Vec<String>, stderr: String },
+    /// cargo succeeded but named no binary.
+    NoArtifact,
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Spawn(e) => write!(f, "cannot run cargo: {e}"),
+            BuildError::Compile { .. } => f.write_str("the unikernel did not compile"),
+            BuildError::NoArtifact => f.write_str("cargo built no binary"),
+        }
+    }
+}
+
+/// Reports progress to the user.
+pub struct Reporter {
+    format: MessageFormat,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Reporter {
+    /// A reporter for `format`; a progress bar only when stderr is a terminal.
+    pub fn new(format: MessageFormat) -> Self {
+        Reporter { format, bar: None }
+    }
+
+    /// A stage verb and what it applies to: `Generating glue for hello (unix)`.
+    pub fn stage(&self, verb: &str, what: &str) {
+        match self.format {
+            MessageFormat::Human => eprintln!("{verb:>12} {what}"),
+            MessageFormat::Json => json_line(&serde_json::json!({"reason": "compose-stage", "stage": verb.to_lowercase(), "message": what})),
+        }
+    }
+
+    fn start_compile(&mut self) {
+        if self.format == MessageFormat::Human && std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()));
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            self.bar = Some(bar);
+        }
+    }
+
+    fn compiled(&self, package: &str, count: usize) {
+        match (&self.bar, self.format) {
+            (Some(bar), _) => bar.set_message(format!("Compiling: {count} crates done, last {package}")),
+            (None, MessageFormat::Json) => json_line(&serde_json::json!({"reason": "compose-compiled", "package": package, "count": count})),
+            (None, MessageFormat::Human) => {}
+        }
+    }
+
+    fn finish_compile(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// Reports diagnostics (to stderr, or as JSON lines).
+    pub fn diagnostics(&self, diags: &[Diag]) {
+        for d in diags {
+            match self.format {
+                MessageFormat::Human => eprintln!("{:?}", miette::Report::new(d.clone())),
+                MessageFormat::Json => {
+                    let (file, line, column) = d.location().map_or((None, None, None), |(f, l, c)| (Some(f), Some(l), Some(c)));
+                    json_line(&serde_json::json!({
+                        "reason": "compose-diagnostic",
+                        "code": d.code,
+                        "message": d.message,
+                        "file": file, "line": line, "column": column,
+                        "help": d.help,
+                        "rendered": d.render_plain(100),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Prints one JSON object on its own line on stdout.
+pub fn json_line(v: &serde_json::Value) {
+    println!("{v}");
+}
+
+/// Builds the glue crate in `glue_dir` and returns the binary's path.
+pub fn cargo_build(glue: &Glue, glue_dir: &Path, info: &TargetInfo, app_span: &Span, opts: &CargoOptions, reporter: &mut Reporter) -> Result<PathBuf, BuildError> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build").arg("--release").arg("--manifest-path").arg(glue_dir.join("Cargo.toml"));
+    cmd.arg("--message-format").arg("json").arg("--target-dir").arg(&opts.target_dir);
+    if let Some(triple) = info.triple {
+        cmd.arg("--target").arg(triple);
+    }
+    cmd.current_dir(glue_dir).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // Variables of an outer cargo (when compose itself runs under cargo) must not leak in.
+    for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_MAKEFLAGS", "RUSTC_WRAPPER"] {
+        cmd.env_remove(var);
+    }
+    if opts.verbose {
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        reporter.stage("Running", &format!("`cargo {}`", args.join(" ")));
+    }
+    let mut child = cmd.spawn().map_err(BuildError::Spawn)?;
+    // Drain stderr on a thread so cargo never blocks on a full pipe.
+    let stderr = child.stderr.take();
+    let stderr_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+        }
+        s
+    });
+    reporter.start_compile();
+    let mut artifact = None;
+    let mut count = 0;
+    let mut spec = Vec::new();
+    let mut rendered = Vec::new();
+    let main_rs = glue_dir.join("main.rs");
+    if let Some(stdout) = child.stdout.take() {
+        for message in Message::parse_stream(BufReader::new(stdout)).flatten() {
+            match message {
+                Message::CompilerArtifact(a) => {
+                    count += 1;
+                    reporter.compiled(&a.target.name, count);
+                    if a.target.kind.iter().any(|k| *k == cargo_metadata::TargetKind::Bin) && a.target.name == glue.binary {
+                        artifact = a.executable.map(PathBuf::from);
+                    }
+                }
+                Message::CompilerMessage(m) if m.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Error || m.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Warning => {
+                    let is_error = m.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Error;
+                    let in_app_call = m.message.spans.iter().any(|s| {
+                        s.is_primary && Path::new(&s.file_name).file_name() == Some("main.rs".as_ref()) && glue_dir.join(&s.file_name).ends_with("main.rs") && (glue.app_call_lines.0..=glue.app_call_lines.1).contains(&s.line_start)
+                    });
+                    let from_glue = m.target.src_path.as_std_path() == main_rs.as_path() || m.target.src_path.ends_with("main.rs") && m.package_id.repr.contains("-glue");
+                    if is_error && in_app_call && from_glue {
+                        let first = m.message.message.clone();
+                        spec.push(
+                            Diag::new("compose::application-mismatch", "the application's entry does not accept what the spec hands it", app_span, "the spec hands these to the entry")
+                                .help(format!("rustc: {first}\ncheck the entry's parameters against the `use` list, in order and type")),
+                        );
+                    }
+                    if let Some(r) = m.message.rendered {
+                        rendered.push(r);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let status = child.wait().map_err(BuildError::Spawn)?;
+    reporter.finish_compile();
+    let stderr = stderr_thread.join().unwrap_or_default();
+    if !status.success() {
+        return Err(BuildError::Compile { spec, rendered, stderr });
+    }
+    artifact.ok_or(BuildError::NoArtifact)
+}

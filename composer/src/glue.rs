@@ -1,0 +1,356 @@
+//! Stage 3: generate the glue crate: a `Cargo.toml` with exactly pinned path dependencies,
+//! the compose workspace's lock file, and a `main.rs` that constructs the devices in graph
+//! order and starts the application. Templates live in `templates/` and are rendered with
+//! minijinja; each device's constructor is a snippet from its descriptor.
+
+use crate::graph::{ident, App, Graph, PropValue, Use};
+use crate::types::Ty;
+use minijinja::{context, Environment};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What a target needs from the glue: its platform crate and the Rust target triple.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetInfo {
+    /// The target's name.
+    pub name: &'static str,
+    /// The platform (guest runtime) crate and its path below the compose root.
+    pub platform: (&'static str, &'static str),
+    /// The rustc target triple; `None` builds for the host.
+    pub triple: Option<&'static str>,
+}
+
+/// Targets with a glue template.
+pub const TARGET_INFO: &[TargetInfo] =
+    &[TargetInfo { name: "unix", platform: ("compose-unix", "platforms/unix"), triple: None }];
+
+/// The target's glue facts, if compose can generate glue for it.
+pub fn target_info(target: &str) -> Option<&'static TargetInfo> {
+    TARGET_INFO.iter().find(|t| t.name == target)
+}
+
+/// A generated file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    /// Path relative to the glue directory.
+    pub path: PathBuf,
+    /// Contents.
+    pub contents: String,
+}
+
+/// The rendered glue crate.
+#[derive(Debug, Clone)]
+pub struct Glue {
+    /// The cargo package name.
+    pub package: String,
+    /// The binary's name.
+    pub binary: String,
+    /// Files to write, relative to the glue directory.
+    pub files: Vec<File>,
+    /// The 1-based line range of `main.rs` that calls the application (to map compile
+    /// errors there back to the spec).
+    pub app_call_lines: (usize, usize),
+}
+
+/// Why glue could not be generated.
+#[derive(Debug, thiserror::Error)]
+pub enum GlueError {
+    /// No glue template for the target yet.
+    #[error("compose cannot generate glue for target {0} yet (supported: {1})")]
+    Target(String, String),
+    /// A template or a descriptor snippet failed to render (a compose bug).
+    #[error("template {0}: {1}")]
+    Template(String, String),
+    /// A crate's manifest could not be read.
+    #[error("{0}")]
+    Manifest(String),
+}
+
+#[derive(Serialize)]
+struct Dep {
+    name: String,
+    path: String,
+    version: String,
+}
+
+#[derive(Serialize)]
+struct DeviceCtx {
+    kind: String,
+    name: String,
+    name_lit: String,
+    ident: String,
+    implicit: bool,
+    descriptor: String,
+    construct: String,
+}
+
+/// The compose source root: where `devices/`, `platforms/` and the lock file are.
+pub fn compose_root() -> PathBuf {
+    if let Some(root) = std::env::var_os("COMPOSE_ROOT") {
+        return PathBuf::from(root);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    for (name, text) in crate::descriptor::TEMPLATES {
+        env.add_template(name, text).ok();
+    }
+    env
+}
+
+/// How a boot argument is read in the glue.
+fn boot_get(name: &str, ty: &Ty) -> String {
+    format!("boot.args.get::<{}>({name:?})", ty.boot_rust_type())
+}
+
+fn const_name(param: &str) -> String {
+    param.replace('-', "_").to_uppercase()
+}
+
+/// Renders the glue crate for `graph`, whose spec is `spec_file`.
+pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
+    let info = target_info(&graph.target).ok_or_else(|| {
+        GlueError::Target(graph.target.clone(), TARGET_INFO.iter().map(|t| t.name).collect::<Vec<_>>().join(", "))
+    })?;
+    let root = compose_root();
+    let env = env();
+    let mut boot_used = false;
+
+    // Dependencies: the interface crate, the platform, every device crate, the application.
+    let mut deps: BTreeMap<String, PathBuf> = BTreeMap::new();
+    deps.insert("compose-devices".into(), root.join("devices/base"));
+    deps.insert(info.platform.0.into(), root.join(info.platform.1));
+    for d in &graph.devices {
+        deps.insert(d.imp.krate.clone(), root.join(&d.imp.path));
+    }
+    if let App::User { package, dir, .. } = &graph.app {
+        deps.insert(package.clone(), dir.clone());
+    }
+    let mut dependencies = Vec::new();
+    for (name, path) in &deps {
+        let version = crate_version(path, &root).map_err(GlueError::Manifest)?;
+        let path = path.canonicalize().unwrap_or_else(|_| path.clone());
+        dependencies.push(Dep { name: name.clone(), path: path.display().to_string(), version });
+    }
+
+    // Devices, with their constructor snippets rendered. A device nothing uses is still
+    // built (it may have effects, like a listening socket) but bound to `_name`.
+    let mut used = vec![false; graph.devices.len()];
+    for d in &graph.devices {
+        for (_, dep) in &d.deps {
+            used[*dep] = true;
+        }
+    }
+    match &graph.app {
+        App::User { uses, .. } => uses.iter().for_each(|u| {
+            if let Use::Device(i, _) = u {
+                used[*i] = true;
+            }
+        }),
+        App::Builtin(i) => used[*i] = true,
+    }
+    let mut devices = Vec::new();
+    for (index, d) in graph.devices.iter().enumerate() {
+        let mut vars: BTreeMap<String, String> = BTreeMap::new();
+        vars.insert("name".into(), format!("{:?}", d.name));
+        for (slot, dep) in &d.deps {
+            vars.insert(slot.replace('-', "_"), ident(&graph.devices[*dep].name));
+        }
+        for (key, ty, value) in &d.props {
+            let optional = d.descriptor.properties.iter().any(|p| p.name == *key && p.default.is_none() && !p.required);
+            let expr = match value {
+                PropValue::Given(v) | PropValue::Default(v) | PropValue::Param(_, v) => v.rust_expr(),
+                PropValue::Absent => "None".into(),
+                PropValue::BootArg(name) => {
+                    boot_used = true;
+                    boot_get(name, ty)
+                }
+            };
+            let expr = if optional && !matches!(value, PropValue::Absent) { format!("Some({expr})") } else { expr };
+            vars.insert(key.replace('-', "_"), expr);
+        }
+        if d.imp.construct.contains("boot") {
+            boot_used = true;
+        }
+        let construct = env
+            .render_str(&d.imp.construct, &vars)
+            .map_err(|e| GlueError::Template(d.descriptor.file.clone(), e.to_string()))?;
+        devices.push(DeviceCtx {
+            kind: d.descriptor.kind.clone(),
+            name: d.name.clone(),
+            name_lit: format!("{:?}", d.name),
+            ident: if used[index] { ident(&d.name) } else { format!("_{}", ident(&d.name)) },
+            implicit: d.implicit,
+            descriptor: d.descriptor.file.clone(),
+            construct,
+        });
+    }
+
+    // The application call.
+    let app_call = match &graph.app {
+        App::User { entry, uses, .. } => {
+            let args: Vec<String> = uses
+                .iter()
+                .map(|u| match u {
+                    Use::Device(i, _) => ident(&graph.devices[*i].name),
+                    Use::Param(p) => const_name(p),
+                    Use::BootArg(b) => {
+                        boot_used = true;
+                        let ty = graph.bootargs.iter().find(|x| x.name == *b).map_or(Ty::String, |x| x.ty.clone());
+                        boot_get(b, &ty)
+                    }
+                })
+                .collect();
+            if args.len() > 2 {
+                format!("{entry}(\n        {},\n    )", args.join(",\n        "))
+            } else {
+                format!("{entry}({})", args.join(", "))
+            }
+        }
+        // A built-in application is the last device; its constructor is the main future.
+        App::Builtin(i) => devices.remove(*i).construct,
+    };
+
+    let params: Vec<_> = graph
+        .params
+        .iter()
+        .map(|p| context! { const_name => const_name(&p.name), rust_type => p.ty.rust_type(), expr => p.value.rust_expr(), doc => p.doc })
+        .collect();
+    let bootargs: Vec<_> = graph
+        .bootargs
+        .iter()
+        .map(|b| {
+            context! {
+                name_lit => format!("{:?}", b.name),
+                kind => b.ty.boot_kind().unwrap_or("Str"),
+                default => b.default.as_ref().map_or("None".to_string(), |v| format!("Some({:?})", v.text())),
+                doc_lit => format!("{:?}", b.doc),
+            }
+        })
+        .collect();
+    let package = format!("{}-{}-glue", graph.name, graph.target);
+    let binary = graph.name.clone();
+    let spec_name = spec_file.file_name().map_or_else(|| spec_file.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let ctx = context! {
+        name => graph.name,
+        target => graph.target,
+        compose_version => env!("CARGO_PKG_VERSION"),
+        spec_file => spec_name,
+        package => package,
+        binary => binary,
+        dependencies => dependencies,
+        devices => devices,
+        params => params,
+        bootargs => bootargs,
+        app_name => graph.app_name,
+        app_call => app_call,
+        boot_binding => if boot_used { "let boot = " } else { "" },
+        opt_level => 3,
+        panic => "abort",
+    };
+    let render = |name: &str| -> Result<String, GlueError> {
+        let t = env.get_template(name).map_err(|e| GlueError::Template(name.into(), e.to_string()))?;
+        t.render(&ctx).map_err(|e| GlueError::Template(name.into(), e.to_string()))
+    };
+    let cargo_toml = render("Cargo.toml.j2")?;
+    let main_rs = render(&format!("{}/main.rs.j2", graph.target))?;
+    let app_call_lines = find_lines(&main_rs, "platform::run(");
+    Ok(Glue {
+        package,
+        binary,
+        files: vec![
+            File { path: "Cargo.toml".into(), contents: cargo_toml },
+            File { path: "main.rs".into(), contents: main_rs },
+        ],
+        app_call_lines,
+    })
+}
+
+fn find_lines(text: &str, needle: &str) -> (usize, usize) {
+    let mut start = 0;
+    for (i, line) in text.lines().enumerate() {
+        if line.contains(needle) {
+            start = i + 1;
+        }
+        if start > 0 && line.trim_end().ends_with(");") {
+            return (start, i + 1);
+        }
+    }
+    (start, start)
+}
+
+#[derive(serde::Deserialize)]
+struct Manifest {
+    package: Option<Package>,
+    workspace: Option<Workspace>,
+}
+#[derive(serde::Deserialize)]
+struct Package {
+    version: Option<toml::Value>,
+}
+#[derive(serde::Deserialize)]
+struct Workspace {
+    package: Option<WorkspacePackage>,
+}
+#[derive(serde::Deserialize)]
+struct WorkspacePackage {
+    version: Option<String>,
+}
+
+fn read_manifest(path: &Path) -> Result<Manifest, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A crate's version, following `version.workspace = true` to the compose workspace.
+fn crate_version(dir: &Path, root: &Path) -> Result<String, String> {
+    let m = read_manifest(&dir.join("Cargo.toml"))?;
+    match m.package.and_then(|p| p.version) {
+        Some(toml::Value::String(v)) => Ok(v),
+        Some(toml::Value::Table(_)) => read_manifest(&root.join("Cargo.toml"))?
+            .workspace
+            .and_then(|w| w.package)
+            .and_then(|p| p.version)
+            .ok_or_else(|| format!("{}: workspace version not found", root.display())),
+        _ => Ok("0.0.0".into()),
+    }
+}
+
+/// Writes the glue into `dir`, atomically per file and only where the contents changed
+/// (unchanged files keep their mtime, so cargo does not rebuild them). Carries over the
+/// compose workspace's lock file the first time.
+pub fn write(glue: &Glue, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for f in &glue.files {
+        let path = dir.join(&f.path);
+        if write_if_changed(&path, f.contents.as_bytes())? {
+            written.push(f.path.clone());
+        }
+    }
+    let lock = dir.join("Cargo.lock");
+    if !lock.exists() {
+        let root_lock = compose_root().join("Cargo.lock");
+        if let Ok(bytes) = std::fs::read(root_lock) {
+            write_if_changed(&lock, &bytes)?;
+            written.push("Cargo.lock".into());
+        }
+    }
+    Ok(written)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, unless it already holds
+/// exactly them. Returns whether it wrote.
+pub fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(false);
+    }
+    crate::atomic_write(path, bytes)?;
+    Ok(true)
+}
