@@ -172,7 +172,7 @@ pub fn cargo_build(glue: &Glue, glue_dir: &Path, info: &TargetInfo, app_span: &S
                         s.is_primary && Path::new(&s.file_name).file_name() == Some("main.rs".as_ref()) && glue_dir.join(&s.file_name).ends_with("main.rs") && (glue.app_call_lines.0..=glue.app_call_lines.1).contains(&s.line_start)
                     });
                     let from_glue = m.target.src_path.as_std_path() == main_rs.as_path() || m.target.src_path.ends_with("main.rs") && m.package_id.repr.contains("-glue");
-                    if is_error && in_app_call && from_glue {
+                    if is_error && in_app_call && from_glue && spec.is_empty() {
                         let first = m.message.message.clone();
                         spec.push(
                             Diag::new("compose::application-mismatch", "the application's entry does not accept what the spec hands it", app_span, "the spec hands these to the entry")

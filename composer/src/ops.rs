@@ -130,7 +130,9 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
             if !spec.is_empty() {
                 reporter.diagnostics(&spec);
             }
-            if opts.format == MessageFormat::Human {
+            if opts.format == MessageFormat::Human && !spec.is_empty() && !opts.verbose {
+                eprintln!("(compose -v build shows the compiler's own messages)");
+            } else if opts.format == MessageFormat::Human {
                 for r in &rendered {
                     eprint!("{r}");
                 }

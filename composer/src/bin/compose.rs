@@ -105,7 +105,15 @@ fn report(f: &Failure) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    miette::set_hook(Box::new(|_| Box::new(miette::MietteHandlerOpts::new().width(100).build()))).ok();
+    // Colours and terminal-sized output on a terminal; elsewhere (logs, CI, tests) plain
+    // Unicode at a fixed width, so the same mistake always reads the same.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    miette::set_hook(Box::new(move |_| {
+        let opts = miette::MietteHandlerOpts::new().width(100);
+        let opts = if terminal { opts } else { opts.graphical_theme(miette::GraphicalTheme::unicode_nocolor()).terminal_links(false) };
+        Box::new(opts.build())
+    }))
+    .ok();
     let result: Result<i32, Failure> = match &cli.command {
         Command::Check(spec) => ops::check(&spec.load()).map(|(_, g)| {
             eprintln!("{}: ok ({} devices, target {})", spec.spec.display(), g.devices.len(), g.target);

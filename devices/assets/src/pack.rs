@@ -516,7 +516,7 @@ fn write_archive<W: Write + Seek>(
     let align = options.align as u64;
     let mut summary = PackSummary::default();
     // Room for the header, written last.
-    w.pad_to(HEADER_LEN as u64)?;
+    w.write_all(&[0; HEADER_LEN]).map_err(w.err())?;
 
     let mut pending = Vec::with_capacity(files.len());
     for source in files {
