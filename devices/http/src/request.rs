@@ -1,0 +1,235 @@
+//! Request heads: parsing with `httparse`, within the configured limits.
+
+use alloc::vec::Vec;
+
+use crate::SiteConfig;
+
+/// The parts of a request head the server acts on, borrowed from the receive buffer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Request<'b> {
+    /// The method, case-sensitive (`GET`).
+    pub method: &'b str,
+    /// The request target as sent (`/docs/?x=1`).
+    pub target: &'b str,
+    /// Whether the request is HTTP/1.0 (otherwise HTTP/1.1).
+    pub http10: bool,
+    /// The `Host` header fields.
+    pub hosts: usize,
+    /// Whether `Connection` has the `close` option.
+    pub connection_close: bool,
+    /// Whether `Connection` has the `keep-alive` option.
+    pub connection_keep_alive: bool,
+    /// The `Content-Length`, if given.
+    pub content_length: Option<u64>,
+    /// Whether a `Transfer-Encoding` was given.
+    pub transfer_encoding: bool,
+    /// `If-None-Match` field values, in order.
+    pub if_none_match: Vec<&'b [u8]>,
+    /// The `If-Modified-Since` field value.
+    pub if_modified_since: Option<&'b [u8]>,
+    /// The `Range` field value; `None` also if there were several (they are then ignored).
+    pub range: Option<&'b [u8]>,
+    /// The `If-Range` field value.
+    pub if_range: Option<&'b [u8]>,
+    /// `Accept-Encoding` field values, in order.
+    pub accept_encoding: Vec<&'b [u8]>,
+}
+
+impl Request<'_> {
+    /// Whether the connection should stay open after the response, as far as the client is
+    /// concerned.
+    pub fn keep_alive(&self) -> bool {
+        if self.http10 { self.connection_keep_alive && !self.connection_close } else { !self.connection_close }
+    }
+
+    /// Whether the request has a body (which the server reads and discards, or refuses).
+    pub fn has_body(&self) -> bool {
+        self.transfer_encoding || self.content_length.is_some_and(|n| n > 0)
+    }
+}
+
+/// A request that cannot be answered normally: the status to reject it with. The
+/// connection is closed after the response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reject(pub u16);
+
+/// Parses the request head at the start of `buf`.
+///
+/// Returns the request and the length of its head, `Ok(None)` if more bytes are needed
+/// (and allowed), or the status to reject it with: 400 for malformed syntax, 414 if the
+/// request line is longer than `config.max_request_line`, 431 if the header section is
+/// larger than `config.max_header_bytes` or has more than `config.max_headers` fields,
+/// 505 for an HTTP version other than 1.0 and 1.1.
+///
+/// `headers` is scratch space for `httparse`; its length is the header-count limit.
+pub fn parse_request<'b>(
+    buf: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+    config: &SiteConfig,
+) -> Result<Option<(Request<'b>, usize)>, Reject> {
+    // The request line must fit in its limit, whether or not the head is complete.
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    match line_end {
+        Some(end) if end + 1 > config.max_request_line => return Err(Reject(414)),
+        None if buf.len() > config.max_request_line => return Err(Reject(414)),
+        _ => {}
+    }
+    let mut parsed = httparse::Request::new(headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= config.max_request_line.saturating_add(config.max_header_bytes) {
+                return Err(Reject(431));
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(Reject(431)),
+        Err(httparse::Error::Version) => {
+            let line = &buf[..line_end.unwrap_or(buf.len())];
+            let looks_like_http = line.windows(6).any(|w| w == b" HTTP/");
+            return Err(Reject(if looks_like_http { 505 } else { 400 }));
+        }
+        Err(_) => return Err(Reject(400)),
+    };
+    let line_len = line_end.map_or(head_len, |e| e + 1);
+    if head_len.saturating_sub(line_len) > config.max_header_bytes {
+        return Err(Reject(431));
+    }
+    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(Reject(400));
+    };
+    let mut req = Request { method, target, http10: version == 0, ..Request::default() };
+    let mut ranges = 0;
+    for h in parsed.headers.iter() {
+        let name = h.name;
+        let value = trim(h.value);
+        if name.eq_ignore_ascii_case("host") {
+            req.hosts += 1;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for option in value.split(|&b| b == b',').map(trim) {
+                req.connection_close |= option.eq_ignore_ascii_case(b"close");
+                req.connection_keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let n = parse_decimal(value).ok_or(Reject(400))?;
+            if req.content_length.is_some_and(|m| m != n) {
+                return Err(Reject(400));
+            }
+            req.content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            req.transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            req.if_none_match.push(value);
+        } else if name.eq_ignore_ascii_case("if-modified-since") {
+            req.if_modified_since = Some(value);
+        } else if name.eq_ignore_ascii_case("range") {
+            ranges += 1;
+            req.range = Some(value);
+        } else if name.eq_ignore_ascii_case("if-range") {
+            req.if_range = Some(value);
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            req.accept_encoding.push(value);
+        }
+    }
+    if ranges > 1 {
+        req.range = None;
+    }
+    // Both framings at once is a request-smuggling vector (RFC 9112 §6.3).
+    if req.transfer_encoding && req.content_length.is_some() {
+        return Err(Reject(400));
+    }
+    Ok(Some((req, head_len)))
+}
+
+/// `value` without leading and trailing spaces and tabs.
+pub(crate) fn trim(mut value: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = value {
+        value = rest;
+    }
+    value
+}
+
+/// A non-empty run of ASCII digits as a `u64`; `None` if anything else or too large.
+pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() { n.checked_mul(10)?.checked_add(u64::from(b - b'0')) } else { None }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn parse(bytes: &[u8]) -> Result<Option<(Request<'_>, usize)>, Reject> {
+        let config = SiteConfig { max_request_line: 64, max_header_bytes: 128, max_headers: 4, ..SiteConfig::default() };
+        let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers];
+        // The scratch space only has to live as long as the call: copy the result out.
+        parse_request(bytes, &mut headers, &config)
+    }
+
+    #[test]
+    fn parses_a_request() {
+        let raw = b"GET /a?b HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive, close\r\nRange: bytes=1-2\r\n\r\nNEXT";
+        let (req, n) = parse(raw).unwrap().unwrap();
+        assert_eq!(n, raw.len() - 4);
+        assert_eq!((req.method, req.target, req.http10, req.hosts), ("GET", "/a?b", false, 1));
+        assert!(req.connection_close && req.connection_keep_alive && !req.keep_alive());
+        assert_eq!(req.range, Some(&b"bytes=1-2"[..]));
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        assert_eq!(parse(b""), Ok(None));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None));
+        assert_eq!(parse(b"GE"), Ok(None));
+    }
+
+    #[test]
+    fn rejects_with_the_right_status() {
+        let long_target = [b"GET /".as_slice(), &[b'a'; 100]].concat();
+        assert_eq!(parse(&long_target), Err(Reject(414)));
+        let long_line = [b"GET /".as_slice(), &[b'a'; 70], b" HTTP/1.1\r\n"].concat();
+        assert_eq!(parse(&long_line), Err(Reject(414)));
+        let big_header = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 200]].concat();
+        assert_eq!(parse(&big_header), Err(Reject(431)));
+        let big_complete = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 120], b"\r\nY: b\r\n\r\n"].concat();
+        assert_eq!(parse(&big_complete), Err(Reject(431)));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\n\r\n"), Err(Reject(431)));
+        assert_eq!(parse(b"GET / HTTP/2.0\r\n\r\n"), Err(Reject(505)));
+        assert_eq!(parse(b"GET / FOO\r\n\r\n"), Err(Reject(400)));
+        assert_eq!(parse(b"\x00\x01\x02\r\n\r\n"), Err(Reject(400)));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), Err(Reject(400)));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), Err(Reject(400)));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), Err(Reject(400)));
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(Reject(400))
+        );
+    }
+
+    #[test]
+    fn http10_keep_alive_is_opt_in() {
+        let (req, _) = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(req.http10 && !req.keep_alive());
+        let (req, _) = parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap();
+        assert!(req.keep_alive());
+    }
+
+    #[test]
+    fn decimals() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"18446744073709551615"), None);
+        assert_eq!(parse_decimal(b"9999999999999999999"), Some(9_999_999_999_999_999_999));
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"+1"), None);
+        assert_eq!(parse_decimal(b"1 "), None);
+    }
+}
