@@ -162,7 +162,7 @@ pub fn cargo_build(glue: &Glue, glue_dir: &Path, info: &TargetInfo, app_span: &S
                 Message::CompilerArtifact(a) => {
                     count += 1;
                     reporter.compiled(&a.target.name, count);
-                    if a.target.kind.iter().any(|k| *k == cargo_metadata::TargetKind::Bin) && a.target.name == glue.binary {
+                    if a.target.kind.contains(&cargo_metadata::TargetKind::Bin) && a.target.name == glue.binary {
                         artifact = a.executable.map(PathBuf::from);
                     }
                 }

@@ -585,25 +585,17 @@ fn unreachable_descriptor(kind: &str) -> Descriptor {
     }
 }
 
-/// The `[package] name` of a Cargo.toml, read without a TOML parser dependency on the
-/// whole manifest format: the first `name = "..."` in the `[package]` table.
+/// The `[package] name` of a crate's Cargo.toml.
 pub fn package_name(manifest: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(manifest).map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
-    let mut in_package = false;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_package = line == "[package]";
-            continue;
-        }
-        if in_package {
-            if let Some(rest) = line.strip_prefix("name") {
-                let rest = rest.trim_start();
-                if let Some(v) = rest.strip_prefix('=') {
-                    return Ok(v.trim().trim_matches('"').to_string());
-                }
-            }
-        }
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        package: Option<Package>,
     }
-    Err("Cargo.toml has no [package] name".into())
+    #[derive(serde::Deserialize)]
+    struct Package {
+        name: String,
+    }
+    let text = std::fs::read_to_string(manifest).map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+    let m: Manifest = toml::from_str(&text).map_err(|e| format!("{}: {}", manifest.display(), e.message()))?;
+    m.package.map(|p| p.name).ok_or_else(|| "Cargo.toml has no [package] name".into())
 }

@@ -5,14 +5,18 @@
 //! [`image`] places the result. [`ops`] strings them together for the CLI.
 
 pub mod build;
+pub mod bundle;
 pub mod describe;
 pub mod descriptor;
 pub mod diag;
 pub mod glue;
 pub mod graph;
 pub mod image;
+pub mod manifest;
 pub mod ops;
+pub mod sign;
 pub mod spec;
+pub mod store;
 pub mod types;
 
 use std::io::Write as _;

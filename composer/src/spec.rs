@@ -129,6 +129,9 @@ pub struct AppDecl {
     pub dir: PathBuf,
 }
 
+/// A value and where it was written.
+type Named = (String, Span);
+
 /// A definition, before override resolution.
 enum Def {
     Unikernel(KdlNode, Source),
@@ -304,8 +307,8 @@ impl Loader<'_> {
             let key_span = span(source, key.span());
             let entry_span = span(source, e.span());
             let k = key.value();
-            if let Some(allowed) = allowed {
-                if !allowed.contains(&k) {
+            if let Some(allowed) = allowed.filter(|a| !a.contains(&k)) {
+                {
                     let what = node.name().value();
                     self.err(
                         Diag::new("compose::unknown-property", format!("unknown property `{k}` on `{what}`"), &key_span, "unknown property")
@@ -474,8 +477,8 @@ impl Loader<'_> {
             None => None,
         };
         let mut app = AppDecl { name, span: node_span, krate: None, entry: None, builtin, props, uses: Vec::new(), dir: dir.to_path_buf() };
-        if app.builtin.is_none() {
-            if let Some(p) = app.props.first() {
+        if let Some(p) = app.props.first().filter(|_| app.builtin.is_none()) {
+            {
                 let at = p.key_span.clone();
                 self.err(
                     Diag::new("compose::unknown-property", format!("unknown property `{}` on `application`", p.key), &at, "unknown property")
@@ -520,7 +523,8 @@ impl Loader<'_> {
         Some(app)
     }
 
-    fn unikernel(&mut self, node: &KdlNode, source: &Source) -> (Option<(String, Span)>, Option<(u64, Span)>) {
+    /// The unikernel node's `target` and `memory`.
+    fn unikernel(&mut self, node: &KdlNode, source: &Source) -> (Option<Named>, Option<(u64, Span)>) {
         let mut target = None;
         let mut memory = None;
         let _ = self.props(node, source, Some(&[]));
