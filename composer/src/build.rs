@@ -123,7 +123,7 @@ pub fn json_line(v: &serde_json::Value) {
 }
 
 /// Builds the glue crate in `glue_dir` and returns the binary's path.
-pub fn cargo_build(glue: &Glue, glue_dir: &Path, info: &TargetInfo, app_span: &Span, opts: &CargoOptions, reporter: &mut Reporter) -> Result<PathBuf, BuildError> {
+pub fn cargo_build(glue: &Glue, glue_dir: &Path, info: &TargetInfo, app_span: Option<&Span>, opts: &CargoOptions, reporter: &mut Reporter) -> Result<PathBuf, BuildError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build").arg("--release").arg("--manifest-path").arg(glue_dir.join("Cargo.toml"));
@@ -172,7 +172,7 @@ pub fn cargo_build(glue: &Glue, glue_dir: &Path, info: &TargetInfo, app_span: &S
                         s.is_primary && Path::new(&s.file_name).file_name() == Some("main.rs".as_ref()) && glue_dir.join(&s.file_name).ends_with("main.rs") && (glue.app_call_lines.0..=glue.app_call_lines.1).contains(&s.line_start)
                     });
                     let from_glue = m.target.src_path.as_std_path() == main_rs.as_path() || m.target.src_path.ends_with("main.rs") && m.package_id.repr.contains("-glue");
-                    if is_error && in_app_call && from_glue && spec.is_empty() {
+                    if let Some(app_span) = app_span.filter(|_| is_error && in_app_call && from_glue && spec.is_empty()) {
                         let first = m.message.message.clone();
                         spec.push(
                             Diag::new("compose::application-mismatch", "the application's entry does not accept what the spec hands it", app_span, "the spec hands these to the entry")

@@ -39,6 +39,8 @@ pub struct Descriptor {
     pub default_name: Option<String>,
     /// Names must be alphanumeric (they go into a Solo5 manifest).
     pub alnum_name: bool,
+    /// Build steps the composer runs before compiling (e.g. `pack-assets`).
+    pub build: Vec<String>,
     /// How to build it, per target.
     pub targets: Vec<TargetImpl>,
     /// The descriptor file, relative to the compose root.
@@ -197,6 +199,7 @@ fn parse_descriptor(node: &KdlNode, file: &str) -> Result<Descriptor, String> {
         exclusive: Vec::new(),
         default_name: None,
         alnum_name: false,
+        build: Vec::new(),
         targets: Vec::new(),
         file: file.to_string(),
     };
@@ -224,6 +227,7 @@ fn parse_descriptor(node: &KdlNode, file: &str) -> Result<Descriptor, String> {
                 let required = matches!(prop(c, "required"), Some(KdlValue::Bool(true)));
                 d.properties.push(PropSpec { name, ty, default, required, doc });
             }
+            "build" => d.build.push(arg_str(c, 0)?),
             "exclusive" => d.exclusive.push((arg_str(c, 0)?, arg_str(c, 1)?)),
             "target" => d.targets.push(TargetImpl {
                 target: arg_str(c, 0)?,

@@ -39,9 +39,19 @@ pub struct File {
     pub contents: String,
 }
 
+/// Work the build does before compiling, as data (so `generate` stays pure and testable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Pack `dir` into the archive `archive` (relative to the glue directory) for the
+    /// assets device `device`; with `block`, the archive is also an image of its own.
+    PackAssets { device: String, dir: PathBuf, include: Vec<String>, exclude: Vec<String>, compress: bool, archive: PathBuf, block: bool },
+}
+
 /// The rendered glue crate.
 #[derive(Debug, Clone)]
 pub struct Glue {
+    /// Steps to run before compiling.
+    pub steps: Vec<Step>,
     /// The cargo package name.
     pub package: String,
     /// The binary's name.
@@ -156,16 +166,48 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         App::Builtin(i) => used[*i] = true,
     }
     let mut devices = Vec::new();
+    let mut steps = Vec::new();
     for (index, d) in graph.devices.iter().enumerate() {
-        let mut vars: BTreeMap<String, String> = BTreeMap::new();
-        vars.insert("name".into(), format!("{:?}", d.name));
+        let mut vars: BTreeMap<String, minijinja::Value> = BTreeMap::new();
+        let mut raw: BTreeMap<String, String> = BTreeMap::new();
+        vars.insert("name".into(), format!("{:?}", d.name).into());
+        for (key, _, value) in &d.props {
+            if let PropValue::Given(v) | PropValue::Default(v) | PropValue::Param(_, v) = value {
+                raw.insert(key.replace('-', "_"), v.text());
+            }
+        }
+        for step in &d.descriptor.build {
+            match step.as_str() {
+                "pack-assets" => {
+                    let archive = PathBuf::from("assets").join(format!("{}.car", d.name));
+                    vars.insert("archive".into(), format!("{:?}", archive.display().to_string()).into());
+                    let words = |k: &str| raw.get(k).map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
+                    let dir = raw.get("dir").map(PathBuf::from).unwrap_or_default();
+                    steps.push(Step::PackAssets {
+                        device: d.name.clone(),
+                        dir: d.dir.join(dir),
+                        include: words("include"),
+                        exclude: words("exclude"),
+                        compress: raw.get("compress").is_none_or(|c| c == "true"),
+                        archive,
+                        block: raw.get("backend").is_some_and(|b| b == "block"),
+                    });
+                }
+                other => return Err(GlueError::Template(d.descriptor.file.clone(), format!("unknown build step `{other}`"))),
+            }
+        }
+        vars.insert("raw".into(), minijinja::Value::from_serialize(&raw));
         for (slot, dep) in &d.deps {
-            vars.insert(slot.replace('-', "_"), ident(&graph.devices[*dep].name));
+            vars.insert(slot.replace('-', "_"), ident(&graph.devices[*dep].name).into());
         }
         for (key, ty, value) in &d.props {
             let optional = d.descriptor.properties.iter().any(|p| p.name == *key && p.default.is_none() && !p.required);
             let expr = match value {
-                PropValue::Given(v) | PropValue::Default(v) | PropValue::Param(_, v) => v.rust_expr(),
+                // Integers carry their type, so a snippet may use them in any expression.
+                PropValue::Given(v) | PropValue::Default(v) | PropValue::Param(_, v) => match v {
+                    crate::types::Value::Int(i) => format!("{i}_{}", ty.rust_type()),
+                    v => v.rust_expr(),
+                },
                 PropValue::Absent => "None".into(),
                 PropValue::BootArg(name) => {
                     boot_used = true;
@@ -173,7 +215,7 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
                 }
             };
             let expr = if optional && !matches!(value, PropValue::Absent) { format!("Some({expr})") } else { expr };
-            vars.insert(key.replace('-', "_"), expr);
+            vars.insert(key.replace('-', "_"), expr.into());
         }
         if d.imp.construct.contains("boot") {
             boot_used = true;
@@ -262,6 +304,7 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
     let main_rs = render(&format!("{}/main.rs.j2", graph.target))?;
     let app_call_lines = find_lines(&main_rs, "platform::run(");
     Ok(Glue {
+        steps,
         package,
         binary,
         files: vec![

@@ -48,6 +48,8 @@ pub struct Device {
     pub deps: Vec<(String, usize)>,
     /// The implementation for the graph's target.
     pub imp: TargetImpl,
+    /// The directory `path` properties are relative to (the declaring spec file's).
+    pub dir: std::path::PathBuf,
 }
 
 /// What the application is handed, in order.
@@ -195,9 +197,9 @@ impl Resolver<'_> {
         TargetImpl { target: self.target.into(), krate: String::new(), path: String::new(), construct: String::new() }
     }
 
-    fn new_device(&self, name: &str, descriptor: &Descriptor, implicit: bool, span: Span) -> Device {
+    fn new_device(&self, name: &str, descriptor: &Descriptor, implicit: bool, span: Span, dir: &std::path::Path) -> Device {
         let imp = descriptor.for_target(self.target).cloned().unwrap_or_else(|| self.placeholder_imp());
-        Device { name: name.to_string(), descriptor: descriptor.clone(), implicit, span, props: Vec::new(), deps: Vec::new(), imp }
+        Device { name: name.to_string(), descriptor: descriptor.clone(), implicit, span, props: Vec::new(), deps: Vec::new(), imp, dir: dir.to_path_buf() }
     }
 
     fn declare(&mut self, decl: &DeviceDecl) {
@@ -209,7 +211,7 @@ impl Resolver<'_> {
                     .help(format!("the name goes into the Solo5 manifest and the tender's --{}:NAME= option, which allow only letters and digits", if decl.kind == "netif" { "net" } else { "block" })),
             );
         }
-        let d = self.new_device(&decl.name, &descriptor, false, decl.span.clone());
+        let d = self.new_device(&decl.name, &descriptor, false, decl.span.clone(), &decl.dir);
         self.devices.push(d);
     }
 
@@ -233,6 +235,13 @@ impl Resolver<'_> {
             let given = props.iter().find(|p| p.key == spec.name);
             let value = match given {
                 Some(p) => match self.prop_value(p, &spec.ty) {
+                    Some(PropValue::Given(Value::Str(rel))) if spec.ty == Ty::Path && !self.devices[i].dir.join(&rel).exists() => {
+                        self.err(
+                            Diag::new("compose::missing-path", format!("`{}` names {rel:?}, which does not exist", spec.name), &p.span, "no such file or directory")
+                                .help("paths are relative to the spec file that names them"),
+                        );
+                        continue;
+                    }
                     Some(v) => v,
                     None => continue,
                 },
@@ -398,7 +407,8 @@ impl Resolver<'_> {
                     );
                     return None;
                 }
-                let d = self.new_device(&name, &descriptor, true, here);
+                let dir = self.devices[user].dir.clone();
+                let d = self.new_device(&name, &descriptor, true, here, &dir);
                 self.devices.push(d);
                 let j = self.devices.len() - 1;
                 self.fill(j, None);
@@ -433,7 +443,7 @@ impl Resolver<'_> {
                 self.err(Diag::new("compose::duplicate-name", format!("`{}` is defined twice", app.name), &app.span, "the application's name is taken by a device"));
                 return None;
             }
-            let d = self.new_device(&app.name, &descriptor, false, app.span.clone());
+            let d = self.new_device(&app.name, &descriptor, false, app.span.clone(), &app.dir);
             self.devices.push(d);
             let i = self.devices.len() - 1;
             self.fill(i, Some(&decl));
@@ -580,6 +590,7 @@ fn unreachable_descriptor(kind: &str) -> Descriptor {
         exclusive: Vec::new(),
         default_name: None,
         alnum_name: false,
+        build: Vec::new(),
         targets: Vec::new(),
         file: String::new(),
     }

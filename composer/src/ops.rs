@@ -84,6 +84,8 @@ pub struct Built {
     pub image: PathBuf,
     /// The generated glue crate.
     pub glue_dir: PathBuf,
+    /// Block-device images that ship with the image: (device, file).
+    pub block_images: Vec<(String, PathBuf)>,
 }
 
 /// The spec's directory, absolute (cargo runs in other directories).
@@ -122,9 +124,17 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
     if let Ok(bytes) = std::fs::read(&toolchain) {
         crate::glue::write_if_changed(&glue_dir.join("rust-toolchain.toml"), &bytes).map_err(|e| Failure::Other(e.to_string()))?;
     }
+    let mut images = Vec::new();
+    for step in &glue.steps {
+        if let Some(image) = run_step(step, &glue_dir, &reporter)? {
+            images.push(image);
+        }
+    }
     reporter.stage("Building", &format!("{} for {}", graph.name, graph.target));
     let cargo = CargoOptions { target_dir: target_dir(&opts.load.spec), format: opts.format, verbose: opts.verbose };
-    let artifact = match crate::build::cargo_build(&glue, &glue_dir, info, &spec.application.span, &cargo, &mut reporter) {
+    // Only a user application's call can be wrong because of the spec; a built-in one is ours.
+    let app_span = matches!(graph.app, crate::graph::App::User { .. }).then_some(&spec.application.span);
+    let artifact = match crate::build::cargo_build(&glue, &glue_dir, info, app_span, &cargo, &mut reporter) {
         Ok(a) => a,
         Err(BuildError::Compile { spec, rendered, stderr }) => {
             if !spec.is_empty() {
@@ -146,11 +156,39 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
     };
     let out = opts.out.clone().unwrap_or_else(|| dir.join("dist"));
     let image = crate::image::place(&artifact, &out, &graph.name).map_err(|e| Failure::Other(format!("cannot write the image to {}: {e}", out.display())))?;
+    let mut block_images = Vec::new();
+    for (device, archive) in images {
+        let file = format!("{device}.img");
+        let placed = crate::image::place(&archive, &out, &file).map_err(|e| Failure::Other(format!("cannot write {file} to {}: {e}", out.display())))?;
+        block_images.push((device, placed));
+    }
     reporter.stage("Finished", &image.display().to_string());
     if opts.format == MessageFormat::Json {
         crate::build::json_line(&serde_json::json!({"reason": "compose-result", "success": true, "image": image, "target": graph.target}));
     }
-    Ok(Built { graph, image, glue_dir })
+    Ok(Built { graph, image, glue_dir, block_images })
+}
+
+/// Runs one build step; returns (device, file) when it produced a block-device image.
+fn run_step(step: &crate::glue::Step, glue_dir: &Path, reporter: &Reporter) -> Result<Option<(String, PathBuf)>, Failure> {
+    match step {
+        crate::glue::Step::PackAssets { device, dir, include, exclude, compress, archive, block } => {
+            reporter.stage("Packing", &format!("{} ({})", dir.display(), device));
+            let options = compose_assets::PackOptions {
+                include: include.clone(),
+                exclude: exclude.clone(),
+                compress: *compress,
+                source_date_epoch: compose_assets::source_date_epoch_from_env().map_err(|e| Failure::Other(e.to_string()))?,
+                ..Default::default()
+            };
+            let out = glue_dir.join(archive);
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Failure::Other(format!("cannot create {}: {e}", parent.display())))?;
+            }
+            compose_assets::pack(dir, &options, &out).map_err(|e| Failure::Other(format!("cannot pack assets `{device}`: {e}")))?;
+            Ok(block.then(|| (device.clone(), out)))
+        }
+    }
 }
 
 /// Builds, then runs the image with `boot_args`; returns its exit status.
@@ -160,7 +198,11 @@ pub fn run(opts: &BuildOptions, boot_args: &[String]) -> Result<i32, Failure> {
         return Err(Failure::Other(format!("compose run cannot launch target {} yet", built.graph.target)));
     }
     Reporter::new(opts.format).stage("Running", &built.image.display().to_string());
+    // Block devices whose contents the build made (assets on a block device) are attached
+    // the way the Solo5 tenders do it.
+    let attach = built.block_images.iter().map(|(d, f)| format!("--block:{d}={}", f.display()));
     let status = std::process::Command::new(&built.image)
+        .args(attach)
         .args(boot_args)
         .status()
         .map_err(|e| Failure::Other(format!("cannot start {}: {e}", built.image.display())))?;
