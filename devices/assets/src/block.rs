@@ -57,12 +57,17 @@ impl<B: Block + 'static> OnBlock<B> {
     pub async fn open(block: &'static B, cache_bytes: usize) -> Result<Self, ArchiveError> {
         let info = block.info();
         let sector_size = info.sector_size as usize;
-        if !sector_size.is_power_of_two() || sector_size < HEADER_LEN || sector_size > MAX_REQUEST
-        {
+        if !sector_size.is_power_of_two() || !(HEADER_LEN..=MAX_REQUEST).contains(&sector_size) {
             return Err(ArchiveError::UnsupportedSectorSize(info.sector_size));
         }
+        if info.sectors == 0 {
+            return Err(ArchiveError::Truncated);
+        }
         let mut first = alloc_zeroed(sector_size).ok_or(ArchiveError::OutOfMemory)?;
-        block.read(0, &mut first).await.map_err(ArchiveError::Block)?;
+        block
+            .read(0, &mut first)
+            .await
+            .map_err(ArchiveError::Block)?;
         let header = Header::parse(&first)?;
         if header.archive_len > info.capacity() {
             return Err(ArchiveError::Truncated);
@@ -138,7 +143,10 @@ impl<B: Block + 'static> OnBlock<B> {
         let available = self.block.info().sectors.saturating_sub(first);
         let count = sectors_per_page.min(available) as usize;
         let mut data = alloc_zeroed(count * self.sector_size).ok_or(KvError::OutOfMemory)?;
-        self.block.read(first, &mut data).await.map_err(block_error)?;
+        self.block
+            .read(first, &mut data)
+            .await
+            .map_err(block_error)?;
         Ok(data)
     }
 }
@@ -213,7 +221,9 @@ impl<B: Block + 'static> Kv for OnBlock<B> {
         let start = span.offset.checked_add(offset).ok_or(KvError::Corrupt)?;
         let buf = &mut buf[..n];
         if span.len > self.direct_threshold {
-            read_bytes(self.block, self.sector_size, start, buf).await.map_err(block_error)?;
+            read_bytes(self.block, self.sector_size, start, buf)
+                .await
+                .map_err(block_error)?;
         } else {
             self.read_cached(start, buf).await?;
         }
@@ -253,7 +263,14 @@ struct Lru {
 
 impl Lru {
     fn new(capacity: usize) -> Self {
-        Lru { capacity, tick: 0, pages: BTreeMap::new(), order: BTreeMap::new(), hits: 0, misses: 0 }
+        Lru {
+            capacity,
+            tick: 0,
+            pages: BTreeMap::new(),
+            order: BTreeMap::new(),
+            hits: 0,
+            misses: 0,
+        }
     }
 
     /// Copies page bytes from `within` into `dest` if the page is cached and long enough.
@@ -285,7 +302,9 @@ impl Lru {
             self.order.remove(&used);
         }
         while self.pages.len() >= self.capacity {
-            let Some((_, oldest)) = self.order.pop_first() else { break };
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
             self.pages.remove(&oldest);
         }
         self.pages.insert(page, (self.tick, data));

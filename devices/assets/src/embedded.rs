@@ -27,10 +27,20 @@ impl Embedded {
         if (bytes.len() as u64) < header.archive_len {
             return Err(ArchiveError::Truncated);
         }
-        let index = slice(bytes, Span { offset: header.index_offset, len: header.index_len })
-            .ok_or(ArchiveError::Truncated)?;
+        let index = slice(
+            bytes,
+            Span {
+                offset: header.index_offset,
+                len: header.index_len,
+            },
+        )
+        .ok_or(ArchiveError::Truncated)?;
         let index = Index::parse(index, &header)?;
-        Ok(Embedded { bytes, header, index })
+        Ok(Embedded {
+            bytes,
+            header,
+            index,
+        })
     }
 
     /// The archive's header.

@@ -84,7 +84,9 @@ impl Header {
             index_sha256: array32_at(b, 56).ok_or(ArchiveError::Truncated)?,
         };
         if !header.align.is_power_of_two() || header.align > MAX_ALIGN {
-            return Err(ArchiveError::BadHeader("alignment is not a power of two up to 1 MiB"));
+            return Err(ArchiveError::BadHeader(
+                "alignment is not a power of two up to 1 MiB",
+            ));
         }
         if header.index_offset < HEADER_LEN as u64 {
             return Err(ArchiveError::BadHeader("index overlaps the header"));
@@ -94,14 +96,18 @@ impl Header {
             .checked_add(header.index_len)
             .ok_or(ArchiveError::BadHeader("index range overflows"))?;
         if index_end > header.archive_len {
-            return Err(ArchiveError::BadHeader("index extends past the end of the archive"));
+            return Err(ArchiveError::BadHeader(
+                "index extends past the end of the archive",
+            ));
         }
         let records_len = header
             .entry_count
             .checked_mul(RECORD_LEN as u64)
             .ok_or(ArchiveError::BadHeader("entry count overflows"))?;
         if records_len > header.index_len {
-            return Err(ArchiveError::BadHeader("entry count does not fit in the index"));
+            return Err(ArchiveError::BadHeader(
+                "entry count does not fit in the index",
+            ));
         }
         // Entries are addressed with `usize` and string offsets with `u32`.
         if usize::try_from(header.index_len).is_err() {
@@ -231,7 +237,11 @@ impl<'a> Index<'a> {
     pub fn view(index: &'a [u8], header: &Header) -> Index<'a> {
         let split = header.records_len().min(index.len());
         let (records, strings) = index.split_at(split);
-        Index { records, strings, count: records.len() / RECORD_LEN }
+        Index {
+            records,
+            strings,
+            count: records.len() / RECORD_LEN,
+        }
     }
 
     /// Checks the index against the header: its SHA-256, and for every record that its
@@ -253,7 +263,10 @@ impl<'a> Index<'a> {
         let data_end = header.index_offset;
         let mut previous: Option<&[u8]> = None;
         for i in 0..view.count {
-            let bad = |reason| ArchiveError::BadEntry { index: i as u64, reason };
+            let bad = |reason| ArchiveError::BadEntry {
+                index: i as u64,
+                reason,
+            };
             let record = view.record(i).ok_or_else(|| bad("record is malformed"))?;
             if record.key.is_empty() {
                 return Err(bad("empty key"));
@@ -264,7 +277,10 @@ impl<'a> Index<'a> {
                 return Err(bad("keys are not sorted and unique"));
             }
             previous = Some(record.key.as_bytes());
-            for span in [Some(record.data), record.gzip, record.zstd].into_iter().flatten() {
+            for span in [Some(record.data), record.gzip, record.zstd]
+                .into_iter()
+                .flatten()
+            {
                 let end = span.end().ok_or_else(|| bad("span overflows"))?;
                 if span.len > 0 && (span.offset < data_start || end > data_end) {
                     return Err(bad("span outside the data region"));
@@ -308,7 +324,12 @@ impl<'a> Index<'a> {
         let raw = self.raw(i)?;
         let key = core::str::from_utf8(self.string(raw, 0)?).ok()?;
         let content_type = core::str::from_utf8(self.string(raw, 8)?).ok()?;
-        let span = |at| -> Option<Span> { Some(Span { offset: u64_at(raw, at)?, len: u64_at(raw, at + 8)? }) };
+        let span = |at| -> Option<Span> {
+            Some(Span {
+                offset: u64_at(raw, at)?,
+                len: u64_at(raw, at + 8)?,
+            })
+        };
         let variant = |at| -> Option<Option<Span>> {
             let s = span(at)?;
             Some(if s.len == 0 { None } else { Some(s) })
@@ -425,23 +446,53 @@ mod tests {
             source_date_epoch: 0,
             index_sha256: [0; 32],
         };
-        assert_eq!(Header::parse(&good.encode()[..100]), Err(ArchiveError::Truncated));
+        assert_eq!(
+            Header::parse(&good.encode()[..100]),
+            Err(ArchiveError::Truncated)
+        );
         let mut bytes = good.encode();
         bytes[0] = b'X';
         assert_eq!(Header::parse(&bytes), Err(ArchiveError::BadMagic));
         let mut bytes = good.encode();
         bytes[8] = 9;
-        assert_eq!(Header::parse(&bytes), Err(ArchiveError::UnsupportedVersion(9)));
+        assert_eq!(
+            Header::parse(&bytes),
+            Err(ArchiveError::UnsupportedVersion(9))
+        );
         for bad in [
             Header { align: 3, ..good },
-            Header { align: 1 << 21, ..good },
-            Header { index_offset: 64, ..good },
-            Header { index_offset: u64::MAX, ..good },
-            Header { archive_len: 600, ..good },
-            Header { entry_count: 2, ..good },
-            Header { entry_count: u64::MAX, ..good },
+            Header {
+                align: 1 << 21,
+                ..good
+            },
+            Header {
+                index_offset: 64,
+                ..good
+            },
+            Header {
+                index_offset: u64::MAX,
+                ..good
+            },
+            Header {
+                archive_len: 600,
+                ..good
+            },
+            Header {
+                entry_count: 2,
+                ..good
+            },
+            Header {
+                entry_count: u64::MAX,
+                ..good
+            },
         ] {
-            assert!(matches!(Header::parse(&bad.encode()), Err(ArchiveError::BadHeader(_))), "{bad:?}");
+            assert!(
+                matches!(
+                    Header::parse(&bad.encode()),
+                    Err(ArchiveError::BadHeader(_))
+                ),
+                "{bad:?}"
+            );
         }
     }
 

@@ -114,7 +114,11 @@ impl fmt::Display for ArchiveError {
             ArchiveError::Truncated => f.write_str("asset archive is truncated"),
             ArchiveError::BadMagic => f.write_str("not an asset archive (bad magic)"),
             ArchiveError::UnsupportedVersion(v) => {
-                write!(f, "asset archive version {v} is not supported (expected {})", format::VERSION)
+                write!(
+                    f,
+                    "asset archive version {v} is not supported (expected {})",
+                    format::VERSION
+                )
             }
             ArchiveError::BadHeader(why) => write!(f, "asset archive header is corrupt: {why}"),
             ArchiveError::IndexChecksum => f.write_str("asset archive index fails its checksum"),
@@ -122,7 +126,10 @@ impl fmt::Display for ArchiveError {
                 write!(f, "asset archive entry {index} is corrupt: {reason}")
             }
             ArchiveError::UnsupportedSectorSize(s) => {
-                write!(f, "block sector size {s} is not supported for asset archives")
+                write!(
+                    f,
+                    "block sector size {s} is not supported for asset archives"
+                )
             }
             ArchiveError::Block(e) => write!(f, "reading the asset archive: {e}"),
             ArchiveError::OutOfMemory => f.write_str("asset archive index does not fit in memory"),

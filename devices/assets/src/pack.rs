@@ -137,22 +137,25 @@ impl std::error::Error for PackError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> PackError + '_ {
-    move |source| PackError::Io { path: path.to_owned(), source }
+    move |source| PackError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// `SOURCE_DATE_EPOCH` from the environment: `Ok(None)` if unset or empty.
 pub fn source_date_epoch_from_env() -> Result<Option<u64>, PackError> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| PackError::InvalidOption("SOURCE_DATE_EPOCH is not a number of seconds")),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            Err(PackError::InvalidOption("SOURCE_DATE_EPOCH is not a number of seconds"))
+        Ok(v) => {
+            v.trim().parse().map(Some).map_err(|_| {
+                PackError::InvalidOption("SOURCE_DATE_EPOCH is not a number of seconds")
+            })
         }
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(PackError::InvalidOption(
+            "SOURCE_DATE_EPOCH is not a number of seconds",
+        )),
     }
 }
 
@@ -200,7 +203,9 @@ fn is_textual(essence: &str) -> bool {
 /// atomically; on error it is left as it was.
 pub fn pack(dir: &Path, options: &PackOptions, out: &Path) -> Result<PackSummary, PackError> {
     if !options.align.is_power_of_two() || options.align > MAX_ALIGN {
-        return Err(PackError::InvalidOption("align must be a power of two up to 1 MiB"));
+        return Err(PackError::InvalidOption(
+            "align must be a power of two up to 1 MiB",
+        ));
     }
     if options.gzip_level > 9 {
         return Err(PackError::InvalidOption("gzip level must be 0..=9"));
@@ -210,7 +215,9 @@ pub fn pack(dir: &Path, options: &PackOptions, out: &Path) -> Result<PackSummary
     }
     let files = collect(dir, options)?;
 
-    let name = out.file_name().ok_or(PackError::InvalidOption("output path has no file name"))?;
+    let name = out
+        .file_name()
+        .ok_or(PackError::InvalidOption("output path has no file name"))?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -222,7 +229,11 @@ pub fn pack(dir: &Path, options: &PackOptions, out: &Path) -> Result<PackSummary
         .map_err(io_at(parent))?;
 
     let summary = {
-        let mut w = Out { file: BufWriter::new(tmp.as_file_mut()), pos: 0, path: out };
+        let mut w = Out {
+            file: BufWriter::new(tmp.as_file_mut()),
+            pos: 0,
+            path: out,
+        };
         write_archive(&mut w, &files, options)?
     };
 
@@ -232,9 +243,13 @@ pub fn pack(dir: &Path, options: &PackOptions, out: &Path) -> Result<PackSummary
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(0o644)).map_err(io_at(out))?;
+        file.set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(io_at(out))?;
     }
-    tmp.persist(out).map_err(|e| PackError::Io { path: out.to_owned(), source: e.error })?;
+    tmp.persist(out).map_err(|e| PackError::Io {
+        path: out.to_owned(),
+        source: e.error,
+    })?;
     // Make the rename durable; not every platform can open a directory, so this is best effort.
     if let Ok(d) = File::open(parent) {
         let _ = d.sync_all();
@@ -258,16 +273,24 @@ fn glob_set(patterns: &[String]) -> Result<Option<GlobSet>, PackError> {
         let trimmed = pattern.trim_end_matches('/');
         let anchored = trimmed.contains('/');
         let body = trimmed.trim_start_matches('/');
-        let glob = if anchored { body.to_string() } else { format!("**/{body}") };
+        let glob = if anchored {
+            body.to_string()
+        } else {
+            format!("**/{body}")
+        };
         let glob = GlobBuilder::new(&glob)
             .literal_separator(true)
             .build()
-            .map_err(|source| PackError::Glob { pattern: pattern.clone(), source })?;
+            .map_err(|source| PackError::Glob {
+                pattern: pattern.clone(),
+                source,
+            })?;
         set.add(glob);
     }
-    set.build()
-        .map(Some)
-        .map_err(|source| PackError::Glob { pattern: patterns.join(", "), source })
+    set.build().map(Some).map_err(|source| PackError::Glob {
+        pattern: patterns.join(", "),
+        source,
+    })
 }
 
 /// The `/`-separated key of `path` relative to `root`.
@@ -275,7 +298,10 @@ fn key_of(root: &Path, path: &Path) -> Result<String, PackError> {
     let rel = path.strip_prefix(root).unwrap_or(path);
     let mut key = String::new();
     for part in rel.components() {
-        let part = part.as_os_str().to_str().ok_or_else(|| PackError::NotUtf8(path.to_owned()))?;
+        let part = part
+            .as_os_str()
+            .to_str()
+            .ok_or_else(|| PackError::NotUtf8(path.to_owned()))?;
         if !key.is_empty() {
             key.push('/');
         }
@@ -304,7 +330,10 @@ fn collect(dir: &Path, options: &PackOptions) -> Result<Vec<Source>, PackError> 
     for entry in walk.into_iter().filter_entry(|e| !excluded(e.path())) {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(dir).to_owned();
-            PackError::Io { path, source: e.into() }
+            PackError::Io {
+                path,
+                source: e.into(),
+            }
         })?;
         let kind = entry.file_type();
         if kind.is_dir() {
@@ -318,12 +347,14 @@ fn collect(dir: &Path, options: &PackOptions) -> Result<Vec<Source>, PackError> 
             None => true,
             // The file, or a directory it is in, matches.
             Some(set) => {
-                set.is_match(&key)
-                    || key.match_indices('/').any(|(i, _)| set.is_match(&key[..i]))
+                set.is_match(&key) || key.match_indices('/').any(|(i, _)| set.is_match(&key[..i]))
             }
         };
         if included {
-            files.push(Source { key, path: entry.into_path() });
+            files.push(Source {
+                key,
+                path: entry.into_path(),
+            });
         }
     }
     files.sort_unstable_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
@@ -366,7 +397,9 @@ impl<W: Write + Seek> Out<'_, W> {
 
     /// Moves back to `pos`: what follows will overwrite what was written after it.
     fn rewind(&mut self, pos: u64) -> Result<(), PackError> {
-        self.file.seek(SeekFrom::Start(pos)).map_err(io_at(self.path))?;
+        self.file
+            .seek(SeekFrom::Start(pos))
+            .map_err(io_at(self.path))?;
         self.pos = pos;
         Ok(())
     }
@@ -392,7 +425,12 @@ impl<R: Read> Read for Tee<R> {
 
 impl<R> Tee<R> {
     fn new(inner: R) -> Self {
-        Tee { inner, sha: Sha256::new(), len: 0, utf8: Utf8Check::default() }
+        Tee {
+            inner,
+            sha: Sha256::new(),
+            len: 0,
+            utf8: Utf8Check::default(),
+        }
     }
 }
 
@@ -411,7 +449,9 @@ impl Utf8Check {
         }
         // Complete a character split by the previous chunk.
         while self.pending_len > 0 {
-            let Some((&b, rest)) = data.split_first() else { return };
+            let Some((&b, rest)) = data.split_first() else {
+                return;
+            };
             data = rest;
             self.pending[self.pending_len] = b;
             self.pending_len += 1;
@@ -491,7 +531,12 @@ fn write_variant<W: Write + Seek>(
     }
 }
 
-fn check_unchanged<R>(tee: &Tee<R>, size: u64, sha256: &[u8; 32], path: &Path) -> Result<(), PackError> {
+fn check_unchanged<R>(
+    tee: &Tee<R>,
+    size: u64,
+    sha256: &[u8; 32],
+    path: &Path,
+) -> Result<(), PackError> {
     let digest: [u8; 32] = tee.sha.clone().finalize().into();
     if tee.len != size || &digest != sha256 {
         return Err(PackError::Changed(path.to_owned()));
@@ -528,7 +573,9 @@ fn write_archive<W: Write + Seek>(
         let size = tee.len;
         let sha256: [u8; 32] = tee.sha.clone().finalize().into();
 
-        let guess = mime_guess::from_path(&source.key).first_raw().unwrap_or("application/octet-stream");
+        let guess = mime_guess::from_path(&source.key)
+            .first_raw()
+            .unwrap_or("application/octet-stream");
         let content_type = if is_textual(guess) && tee.utf8.is_valid() {
             format!("{guess}; charset=utf-8")
         } else {
@@ -544,7 +591,16 @@ fn write_archive<W: Write + Seek>(
         summary.input_bytes += size;
         summary.gzip_variants += gzip.is_some() as u64;
         summary.zstd_variants += zstd.is_some() as u64;
-        pending.push(Pending { content_type, data: Span { offset: start, len: size }, gzip, zstd, sha256 });
+        pending.push(Pending {
+            content_type,
+            data: Span {
+                offset: start,
+                len: size,
+            },
+            gzip,
+            zstd,
+            sha256,
+        });
     }
 
     // The string table: every key, then each distinct content type once.
@@ -585,7 +641,10 @@ fn write_archive<W: Write + Seek>(
     sha.update(&strings);
     w.write_all(&strings).map_err(w.err())?;
     let index_len = w.pos - index_offset;
-    debug_assert_eq!(index_len, (pending.len() * RECORD_LEN + strings.len()) as u64);
+    debug_assert_eq!(
+        index_len,
+        (pending.len() * RECORD_LEN + strings.len()) as u64
+    );
     w.pad_to(align.max(MIN_IMAGE_GRANULE))?;
     let archive_len = w.pos;
 
@@ -635,17 +694,30 @@ mod tests {
 
     #[test]
     fn compressible_types() {
-        for t in ["text/html; charset=utf-8", "application/javascript", "image/svg+xml", "application/json"] {
+        for t in [
+            "text/html; charset=utf-8",
+            "application/javascript",
+            "image/svg+xml",
+            "application/json",
+        ] {
             assert!(is_compressible(t), "{t}");
         }
-        for t in ["image/png", "image/jpeg", "application/octet-stream", "font/woff2", "application/gzip"] {
+        for t in [
+            "image/png",
+            "image/jpeg",
+            "application/octet-stream",
+            "font/woff2",
+            "application/gzip",
+        ] {
             assert!(!is_compressible(t), "{t}");
         }
     }
 
     #[test]
     fn globs_anchor_only_with_a_slash() {
-        let set = glob_set(&["*.map".into(), "docs/*.tmp".into(), "/top.txt".into()]).unwrap().unwrap();
+        let set = glob_set(&["*.map".into(), "docs/*.tmp".into(), "/top.txt".into()])
+            .unwrap()
+            .unwrap();
         assert!(set.is_match("a.map"));
         assert!(set.is_match("deep/er/a.map"));
         assert!(set.is_match("docs/x.tmp"));

@@ -36,13 +36,20 @@ impl MemBlock {
     pub fn new(mut data: Vec<u8>, sector_size: u32) -> &'static MemBlock {
         let ss = sector_size as usize;
         data.resize(data.len().div_ceil(ss).max(1) * ss, 0);
-        Box::leak(Box::new(MemBlock { data, sector_size, reads: Cell::new(0) }))
+        Box::leak(Box::new(MemBlock {
+            data,
+            sector_size,
+            reads: Cell::new(0),
+        }))
     }
 }
 
 impl Block for MemBlock {
     fn info(&self) -> BlockInfo {
-        let mut info = BlockInfo::new(self.sector_size, self.data.len() as u64 / self.sector_size as u64);
+        let mut info = BlockInfo::new(
+            self.sector_size,
+            self.data.len() as u64 / self.sector_size as u64,
+        );
         info.read_only = true;
         info
     }
@@ -79,7 +86,10 @@ pub(crate) fn build(files: &[(&str, &[u8])], align: u32) -> Vec<u8> {
         let ty_ref = (strings.len() as u32, ty.len() as u32);
         strings.extend_from_slice(ty.as_bytes());
         let sha: [u8; 32] = Sha256::digest(data).into();
-        let data = Span { offset: offset as u64, len: data.len() as u64 };
+        let data = Span {
+            offset: offset as u64,
+            len: data.len() as u64,
+        };
         records.extend_from_slice(&Record::encode(key_ref, ty_ref, data, None, None, &sha));
     }
     let index_offset = out.len();
@@ -115,7 +125,11 @@ fn fix_checksum(archive: &mut [u8]) {
 fn exercise<K: Kv>(kv: &K) {
     run(async {
         let keys = kv.list("", None, 1000).await.unwrap_or_default();
-        for key in keys.iter().map(String::as_str).chain(["", "missing", "\u{0}"]) {
+        for key in keys
+            .iter()
+            .map(String::as_str)
+            .chain(["", "missing", "\u{0}"])
+        {
             if let Ok(Some(entry)) = kv.get(key).await {
                 for enc in Encoding::ALL {
                     let mut buf = [0u8; 700];
@@ -152,17 +166,35 @@ fn embedded_reads_a_hand_built_archive() {
             assert_eq!(kv.slice(&e, Encoding::Identity), Some(*data));
             assert_eq!(kv.slice(&e, Encoding::Gzip), None);
             let mut buf = [0u8; 64];
-            assert_eq!(kv.read(&e, Encoding::Identity, 0, &mut buf).await, Ok(data.len()));
+            assert_eq!(
+                kv.read(&e, Encoding::Identity, 0, &mut buf).await,
+                Ok(data.len())
+            );
             assert_eq!(&buf[..data.len()], *data);
-            assert_eq!(kv.read(&e, Encoding::Identity, 1 << 40, &mut buf).await, Ok(0));
-            assert_eq!(kv.read(&e, Encoding::Zstd, 0, &mut buf).await, Err(KvError::NotFound));
+            assert_eq!(
+                kv.read(&e, Encoding::Identity, 1 << 40, &mut buf).await,
+                Ok(0)
+            );
+            assert_eq!(
+                kv.read(&e, Encoding::Zstd, 0, &mut buf).await,
+                Err(KvError::NotFound)
+            );
         }
         assert_eq!(kv.get("docs").await, Ok(None));
         assert_eq!(kv.get("docs/").await, Ok(None));
         assert_eq!(kv.get("zz").await, Ok(None));
-        assert_eq!(kv.list("docs/", None, 10).await.unwrap(), ["docs/guide.html", "docs/index.html"]);
-        assert_eq!(kv.list("docs/", Some("docs/guide.html"), 10).await.unwrap(), ["docs/index.html"]);
-        assert_eq!(kv.list("", Some("b"), 2).await.unwrap(), ["docs/guide.html", "docs/index.html"]);
+        assert_eq!(
+            kv.list("docs/", None, 10).await.unwrap(),
+            ["docs/guide.html", "docs/index.html"]
+        );
+        assert_eq!(
+            kv.list("docs/", Some("docs/guide.html"), 10).await.unwrap(),
+            ["docs/index.html"]
+        );
+        assert_eq!(
+            kv.list("", Some("b"), 2).await.unwrap(),
+            ["docs/guide.html", "docs/index.html"]
+        );
         assert_eq!(kv.list("", None, 0).await.unwrap(), Vec::<String>::new());
         assert_eq!(kv.list("q", None, 10).await.unwrap(), Vec::<String>::new());
     });
@@ -175,7 +207,10 @@ fn handles_from_another_store_are_rejected_not_trusted() {
     run(async {
         let e = big.get("z").await.unwrap().unwrap();
         let mut buf = [0u8; 8];
-        assert_eq!(small.read(&e, Encoding::Identity, 0, &mut buf).await, Err(KvError::NotFound));
+        assert_eq!(
+            small.read(&e, Encoding::Identity, 0, &mut buf).await,
+            Err(KvError::NotFound)
+        );
         assert_eq!(small.slice(&e, Encoding::Identity), None);
     });
 }
@@ -195,12 +230,18 @@ fn on_block_reads_like_embedded() {
                 assert_eq!(kv.slice(&e, Encoding::Identity), None);
                 for offset in 0..=data.len() as u64 {
                     let mut buf = [0u8; 3];
-                    let n = kv.read(&e, Encoding::Identity, offset, &mut buf).await.unwrap();
+                    let n = kv
+                        .read(&e, Encoding::Identity, offset, &mut buf)
+                        .await
+                        .unwrap();
                     let rest = &data[offset as usize..];
                     assert_eq!(&buf[..n], &rest[..rest.len().min(3)]);
                 }
             }
-            assert_eq!(kv.list("docs/", None, 10).await, embedded.list("docs/", None, 10).await);
+            assert_eq!(
+                kv.list("docs/", None, 10).await,
+                embedded.list("docs/", None, 10).await
+            );
         });
     }
 }
@@ -210,11 +251,18 @@ fn on_block_cache_is_bounded_and_hit() {
     // 40 files of 5000 bytes: each spans two 4 KiB pages.
     let names: Vec<String> = (0..40).map(|i| std::format!("f{i:02}")).collect();
     let contents: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 5000]).collect();
-    let files: Vec<(&str, &[u8])> = names.iter().map(String::as_str).zip(contents.iter().map(Vec::as_slice)).collect();
+    let files: Vec<(&str, &[u8])> = names
+        .iter()
+        .map(String::as_str)
+        .zip(contents.iter().map(Vec::as_slice))
+        .collect();
     let block = MemBlock::new(build(&files, 512), 512);
     let kv = run(OnBlock::open(block, 16 * 4096)).unwrap();
     let stats = kv.cache_stats();
-    assert_eq!((stats.capacity, stats.page_size, stats.pages), (16, 4096, 0));
+    assert_eq!(
+        (stats.capacity, stats.page_size, stats.pages),
+        (16, 4096, 0)
+    );
     run(async {
         let e = kv.get("f00").await.unwrap().unwrap();
         let mut buf = vec![0u8; 5000];
@@ -222,7 +270,11 @@ fn on_block_cache_is_bounded_and_hit() {
         assert!(buf.iter().all(|&b| b == 0));
         let reads = block.reads.get();
         assert_eq!(kv.read(&e, Encoding::Identity, 0, &mut buf).await, Ok(5000));
-        assert_eq!(block.reads.get(), reads, "second read is served from the cache");
+        assert_eq!(
+            block.reads.get(),
+            reads,
+            "second read is served from the cache"
+        );
         assert!(kv.cache_stats().hits >= 2);
         for (name, data) in &files {
             let e = kv.get(name).await.unwrap().unwrap();
@@ -243,7 +295,10 @@ fn on_block_streams_large_values_past_the_cache() {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 7000];
         loop {
-            let n = kv.read(&e, Encoding::Identity, out.len() as u64, &mut buf).await.unwrap();
+            let n = kv
+                .read(&e, Encoding::Identity, out.len() as u64, &mut buf)
+                .await
+                .unwrap();
             if n == 0 {
                 break;
             }
@@ -266,31 +321,55 @@ fn on_block_streams_large_values_past_the_cache() {
 fn open_rejects_bad_archives_with_errors() {
     let good = build(FILES, 512);
     assert_eq!(Embedded::new(&[]).unwrap_err(), ArchiveError::Truncated);
-    assert_eq!(Embedded::new(leak(vec![0; 4096])).unwrap_err(), ArchiveError::BadMagic);
-    assert_eq!(Embedded::new(leak(good[..good.len() - 1].to_vec())).unwrap_err(), ArchiveError::Truncated);
+    assert_eq!(
+        Embedded::new(leak(vec![0; 4096])).unwrap_err(),
+        ArchiveError::BadMagic
+    );
+    assert_eq!(
+        Embedded::new(leak(good[..good.len() - 1].to_vec())).unwrap_err(),
+        ArchiveError::Truncated
+    );
 
     let mut bad = good.clone();
     let h = Header::parse(&bad).unwrap();
     bad[h.index_offset as usize + 20] ^= 1;
-    assert_eq!(Embedded::new(leak(bad.clone())).unwrap_err(), ArchiveError::IndexChecksum);
+    assert_eq!(
+        Embedded::new(leak(bad.clone())).unwrap_err(),
+        ArchiveError::IndexChecksum
+    );
     // A record whose span points into the index, with a valid checksum.
     fix_checksum(&mut bad);
-    assert!(matches!(Embedded::new(leak(bad)), Err(ArchiveError::BadEntry { .. })));
+    assert!(matches!(
+        Embedded::new(leak(bad)),
+        Err(ArchiveError::BadEntry { .. })
+    ));
 
     // Keys out of order.
     let unsorted = build(&[("b", b"1"), ("a", b"2")], 512);
     assert!(matches!(
         Embedded::new(leak(unsorted)),
-        Err(ArchiveError::BadEntry { reason: "keys are not sorted and unique", .. })
+        Err(ArchiveError::BadEntry {
+            reason: "keys are not sorted and unique",
+            ..
+        })
     ));
     let dup = build(&[("a", b"1"), ("a", b"2")], 512);
-    assert!(matches!(Embedded::new(leak(dup)), Err(ArchiveError::BadEntry { .. })));
+    assert!(matches!(
+        Embedded::new(leak(dup)),
+        Err(ArchiveError::BadEntry { .. })
+    ));
 
     // A block device smaller than the archive, and one with odd sectors.
     let block = MemBlock::new(good[..1024].to_vec(), 512);
-    assert_eq!(run(OnBlock::open(block, 4096)).err(), Some(ArchiveError::Truncated));
+    assert_eq!(
+        run(OnBlock::open(block, 4096)).err(),
+        Some(ArchiveError::Truncated)
+    );
     let block = MemBlock::new(good.clone(), 64);
-    assert_eq!(run(OnBlock::open(block, 4096)).err(), Some(ArchiveError::UnsupportedSectorSize(64)));
+    assert_eq!(
+        run(OnBlock::open(block, 4096)).err(),
+        Some(ArchiveError::UnsupportedSectorSize(64))
+    );
 }
 
 mod props {

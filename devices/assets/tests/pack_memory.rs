@@ -41,7 +41,10 @@ fn packing_large_files_uses_bounded_memory() {
     let mut written = 0u64;
     let mut i = 0u64;
     while written < 8 * MIB {
-        let line = format!("line {i}: compose packs a directory into one archive, {}\n", i * 7919 % 10007);
+        let line = format!(
+            "line {i}: compose packs a directory into one archive, {}\n",
+            i * 7919 % 10007
+        );
         text.write_all(line.as_bytes()).unwrap();
         written += line.len() as u64;
         i += 1;
@@ -64,7 +67,15 @@ fn packing_large_files_uses_bounded_memory() {
     assert_eq!(header.archive_len, std::fs::metadata(&out).unwrap().len());
 
     if let (Some(before), Some(after)) = (before, after) {
-        eprintln!("peak RSS: {} MiB before packing, {} MiB after", before / MIB, after / MIB);
-        assert!(after < 160 * MIB, "packing 264 MiB peaked at {} MiB", after / MIB);
+        eprintln!(
+            "peak RSS: {} MiB before packing, {} MiB after",
+            before / MIB,
+            after / MIB
+        );
+        assert!(
+            after < 160 * MIB,
+            "packing 264 MiB peaked at {} MiB",
+            after / MIB
+        );
     }
 }

@@ -4,7 +4,9 @@ use alloc::format;
 use alloc::string::String;
 
 const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// (year, month 1..=12, day 1..=31) of the day `days` after 1970-01-01.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -63,14 +65,19 @@ pub fn parse_http_date(s: &[u8]) -> Option<u64> {
     }
     let mut parts = rest.split(' ');
     let day: u32 = two_digits(parts.next()?)?;
-    let month = MONTHS.iter().position(|m| Some(*m) == parts.next())? as u32 + 1;
+    let month_name = parts.next()?;
+    let month = MONTHS.iter().position(|m| *m == month_name)? as u32 + 1;
     let year_str = parts.next()?;
     if year_str.len() != 4 {
         return None;
     }
     let year: i64 = year_str.parse().ok()?;
     let mut time = parts.next()?.split(':');
-    let (h, m, sec) = (two_digits(time.next()?)?, two_digits(time.next()?)?, two_digits(time.next()?)?);
+    let (h, m, sec) = (
+        two_digits(time.next()?)?,
+        two_digits(time.next()?)?,
+        two_digits(time.next()?)?,
+    );
     if parts.next()? != "GMT" || parts.next().is_some() || time.next().is_some() {
         return None;
     }
@@ -78,11 +85,18 @@ pub fn parse_http_date(s: &[u8]) -> Option<u64> {
         return None;
     }
     let days = days_from_civil(year, month, day);
-    u64::try_from(days).ok()?.checked_mul(86_400)?.checked_add(u64::from(h * 3600 + m * 60 + sec))
+    u64::try_from(days)
+        .ok()?
+        .checked_mul(86_400)?
+        .checked_add(u64::from(h * 3600 + m * 60 + sec))
 }
 
 fn two_digits(s: &str) -> Option<u32> {
-    if s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit()) { s.parse().ok() } else { None }
+    if s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse().ok()
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -92,16 +106,28 @@ mod tests {
     #[test]
     fn formats_known_dates() {
         assert_eq!(format_http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(format_http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(format_http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
-        assert_eq!(format_http_date(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(
+            format_http_date(784_111_777),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(
+            format_http_date(951_782_400),
+            "Tue, 29 Feb 2000 00:00:00 GMT"
+        );
+        assert_eq!(
+            format_http_date(1_700_000_000),
+            "Tue, 14 Nov 2023 22:13:20 GMT"
+        );
         assert_eq!(format_http_date(u64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
     }
 
     #[test]
     fn parses_what_it_formats() {
         for secs in [0, 784_111_777, 951_782_400, 1_700_000_000, 4_102_444_800] {
-            assert_eq!(parse_http_date(format_http_date(secs).as_bytes()), Some(secs));
+            assert_eq!(
+                parse_http_date(format_http_date(secs).as_bytes()),
+                Some(secs)
+            );
         }
         for bad in [
             "",

@@ -2,6 +2,9 @@
 
 use alloc::vec::Vec;
 
+/// `httparse`'s header slot, the scratch space [`parse_request`] parses into.
+pub use httparse::{EMPTY_HEADER, Header};
+
 use crate::SiteConfig;
 
 /// The parts of a request head the server acts on, borrowed from the receive buffer.
@@ -39,7 +42,11 @@ impl Request<'_> {
     /// Whether the connection should stay open after the response, as far as the client is
     /// concerned.
     pub fn keep_alive(&self) -> bool {
-        if self.http10 { self.connection_keep_alive && !self.connection_close } else { !self.connection_close }
+        if self.http10 {
+            self.connection_keep_alive && !self.connection_close
+        } else {
+            !self.connection_close
+        }
     }
 
     /// Whether the request has a body (which the server reads and discards, or refuses).
@@ -78,7 +85,11 @@ pub fn parse_request<'b>(
     let head_len = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            if buf.len() >= config.max_request_line.saturating_add(config.max_header_bytes) {
+            if buf.len()
+                >= config
+                    .max_request_line
+                    .saturating_add(config.max_header_bytes)
+            {
                 return Err(Reject(431));
             }
             return Ok(None);
@@ -99,7 +110,12 @@ pub fn parse_request<'b>(
     else {
         return Err(Reject(400));
     };
-    let mut req = Request { method, target, http10: version == 0, ..Request::default() };
+    let mut req = Request {
+        method,
+        target,
+        http10: version == 0,
+        ..Request::default()
+    };
     let mut ranges = 0;
     for h in parsed.headers.iter() {
         let name = h.name;
@@ -159,7 +175,11 @@ pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
         return None;
     }
     s.iter().try_fold(0u64, |n, &b| {
-        if b.is_ascii_digit() { n.checked_mul(10)?.checked_add(u64::from(b - b'0')) } else { None }
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
     })
 }
 
@@ -169,7 +189,12 @@ mod tests {
     use alloc::vec;
 
     fn parse(bytes: &[u8]) -> Result<Option<(Request<'_>, usize)>, Reject> {
-        let config = SiteConfig { max_request_line: 64, max_header_bytes: 128, max_headers: 4, ..SiteConfig::default() };
+        let config = SiteConfig {
+            max_request_line: 64,
+            max_header_bytes: 128,
+            max_headers: 4,
+            ..SiteConfig::default()
+        };
         let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers];
         // The scratch space only has to live as long as the call: copy the result out.
         parse_request(bytes, &mut headers, &config)
@@ -180,7 +205,10 @@ mod tests {
         let raw = b"GET /a?b HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive, close\r\nRange: bytes=1-2\r\n\r\nNEXT";
         let (req, n) = parse(raw).unwrap().unwrap();
         assert_eq!(n, raw.len() - 4);
-        assert_eq!((req.method, req.target, req.http10, req.hosts), ("GET", "/a?b", false, 1));
+        assert_eq!(
+            (req.method, req.target, req.http10, req.hosts),
+            ("GET", "/a?b", false, 1)
+        );
         assert!(req.connection_close && req.connection_keep_alive && !req.keep_alive());
         assert_eq!(req.range, Some(&b"bytes=1-2"[..]));
     }
@@ -200,15 +228,32 @@ mod tests {
         assert_eq!(parse(&long_line), Err(Reject(414)));
         let big_header = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 200]].concat();
         assert_eq!(parse(&big_header), Err(Reject(431)));
-        let big_complete = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 120], b"\r\nY: b\r\n\r\n"].concat();
+        let big_complete = [
+            b"GET / HTTP/1.1\r\nX: ".as_slice(),
+            &[b'a'; 120],
+            b"\r\nY: b\r\n\r\n",
+        ]
+        .concat();
         assert_eq!(parse(&big_complete), Err(Reject(431)));
-        assert_eq!(parse(b"GET / HTTP/1.1\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\n\r\n"), Err(Reject(431)));
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\n\r\n"),
+            Err(Reject(431))
+        );
         assert_eq!(parse(b"GET / HTTP/2.0\r\n\r\n"), Err(Reject(505)));
         assert_eq!(parse(b"GET / FOO\r\n\r\n"), Err(Reject(400)));
         assert_eq!(parse(b"\x00\x01\x02\r\n\r\n"), Err(Reject(400)));
-        assert_eq!(parse(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), Err(Reject(400)));
-        assert_eq!(parse(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), Err(Reject(400)));
-        assert_eq!(parse(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), Err(Reject(400)));
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"),
+            Err(Reject(400))
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            Err(Reject(400))
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            Err(Reject(400))
+        );
         assert_eq!(
             parse(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Err(Reject(400))
@@ -219,7 +264,9 @@ mod tests {
     fn http10_keep_alive_is_opt_in() {
         let (req, _) = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(req.http10 && !req.keep_alive());
-        let (req, _) = parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap();
+        let (req, _) = parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(req.keep_alive());
     }
 
@@ -227,7 +274,10 @@ mod tests {
     fn decimals() {
         assert_eq!(parse_decimal(b"0"), Some(0));
         assert_eq!(parse_decimal(b"18446744073709551615"), None);
-        assert_eq!(parse_decimal(b"9999999999999999999"), Some(9_999_999_999_999_999_999));
+        assert_eq!(
+            parse_decimal(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
         assert_eq!(parse_decimal(b""), None);
         assert_eq!(parse_decimal(b"+1"), None);
         assert_eq!(parse_decimal(b"1 "), None);

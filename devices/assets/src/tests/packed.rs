@@ -16,14 +16,18 @@ use sha2::{Digest, Sha256};
 fn html(n: usize) -> String {
     let mut s = String::from("<!doctype html><title>t</title>\n");
     for i in 0..n {
-        s.push_str(&format!("<p>Paragraph {i} about compose, unikernels and static sites.</p>\n"));
+        s.push_str(&format!(
+            "<p>Paragraph {i} about compose, unikernels and static sites.</p>\n"
+        ));
     }
     s
 }
 
 /// Deterministic, incompressible bytes.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -37,13 +41,19 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 fn site() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("index.html", html(200).into_bytes()),
-        ("style.css", "body { color: #222; }\n".repeat(40).into_bytes()),
+        (
+            "style.css",
+            "body { color: #222; }\n".repeat(40).into_bytes(),
+        ),
         ("tiny.txt", b"short".to_vec()),
         ("empty.txt", Vec::new()),
         ("logo.png", noise(3000, 1)),
         ("docs/index.html", html(50).into_bytes()),
         ("docs/guide.html", html(80).into_bytes()),
-        ("docs/deep/er/data.json", format!("[{}1]", "1,".repeat(500)).into_bytes()),
+        (
+            "docs/deep/er/data.json",
+            format!("[{}1]", "1,".repeat(500)).into_bytes(),
+        ),
         ("a b ü.txt", "unicode name ✓\n".repeat(30).into_bytes()),
         ("latin1.txt", vec![0xe9; 400]),
         ("noext", noise(10, 2)),
@@ -61,7 +71,12 @@ fn write_tree(dir: &Path, files: &[(&str, Vec<u8>)]) {
 
 fn options() -> PackOptions {
     // Low levels keep the tests fast; determinism does not depend on them.
-    PackOptions { gzip_level: 6, zstd_level: 3, source_date_epoch: Some(1_700_000_000), ..PackOptions::default() }
+    PackOptions {
+        gzip_level: 6,
+        zstd_level: 3,
+        source_date_epoch: Some(1_700_000_000),
+        ..PackOptions::default()
+    }
 }
 
 fn packed(dir: &Path, options: &PackOptions) -> Vec<u8> {
@@ -86,19 +101,31 @@ fn packing_is_deterministic() {
     for entry in walkdir::WalkDir::new(&b_root).min_depth(1) {
         let entry = entry.unwrap();
         let file = fs::File::options().read(true).open(entry.path()).unwrap();
-        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(12345)).unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(12345))
+            .unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = if entry.file_type().is_dir() { 0o700 } else { 0o600 };
+            let mode = if entry.file_type().is_dir() {
+                0o700
+            } else {
+                0o600
+            };
             fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode)).unwrap();
         }
     }
 
     let first = packed(a.path(), &options());
-    assert_eq!(first, packed(&b_root, &options()), "same tree, different place, order, times and modes");
+    assert_eq!(
+        first,
+        packed(&b_root, &options()),
+        "same tree, different place, order, times and modes"
+    );
     assert_eq!(first, packed(a.path(), &options()), "packing twice");
-    let other_time = PackOptions { source_date_epoch: Some(1), ..options() };
+    let other_time = PackOptions {
+        source_date_epoch: Some(1),
+        ..options()
+    };
     assert_ne!(first, packed(a.path(), &other_time));
 }
 
@@ -114,13 +141,23 @@ fn round_trip_through_both_backends() {
     assert_eq!(summary.files, files.len() as u64);
     assert_eq!(summary.archive_bytes, bytes.len() as u64);
     assert_eq!(bytes.len() % 512, 0);
-    assert!(summary.gzip_variants >= 5 && summary.zstd_variants >= 5, "{summary:?}");
+    assert!(
+        summary.gzip_variants >= 5 && summary.zstd_variants >= 5,
+        "{summary:?}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
     }
-    assert_eq!(fs::read_dir(out.path()).unwrap().count(), 1, "no temporary file left behind");
+    assert_eq!(
+        fs::read_dir(out.path()).unwrap().count(),
+        1,
+        "no temporary file left behind"
+    );
 
     let embedded = Embedded::new(leak(bytes.clone())).unwrap();
     let on_block = run(OnBlock::open(MemBlock::new(bytes, 512), 32 * 1024)).unwrap();
@@ -139,7 +176,11 @@ fn round_trip_through_both_backends() {
             ("noext", "application/octet-stream"),
         ];
         for (key, ty) in types {
-            assert_eq!(embedded.get(key).await.unwrap().unwrap().content_type, ty, "{key}");
+            assert_eq!(
+                embedded.get(key).await.unwrap().unwrap().content_type,
+                ty,
+                "{key}"
+            );
         }
         let png = embedded.get("logo.png").await.unwrap().unwrap();
         assert!(!png.has_variants(), "images are not compressed");
@@ -171,7 +212,11 @@ fn check_store<K: Kv>(kv: &K, files: &[(&str, Vec<u8>)]) {
     run(async {
         assert_eq!(kv.len(), files.len() as u64);
         for (key, data) in files {
-            let e = kv.get(key).await.unwrap().unwrap_or_else(|| panic!("{key} missing"));
+            let e = kv
+                .get(key)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{key} missing"));
             assert_eq!(e.size, data.len() as u64);
             assert_eq!(e.sha256, <[u8; 32]>::from(Sha256::digest(data)));
             for enc in Encoding::ALL {
@@ -179,7 +224,10 @@ fn check_store<K: Kv>(kv: &K, files: &[(&str, Vec<u8>)]) {
                 let mut stored = Vec::new();
                 let mut buf = vec![0u8; 777];
                 loop {
-                    let n = kv.read(&e, enc, stored.len() as u64, &mut buf).await.unwrap();
+                    let n = kv
+                        .read(&e, enc, stored.len() as u64, &mut buf)
+                        .await
+                        .unwrap();
                     if n == 0 {
                         break;
                     }
@@ -193,7 +241,9 @@ fn check_store<K: Kv>(kv: &K, files: &[(&str, Vec<u8>)]) {
                     Encoding::Identity => stored,
                     Encoding::Gzip => {
                         let mut d = Vec::new();
-                        flate2::read::GzDecoder::new(&stored[..]).read_to_end(&mut d).unwrap();
+                        flate2::read::GzDecoder::new(&stored[..])
+                            .read_to_end(&mut d)
+                            .unwrap();
                         d
                     }
                     Encoding::Zstd => zstd::stream::decode_all(&stored[..]).unwrap(),
@@ -212,13 +262,29 @@ fn include_and_exclude() {
         let kv = Embedded::new(leak(packed(dir.path(), &options))).unwrap();
         run(kv.list("", None, 100)).unwrap()
     };
-    let only_html = keys(PackOptions { include: vec!["*.html".into()], ..options() });
-    assert_eq!(only_html, ["docs/guide.html", "docs/index.html", "index.html"]);
-    let top_html = keys(PackOptions { include: vec!["/*.html".into()], ..options() });
+    let only_html = keys(PackOptions {
+        include: vec!["*.html".into()],
+        ..options()
+    });
+    assert_eq!(
+        only_html,
+        ["docs/guide.html", "docs/index.html", "index.html"]
+    );
+    let top_html = keys(PackOptions {
+        include: vec!["/*.html".into()],
+        ..options()
+    });
     assert_eq!(top_html, ["index.html"]);
-    let docs_dir = keys(PackOptions { include: vec!["docs".into()], exclude: vec!["deep".into()], ..options() });
+    let docs_dir = keys(PackOptions {
+        include: vec!["docs".into()],
+        exclude: vec!["deep".into()],
+        ..options()
+    });
     assert_eq!(docs_dir, ["docs/guide.html", "docs/index.html"]);
-    let no_txt = keys(PackOptions { exclude: vec!["*.txt".into(), "docs/**".into()], ..options() });
+    let no_txt = keys(PackOptions {
+        exclude: vec!["*.txt".into(), "docs/**".into()],
+        ..options()
+    });
     assert_eq!(no_txt, ["index.html", "logo.png", "noext", "style.css"]);
 }
 
@@ -226,7 +292,13 @@ fn include_and_exclude() {
 fn compression_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();
     write_tree(dir.path(), &site());
-    let bytes = packed(dir.path(), &PackOptions { compress: false, ..options() });
+    let bytes = packed(
+        dir.path(),
+        &PackOptions {
+            compress: false,
+            ..options()
+        },
+    );
     let kv = Embedded::new(leak(bytes)).unwrap();
     run(async {
         for key in kv.list("", None, 100).await.unwrap() {
@@ -245,11 +317,35 @@ fn errors_are_reported_and_leave_the_output_alone() {
 
     let err = pack(&dir.path().join("missing"), &options(), &path).unwrap_err();
     assert!(matches!(err, PackError::Io { .. }), "{err}");
-    let err = pack(dir.path(), &PackOptions { include: vec!["[".into()], ..options() }, &path).unwrap_err();
+    let err = pack(
+        dir.path(),
+        &PackOptions {
+            include: vec!["[".into()],
+            ..options()
+        },
+        &path,
+    )
+    .unwrap_err();
     assert!(matches!(err, PackError::Glob { .. }), "{err}");
-    let err = pack(dir.path(), &PackOptions { align: 3, ..options() }, &path).unwrap_err();
+    let err = pack(
+        dir.path(),
+        &PackOptions {
+            align: 3,
+            ..options()
+        },
+        &path,
+    )
+    .unwrap_err();
     assert!(matches!(err, PackError::InvalidOption(_)), "{err}");
-    let err = pack(dir.path(), &PackOptions { zstd_level: 22, ..options() }, &path).unwrap_err();
+    let err = pack(
+        dir.path(),
+        &PackOptions {
+            zstd_level: 22,
+            ..options()
+        },
+        &path,
+    )
+    .unwrap_err();
     assert!(matches!(err, PackError::InvalidOption(_)), "{err}");
     #[cfg(unix)]
     {
@@ -261,7 +357,11 @@ fn errors_are_reported_and_leave_the_output_alone() {
         fs::remove_file(bad).unwrap();
     }
     assert_eq!(fs::read(&path).unwrap(), b"previous");
-    assert_eq!(fs::read_dir(out.path()).unwrap().count(), 1, "no temporary file left behind");
+    assert_eq!(
+        fs::read_dir(out.path()).unwrap().count(),
+        1,
+        "no temporary file left behind"
+    );
     pack(dir.path(), &options(), &path).unwrap();
     assert!(Embedded::new(leak(fs::read(&path).unwrap())).is_ok());
 }
