@@ -10,12 +10,11 @@
 //! them from `park`.
 
 use alloc::boxed::Box;
-use alloc::collections::{BinaryHeap, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
 use core::cell::RefCell;
-use core::cmp::Reverse;
 use core::future::Future;
 use core::pin::Pin;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +40,8 @@ type Slot = Option<(Task, Arc<Header>)>;
 struct Local {
     tasks: RefCell<Vec<Slot>>,
     free: RefCell<Vec<usize>>,
-    timers: RefCell<BinaryHeap<Reverse<Timer>>>,
+    /// Pending timers by (deadline, sequence number); a dropped [`Sleep`] removes its own.
+    timers: RefCell<BTreeMap<(u64, u64), Waker>>,
     timer_seq: RefCell<u64>,
     now: RefCell<Option<fn() -> u64>>,
 }
@@ -58,7 +58,7 @@ unsafe impl Sync for ThreadOwned {}
 static LOCAL: ThreadOwned = ThreadOwned(Local {
     tasks: RefCell::new(Vec::new()),
     free: RefCell::new(Vec::new()),
-    timers: RefCell::new(BinaryHeap::new()),
+    timers: RefCell::new(BTreeMap::new()),
     timer_seq: RefCell::new(0),
     now: RefCell::new(None),
 });
@@ -81,29 +81,6 @@ impl Wake for Header {
         if !self.queued.swap(true, Ordering::AcqRel) {
             READY.lock().push_back(self.id);
         }
-    }
-}
-
-struct Timer {
-    deadline: u64,
-    seq: u64,
-    waker: Waker,
-}
-
-impl PartialEq for Timer {
-    fn eq(&self, o: &Self) -> bool {
-        (self.deadline, self.seq) == (o.deadline, o.seq)
-    }
-}
-impl Eq for Timer {}
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, o: &Self) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Timer {
-    fn cmp(&self, o: &Self) -> core::cmp::Ordering {
-        (self.deadline, self.seq).cmp(&(o.deadline, o.seq))
     }
 }
 
@@ -183,13 +160,11 @@ pub fn block_on<P: Platform, F: Future>(main: F) -> F::Output {
 /// Wakes every timer due at `now`; returns the next pending deadline.
 fn fire_timers(now: u64) -> Option<u64> {
     let mut timers = LOCAL.0.timers.borrow_mut();
-    while let Some(Reverse(t)) = timers.peek() {
-        if t.deadline > now {
-            return Some(t.deadline);
+    while let Some(entry) = timers.first_entry() {
+        if entry.key().0 > now {
+            return Some(entry.key().0);
         }
-        if let Some(Reverse(t)) = timers.pop() {
-            t.waker.wake();
-        }
+        entry.remove().wake();
     }
     None
 }
@@ -207,42 +182,66 @@ fn drop_all_tasks() {
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sleep {
     deadline: u64,
-    registered: bool,
+    /// The key of its entry in the timer table, once registered.
+    registered: Option<(u64, u64)>,
 }
 
 /// Completes once `duration` has passed.
 pub fn sleep(duration: Duration) -> Sleep {
     let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-    Sleep { deadline: now_ns().saturating_add(ns), registered: false }
+    Sleep { deadline: now_ns().saturating_add(ns), registered: None }
 }
 
 /// Completes at `deadline_ns` on the platform's monotonic scale.
 pub fn sleep_until(deadline_ns: u64) -> Sleep {
-    Sleep { deadline: deadline_ns, registered: false }
+    Sleep { deadline: deadline_ns, registered: None }
 }
 
 impl Future for Sleep {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if now_ns() >= self.deadline {
+            if let Some(key) = self.registered.take() {
+                LOCAL.0.timers.borrow_mut().remove(&key);
+            }
             return Poll::Ready(());
         }
-        if !self.registered {
-            let local = &LOCAL.0;
-            let seq = {
-                let mut s = local.timer_seq.borrow_mut();
-                *s += 1;
-                *s
-            };
-            local.timers.borrow_mut().push(Reverse(Timer {
-                deadline: self.deadline,
-                seq,
-                waker: cx.waker().clone(),
-            }));
-            self.registered = true;
+        let local = &LOCAL.0;
+        let mut timers = local.timers.borrow_mut();
+        match self.registered {
+            // Still pending: keep the waker current (the task may have moved).
+            Some(key) if timers.contains_key(&key) => {
+                if let Some(w) = timers.get_mut(&key) {
+                    w.clone_from(cx.waker());
+                }
+            }
+            _ => {
+                let seq = {
+                    let mut s = local.timer_seq.borrow_mut();
+                    *s += 1;
+                    *s
+                };
+                timers.insert((self.deadline, seq), cx.waker().clone());
+                self.registered = Some((self.deadline, seq));
+            }
         }
         Poll::Pending
     }
+}
+
+impl Drop for Sleep {
+    /// A sleep abandoned before its deadline (a `timeout` whose future won) leaves nothing
+    /// behind in the timer table.
+    fn drop(&mut self) {
+        if let Some(key) = self.registered.take() {
+            LOCAL.0.timers.borrow_mut().remove(&key);
+        }
+    }
+}
+
+/// The number of timers pending (for tests and diagnostics).
+pub fn pending_timers() -> usize {
+    LOCAL.0.timers.borrow().len()
 }
 
 /// Lets other ready tasks run before continuing.
@@ -274,4 +273,50 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Option<F::Outp
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::sync::atomic::AtomicU64;
+
+    static NOW: AtomicU64 = AtomicU64::new(0);
+
+    /// A platform whose clock jumps to the deadline when parked: timers fire at once.
+    struct Virtual;
+    impl Platform for Virtual {
+        fn now_ns() -> u64 {
+            NOW.load(Ordering::SeqCst)
+        }
+        fn park(deadline_ns: Option<u64>) {
+            if let Some(d) = deadline_ns {
+                NOW.fetch_max(d, Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[test]
+    fn timers_fire_in_order_and_abandoned_ones_leave_nothing() {
+        let order = block_on::<Virtual, _>(async {
+            // A thousand timeouts whose futures win: their timers must be gone.
+            for _ in 0..1000 {
+                assert_eq!(timeout(Duration::from_secs(30), async { 7 }).await, Some(7));
+            }
+            assert_eq!(pending_timers(), 0);
+            // A timeout whose timer wins.
+            assert_eq!(timeout(Duration::from_millis(5), core::future::pending::<()>()).await, None);
+            let log = alloc::rc::Rc::new(RefCell::new(Vec::new()));
+            for (i, ms) in [(0, 30u64), (1, 10), (2, 20)] {
+                let log = log.clone();
+                spawn(async move {
+                    sleep(Duration::from_millis(ms)).await;
+                    log.borrow_mut().push(i);
+                });
+            }
+            sleep(Duration::from_millis(50)).await;
+            let v = log.borrow().clone();
+            v
+        });
+        assert_eq!(order, [1, 2, 0]);
+    }
 }
