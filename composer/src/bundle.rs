@@ -1,1 +1,543 @@
-//! (being written)
+//! Deterministic `.tar.zst` bundles.
+//!
+//! The same entries give the same bytes whatever order they were added in, whenever,
+//! wherever and by whom: entries are sorted by name; every header is a plain ustar
+//! header with uid and gid 0, empty user and group names, mode 0644 (0755 for
+//! executables), the given mtime ([`source_date_epoch`], else 0) and no extension
+//! headers; directories are implied, never stored. The tar stream reaches zstd (level
+//! [`ZSTD_LEVEL`], single-threaded, with a checksum) in fixed-size chunks, so short reads
+//! of input files cannot change how it is compressed. The file is written atomically.
+//!
+//! Entry names are 1 to 100 bytes of `A-Z a-z 0-9 . _ + -` in `/`-separated components,
+//! none empty, `.` or `..`. The reader ([`read`]) applies the same rule and refuses
+//! anything but regular files, and duplicate names.
+
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The zstd compression level of bundles.
+pub const ZSTD_LEVEL: i32 = 19;
+/// The longest entry name: what a ustar header's name field holds without a prefix.
+pub const MAX_NAME: usize = 100;
+/// Bytes handed to the compressor per call.
+const CHUNK: usize = 128 * 1024;
+
+/// Why a bundle could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// Reading or writing a file failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// An entry name breaks the naming rule.
+    #[error("bundle entry name {name:?} is not allowed: {why}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// Two entries have the same name.
+    #[error("the bundle has two entries named {0:?}")]
+    Duplicate(String),
+    /// An entry is not a regular file.
+    #[error("bundle entry {name:?} is a {kind}; bundles hold only regular files")]
+    NotAFile {
+        /// The entry's name.
+        name: String,
+        /// What it is instead.
+        kind: String,
+    },
+    /// An input file changed size while it was being bundled.
+    #[error("{} changed while it was being bundled", .0.display())]
+    Changed(PathBuf),
+    /// An entry holds a PEM private key.
+    #[error("bundle entry {0:?} contains a private key; private keys never go into a bundle")]
+    PrivateKey(String),
+    /// `SOURCE_DATE_EPOCH` is set but is not a number of seconds.
+    #[error("SOURCE_DATE_EPOCH={0:?} is not a whole number of seconds since 1970")]
+    BadEpoch(String),
+    /// The bundle is not a valid zstd-compressed tar archive.
+    #[error("{} is not a valid bundle (a zstd-compressed tar archive): {source}", path.display())]
+    Corrupt {
+        /// The bundle.
+        path: PathBuf,
+        /// What the decoder said.
+        source: io::Error,
+    },
+}
+
+type Result<T, E = BundleError> = std::result::Result<T, E>;
+
+/// The bundle's file name: `<name>-<target>.tar.zst`.
+pub fn file_name(name: &str, target: &str) -> String {
+    format!("{name}-{target}.tar.zst")
+}
+
+/// The mtime of bundle entries: `$SOURCE_DATE_EPOCH` if set, else 0.
+pub fn source_date_epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if v.trim().is_empty() => Ok(0),
+        Ok(v) => v.trim().parse().map_err(|_| BundleError::BadEpoch(v)),
+        Err(std::env::VarError::NotPresent) => Ok(0),
+        Err(std::env::VarError::NotUnicode(v)) => Err(BundleError::BadEpoch(v.to_string_lossy().into_owned())),
+    }
+}
+
+/// Checks an entry name against the naming rule.
+pub fn check_name(name: &str) -> Result<()> {
+    let bad = |why| Err(BundleError::BadName { name: name.to_string(), why });
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_NAME {
+        return bad("it is longer than 100 bytes");
+    }
+    if name.starts_with('/') {
+        return bad("it is an absolute path");
+    }
+    for part in name.split('/') {
+        match part {
+            "" => return bad("it has an empty path component"),
+            "." | ".." => return bad("it has a `.` or `..` component"),
+            _ => {}
+        }
+        if !part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-')) {
+            return bad("only letters, digits, `.`, `_`, `+`, `-` and `/` are allowed");
+        }
+    }
+    Ok(())
+}
+
+/// Where an entry's bytes come from.
+#[derive(Debug, Clone)]
+enum Source {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+/// Collects entries, then writes them as a deterministic bundle.
+#[derive(Debug, Clone)]
+pub struct BundleWriter {
+    mtime: u64,
+    entries: BTreeMap<String, (Source, bool)>,
+}
+
+impl BundleWriter {
+    /// An empty bundle whose entries will carry `mtime` (seconds since 1970).
+    pub fn new(mtime: u64) -> BundleWriter {
+        BundleWriter { mtime, entries: BTreeMap::new() }
+    }
+
+    fn add(&mut self, name: &str, source: Source, executable: bool) -> Result<()> {
+        check_name(name)?;
+        if self.entries.contains_key(name) {
+            return Err(BundleError::Duplicate(name.to_string()));
+        }
+        self.entries.insert(name.to_string(), (source, executable));
+        Ok(())
+    }
+
+    /// Adds an entry from memory.
+    pub fn add_bytes(&mut self, name: &str, bytes: impl Into<Vec<u8>>, executable: bool) -> Result<()> {
+        self.add(name, Source::Bytes(bytes.into()), executable)
+    }
+
+    /// Adds a file (read when the bundle is written); executable if its owner may
+    /// execute it. Only that bit of its mode is kept, so the umask does not matter.
+    pub fn add_file(&mut self, name: &str, path: &Path) -> Result<()> {
+        let meta = fs::metadata(path).map_err(|source| BundleError::Io { what: "cannot read", path: path.to_path_buf(), source })?;
+        if !meta.is_file() {
+            return Err(BundleError::NotAFile { name: name.to_string(), kind: "directory or special file".into() });
+        }
+        self.add(name, Source::File(path.to_path_buf()), meta.permissions().mode() & 0o100 != 0)
+    }
+
+    /// The entry names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Writes the bundle to `out` atomically (a temporary file in the same directory,
+    /// fsync'd and renamed). Returns each entry's sha256 (hex), by name.
+    pub fn write(&self, out: &Path) -> Result<BTreeMap<String, String>> {
+        let io = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BundleError::Io { what, path, source }
+        };
+        let dir = crate::store::parent_dir(out);
+        fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+        let tmp = crate::store::tmp_sibling(out);
+        let result = (|| {
+            let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io("cannot create", &tmp))?;
+            let _ = file.set_permissions(fs::Permissions::from_mode(0o644));
+            let (file, hashes) = self.write_to(file)?;
+            file.sync_all().map_err(io("cannot write", &tmp))?;
+            fs::rename(&tmp, out).map_err(io("cannot write", out))?;
+            let _ = crate::store::sync_dir(dir);
+            Ok(hashes)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Writes the compressed bundle to `w` and returns it, with each entry's sha256.
+    pub fn write_to<W: Write>(&self, w: W) -> Result<(W, BTreeMap<String, String>)> {
+        let wio = |source| BundleError::Io { what: "cannot write", path: PathBuf::from("bundle"), source };
+        let mut encoder = zstd::stream::write::Encoder::new(w, ZSTD_LEVEL).map_err(wio)?;
+        encoder.include_checksum(true).map_err(wio)?;
+        let mut tar = tar::Builder::new(Chunked::new(encoder));
+        let mut hashes = BTreeMap::new();
+        for (name, (source, executable)) in &self.entries {
+            let mut header = tar::Header::new_ustar();
+            header.set_mode(if *executable { 0o755 } else { 0o644 });
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(self.mtime);
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_username("").map_err(wio)?;
+            header.set_groupname("").map_err(wio)?;
+            header.set_device_major(0).map_err(wio)?;
+            header.set_device_minor(0).map_err(wio)?;
+            let digest = match source {
+                Source::Bytes(bytes) => {
+                    header.set_size(bytes.len() as u64);
+                    let mut r = Scanned::new(&bytes[..]);
+                    tar.append_data(&mut header, name, &mut r).map_err(wio)?;
+                    r.finish(name)?
+                }
+                Source::File(path) => {
+                    let rio = |source| BundleError::Io { what: "cannot read", path: path.clone(), source };
+                    let file = fs::File::open(path).map_err(rio)?;
+                    let size = file.metadata().map_err(rio)?.len();
+                    header.set_size(size);
+                    // Exactly `size` bytes go into the archive; a file that grew or
+                    // shrank meanwhile is an error, not a corrupt entry.
+                    let mut r = Scanned::new(file.take(size));
+                    tar.append_data(&mut header, name, &mut r).map_err(rio)?;
+                    let mut probe = [0u8; 1];
+                    let grew = r.inner.get_mut().read(&mut probe).map_err(rio)? != 0;
+                    if r.len != size || grew {
+                        return Err(BundleError::Changed(path.clone()));
+                    }
+                    r.finish(name)?
+                }
+            };
+            hashes.insert(name.clone(), digest);
+        }
+        let chunked = tar.into_inner().map_err(wio)?;
+        let encoder = chunked.finish().map_err(wio)?;
+        let w = encoder.finish().map_err(wio)?;
+        Ok((w, hashes))
+    }
+}
+
+/// A reader that hashes what passes through it, counts it and looks for a PEM private
+/// key marker (also across read boundaries).
+struct Scanned<R> {
+    inner: R,
+    hasher: Sha256,
+    len: u64,
+    tail: Vec<u8>,
+    found_key: bool,
+}
+
+impl<R: Read> Scanned<R> {
+    fn new(inner: R) -> Self {
+        Scanned { inner, hasher: Sha256::new(), len: 0, tail: Vec::new(), found_key: false }
+    }
+
+    fn finish(self, name: &str) -> Result<String> {
+        if self.found_key {
+            return Err(BundleError::PrivateKey(name.to_string()));
+        }
+        Ok(hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<R: Read> Read for Scanned<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let data = &buf[..n];
+        self.hasher.update(data);
+        self.len += n as u64;
+        let keep = crate::sign::PRIVATE_KEY_MARKER.len() - 1;
+        // `tail` holds the last `keep` bytes seen before: a marker split across reads
+        // lies within `tail` followed by the first `keep` bytes of this read.
+        let mut joint = self.tail.clone();
+        joint.extend_from_slice(&data[..n.min(keep)]);
+        if crate::sign::contains_private_key(&joint) || crate::sign::contains_private_key(data) {
+            self.found_key = true;
+        }
+        self.tail.extend_from_slice(&data[n - n.min(keep)..]);
+        let excess = self.tail.len().saturating_sub(keep);
+        self.tail.drain(..excess);
+        Ok(n)
+    }
+}
+
+/// Passes bytes on in chunks of exactly [`CHUNK`] bytes (the last one shorter), so the
+/// compressor sees the same calls for the same stream.
+struct Chunked<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Chunked<W> {
+    fn new(inner: W) -> Self {
+        Chunked { inner, buf: Vec::with_capacity(CHUNK) }
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for Chunked<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Deliberately not passed on: a flush would end a zstd block early.
+        Ok(())
+    }
+}
+
+/// Reads a bundle: its entries in archive order, as (name, bytes).
+pub fn read(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let file = fs::File::open(path).map_err(|source| BundleError::Io { what: "cannot open", path: path.to_path_buf(), source })?;
+    read_from(io::BufReader::new(file)).map_err(|e| match e {
+        BundleError::Corrupt { source, .. } => BundleError::Corrupt { path: path.to_path_buf(), source },
+        other => other,
+    })
+}
+
+/// Reads a bundle from a stream; see [`read`].
+pub fn read_from(r: impl Read) -> Result<Vec<(String, Vec<u8>)>> {
+    let corrupt = |source| BundleError::Corrupt { path: PathBuf::from("bundle"), source };
+    let decoder = zstd::stream::read::Decoder::new(r).map_err(corrupt)?;
+    let mut archive = tar::Archive::new(decoder);
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in archive.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8(raw).map_err(|e| BundleError::BadName { name: String::from_utf8_lossy(e.as_bytes()).into_owned(), why: "it is not UTF-8" })?;
+        check_name(&name)?;
+        let ty = entry.header().entry_type();
+        if !matches!(ty, tar::EntryType::Regular | tar::EntryType::Continuous) {
+            return Err(BundleError::NotAFile { name, kind: entry_kind(ty).to_string() });
+        }
+        if !seen.insert(name.clone()) {
+            return Err(BundleError::Duplicate(name));
+        }
+        // No preallocation from the header's size: a forged size must not allocate.
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(corrupt)?;
+        out.push((name, bytes));
+    }
+    Ok(out)
+}
+
+fn entry_kind(ty: tar::EntryType) -> &'static str {
+    match ty {
+        tar::EntryType::Directory => "directory",
+        tar::EntryType::Symlink => "symbolic link",
+        tar::EntryType::Link => "hard link",
+        tar::EntryType::Char => "character device",
+        tar::EntryType::Block => "block device",
+        tar::EntryType::Fifo => "fifo",
+        tar::EntryType::GNUSparse => "sparse file",
+        tar::EntryType::XGlobalHeader => "global extension header",
+        _ => "special entry",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn sample(dir: &Path, order: &[usize], umask_like: u32, mtime_days: u64) -> BundleWriter {
+        let image = dir.join("hello.hvt");
+        fs::write(&image, vec![0x7fu8; 300_000]).unwrap();
+        fs::set_permissions(&image, fs::Permissions::from_mode(0o777 & !umask_like)).unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(mtime_days * 86_400);
+        fs::File::options().write(true).open(&image).unwrap().set_times(fs::FileTimes::new().set_modified(t)).unwrap();
+        let mut w = BundleWriter::new(1_700_000_000);
+        for i in order {
+            match i {
+                0 => w.add_file("hello.hvt", &image).unwrap(),
+                1 => w.add_bytes("manifest.json", b"{}\n".to_vec(), false).unwrap(),
+                2 => w.add_bytes("sbom/spdx.json", b"{\"spdxVersion\":\"SPDX-2.3\"}".to_vec(), false).unwrap(),
+                _ => w.add_bytes("manifest.json.sig", b"compose-ed25519-signature x y\n".to_vec(), false).unwrap(),
+            }
+        }
+        w
+    }
+
+    #[test]
+    fn deterministic_across_order_time_umask_and_place() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let out_a = a.path().join("out/hello-hvt.tar.zst");
+        let out_b = b.path().join("deep/er/hello-hvt.tar.zst");
+        let ha = sample(a.path(), &[0, 1, 2, 3], 0o022, 1).write(&out_a).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let hb = sample(b.path(), &[3, 2, 1, 0], 0o077, 9000).write(&out_b).unwrap();
+        assert_eq!(fs::read(&out_a).unwrap(), fs::read(&out_b).unwrap());
+        assert_eq!(ha, hb);
+        assert_eq!(ha["manifest.json"], crate::store::sha256_hex(b"{}\n"));
+        // Only the bundle itself is left: no temporary files.
+        assert_eq!(fs::read_dir(a.path().join("out")).unwrap().count(), 1);
+
+        let entries = read(&out_a).unwrap();
+        let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["hello.hvt", "manifest.json", "manifest.json.sig", "sbom/spdx.json"]);
+        assert_eq!(entries[0].1.len(), 300_000);
+
+        // The headers are as documented.
+        let bytes = zstd::decode_all(&fs::read(&out_a).unwrap()[..]).unwrap();
+        let mut ar = tar::Archive::new(&bytes[..]);
+        for e in ar.entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            assert_eq!((h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()), (0, 0, 1_700_000_000));
+            assert_eq!(h.username().unwrap(), Some(""));
+            let exec = e.path().unwrap().to_str() == Some("hello.hvt");
+            assert_eq!(h.mode().unwrap(), if exec { 0o755 } else { 0o644 });
+            assert!(h.as_ustar().is_some());
+        }
+    }
+
+    #[test]
+    fn mtime_changes_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w1 = BundleWriter::new(0);
+        w1.add_bytes("a", b"x".to_vec(), false).unwrap();
+        let mut w2 = BundleWriter::new(1);
+        w2.add_bytes("a", b"x".to_vec(), false).unwrap();
+        w1.write(&d.path().join("1")).unwrap();
+        w2.write(&d.path().join("2")).unwrap();
+        assert_ne!(fs::read(d.path().join("1")).unwrap(), fs::read(d.path().join("2")).unwrap());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for bad in ["", "/abs", "a/../b", "..", "./a", "a//b", "a b", "é", &"x".repeat(101), "a/"] {
+            assert!(matches!(check_name(bad), Err(BundleError::BadName { .. })), "{bad:?}");
+        }
+        for good in ["hello.hvt", "sbom/cyclonedx.json", "build-info.json", "a+b_c-1.2"] {
+            check_name(good).unwrap();
+        }
+        let mut w = BundleWriter::new(0);
+        w.add_bytes("a", b"1".to_vec(), false).unwrap();
+        assert!(matches!(w.add_bytes("a", b"2".to_vec(), false), Err(BundleError::Duplicate(_))));
+    }
+
+    #[test]
+    fn private_keys_never_enter() {
+        let d = tempfile::tempdir().unwrap();
+        let key = d.path().join("k");
+        crate::sign::keygen(&key).unwrap();
+        let out = d.path().join("b.tar.zst");
+        let mut w = BundleWriter::new(0);
+        w.add_file("key.pem", &key).unwrap();
+        assert!(matches!(w.write(&out), Err(BundleError::PrivateKey(n)) if n == "key.pem"));
+        assert!(!out.exists());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2, "no temporary file left");
+        // Split across read boundaries.
+        let mut big = vec![b'a'; CHUNK * 2 - 5];
+        big.extend_from_slice(b"-----BEGIN PRIVATE KEY-----\n");
+        let mut w = BundleWriter::new(0);
+        w.add_bytes("blob", big, false).unwrap();
+        assert!(matches!(w.write(&out), Err(BundleError::PrivateKey(_))));
+        let mut r = Scanned::new(OneByte(b"xx-----BEGIN PRIVATE KEY-----".as_slice()));
+        io::copy(&mut r, &mut io::sink()).unwrap();
+        assert!(r.found_key);
+    }
+
+    struct OneByte<'a>(&'a [u8]);
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() || buf.is_empty() {
+                return Ok(0);
+            }
+            buf[0] = self.0[0];
+            self.0 = &self.0[1..];
+            Ok(1)
+        }
+    }
+
+    /// A tar stream with one raw header whose name and type are set byte by byte.
+    fn raw_tar(entries: &[(&[u8], tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, ty, data) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            h.set_entry_type(*ty);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        zstd::encode_all(&out[..], 3).unwrap()
+    }
+
+    #[test]
+    fn reader_rejects_odd_archives() {
+        let ok = raw_tar(&[(b"a", tar::EntryType::Regular, b"1"), (b"b/c", tar::EntryType::Regular, b"22")]);
+        assert_eq!(read_from(&ok[..]).unwrap(), vec![("a".to_string(), b"1".to_vec()), ("b/c".to_string(), b"22".to_vec())]);
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (raw_tar(&[(b"/etc/passwd", tar::EntryType::Regular, b"x")]), "absolute"),
+            (raw_tar(&[(b"../x", tar::EntryType::Regular, b"x")]), "`..`"),
+            (raw_tar(&[(b"a", tar::EntryType::Regular, b"1"), (b"a", tar::EntryType::Regular, b"2")]), "two entries"),
+            (raw_tar(&[(b"l", tar::EntryType::Symlink, b"")]), "symbolic link"),
+            (raw_tar(&[(b"h", tar::EntryType::Link, b"")]), "hard link"),
+            (raw_tar(&[(b"d", tar::EntryType::Directory, b"")]), "directory"),
+            (raw_tar(&[(b"f", tar::EntryType::Fifo, b"")]), "fifo"),
+            (raw_tar(&[(b"\xff", tar::EntryType::Regular, b"")]), "UTF-8"),
+        ];
+        for (bytes, expect) in cases {
+            let err = read_from(&bytes[..]).unwrap_err().to_string();
+            assert!(err.contains(expect), "{expect}: {err}");
+        }
+        // Not zstd at all, truncated, and a bit flip in the compressed data.
+        assert!(matches!(read_from(&b"plain text"[..]), Err(BundleError::Corrupt { .. })));
+        assert!(read_from(&ok[..ok.len() / 2]).is_err());
+        let mut flipped = ok.clone();
+        let i = flipped.len() / 2;
+        flipped[i] ^= 0x40;
+        assert!(read_from(&flipped[..]).is_err());
+        let d = tempfile::tempdir().unwrap();
+        let err = read(&d.path().join("missing.tar.zst")).unwrap_err();
+        assert!(err.to_string().contains("missing.tar.zst"), "{err}");
+    }
+
+}

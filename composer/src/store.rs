@@ -101,7 +101,7 @@ pub enum StoreError {
     Fill(Box<dyn std::error::Error + Send + Sync>),
 }
 
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
     move |source| StoreError::Io { what, path: path.to_path_buf(), source }
 }
 
@@ -782,7 +782,7 @@ impl Store {
     {
         let dest = self.entry_path(key, name, target)?;
         let _lock = self.lock()?;
-        if fs::symlink_metadata(&dest).is_ok() {
+        if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
             return Ok(Committed { path: dest, fresh: false });
         }
         let tmp = self.root.join(TMP_DIR).join(format!("{}-{}", key.short(), random_suffix()));
@@ -1041,13 +1041,14 @@ fn seal(dir: &Path) -> Result<()> {
         } else {
             0o444
         };
+        // Permissions first: they make every file readable, so it can be opened to sync.
+        if e.depth() > 0 {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err("cannot make read-only", path))?;
+        }
         if ty.is_file() || ty.is_dir() {
             let f = fs::File::open(path).map_err(io_err("cannot seal", path))?;
             f.set_times(times).map_err(io_err("cannot set the times of", path))?;
             f.sync_all().map_err(io_err("cannot sync", path))?;
-        }
-        if e.depth() > 0 {
-            fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err("cannot make read-only", path))?;
         }
     }
     Ok(())
