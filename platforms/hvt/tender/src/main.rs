@@ -1,0 +1,6 @@
+//! The `compose-hvt` binary: see the library for what it does.
+
+fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    std::process::exit(compose_hvt::main(&args));
+}
