@@ -17,6 +17,7 @@ fn compose(args: &[&str]) -> Output {
         .args(args)
         .current_dir(root())
         .env("COMPOSE_TARGET_DIR", root().join("target/compose-tests"))
+        .env("COMPOSE_STORE", root().join("target/compose-tests/store"))
         .output()
         .expect("run compose")
 }

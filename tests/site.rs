@@ -18,7 +18,7 @@ fn build(label: &str, args: &[&str]) -> PathBuf {
     let out = root().join("target/e2e-out").join(label);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_compose"));
     cmd.args(["build", "specs/site.kdl", "--out", out.to_str().unwrap()]).args(args);
-    let o = cmd.current_dir(root()).env("COMPOSE_TARGET_DIR", root().join("target/compose-tests")).output().unwrap();
+    let o = cmd.current_dir(root()).env("COMPOSE_TARGET_DIR", root().join("target/compose-tests")).env("COMPOSE_STORE", root().join("target/compose-tests/store")).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     out.join("site")
 }

@@ -27,6 +27,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .env("COMPOSE_TARGET_DIR", shared_target_dir())
+        .env("COMPOSE_STORE", shared_target_dir().join("store"))
         .env_remove("COMPOSE_ROOT")
         .output()
         .map_err(|e| format!("cannot run compose: {e}"))?;

@@ -29,6 +29,8 @@ pub struct CargoOptions {
     pub format: MessageFormat,
     /// Print the exact cargo command.
     pub verbose: bool,
+    /// Extra rustc flags (path remapping for reproducible output).
+    pub rustflags: Vec<String>,
 }
 
 /// Why the build failed.
@@ -122,6 +124,16 @@ pub fn json_line(v: &serde_json::Value) {
     println!("{v}");
 }
 
+/// The cargo arguments of a build, with paths relative to the glue directory (for build
+/// information).
+pub fn cargo_args(info: &TargetInfo) -> Vec<String> {
+    let mut v: Vec<String> = ["cargo", "build", "--release", "--manifest-path", "Cargo.toml", "--message-format", "json"].map(String::from).to_vec();
+    if let Some(t) = info.triple {
+        v.extend(["--target".to_string(), t.to_string()]);
+    }
+    v
+}
+
 /// Builds the glue crate in `glue_dir` and returns the binary's path.
 pub fn cargo_build(glue: &Glue, glue_dir: &Path, info: &TargetInfo, app_span: Option<&Span>, opts: &CargoOptions, reporter: &mut Reporter) -> Result<PathBuf, BuildError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -133,8 +145,11 @@ pub fn cargo_build(glue: &Glue, glue_dir: &Path, info: &TargetInfo, app_span: Op
     }
     cmd.current_dir(glue_dir).stdout(Stdio::piped()).stderr(Stdio::piped());
     // Variables of an outer cargo (when compose itself runs under cargo) must not leak in.
-    for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_MAKEFLAGS", "RUSTC_WRAPPER"] {
+    for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_MAKEFLAGS", "RUSTC_WRAPPER", "CARGO_BUILD_RUSTFLAGS"] {
         cmd.env_remove(var);
+    }
+    if !opts.rustflags.is_empty() {
+        cmd.env("CARGO_ENCODED_RUSTFLAGS", opts.rustflags.join("\x1f"));
     }
     if opts.verbose {
         let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();

@@ -1,5 +1,13 @@
-//! Stage 5: place the built unikernel in the output directory.
+//! Stage 5: assemble the store entry: the image, block-device images, the deployment
+//! manifest (JSON and KDL), build information, an SBOM, and a deterministic bundle of
+//! them all. Every file is a pure function of the build's inputs, so two builds of the
+//! same inputs give the same bytes.
 
+use crate::bundle::BundleWriter;
+use crate::manifest::{Device, DeviceKind, Manifest};
+use crate::store::{InputHash, KeyOutcome};
+use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Copies the artifact to `out/<name>` atomically, keeping its permissions, and returns
@@ -13,4 +21,188 @@ pub fn place(artifact: &Path, out: &Path, name: &str) -> std::io::Result<PathBuf
         let _ = std::fs::remove_file(&tmp);
     }
     result.map(|_| dest)
+}
+
+/// Build information, as robur's builder records it: what went in, with what, how.
+pub struct BuildInfo<'a> {
+    /// The unikernel.
+    pub name: &'a str,
+    /// The target.
+    pub target: &'a str,
+    /// `rustc -vV` of the toolchain that compiled it.
+    pub toolchain: &'a str,
+    /// The rustc target triple (the host's for unix).
+    pub triple: &'a str,
+    /// The `compose build` command that reproduces it, with paths relative to the compose root.
+    pub command: Vec<String>,
+    /// The spec, relative to the compose root where it is inside it.
+    pub spec: String,
+    /// `--arg`s.
+    pub args: &'a [(String, String)],
+    /// The store key and its inputs.
+    pub key: &'a KeyOutcome,
+    /// The cargo invocation (relative paths).
+    pub cargo: Vec<String>,
+}
+
+impl BuildInfo<'_> {
+    /// The `buildinfo.json` document.
+    pub fn to_json(&self) -> String {
+        let inputs: Vec<&InputHash> = self.key.inputs.iter().collect();
+        let v = json!({
+            "schema": "compose.buildinfo/v1",
+            "name": self.name,
+            "target": self.target,
+            "compose_version": env!("CARGO_PKG_VERSION"),
+            "toolchain": self.toolchain,
+            "triple": self.triple,
+            "spec": self.spec,
+            "args": self.args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            "command": self.command,
+            "cargo": self.cargo,
+            "key": self.key.key.hex(),
+            "inputs": inputs,
+        });
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    }
+}
+
+/// A CycloneDX 1.5 SBOM of the crates linked into the image, from cargo's resolved graph
+/// (normal dependencies of the glue crate, for the target platform). No timestamps, no
+/// random serial: the document is a function of the lock file.
+pub fn sbom(glue_dir: &Path, triple: &str, name: &str) -> Result<String, String> {
+    let mut cmd = cargo_metadata::MetadataCommand::new();
+    cmd.manifest_path(glue_dir.join("Cargo.toml"));
+    cmd.other_options(vec!["--filter-platform".into(), triple.into()]);
+    cmd.env_remove("CARGO_TARGET_DIR");
+    let meta = cmd.exec().map_err(|e| format!("cargo metadata: {e}"))?;
+    let resolve = meta.resolve.as_ref().ok_or("cargo metadata gave no resolve graph")?;
+    let root = resolve.root.clone().ok_or("the glue crate has no root package")?;
+    // Walk normal dependencies from the root.
+    let nodes: BTreeMap<_, _> = resolve.nodes.iter().map(|n| (n.id.clone(), n)).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack = vec![root.clone()];
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if let Some(n) = nodes.get(&id) {
+            for d in &n.deps {
+                if d.dep_kinds.iter().any(|k| k.kind == cargo_metadata::DependencyKind::Normal) {
+                    stack.push(d.pkg.clone());
+                }
+            }
+        }
+    }
+    let packages: BTreeMap<_, _> = meta.packages.iter().map(|p| (p.id.clone(), p)).collect();
+    let bom_ref = |id: &cargo_metadata::PackageId| -> String {
+        packages.get(id).map_or_else(|| id.repr.clone(), |p| format!("pkg:cargo/{}@{}", p.name, p.version))
+    };
+    let mut components = Vec::new();
+    let mut deps = Vec::new();
+    for id in &seen {
+        let Some(p) = packages.get(id) else { continue };
+        let r = bom_ref(id);
+        if *id != root {
+            let mut c = json!({
+                "type": "library",
+                "bom-ref": r,
+                "name": p.name.as_str(),
+                "version": p.version.to_string(),
+                "purl": r,
+                "scope": "required",
+            });
+            if let Some(l) = &p.license {
+                c["licenses"] = json!([{ "expression": l }]);
+            }
+            if p.source.is_none() {
+                c["properties"] = json!([{ "name": "compose:source", "value": "compose source tree (path dependency)" }]);
+            }
+            components.push(c);
+        }
+        if let Some(n) = nodes.get(id) {
+            let mut on: Vec<String> = n
+                .deps
+                .iter()
+                .filter(|d| d.dep_kinds.iter().any(|k| k.kind == cargo_metadata::DependencyKind::Normal))
+                .map(|d| bom_ref(&d.pkg))
+                .collect();
+            on.sort();
+            on.dedup();
+            deps.push(json!({ "ref": r, "dependsOn": on }));
+        }
+    }
+    let doc = json!({
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "version": 1,
+        "metadata": {
+            "tools": { "components": [{ "type": "application", "name": "compose", "version": env!("CARGO_PKG_VERSION") }] },
+            "component": { "type": "application", "bom-ref": bom_ref(&root), "name": name, "version": "0.0.0" },
+        },
+        "components": components,
+        "dependencies": deps,
+    });
+    Ok(serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n")
+}
+
+/// File names inside a store entry and a bundle.
+pub const BUILDINFO_FILE: &str = "buildinfo.json";
+/// The SBOM's file name.
+pub const SBOM_FILE: &str = "sbom.cdx.json";
+
+/// What goes into a store entry.
+pub struct EntryContents<'a> {
+    /// The image's file name (the unikernel's name) and the built artifact.
+    pub image: (&'a str, &'a Path),
+    /// Block-device images: (device, file).
+    pub block_images: &'a [(String, PathBuf)],
+    /// The manifest, without `files` filled in.
+    pub manifest: Manifest,
+    /// `buildinfo.json`.
+    pub buildinfo: String,
+    /// `sbom.cdx.json`.
+    pub sbom: String,
+    /// The bundle's mtime (SOURCE_DATE_EPOCH or 0).
+    pub epoch: u64,
+}
+
+/// Fills the store entry directory `dir` and returns the final manifest.
+pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> {
+    let e = |what: &'static str| move |err: std::io::Error| format!("{what}: {err}");
+    let mut manifest = c.manifest;
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    let (image_name, artifact) = c.image;
+    std::fs::copy(artifact, dir.join(image_name)).map_err(e("cannot copy the image"))?;
+    let mut bundle = BundleWriter::new(c.epoch);
+    bundle.add_file(image_name, &dir.join(image_name)).map_err(|x| x.to_string())?;
+    for (device, file) in c.block_images {
+        let name = format!("{device}.img");
+        std::fs::copy(file, dir.join(&name)).map_err(e("cannot copy a block image"))?;
+        let size = std::fs::metadata(dir.join(&name)).map(|m| m.len()).map_err(e("cannot read a block image"))?;
+        // A block device the build made: the manifest records its exact size.
+        match manifest.devices.iter_mut().find(|d| d.name == *device) {
+            Some(d) => d.kind = DeviceKind::Block { size: Some(size), sector_size: Some(512) },
+            None => manifest.devices.push(Device { name: device.clone(), kind: DeviceKind::Block { size: Some(size), sector_size: Some(512) } }),
+        }
+        bundle.add_file(&name, &dir.join(&name)).map_err(|x| x.to_string())?;
+    }
+    std::fs::write(dir.join(BUILDINFO_FILE), &c.buildinfo).map_err(e("cannot write build information"))?;
+    bundle.add_bytes(BUILDINFO_FILE, c.buildinfo.clone().into_bytes(), false).map_err(|x| x.to_string())?;
+    std::fs::write(dir.join(SBOM_FILE), &c.sbom).map_err(e("cannot write the SBOM"))?;
+    bundle.add_bytes(SBOM_FILE, c.sbom.clone().into_bytes(), false).map_err(|x| x.to_string())?;
+    for name in bundle.names().map(str::to_string).collect::<Vec<_>>() {
+        let (sha, _) = crate::store::sha256_file(&dir.join(&name)).map_err(e("cannot hash"))?;
+        files.insert(name, sha);
+    }
+    manifest.files = files;
+    let json = manifest.to_json();
+    let kdl = manifest.to_kdl();
+    std::fs::write(dir.join(crate::manifest::JSON_FILE), &json).map_err(e("cannot write the manifest"))?;
+    std::fs::write(dir.join(crate::manifest::KDL_FILE), &kdl).map_err(e("cannot write the manifest"))?;
+    bundle.add_bytes(crate::manifest::JSON_FILE, json.into_bytes(), false).map_err(|x| x.to_string())?;
+    bundle.add_bytes(crate::manifest::KDL_FILE, kdl.into_bytes(), false).map_err(|x| x.to_string())?;
+    let bundle_name = crate::bundle::file_name(&manifest.name, &manifest.target);
+    bundle.write(&dir.join(bundle_name)).map_err(|x| x.to_string())?;
+    Ok(manifest)
 }

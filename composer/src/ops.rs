@@ -67,8 +67,12 @@ pub fn check(opts: &LoadOptions) -> Result<(Spec, Graph), Failure> {
 pub struct BuildOptions {
     /// What to build.
     pub load: LoadOptions,
-    /// Where the image goes; default `dist/` next to the spec.
+    /// Also copy the image (and block images) into this directory.
     pub out: Option<PathBuf>,
+    /// The store (default: `$COMPOSE_STORE`, else `~/.cache/compose/store`).
+    pub store: Option<PathBuf>,
+    /// Where to leave the `result` link; `None`: no link.
+    pub out_link: Option<PathBuf>,
     /// How to report.
     pub format: MessageFormat,
     /// Show the cargo command.
@@ -80,12 +84,16 @@ pub struct BuildOptions {
 pub struct Built {
     /// The resolved graph.
     pub graph: Graph,
-    /// The image.
+    /// The store entry.
+    pub entry: PathBuf,
+    /// The image, inside the entry.
     pub image: PathBuf,
-    /// The generated glue crate.
-    pub glue_dir: PathBuf,
-    /// Block-device images that ship with the image: (device, file).
+    /// Block-device images that ship with the image, inside the entry: (device, file).
     pub block_images: Vec<(String, PathBuf)>,
+    /// The deployment manifest.
+    pub manifest: crate::manifest::Manifest,
+    /// Whether this build made the entry (false: it was already in the store).
+    pub fresh: bool,
 }
 
 /// The spec's directory, absolute (cargo runs in other directories).
@@ -102,71 +110,223 @@ pub fn target_dir(spec: &Path) -> PathBuf {
     }
 }
 
-/// Parse, resolve, generate, compile, place: `compose build`.
+fn other(e: impl std::fmt::Display) -> Failure {
+    Failure::Other(e.to_string())
+}
+
+/// `rustc -vV` of the toolchain the compose root pins.
+fn toolchain_version(root: &Path) -> Result<String, Failure> {
+    let out = std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+        .arg("-vV")
+        .current_dir(root)
+        .output()
+        .map_err(|e| Failure::Other(format!("cannot run rustc: {e}")))?;
+    if !out.status.success() {
+        return Err(Failure::Other(format!("rustc -vV failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A path relative to the compose root when it is inside it, for records that must not
+/// depend on where the repository is checked out.
+fn portable(path: &Path, root: &Path) -> String {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match abs.strip_prefix(root) {
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => abs.display().to_string(),
+    }
+}
+
+/// rustc flags that keep build paths out of the image: the compose tree, cargo's registry
+/// and the target directory are remapped to fixed names.
+fn reproducible_rustflags(root: &Path, target_dir: &Path, app_dir: Option<&Path>) -> Vec<String> {
+    let mut flags = vec![format!("--remap-path-prefix={}=/compose", root.display())];
+    let cargo_home = std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    if let Some(home) = cargo_home {
+        flags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+    }
+    if let Some(app) = app_dir.filter(|a| !a.starts_with(root)) {
+        flags.push(format!("--remap-path-prefix={}=/app", app.display()));
+    }
+    flags.push(format!("--remap-path-prefix={}=/target", target_dir.display()));
+    flags
+}
+
+/// Parse, resolve, generate, then either find the result in the store or compile it and
+/// add it: `compose build`.
 pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
     let mut reporter = Reporter::new(opts.format);
     let (spec, graph) = match check(&opts.load) {
         Ok(x) => x,
         Err(Failure::Spec(d)) => {
             reporter.diagnostics(&d);
-            return Err(Failure::Spec(Vec::new()));
+            let code = Failure::Spec(d.clone()).exit_code();
+            return Err(if code == 2 { Failure::Spec(d) } else { Failure::Spec(Vec::new()) });
         }
         Err(e) => return Err(e),
     };
     let info = crate::glue::target_info(&graph.target)
         .ok_or_else(|| Failure::Other(format!("compose cannot build for target {} yet: only unix has a platform so far", graph.target)))?;
-    reporter.stage("Generating", &format!("glue for {} ({})", graph.name, graph.target));
-    let glue = crate::glue::generate(&graph, &opts.load.spec).map_err(|e| Failure::Other(e.to_string()))?;
+    let root = crate::glue::compose_root();
+    let root = root.canonicalize().unwrap_or(root);
+    let glue = crate::glue::generate(&graph, &opts.load.spec).map_err(other)?;
     let dir = spec_dir(&opts.load.spec);
     let glue_dir = dir.join("_build").join(format!("{}-{}", graph.name, graph.target));
-    crate::glue::write(&glue, &glue_dir).map_err(|e| Failure::Other(format!("cannot write glue to {}: {e}", glue_dir.display())))?;
-    let toolchain = crate::glue::compose_root().join("rust-toolchain.toml");
-    if let Ok(bytes) = std::fs::read(&toolchain) {
-        crate::glue::write_if_changed(&glue_dir.join("rust-toolchain.toml"), &bytes).map_err(|e| Failure::Other(e.to_string()))?;
+    let store = crate::store::Store::open(opts.store.clone()).map_err(other)?;
+    let toolchain = toolchain_version(&root)?;
+    let triple = info.triple.map(str::to_string).unwrap_or_else(|| host_triple(&toolchain));
+
+    // The key: everything that can change the output, and nothing that depends on where
+    // the sources are (paths are replaced or made relative).
+    let mut kb = store.key_builder();
+    let root_text = root.display().to_string();
+    let add = |kb: &mut crate::store::KeyBuilder, label: &str, bytes: &[u8]| kb.add_bytes(label, bytes).map_err(other);
+    add(&mut kb, "compose-version", env!("CARGO_PKG_VERSION").as_bytes())?;
+    add(&mut kb, "spec", serde_json::to_string(&crate::describe::json(&graph)).unwrap_or_default().as_bytes())?;
+    for f in &glue.files {
+        add(&mut kb, &format!("glue/{}", f.path.display()), f.contents.replace(&root_text, "/compose").as_bytes())?;
     }
-    let mut images = Vec::new();
-    for step in &glue.steps {
-        if let Some(image) = run_step(step, &glue_dir, &reporter)? {
-            images.push(image);
-        }
+    add(&mut kb, "toolchain", format!("{toolchain}target: {triple}\n").as_bytes())?;
+    kb.add_file("Cargo.lock", &root.join("Cargo.lock")).map_err(other)?;
+    let mut trees: Vec<(String, PathBuf)> = Vec::new();
+    for d in &graph.devices {
+        trees.push((format!("crate/{}", d.imp.krate), root.join(&d.imp.path)));
     }
-    reporter.stage("Building", &format!("{} for {}", graph.name, graph.target));
-    let cargo = CargoOptions { target_dir: target_dir(&opts.load.spec), format: opts.format, verbose: opts.verbose };
-    // Only a user application's call can be wrong because of the spec; a built-in one is ours.
-    let app_span = matches!(graph.app, crate::graph::App::User { .. }).then_some(&spec.application.span);
-    let artifact = match crate::build::cargo_build(&glue, &glue_dir, info, app_span, &cargo, &mut reporter) {
-        Ok(a) => a,
-        Err(BuildError::Compile { spec, rendered, stderr }) => {
-            if !spec.is_empty() {
-                reporter.diagnostics(&spec);
-            }
-            if opts.format == MessageFormat::Human && !spec.is_empty() && !opts.verbose {
-                eprintln!("(compose -v build shows the compiler's own messages)");
-            } else if opts.format == MessageFormat::Human {
-                for r in &rendered {
-                    eprint!("{r}");
-                }
-                if rendered.is_empty() {
-                    eprint!("{stderr}");
-                }
-            }
-            return Err(Failure::Build(BuildError::Compile { spec, rendered: Vec::new(), stderr: String::new() }));
+    trees.push(("crate/compose-devices".into(), root.join("devices/base")));
+    trees.push((format!("crate/{}", info.platform.0), root.join(info.platform.1)));
+    let app_dir = match &graph.app {
+        crate::graph::App::User { package, dir, .. } => {
+            trees.push((format!("app/{package}"), dir.clone()));
+            Some(dir.canonicalize().unwrap_or(dir.clone()))
         }
-        Err(e) => return Err(Failure::Build(e)),
+        crate::graph::App::Builtin(_) => None,
     };
-    let out = opts.out.clone().unwrap_or_else(|| dir.join("dist"));
-    let image = crate::image::place(&artifact, &out, &graph.name).map_err(|e| Failure::Other(format!("cannot write the image to {}: {e}", out.display())))?;
-    let mut block_images = Vec::new();
-    for (device, archive) in images {
-        let file = format!("{device}.img");
-        let placed = crate::image::place(&archive, &out, &file).map_err(|e| Failure::Other(format!("cannot write {file} to {}: {e}", out.display())))?;
-        block_images.push((device, placed));
+    for step in &glue.steps {
+        let crate::glue::Step::PackAssets { device, dir, .. } = step;
+        trees.push((format!("assets/{device}"), dir.clone()));
     }
-    reporter.stage("Finished", &image.display().to_string());
-    if opts.format == MessageFormat::Json {
-        crate::build::json_line(&serde_json::json!({"reason": "compose-result", "success": true, "image": image, "target": graph.target}));
+    trees.sort();
+    trees.dedup_by(|a, b| a.0 == b.0);
+    for (label, tree) in &trees {
+        kb.add_tree(label, tree, &[]).map_err(other)?;
     }
-    Ok(Built { graph, image, glue_dir, block_images })
+    let key = kb.finish();
+
+    let _lock = store.lock().map_err(other)?;
+    let name = graph.name.clone();
+    let target = graph.target.clone();
+    let (entry, fresh) = match store.lookup(&key.key, &name, &target).map_err(other)? {
+        Some(entry) => {
+            reporter.stage("Found", &format!("{name} ({target}) in the store, unchanged"));
+            (entry, false)
+        }
+        None => {
+            // Builds of one unikernel share its glue directory and cargo's output binary:
+            // one at a time, from writing the glue until the image is in the store.
+            let target_dir = target_dir(&opts.load.spec);
+            std::fs::create_dir_all(&target_dir).map_err(other)?;
+            let build_lock = std::fs::File::create(target_dir.join(format!(".compose-{name}-{target}.lock"))).map_err(other)?;
+            build_lock.lock().map_err(other)?;
+            crate::glue::write(&glue, &glue_dir).map_err(|e| Failure::Other(format!("cannot write glue to {}: {e}", glue_dir.display())))?;
+            if let Ok(bytes) = std::fs::read(root.join("rust-toolchain.toml")) {
+                crate::glue::write_if_changed(&glue_dir.join("rust-toolchain.toml"), &bytes).map_err(other)?;
+            }
+            reporter.stage("Generating", &format!("glue for {name} ({target})"));
+            let mut images = Vec::new();
+            for step in &glue.steps {
+                if let Some(image) = run_step(step, &glue_dir, &reporter)? {
+                    images.push(image);
+                }
+            }
+            reporter.stage("Building", &format!("{name} for {target}"));
+            let cargo = CargoOptions {
+                target_dir: target_dir.clone(),
+                format: opts.format,
+                verbose: opts.verbose,
+                rustflags: reproducible_rustflags(&root, &std::path::absolute(&target_dir).unwrap_or(target_dir.clone()), app_dir.as_deref()),
+            };
+            // Only a user application's call can be wrong because of the spec; a built-in one is ours.
+            let app_span = matches!(graph.app, crate::graph::App::User { .. }).then_some(&spec.application.span);
+            let artifact = match crate::build::cargo_build(&glue, &glue_dir, info, app_span, &cargo, &mut reporter) {
+                Ok(a) => a,
+                Err(BuildError::Compile { spec, rendered, stderr }) => {
+                    if !spec.is_empty() {
+                        reporter.diagnostics(&spec);
+                    }
+                    if opts.format == MessageFormat::Human && !spec.is_empty() && !opts.verbose {
+                        eprintln!("(compose -v build shows the compiler's own messages)");
+                    } else if opts.format == MessageFormat::Human {
+                        for r in &rendered {
+                            eprint!("{r}");
+                        }
+                        if rendered.is_empty() {
+                            eprint!("{stderr}");
+                        }
+                    }
+                    return Err(Failure::Build(BuildError::Compile { spec, rendered: Vec::new(), stderr: String::new() }));
+                }
+                Err(e) => return Err(Failure::Build(e)),
+            };
+            reporter.stage("Storing", &format!("{name} ({target})"));
+            let sbom = crate::image::sbom(&glue_dir, &triple, &name).map_err(other)?;
+            let mut command = vec!["compose".to_string(), "build".into(), portable(&opts.load.spec, &root), "--target".into(), target.clone()];
+            for (k, v) in &opts.load.args {
+                command.extend(["--arg".to_string(), format!("{k}={v}")]);
+            }
+            let buildinfo = crate::image::BuildInfo {
+                name: &name,
+                target: &target,
+                toolchain: &toolchain,
+                triple: &triple,
+                command,
+                spec: portable(&opts.load.spec, &root),
+                args: &opts.load.args,
+                key: &key,
+                cargo: crate::build::cargo_args(info),
+            }
+            .to_json();
+            let epoch = crate::bundle::source_date_epoch().map_err(other)?;
+            let manifest = crate::manifest::Manifest::from_graph(&graph, &name);
+            let committed = store
+                .commit(&key.key, &name, &target, |tmp: &Path| {
+                    crate::image::fill_entry(
+                        tmp,
+                        crate::image::EntryContents { image: (&name, &artifact), block_images: &images, manifest, buildinfo, sbom, epoch },
+                    )
+                    .map(|_| ())
+                })
+                .map_err(other)?;
+            drop(build_lock);
+            (committed.path, committed.fresh)
+        }
+    };
+    let manifest_text = std::fs::read_to_string(entry.join(crate::manifest::JSON_FILE)).map_err(other)?;
+    let manifest = crate::manifest::Manifest::from_json(&manifest_text).map_err(other)?;
+    let image = entry.join(&name);
+    let block_images: Vec<(String, PathBuf)> = manifest
+        .files
+        .keys()
+        .filter_map(|f| f.strip_suffix(".img").map(|d| (d.to_string(), entry.join(f))))
+        .collect();
+    if let Some(link) = &opts.out_link {
+        store.link_result(&entry, link).map_err(other)?;
+    }
+    if let Some(out) = &opts.out {
+        crate::image::place(&image, out, &name).map_err(|e| Failure::Other(format!("cannot copy the image to {}: {e}", out.display())))?;
+        for (device, file) in &block_images {
+            crate::image::place(file, out, &format!("{device}.img")).map_err(other)?;
+        }
+    }
+    reporter.stage("Finished", &entry.display().to_string());
+    match opts.format {
+        MessageFormat::Json => crate::build::json_line(&serde_json::json!({"reason": "compose-result", "success": true, "entry": entry, "image": image, "target": target, "fresh": fresh})),
+        MessageFormat::Human => {}
+    }
+    Ok(Built { graph, entry, image, block_images, manifest, fresh })
+}
+
+fn host_triple(rustc_vv: &str) -> String {
+    rustc_vv.lines().find_map(|l| l.strip_prefix("host: ")).unwrap_or("x86_64-unknown-linux-gnu").to_string()
 }
 
 /// Runs one build step; returns (device, file) when it produced a block-device image.
@@ -178,7 +338,7 @@ fn run_step(step: &crate::glue::Step, glue_dir: &Path, reporter: &Reporter) -> R
                 include: include.clone(),
                 exclude: exclude.clone(),
                 compress: *compress,
-                source_date_epoch: compose_assets::source_date_epoch_from_env().map_err(|e| Failure::Other(e.to_string()))?,
+                source_date_epoch: compose_assets::source_date_epoch_from_env().map_err(other)?,
                 ..Default::default()
             };
             let out = glue_dir.join(archive);
@@ -191,21 +351,233 @@ fn run_step(step: &crate::glue::Step, glue_dir: &Path, reporter: &Reporter) -> R
     }
 }
 
-/// Builds, then runs the image with `boot_args`; returns its exit status.
-pub fn run(opts: &BuildOptions, boot_args: &[String]) -> Result<i32, Failure> {
+/// Host resources for `compose run`: the flags `--net`, `--block`, `--secret`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--net NAME=TAP`.
+    pub net: Vec<String>,
+    /// `--block NAME=FILE`.
+    pub block: Vec<String>,
+    /// `--secret NAME=@FILE` or `NAME=env:VAR`.
+    pub secrets: Vec<String>,
+    /// Boot arguments.
+    pub boot_args: Vec<String>,
+}
+
+/// Builds (or finds) the image, checks the host mapping against its manifest, then runs
+/// it; returns its exit status.
+pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
     let built = build(opts)?;
-    if built.graph.target != "unix" {
-        return Err(Failure::Other(format!("compose run cannot launch target {} yet", built.graph.target)));
+    let mut mapping = crate::manifest::Mapping::default();
+    let mut problems = Vec::new();
+    for n in &run.net {
+        if let Err(e) = mapping.add_net(n) {
+            problems.push(e);
+        }
     }
+    for b in &run.block {
+        if let Err(e) = mapping.add_block(b) {
+            problems.push(e);
+        }
+    }
+    for s in &run.secrets {
+        if let Err(e) = mapping.add_secret(s) {
+            problems.push(e);
+        }
+    }
+    // Block images the build made are attached unless the user maps them elsewhere.
+    for (device, file) in &built.block_images {
+        if !mapping.block.contains_key(device) {
+            mapping.block.insert(device.clone(), file.clone());
+        }
+    }
+    let mut manifest = built.manifest.clone();
+    if built.graph.target == "unix" {
+        // On unix a network interface is the host's networking: nothing to attach.
+        if !mapping.net.is_empty() {
+            problems.push(crate::manifest::MappingError::Malformed { flag: "--net".into(), value: mapping.net.keys().cloned().collect::<Vec<_>>().join(","), expected: "no --net on unix: the unikernel uses the host's network (--net is for Solo5 targets)" });
+        }
+        manifest.devices.retain(|d| !matches!(d.kind, crate::manifest::DeviceKind::Net { .. }));
+    }
+    if !problems.is_empty() {
+        return Err(Failure::Other(crate::manifest::MappingErrors(problems).to_string()));
+    }
+    mapping.validate(&manifest).map_err(|e| Failure::Other(format!("refusing to start {}:\n{e}", built.graph.name)))?;
     Reporter::new(opts.format).stage("Running", &built.image.display().to_string());
-    // Block devices whose contents the build made (assets on a block device) are attached
-    // the way the Solo5 tenders do it.
-    let attach = built.block_images.iter().map(|(d, f)| format!("--block:{d}={}", f.display()));
-    let status = std::process::Command::new(&built.image)
-        .args(attach)
-        .args(boot_args)
-        .status()
-        .map_err(|e| Failure::Other(format!("cannot start {}: {e}", built.image.display())))?;
+    match built.graph.target.as_str() {
+        "unix" => run_unix(&built, &mapping, &run.boot_args),
+        other => Err(Failure::Other(format!("compose run cannot launch target {other} yet"))),
+    }
+}
+
+fn run_unix(built: &Built, mapping: &crate::manifest::Mapping, boot_args: &[String]) -> Result<i32, Failure> {
+    let mut cmd = std::process::Command::new(&built.image);
+    for (device, file) in &mapping.block {
+        cmd.arg(format!("--block:{device}={}", file.display()));
+    }
+    // Secrets reach the unikernel as files: a named file as it is, an environment variable
+    // through a private temporary file. Only paths are on the command line, never values.
+    let mut temps = Vec::new();
+    for (name, source) in &mapping.secrets {
+        let path = match source {
+            crate::manifest::SecretSource::File(p) => p.clone(),
+            crate::manifest::SecretSource::Env(var) => {
+                let value = std::env::var_os(var).ok_or_else(|| Failure::Other(format!("secret `{name}`: the environment variable {var} is not set")))?;
+                let f = tempfile::Builder::new().prefix("compose-secret-").tempfile().map_err(other)?;
+                std::fs::write(f.path(), std::os::unix::ffi::OsStrExt::as_bytes(value.as_os_str())).map_err(other)?;
+                let p = f.path().to_path_buf();
+                temps.push(f);
+                p
+            }
+        };
+        cmd.arg(format!("--secret:{name}={}", path.display()));
+    }
+    cmd.args(boot_args);
+    let status = cmd.status().map_err(|e| Failure::Other(format!("cannot start {}: {e}", built.image.display())))?;
+    drop(temps);
     use std::os::unix::process::ExitStatusExt;
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The files of a bundle or a store entry, by name.
+fn read_artifact(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, Failure> {
+    let meta = std::fs::metadata(path).map_err(|e| Failure::Other(format!("cannot read {}: {e}", path.display())))?;
+    if meta.is_dir() {
+        let mut files = BTreeMap::new();
+        for e in std::fs::read_dir(path).map_err(other)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_file() && !name.ends_with(".tar.zst") {
+                files.insert(name, std::fs::read(e.path()).map_err(other)?);
+            }
+        }
+        Ok(files)
+    } else {
+        let entries = crate::bundle::read(path).map_err(|e| Failure::Other(format!("{} is not a readable bundle: {e}", path.display())))?;
+        Ok(entries.into_iter().collect())
+    }
+}
+
+use std::collections::BTreeMap;
+
+/// What `compose verify` checks and found.
+#[derive(Debug, Default)]
+pub struct Verified {
+    /// Lines saying what was checked and held.
+    pub ok: Vec<String>,
+    /// Lines naming what is wrong.
+    pub problems: Vec<String>,
+}
+
+/// Checks a bundle or a result: the manifest's own consistency, every file's sha256
+/// against it, and the signature (against `key` when given).
+pub fn verify(path: &Path, key: Option<&Path>) -> Result<Verified, Failure> {
+    use crate::manifest::{Manifest, JSON_FILE, KDL_FILE, SIGNATURE_FILE};
+    let files = read_artifact(path)?;
+    let mut v = Verified::default();
+    let Some(json) = files.get(JSON_FILE) else {
+        v.problems.push(format!("{JSON_FILE} is missing: this is not a compose bundle or result"));
+        return Ok(v);
+    };
+    let json = String::from_utf8_lossy(json).into_owned();
+    let manifest = match Manifest::from_json(&json) {
+        Ok(m) => m,
+        Err(e) => {
+            v.problems.push(format!("{JSON_FILE} is not a valid manifest: {e}"));
+            return Ok(v);
+        }
+    };
+    match files.get(KDL_FILE).map(|b| Manifest::from_kdl(&String::from_utf8_lossy(b))) {
+        Some(Ok(k)) if k == manifest => v.ok.push(format!("{KDL_FILE} matches {JSON_FILE}")),
+        Some(Ok(_)) => v.problems.push(format!("{KDL_FILE} has been modified: it no longer says what {JSON_FILE} says")),
+        Some(Err(e)) => v.problems.push(format!("{KDL_FILE} is not a valid manifest: {e}")),
+        None => v.problems.push(format!("{KDL_FILE} is missing")),
+    }
+    let actual: BTreeMap<String, String> = files
+        .iter()
+        .filter(|(n, _)| ![JSON_FILE, KDL_FILE, SIGNATURE_FILE].contains(&n.as_str()))
+        .map(|(n, b)| (n.clone(), crate::store::sha256_hex(b)))
+        .collect();
+    match manifest.verify_files(&actual) {
+        Ok(()) => v.ok.push(format!("{} files match the sha256 the manifest records", actual.len())),
+        Err(problems) => v.problems.extend(problems.iter().map(|p| p.to_string())),
+    }
+    let trusted = match key {
+        Some(k) => Some(crate::sign::PublicKey::load(k).map_err(|e| Failure::Other(format!("cannot load the public key: {e}")))?),
+        None => None,
+    };
+    match (files.get(SIGNATURE_FILE), &trusted) {
+        (Some(sig), Some(k)) => match crate::sign::verify_text(k, json.as_bytes(), &String::from_utf8_lossy(sig)) {
+            Ok(()) => v.ok.push(format!("{SIGNATURE_FILE}: a valid signature of the manifest by the trusted key {}", k.fingerprint())),
+            Err(e) => v.problems.push(format!("{SIGNATURE_FILE}: {e}")),
+        },
+        (Some(sig), None) => match crate::sign::Signature::parse(&String::from_utf8_lossy(sig)) {
+            Ok(s) => match crate::sign::verify(&s.key(), json.as_bytes(), &s) {
+                Ok(()) => v.ok.push(format!("{SIGNATURE_FILE}: valid, by key {} (not checked against a trusted key: pass --key)", s.key().fingerprint())),
+                Err(e) => v.problems.push(format!("{SIGNATURE_FILE}: {e}")),
+            },
+            Err(e) => v.problems.push(format!("{SIGNATURE_FILE}: {e}")),
+        },
+        (None, Some(_)) => v.problems.push(format!("{SIGNATURE_FILE} is missing: the bundle is not signed")),
+        (None, None) => v.ok.push("not signed (compose sign adds a signature)".into()),
+    }
+    Ok(v)
+}
+
+/// `compose verify --rebuild`: rebuilds from the recorded inputs into a scratch store and
+/// compares every file bit for bit; returns the first difference, if any.
+pub fn rebuild_and_compare(path: &Path, format: MessageFormat) -> Result<Option<String>, Failure> {
+    let files = read_artifact(path)?;
+    let info: serde_json::Value = files
+        .get(crate::image::BUILDINFO_FILE)
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .ok_or_else(|| Failure::Other(format!("{} has no readable {}", path.display(), crate::image::BUILDINFO_FILE)))?;
+    let root = crate::glue::compose_root();
+    let spec = info["spec"].as_str().map(|s| root.join(s)).ok_or_else(|| Failure::Other("build information names no spec".into()))?;
+    let args: Vec<(String, String)> = info["args"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().and_then(|s| crate::spec::parse_arg(s).ok())).collect())
+        .unwrap_or_default();
+    let scratch = tempfile::tempdir().map_err(other)?;
+    let opts = BuildOptions {
+        load: LoadOptions { spec, target: info["target"].as_str().map(str::to_string), args },
+        out: None,
+        store: Some(scratch.path().to_path_buf()),
+        out_link: None,
+        format,
+        verbose: false,
+    };
+    let rebuilt = build(&opts)?;
+    let again = read_artifact(&rebuilt.entry)?;
+    for (name, bytes) in &files {
+        if name == crate::manifest::SIGNATURE_FILE {
+            continue;
+        }
+        let Some(other_bytes) = again.get(name) else {
+            return Ok(Some(format!("{name}: the rebuild has no such file")));
+        };
+        if let Some(offset) = bytes.iter().zip(other_bytes.iter()).position(|(a, b)| a != b).or((bytes.len() != other_bytes.len()).then(|| bytes.len().min(other_bytes.len()))) {
+            return Ok(Some(format!("{name} differs from the rebuild at byte offset {offset} (sizes {} and {})", bytes.len(), other_bytes.len())));
+        }
+    }
+    Ok(None)
+}
+
+/// `compose sign`: writes a signed bundle of a bundle or result to `out`.
+pub fn sign(path: &Path, key: &Path, out: &Path) -> Result<PathBuf, Failure> {
+    use crate::manifest::{JSON_FILE, SIGNATURE_FILE};
+    let key = crate::sign::PrivateKey::load(key).map_err(|e| Failure::Other(format!("cannot load the signing key: {e}")))?;
+    let files = read_artifact(path)?;
+    let json = files.get(JSON_FILE).ok_or_else(|| Failure::Other(format!("{} has no {JSON_FILE}", path.display())))?;
+    let sig = key.sign(json).to_text();
+    let epoch = crate::bundle::source_date_epoch().map_err(other)?;
+    let mut w = crate::bundle::BundleWriter::new(epoch);
+    for (name, bytes) in &files {
+        if name != SIGNATURE_FILE {
+            let exec = crate::manifest::Manifest::from_json(&String::from_utf8_lossy(json)).is_ok_and(|m| m.image == *name);
+            w.add_bytes(name, bytes.clone(), exec).map_err(other)?;
+        }
+    }
+    w.add_bytes(SIGNATURE_FILE, sig.into_bytes(), false).map_err(other)?;
+    w.write(out).map_err(other)?;
+    Ok(out.to_path_buf())
 }

@@ -45,7 +45,68 @@ enum Command {
         spec: SpecArgs,
         #[command(flatten)]
         out: OutArgs,
+        /// Attach a network interface the image declares to a host tap (Solo5 targets).
+        #[arg(long, value_name = "NAME=TAP")]
+        net: Vec<String>,
+        /// Attach a block device the image declares to a host file.
+        #[arg(long, value_name = "NAME=FILE")]
+        block: Vec<String>,
+        /// Supply a secret the spec declares: from a file (`NAME=@FILE`) or an environment
+        /// variable (`NAME=env:VAR`). The value never reaches a command line or a log.
+        #[arg(long, value_name = "NAME=@FILE")]
+        secret: Vec<String>,
         /// Boot arguments, e.g. `-- --name=Ada`.
+        #[arg(last = true)]
+        boot_args: Vec<String>,
+    },
+    /// Check a bundle or a result: manifest, file hashes, signature.
+    Verify {
+        /// A bundle (`NAME-TARGET.tar.zst`) or a result (link or store entry).
+        path: PathBuf,
+        /// The trusted public key (`compose keygen` wrote it as KEY.pub).
+        #[arg(long, value_name = "KEY.pub")]
+        key: Option<PathBuf>,
+        /// Also rebuild from the recorded inputs and compare bit for bit.
+        #[arg(long)]
+        rebuild: bool,
+    },
+    /// Make an ed25519 signing key (private key mode 0600) and its KEY.pub.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(default_value = "compose.key")]
+        path: PathBuf,
+    },
+    /// Write a signed bundle of a bundle or a result.
+    Sign {
+        /// A bundle or a result.
+        path: PathBuf,
+        /// The private key.
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// The signed bundle to write (default: NAME-TARGET.tar.zst here).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Remove store entries that no `result` link or pin refers to.
+    Gc {
+        /// The store.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
+    /// Render a result's deployment manifest for a launcher.
+    Deploy {
+        /// A result (link or store entry).
+        path: PathBuf,
+        /// What to render.
+        #[arg(long, value_enum, default_value = "solo5")]
+        format: DeployFormat,
+        /// Host tap or bridge for a network interface.
+        #[arg(long, value_name = "NAME=TAP")]
+        net: Vec<String>,
+        /// Host file or volume for a block device.
+        #[arg(long, value_name = "NAME=FILE")]
+        block: Vec<String>,
+        /// Boot arguments.
         #[arg(last = true)]
         boot_args: Vec<String>,
     },
@@ -70,12 +131,31 @@ struct SpecArgs {
 
 #[derive(Args, Debug)]
 struct OutArgs {
-    /// Where to put the image (default: dist/ next to the spec).
+    /// Also copy the image (and block images) into DIR.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// The store (default: $COMPOSE_STORE, else ~/.cache/compose/store).
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Where to leave the link to the result.
+    #[arg(long, value_name = "PATH", default_value = "result")]
+    out_link: PathBuf,
+    /// Leave no result link.
+    #[arg(long)]
+    no_out_link: bool,
     /// How to report progress and errors.
     #[arg(long, value_enum, default_value = "human")]
     message_format: MessageFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DeployFormat {
+    /// The solo5-hvt / solo5-spt command line.
+    Solo5,
+    /// An albatross-client create command.
+    Albatross,
+    /// A Xen .xl file.
+    Xl,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -83,6 +163,13 @@ enum DescribeFormat {
     Text,
     Json,
     Dot,
+}
+
+impl OutArgs {
+    fn options(&self, load: LoadOptions, verbose: bool, link_by_default: bool) -> BuildOptions {
+        let out_link = (link_by_default && !self.no_out_link).then(|| self.out_link.clone());
+        BuildOptions { load, out: self.out.clone(), store: self.store.clone(), out_link, format: self.message_format, verbose }
+    }
 }
 
 impl SpecArgs {
@@ -101,6 +188,80 @@ fn report(f: &Failure) {
         Failure::Build(e) => eprintln!("error: {e}"),
         Failure::Other(m) => eprintln!("error: {m}"),
     }
+}
+
+fn verify(path: &std::path::Path, key: Option<&std::path::Path>, rebuild: bool) -> Result<i32, Failure> {
+    let v = ops::verify(path, key)?;
+    for line in &v.ok {
+        eprintln!("  ok: {line}");
+    }
+    for line in &v.problems {
+        eprintln!("  FAILED: {line}");
+    }
+    if !v.problems.is_empty() {
+        return Err(Failure::Other(format!("{} does not verify", path.display())));
+    }
+    if rebuild {
+        match ops::rebuild_and_compare(path, MessageFormat::Human)? {
+            None => eprintln!("  ok: a rebuild from the recorded inputs is bit-for-bit identical"),
+            Some(diff) => return Err(Failure::Other(format!("not reproducible: {diff}"))),
+        }
+    }
+    println!("{}: verified", path.display());
+    Ok(0)
+}
+
+fn sign(path: &std::path::Path, key: &std::path::Path, output: Option<&std::path::Path>) -> Result<i32, Failure> {
+    let out = match output {
+        Some(o) => o.to_path_buf(),
+        None => {
+            let m = ops::verify(path, None)?;
+            if !m.problems.is_empty() {
+                return Err(Failure::Other(format!("{} does not verify; not signing it", path.display())));
+            }
+            let dir = if path.is_dir() { path.to_path_buf() } else { path.parent().map(|p| p.to_path_buf()).unwrap_or_default() };
+            let manifest = std::fs::read_to_string(dir.join(compose::manifest::JSON_FILE)).ok().and_then(|t| compose::manifest::Manifest::from_json(&t).ok());
+            match manifest {
+                Some(m) => PathBuf::from(compose::bundle::file_name(&m.name, &m.target)),
+                None => PathBuf::from("signed.tar.zst"),
+            }
+        }
+    };
+    let written = ops::sign(path, key, &out)?;
+    println!("{}", written.display());
+    Ok(0)
+}
+
+fn gc(store: Option<PathBuf>) -> Result<i32, Failure> {
+    let store = compose::store::Store::open(store).map_err(|e| Failure::Other(e.to_string()))?;
+    let report = store.gc().map_err(|e| Failure::Other(e.to_string()))?;
+    for r in &report.removed {
+        eprintln!("removed {r}");
+    }
+    println!("{} entries removed, {} bytes freed, {} live", report.removed.len(), report.bytes, report.live.len());
+    Ok(0)
+}
+
+fn deploy(path: &std::path::Path, format: DeployFormat, net: &[String], block: &[String], boot_args: &[String]) -> Result<i32, Failure> {
+    use compose::manifest::{Manifest, Mapping};
+    let text = std::fs::read_to_string(path.join(compose::manifest::JSON_FILE)).map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
+    let manifest = Manifest::from_json(&text).map_err(|e| Failure::Other(e.to_string()))?;
+    let mut mapping = Mapping::default();
+    for n in net {
+        mapping.add_net(n).map_err(|e| Failure::Other(e.to_string()))?;
+    }
+    for b in block {
+        mapping.add_block(b).map_err(|e| Failure::Other(e.to_string()))?;
+    }
+    let image = path.join(&manifest.image);
+    let out = match format {
+        DeployFormat::Solo5 => compose::manifest::solo5_args(&manifest, &mapping, &image, boot_args).map(|a| a.iter().map(|s| compose::manifest::shell_quote(s)).collect::<Vec<_>>().join(" ")),
+        DeployFormat::Albatross => compose::manifest::albatross_create(&manifest, &mapping, &image, boot_args),
+        DeployFormat::Xl => compose::manifest::xen_xl(&manifest, &mapping, &image, boot_args),
+    }
+    .map_err(|e| Failure::Other(e.to_string()))?;
+    println!("{out}");
+    Ok(0)
 }
 
 fn main() -> ExitCode {
@@ -127,14 +288,30 @@ fn main() -> ExitCode {
             }
             0
         }),
-        Command::Build { spec, out } => {
-            let opts = BuildOptions { load: spec.load(), out: out.out.clone(), format: out.message_format, verbose: cli.verbose };
-            ops::build(&opts).map(|_| 0)
+        Command::Build { spec, out } => ops::build(&out.options(spec.load(), cli.verbose, true)).map(|b| {
+            // Like nix-build: the store path on stdout, for scripts.
+            if out.message_format == MessageFormat::Human {
+                println!("{}", b.entry.display());
+            }
+            0
+        }),
+        Command::Run { spec, out, net, block, secret, boot_args } => {
+            // Like `nix run`, running leaves no result link unless one is asked for.
+            let link = out.out_link != std::path::Path::new("result");
+            let run = ops::RunOptions { net: net.clone(), block: block.clone(), secrets: secret.clone(), boot_args: boot_args.clone() };
+            ops::run(&out.options(spec.load(), cli.verbose, link), &run)
         }
-        Command::Run { spec, out, boot_args } => {
-            let opts = BuildOptions { load: spec.load(), out: out.out.clone(), format: out.message_format, verbose: cli.verbose };
-            ops::run(&opts, boot_args)
-        }
+        Command::Verify { path, key, rebuild } => verify(path, key.as_deref(), *rebuild),
+        Command::Keygen { path } => compose::sign::keygen(path)
+            .map(|k| {
+                eprintln!("wrote {} (private, mode 0600) and {}", path.display(), compose::sign::public_path(path).display());
+                println!("{}", k.to_text());
+                0
+            })
+            .map_err(|e| Failure::Other(e.to_string())),
+        Command::Sign { path, key, output } => sign(path, key, output.as_deref()),
+        Command::Gc { store } => gc(store.clone()),
+        Command::Deploy { path, format, net, block, boot_args } => deploy(path, *format, net, block, boot_args),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "compose", &mut std::io::stdout());
             Ok(0)
