@@ -124,6 +124,30 @@ pub fn json_line(v: &serde_json::Value) {
     println!("{v}");
 }
 
+/// Set when compose runs as cargo's rustc wrapper.
+pub const WRAPPER_ENV: &str = "COMPOSE_RUSTC_WRAPPER";
+
+/// When cargo runs compose as its rustc wrapper (`compose RUSTC ARGS...`), runs rustc with
+/// the path remapping flags added, and never returns. Otherwise returns.
+pub fn rustc_wrapper() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os(WRAPPER_ENV).is_none() {
+        return;
+    }
+    let mut args = std::env::args_os().skip(1);
+    let Some(rustc) = args.next() else { return };
+    let mut cmd = Command::new(rustc);
+    cmd.args(args).env_remove(WRAPPER_ENV).env_remove("RUSTC_WRAPPER");
+    if let Some(extra) = std::env::var_os("COMPOSE_REMAP") {
+        let extra = extra.to_string_lossy().into_owned();
+        cmd.args(extra.split('\x1f').filter(|s| !s.is_empty()));
+    }
+    cmd.env_remove("COMPOSE_REMAP");
+    let err = cmd.exec();
+    eprintln!("compose: cannot run rustc: {err}");
+    std::process::exit(101);
+}
+
 /// The cargo arguments of a build, with paths relative to the glue directory (for build
 /// information).
 pub fn cargo_args(info: &TargetInfo) -> Vec<String> {
@@ -145,11 +169,16 @@ pub fn cargo_build(glue: &Glue, glue_dir: &Path, info: &TargetInfo, app_span: Op
     }
     cmd.current_dir(glue_dir).stdout(Stdio::piped()).stderr(Stdio::piped());
     // Variables of an outer cargo (when compose itself runs under cargo) must not leak in.
-    for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_MAKEFLAGS", "RUSTC_WRAPPER", "CARGO_BUILD_RUSTFLAGS"] {
+    for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_MAKEFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTFLAGS"] {
         cmd.env_remove(var);
     }
     if !opts.rustflags.is_empty() {
-        cmd.env("CARGO_ENCODED_RUSTFLAGS", opts.rustflags.join("\x1f"));
+        // Through a rustc wrapper, not RUSTFLAGS: cargo hashes RUSTFLAGS into every crate's
+        // -C metadata, and these flags name the checkout's path, so two checkouts would
+        // produce different symbols. The wrapper is compose itself (see `rustc_wrapper`).
+        cmd.env("RUSTC_WRAPPER", std::env::current_exe().map_err(BuildError::Spawn)?);
+        cmd.env(WRAPPER_ENV, "1");
+        cmd.env("COMPOSE_REMAP", opts.rustflags.join("\x1f"));
     }
     if opts.verbose {
         let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();

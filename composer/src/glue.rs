@@ -95,6 +95,9 @@ struct DeviceCtx {
     construct: String,
 }
 
+/// The link, inside the glue directory, to the compose source root.
+pub const SRC_ROOT: &str = "src-root";
+
 /// The compose source root: where `devices/`, `platforms/` and the lock file are.
 pub fn compose_root() -> PathBuf {
     if let Some(root) = std::env::var_os("COMPOSE_ROOT") {
@@ -142,10 +145,18 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
     if let App::User { package, dir, .. } = &graph.app {
         deps.insert(package.clone(), dir.clone());
     }
+    // Crates of the compose tree are reached through the `src-root` link in the glue
+    // directory, so that they lie inside the glue workspace: cargo then hashes their paths
+    // relative to it, and two checkouts in different places build identical code.
+    let root_abs = root.canonicalize().unwrap_or_else(|_| root.clone());
     let mut dependencies = Vec::new();
     for (name, path) in &deps {
         let version = crate_version(path, &root).map_err(GlueError::Manifest)?;
         let path = path.canonicalize().unwrap_or_else(|_| path.clone());
+        let path = match path.strip_prefix(&root_abs) {
+            Ok(rel) => Path::new(SRC_ROOT).join(rel),
+            Err(_) => path,
+        };
         dependencies.push(Dep { name: name.clone(), path: path.display().to_string(), version });
     }
 
@@ -376,6 +387,15 @@ pub fn write(glue: &Glue, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         if write_if_changed(&path, f.contents.as_bytes())? {
             written.push(f.path.clone());
         }
+    }
+    // The link to the compose tree (replaced atomically if it points elsewhere).
+    let link = dir.join(SRC_ROOT);
+    let root = compose_root().canonicalize().unwrap_or_else(|_| compose_root());
+    if std::fs::read_link(&link).ok().as_deref() != Some(root.as_path()) {
+        let tmp = dir.join(format!(".{SRC_ROOT}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&root, &tmp)?;
+        std::fs::rename(&tmp, &link)?;
     }
     let lock = dir.join("Cargo.lock");
     if !lock.exists() {

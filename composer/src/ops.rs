@@ -139,8 +139,11 @@ fn portable(path: &Path, root: &Path) -> String {
 
 /// rustc flags that keep build paths out of the image: the compose tree, cargo's registry
 /// and the target directory are remapped to fixed names.
-fn reproducible_rustflags(root: &Path, target_dir: &Path, app_dir: Option<&Path>) -> Vec<String> {
+fn reproducible_rustflags(root: &Path, glue_dir: &Path, target_dir: &Path, app_dir: Option<&Path>) -> Vec<String> {
+    // rustc applies the last matching prefix: the general ones first.
     let mut flags = vec![format!("--remap-path-prefix={}=/compose", root.display())];
+    flags.push(format!("--remap-path-prefix={}=/glue", glue_dir.display()));
+    flags.push(format!("--remap-path-prefix={}=/compose", glue_dir.join(crate::glue::SRC_ROOT).display()));
     let cargo_home = std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
     if let Some(home) = cargo_home {
         flags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
@@ -243,7 +246,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
                 target_dir: target_dir.clone(),
                 format: opts.format,
                 verbose: opts.verbose,
-                rustflags: reproducible_rustflags(&root, &std::path::absolute(&target_dir).unwrap_or(target_dir.clone()), app_dir.as_deref()),
+                rustflags: reproducible_rustflags(&root, &glue_dir, &std::path::absolute(&target_dir).unwrap_or(target_dir.clone()), app_dir.as_deref()),
             };
             // Only a user application's call can be wrong because of the spec; a built-in one is ours.
             let app_span = matches!(graph.app, crate::graph::App::User { .. }).then_some(&spec.application.span);

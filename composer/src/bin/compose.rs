@@ -265,6 +265,8 @@ fn deploy(path: &std::path::Path, format: DeployFormat, net: &[String], block: &
 }
 
 fn main() -> ExitCode {
+    // Under cargo, compose is also the rustc wrapper of the builds it starts.
+    compose::build::rustc_wrapper();
     let cli = Cli::parse();
     // Colours and terminal-sized output on a terminal; elsewhere (logs, CI, tests) plain
     // Unicode at a fixed width, so the same mistake always reads the same.
