@@ -106,15 +106,15 @@ pub fn compose_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-fn env() -> Environment<'static> {
+fn env() -> Result<Environment<'static>, GlueError> {
     let mut env = Environment::new();
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(true);
     for (name, text) in crate::descriptor::TEMPLATES {
-        env.add_template(name, text).ok();
+        env.add_template(name, text).map_err(|e| GlueError::Template(name.to_string(), e.to_string()))?;
     }
-    env
+    Ok(env)
 }
 
 /// How a boot argument is read in the glue.
@@ -132,7 +132,7 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         GlueError::Target(graph.target.clone(), TARGET_INFO.iter().map(|t| t.name).collect::<Vec<_>>().join(", "))
     })?;
     let root = compose_root();
-    let env = env();
+    let env = env()?;
     let mut boot_used = false;
 
     // Dependencies: the interface crate, the platform, every device crate, the application.
@@ -178,6 +178,7 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
     }
     let mut devices = Vec::new();
     let mut steps = Vec::new();
+    let mut embedded = Vec::new();
     for (index, d) in graph.devices.iter().enumerate() {
         let mut vars: BTreeMap<String, minijinja::Value> = BTreeMap::new();
         let mut raw: BTreeMap<String, String> = BTreeMap::new();
@@ -192,6 +193,10 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
                 "pack-assets" => {
                     let archive = PathBuf::from("assets").join(format!("{}.car", d.name));
                     vars.insert("archive".into(), format!("{:?}", archive.display().to_string()).into());
+                    vars.insert("archive_fn".into(), ident(&d.name).into());
+                    if raw.get("backend").is_none_or(|b| b != "block") {
+                        embedded.push(context! { ident => ident(&d.name), file => archive.display().to_string() });
+                    }
                     let words = |k: &str| raw.get(k).map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
                     let dir = raw.get("dir").map(PathBuf::from).unwrap_or_default();
                     steps.push(Step::PackAssets {
@@ -304,6 +309,7 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         app_name => graph.app_name,
         app_call => app_call,
         boot_binding => if boot_used { "let boot = " } else { "" },
+        embedded => embedded,
         opt_level => 3,
         panic => "abort",
     };

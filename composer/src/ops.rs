@@ -349,6 +349,12 @@ fn run_step(step: &crate::glue::Step, glue_dir: &Path, reporter: &Reporter) -> R
                 std::fs::create_dir_all(parent).map_err(|e| Failure::Other(format!("cannot create {}: {e}", parent.display())))?;
             }
             compose_assets::pack(dir, &options, &out).map_err(|e| Failure::Other(format!("cannot pack assets `{device}`: {e}")))?;
+            // The assembler reads the archive, but rustc does not record it as an input: make
+            // cargo recompile the glue by touching main.rs.
+            if !*block {
+                let main = std::fs::OpenOptions::new().append(true).open(glue_dir.join("main.rs")).map_err(other)?;
+                main.set_modified(std::time::SystemTime::now()).map_err(other)?;
+            }
             Ok(block.then(|| (device.clone(), out)))
         }
     }
