@@ -22,6 +22,7 @@ pub mod time;
 pub mod random;
 pub mod net;
 pub mod block;
+pub mod secret;
 pub mod kv;
 
 pub use executor::{block_on, sleep, spawn, yield_now};

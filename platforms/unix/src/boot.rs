@@ -16,6 +16,8 @@ pub struct Boot {
     pub args: BootArgs,
     /// Block attachments: device name and host file.
     blocks: Vec<(String, PathBuf)>,
+    /// Secret attachments: secret name and the file holding its value.
+    secrets: Vec<(String, PathBuf)>,
 }
 
 /// A command line that does not fit.
@@ -39,6 +41,7 @@ impl fmt::Display for BootError {
 impl std::error::Error for BootError {}
 
 const BLOCK_FLAG: &str = "--block:";
+const SECRET_FLAG: &str = "--secret:";
 
 impl Boot {
     /// Parses a command line (without the program name) against `specs`.
@@ -51,30 +54,44 @@ impl Boot {
             return Err(BootError::Args(bootargs::Error::Help(usage(specs))));
         }
         let mut blocks: Vec<(String, PathBuf)> = Vec::new();
+        let mut secrets: Vec<(String, PathBuf)> = Vec::new();
         let mut rest = Vec::with_capacity(args.len());
         for arg in &args {
             let arg = arg.as_ref();
-            let Some(attachment) = arg.strip_prefix(BLOCK_FLAG) else {
+            let (flag, what, list) = if let Some(a) = arg.strip_prefix(BLOCK_FLAG) {
+                (a, "block device", &mut blocks)
+            } else if let Some(a) = arg.strip_prefix(SECRET_FLAG) {
+                (a, "secret", &mut secrets)
+            } else {
                 rest.push(arg);
                 continue;
             };
-            let (name, path) = match attachment.split_once('=') {
+            let (name, path) = match flag.split_once('=') {
                 Some((n, p)) if !n.is_empty() && !p.is_empty() => (n, p),
                 _ => {
+                    let prefix = &arg[..arg.len() - flag.len()];
                     return Err(BootError::Attachment(format!(
-                        "{arg:?}: expected --block:NAME=PATH"
+                        "{arg:?}: expected {prefix}NAME=PATH"
                     )));
                 }
             };
-            if blocks.iter().any(|(n, _)| n == name) {
+            if list.iter().any(|(n, _)| n == name) {
                 return Err(BootError::Attachment(format!(
-                    "block device '{name}' attached twice"
+                    "{what} '{name}' attached twice"
                 )));
             }
-            blocks.push((name.to_string(), PathBuf::from(path)));
+            list.push((name.to_string(), PathBuf::from(path)));
         }
         let args = BootArgs::parse(specs, rest).map_err(BootError::Args)?;
-        Ok(Boot { args, blocks })
+        Ok(Boot { args, blocks, secrets })
+    }
+
+    /// The file holding the value of secret `name`.
+    pub fn secret(&self, name: &str) -> Option<&Path> {
+        self.secrets
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.as_path())
     }
 
     /// The host file attached as block device `name`.
@@ -90,6 +107,7 @@ impl Boot {
 fn usage(specs: &[Spec]) -> String {
     let mut s = bootargs::usage(specs);
     s.push_str("attachments:\n  --block:NAME=PATH  the file backing block device NAME\n");
+    s.push_str("  --secret:NAME=PATH  the file holding the value of secret NAME\n");
     s
 }
 

@@ -32,6 +32,7 @@ mod console;
 mod net;
 mod random;
 mod reactor;
+mod secret;
 mod time;
 
 pub use block::Block;
@@ -39,6 +40,7 @@ pub use boot::{Boot, BootError, boot};
 pub use console::Console;
 pub use net::{Ipv4, Ipv4Config, Netif, Tcp, TcpFlow, TcpListener};
 pub use random::Random;
+pub use secret::Secret;
 pub use time::{MonotonicClock, WallClock};
 
 /// The unix platform for compose-devices' executor.
