@@ -570,8 +570,25 @@ impl LoadPlan<'_> {
     ///
     /// If `mem` is smaller than the memory size the plan was checked against.
     pub fn load_into(&self, mem: &mut [u8]) {
+        self.load_at(mem, 0);
+    }
+
+    /// Like [`LoadPlan::load_into`], for guest memory that starts at guest
+    /// address `base` rather than 0: `mem[0]` is guest address `base`. spt
+    /// maps guest memory from 0x10000, since the host never maps page 0.
+    ///
+    /// # Panics
+    ///
+    /// If a segment starts below `base` (the checks keep every segment at or
+    /// above 0x100000) or `mem` ends before the memory size the plan was
+    /// checked against.
+    pub fn load_at(&self, mem: &mut [u8], base: u64) {
         for s in &self.segments {
-            let at = s.vaddr as usize;
+            let at = s
+                .vaddr
+                .checked_sub(base)
+                .and_then(|off| usize::try_from(off).ok())
+                .expect("segment inside guest memory");
             let filesz = s.data.len();
             mem[at..at + filesz].copy_from_slice(s.data);
             mem[at + filesz..at + s.memsz as usize].fill(0);

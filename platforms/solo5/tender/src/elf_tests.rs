@@ -61,6 +61,11 @@ fn good_guest_loads() {
     assert!(mem[d + 4..d + 0x1800].iter().all(|&b| b == 0));
     assert_eq!(mem[d + 0x1800], 0xEE);
     assert_eq!(&mem[BASE as usize + 0x1000..][..6], b"rodata");
+
+    // The same load into memory that starts at 0x10000 (spt).
+    let mut low = vec![0xEEu8; MEM as usize - 0x10000];
+    k.plan.load_at(&mut low, 0x10000);
+    assert_eq!(&low[..], &mem[0x10000..]);
 }
 
 #[test]

@@ -1,0 +1,239 @@
+//! End-to-end tests: tiny hand-assembled guests run under the real `compose-spt` binary,
+//! seccomp filter included. Nothing here needs privileges (the tap test is in `net.rs`).
+
+mod common;
+mod guests;
+
+use common::*;
+use solo5_abi::{AbiTarget, MftDevice};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[test]
+fn hello_prints_and_exits_0() {
+    let dir = TempDir::new("hello");
+    let k = dir.file("hello.spt", &guest(guests::HELLO, &[]));
+    let r = run(&["--mem=8", path_str(&k)]);
+    assert_eq!((r.code, r.stdout.as_str()), (Some(0), "hello\n"), "{r:?}");
+    assert_eq!(r.stderr, "", "{r:?}");
+}
+
+#[test]
+fn cmdline_boot_info_and_entry_state() {
+    let dir = TempDir::new("cmdline");
+    let k = dir.file("bootinfo.spt", &guest(guests::BOOTINFO, &[]));
+    let r = run(&[
+        "--mem=8",
+        "--",
+        path_str(&k),
+        "one",
+        "two  three",
+        "--mem=4",
+    ]);
+    assert_eq!(r.stdout, "one two  three --mem=4\n", "{r:?}");
+    assert_eq!(r.code, Some(0), "{r:?}");
+    // spt takes --mem as given (no rounding): rsp + 8 is still mem_size.
+    let r = run(&["--mem=7", path_str(&k)]);
+    assert_eq!((r.code, r.stdout.as_str()), (Some(0), "\n"), "{r:?}");
+    assert_eq!(r.stderr, "", "{r:?}");
+}
+
+/// Runs the probe guest with a block device of `blocks` blocks of `bs` bytes and the
+/// selector `call`.
+fn probe(call: &str, bs: u16, blocks: usize) -> Run {
+    let dir = TempDir::new(&format!("probe-{call}-{bs}"));
+    let k = dir.file(
+        "probe.spt",
+        &guest(guests::PROBE, &[MftDevice::block("storage")]),
+    );
+    let img = dir.file("disk.img", &vec![0u8; usize::from(bs) * blocks]);
+    let block = format!("--block:storage={}", path_str(&img));
+    let size = format!("--block-sector-size:storage={bs}");
+    run(&["--mem=8", &block, &size, path_str(&k), call])
+}
+
+#[test]
+fn calls_inside_the_policy_pass() {
+    for (call, bs) in [("r", 512), ("w", 512), ("r", 4096), ("w", 4096), ("m", 512)] {
+        let r = probe(call, bs, 8);
+        assert_eq!(r.code, Some(0), "{call} with {bs}-byte blocks: {r:?}");
+    }
+    // arch_prctl(ARCH_SET_FS) is allowed: clearing FS in the tender's stead is harmless.
+    let r = probe("f", 512, 8);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    // The guest's exit status is the tender's (2: an unknown selector).
+    let r = probe("?", 512, 8);
+    assert_eq!((r.code, r.stderr.as_str()), (Some(2), ""), "{r:?}");
+}
+
+fn assert_killed(r: &Run, what: &str) {
+    assert_eq!(r.code, Some(159), "{what}: {r:?}");
+    assert!(r.stderr.contains(SIGSYS_MESSAGE), "{what}: {r:?}");
+    assert!(r.stderr.contains("(SIGSYS)"), "{what}: {r:?}");
+}
+
+#[test]
+fn forbidden_system_calls_are_killed_and_reported() {
+    for (call, what) in [
+        ("p", "getpid"),
+        ("o", "open"),
+        ("x", "exit instead of exit_group"),
+        ("c", "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)"),
+    ] {
+        assert_killed(&probe(call, 512, 8), what);
+    }
+}
+
+#[test]
+fn calls_on_the_wrong_fd_are_killed() {
+    assert_killed(&probe("s", 512, 8), "write to stderr");
+    assert_killed(&probe("b", 512, 8), "write to the block image");
+}
+
+#[test]
+fn block_io_of_the_wrong_size_or_place_is_killed() {
+    assert_killed(&probe("2", 512, 8), "pread64 of two blocks");
+    assert_killed(&probe("2", 4096, 8), "pread64 of two 4 KiB blocks");
+    assert_killed(&probe("e", 512, 8), "pread64 at the capacity");
+}
+
+#[test]
+fn the_deadline_timer_wakes_a_yield() {
+    let dir = TempDir::new("yield");
+    let k = dir.file("yield.spt", &guest(guests::YIELD, &[]));
+    let r = run(&["--mem=8", path_str(&k)]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.elapsed >= Duration::from_secs(1), "{r:?}");
+}
+
+#[test]
+fn memory_faults_are_reported() {
+    let dir = TempDir::new("faults");
+    for (name, code) in [
+        ("rowrite", guests::ROWRITE),
+        ("bootwrite", guests::BOOTWRITE),
+        ("execheap", guests::EXECHEAP),
+    ] {
+        let k = dir.file(name, &guest(code, &[]));
+        let r = run(&["--mem=8", path_str(&k)]);
+        assert_eq!(r.code, Some(139), "{name}: {r:?}");
+        assert!(
+            r.stderr.contains("invalid memory access") && r.stderr.contains("(SIGSEGV)"),
+            "{name}: {r:?}"
+        );
+    }
+    // With --x-exec-heap, code copied to the heap runs.
+    let k = dir.file("execheap", &guest(guests::EXECHEAP, &[]));
+    let r = run(&["--mem=8", "--x-exec-heap", path_str(&k)]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+}
+
+#[test]
+fn refuses_what_is_not_an_spt_guest() {
+    let dir = TempDir::new("refuse");
+    let k = dir.file("hvt", &guest_for(AbiTarget::Hvt, guests::HELLO, &[]));
+    let r = run(&["--mem=8", path_str(&k)]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("Executable is not for the solo5-spt target"),
+        "{r:?}"
+    );
+    // A declared device must be attached.
+    let k = dir.file(
+        "probe",
+        &guest(guests::PROBE, &[MftDevice::block("storage")]),
+    );
+    let r = run(&["--mem=8", path_str(&k)]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("declared but not attached"), "{r:?}");
+    // Memory must leave room for the image.
+    let k = dir.file("hello", &guest(guests::HELLO, &[]));
+    let r = run(&["--mem=1", path_str(&k)]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("below the minimum"), "{r:?}");
+}
+
+#[test]
+fn help_and_version() {
+    let r = run(&["--help"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains("usage: compose-spt") && r.stderr.contains("--x-exec-heap"),
+        "{r:?}"
+    );
+    let r = run(&["--version"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.contains("spt ABI version 2"), "{r:?}");
+    let r = run(&["--x-exec-heap"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("Missing KERNEL"), "{r:?}");
+}
+
+/// The pid of `parent`'s only child, once it has one.
+fn child_of(parent: u32) -> u32 {
+    let path = format!("/proc/{parent}/task/{parent}/children");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(pid) = pids.split_whitespace().next() {
+            return pid.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no guest process under {parent}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The state letter of process `pid` (`S`, `Z`...), or `None` once it is gone.
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+#[test]
+fn signals_reach_the_guest_and_the_guest_dies_with_its_tender() {
+    let dir = TempDir::new("signals");
+    let k = dir.file("wait.spt", &guest(guests::WAIT, &[]));
+
+    // SIGTERM to compose-spt ends the guest, and is reported.
+    let t = tender()
+        .args(["--mem=8", path_str(&k)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guest_pid = child_of(t.id());
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(t.id() as i32, libc::SIGTERM) };
+    let out = t.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Exiting on signal 15 (SIGTERM)"),
+        "{out:?}"
+    );
+    assert!(matches!(state(guest_pid), None | Some('Z')));
+
+    // SIGKILL to compose-spt cannot be passed on, but the kernel ends the guest too.
+    let mut t = tender()
+        .args(["--mem=8", path_str(&k)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guest_pid = child_of(t.id());
+    assert_eq!(
+        state(guest_pid),
+        Some('S'),
+        "the guest sleeps in epoll_pwait"
+    );
+    t.kill().unwrap();
+    t.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(state(guest_pid), None | Some('Z')) {
+        assert!(Instant::now() < deadline, "the guest outlived its tender");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
