@@ -19,11 +19,51 @@ pub struct TargetInfo {
     pub platform: (&'static str, &'static str),
     /// The rustc target triple; `None` builds for the host.
     pub triple: Option<&'static str>,
+    /// The template directory (`templates/<dir>/main.rs.j2`, and `config.toml.j2` if any).
+    pub template: &'static str,
+    /// For Solo5 targets, the runtime's linker script (found on its link search path).
+    pub linker_script: Option<&'static str>,
+    /// The tender that launches it (a binary of the compose workspace), if any.
+    pub tender: Option<&'static str>,
 }
 
 /// Targets with a glue template.
-pub const TARGET_INFO: &[TargetInfo] =
-    &[TargetInfo { name: "unix", platform: ("compose-unix", "platforms/unix"), triple: None }];
+pub const TARGET_INFO: &[TargetInfo] = &[
+    TargetInfo { name: "unix", platform: ("compose-unix", "platforms/unix"), triple: None, template: "unix", linker_script: None, tender: None },
+    TargetInfo {
+        name: "hvt",
+        platform: ("compose-hvt-guest", "platforms/hvt"),
+        triple: Some("x86_64-unknown-none"),
+        template: "solo5",
+        linker_script: Some("compose-hvt.ld"),
+        tender: Some("compose-hvt"),
+    },
+    TargetInfo {
+        name: "spt",
+        platform: ("compose-spt-guest", "platforms/spt"),
+        triple: Some("x86_64-unknown-none"),
+        template: "solo5",
+        linker_script: Some("compose-spt.ld"),
+        tender: Some("compose-spt"),
+    },
+];
+
+/// The devices a Solo5 tender attaches, in manifest (handle) order: network interfaces,
+/// block devices, and the block devices that carry assets archives.
+pub fn solo5_devices(graph: &Graph) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    for d in &graph.devices {
+        let block_assets = d.descriptor.build.iter().any(|b| b == "pack-assets")
+            && d.props.iter().any(|(k, _, v)| k == "backend" && matches!(v, PropValue::Given(crate::types::Value::Str(b)) | PropValue::Param(_, crate::types::Value::Str(b)) if b == "block"));
+        match d.descriptor.kind.as_str() {
+            "netif" => out.push((d.name.clone(), true)),
+            "block" => out.push((d.name.clone(), false)),
+            _ if block_assets => out.push((d.name.clone(), false)),
+            _ => {}
+        }
+    }
+    out
+}
 
 /// The target's glue facts, if compose can generate glue for it.
 pub fn target_info(target: &str) -> Option<&'static TargetInfo> {
@@ -292,6 +332,21 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
             }
         })
         .collect();
+    // The Solo5 manifest note, for the Solo5 targets.
+    let solo5 = solo5_devices(graph);
+    let mut manifest = Vec::new();
+    let mut manifest_comment = vec!["0: (reserved)".to_string()];
+    if info.linker_script.is_some() {
+        let devs: Vec<solo5_abi::MftDevice<'_>> =
+            solo5.iter().map(|(n, net)| if *net { solo5_abi::MftDevice::net(n) } else { solo5_abi::MftDevice::block(n) }).collect();
+        manifest = vec![0u8; solo5_abi::mft1_note_size(devs.len())];
+        solo5_abi::encode_mft1_note(&devs, &mut manifest)
+            .map_err(|e| GlueError::Template("Solo5 manifest".into(), format!("{e:?} (at most 63 devices with alphanumeric names)")))?;
+        for (i, (n, net)) in solo5.iter().enumerate() {
+            manifest_comment.push(format!("{}: {} `{n}`", i + 1, if *net { "network interface" } else { "block device" }));
+        }
+    }
+    let manifest_bytes = manifest.chunks(16).map(|c| c.iter().map(|b| format!("{b:#04x},")).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n    ");
     let package = format!("{}-{}-glue", graph.name, graph.target);
     let binary = graph.name.clone();
     let spec_name = spec_file.file_name().map_or_else(|| spec_file.display().to_string(), |n| n.to_string_lossy().into_owned());
@@ -310,6 +365,12 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         app_call => app_call,
         boot_binding => if boot_used { "let boot = " } else { "" },
         embedded => embedded,
+        platform_crate => info.platform.0.replace('-', "_"),
+        triple => info.triple.unwrap_or_default(),
+        linker_script => info.linker_script.unwrap_or_default(),
+        manifest_len => manifest.len(),
+        manifest_bytes => manifest_bytes,
+        manifest_comment => manifest_comment,
         opt_level => 3,
         panic => "abort",
     };
@@ -318,18 +379,16 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         t.render(&ctx).map_err(|e| GlueError::Template(name.into(), e.to_string()))
     };
     let cargo_toml = render("Cargo.toml.j2")?;
-    let main_rs = render(&format!("{}/main.rs.j2", graph.target))?;
+    let main_rs = render(&format!("{}/main.rs.j2", info.template))?;
     let app_call_lines = find_lines(&main_rs, "platform::run(");
-    Ok(Glue {
-        steps,
-        package,
-        binary,
-        files: vec![
-            File { path: "Cargo.toml".into(), contents: cargo_toml },
-            File { path: "main.rs".into(), contents: main_rs },
-        ],
-        app_call_lines,
-    })
+    let mut files = vec![
+        File { path: "Cargo.toml".into(), contents: cargo_toml },
+        File { path: "main.rs".into(), contents: main_rs },
+    ];
+    if crate::descriptor::TEMPLATES.iter().any(|(n, _)| *n == format!("{}/config.toml.j2", info.template)) {
+        files.push(File { path: ".cargo/config.toml".into(), contents: render(&format!("{}/config.toml.j2", info.template))? });
+    }
+    Ok(Glue { steps, package, binary, files, app_call_lines })
 }
 
 fn find_lines(text: &str, needle: &str) -> (usize, usize) {

@@ -413,10 +413,48 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
     }
     mapping.validate(&manifest).map_err(|e| Failure::Other(format!("refusing to start {}:\n{e}", built.graph.name)))?;
     Reporter::new(opts.format).stage("Running", &built.image.display().to_string());
-    match built.graph.target.as_str() {
-        "unix" => run_unix(&built, &mapping, &run.boot_args),
-        other => Err(Failure::Other(format!("compose run cannot launch target {other} yet"))),
+    let info = crate::glue::target_info(&built.graph.target).ok_or_else(|| Failure::Other(format!("no launcher for {}", built.graph.target)))?;
+    match info.tender {
+        None => run_unix(&built, &mapping, &run.boot_args),
+        Some(tender) => {
+            let tender = ensure_tender(tender, opts.format)?;
+            let args = crate::manifest::solo5_args(&manifest, &mapping, &built.image, &run.boot_args).map_err(|e| Failure::Other(e.to_string()))?;
+            if opts.verbose {
+                Reporter::new(opts.format).stage("Running", &format!("{} {}", tender.display(), args.join(" ")));
+            }
+            let mut cmd = std::process::Command::new(&tender);
+            cmd.args(&args);
+            Err(exec(cmd, &tender))
+        }
     }
+}
+
+/// The tender binary `name` of the compose workspace, built (release) if needed. The
+/// environment variable `COMPOSE_TENDER_DIR` names a directory holding prebuilt tenders.
+pub fn ensure_tender(name: &str, format: MessageFormat) -> Result<PathBuf, Failure> {
+    if let Some(dir) = std::env::var_os("COMPOSE_TENDER_DIR") {
+        let p = PathBuf::from(dir).join(name);
+        return if p.is_file() { Ok(p) } else { Err(Failure::Other(format!("COMPOSE_TENDER_DIR has no {name}"))) };
+    }
+    let root = crate::glue::compose_root();
+    let target_dir = root.join("target");
+    Reporter::new(format).stage("Building", &format!("the {name} tender"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", name, "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove(crate::build::WRAPPER_ENV)
+        .current_dir(&root)
+        .output()
+        .map_err(|e| Failure::Other(format!("cannot run cargo to build {name}: {e}")))?;
+    if !out.status.success() {
+        return Err(Failure::Other(format!("building the {name} tender failed:\n{}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(target_dir.join("release").join(name))
 }
 
 fn run_unix(built: &Built, mapping: &crate::manifest::Mapping, boot_args: &[String]) -> Result<i32, Failure> {
@@ -425,27 +463,48 @@ fn run_unix(built: &Built, mapping: &crate::manifest::Mapping, boot_args: &[Stri
         cmd.arg(format!("--block:{device}={}", file.display()));
     }
     // Secrets reach the unikernel as files: a named file as it is, an environment variable
-    // through a private temporary file. Only paths are on the command line, never values.
-    let mut temps = Vec::new();
+    // through an anonymous in-memory file the unikernel inherits. Only paths are on the
+    // command line, never values, and nothing is written to disk.
     for (name, source) in &mapping.secrets {
         let path = match source {
             crate::manifest::SecretSource::File(p) => p.clone(),
             crate::manifest::SecretSource::Env(var) => {
                 let value = std::env::var_os(var).ok_or_else(|| Failure::Other(format!("secret `{name}`: the environment variable {var} is not set")))?;
-                let f = tempfile::Builder::new().prefix("compose-secret-").tempfile().map_err(other)?;
-                std::fs::write(f.path(), std::os::unix::ffi::OsStrExt::as_bytes(value.as_os_str())).map_err(other)?;
-                let p = f.path().to_path_buf();
-                temps.push(f);
-                p
+                let fd = memfd_with(std::os::unix::ffi::OsStrExt::as_bytes(value.as_os_str()))?;
+                PathBuf::from(format!("/proc/self/fd/{fd}"))
             }
         };
         cmd.arg(format!("--secret:{name}={}", path.display()));
     }
     cmd.args(boot_args);
-    let status = cmd.status().map_err(|e| Failure::Other(format!("cannot start {}: {e}", built.image.display())))?;
-    drop(temps);
-    use std::os::unix::process::ExitStatusExt;
-    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Err(exec(cmd, &built.image))
+}
+
+/// An anonymous in-memory file holding `bytes`, left open across exec; returns its fd.
+fn memfd_with(bytes: &[u8]) -> Result<i32, Failure> {
+    // SAFETY: memfd_create with a NUL-terminated name and no flags (so the descriptor
+    // survives exec, which is the point); the result is checked.
+    let fd = unsafe { libc::memfd_create(c"compose-secret".as_ptr(), 0) };
+    if fd < 0 {
+        return Err(Failure::Other(format!("memfd_create: {}", std::io::Error::last_os_error())));
+    }
+    // SAFETY: `fd` was just created and is owned here; the File takes it over for the
+    // write, and `into_raw_fd` hands it back without closing it.
+    let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    std::io::Write::write_all(&mut file, bytes).map_err(other)?;
+    Ok(std::os::fd::IntoRawFd::into_raw_fd(file))
+}
+
+/// Replaces compose with `cmd`, so that signals (Ctrl-C, a supervisor's SIGTERM) reach the
+/// unikernel or its tender directly and its exit status is the process's. Returns only on
+/// failure.
+fn exec(mut cmd: std::process::Command, what: &Path) -> Failure {
+    use std::io::Write as _;
+    use std::os::unix::process::CommandExt;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    let err = cmd.exec();
+    Failure::Other(format!("cannot start {}: {err}", what.display()))
 }
 
 /// The files of a bundle or a store entry, by name.
