@@ -78,7 +78,11 @@ impl Copy {
 fn two_copies_build_bit_for_bit_identical_images_and_bundles() {
     let a = Copy::new("compose-repro-a-", "alice", "022");
     let b = Copy::new("compose-repro-b-with-a-longer-path-", "bob", "077");
-    for (spec, target) in [("specs/hello.kdl", "unix"), ("specs/echo.kdl", "unix"), ("specs/site.kdl", "unix")] {
+    let mut cases = vec![("specs/hello.kdl", "unix"), ("specs/echo.kdl", "unix"), ("specs/site.kdl", "unix")];
+    for target in ["hvt", "spt"] {
+        cases.extend([("specs/hello.kdl", target), ("specs/echo.kdl", target), ("specs/site.kdl", target)]);
+    }
+    for (spec, target) in cases {
         let first = a.build(spec, target);
         std::thread::sleep(std::time::Duration::from_millis(1100)); // a different second
         let second = b.build(spec, target);
