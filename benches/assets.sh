@@ -64,6 +64,10 @@ with open(os.path.join(crate, "src", "main.rs"), "w") as out:
 PY
 }
 
+fresh() { # a new, empty store for each measured build, so it builds instead of finding the result
+    echo "$work/stores/$(date +%s%N)"
+}
+
 measure() { # label command...
     local log; log=$(mktemp)
     /usr/bin/time -f "%e %M" -o "$log" "$@" >/dev/null 2>&1
@@ -82,13 +86,13 @@ assets public dir="public"
 application site builtin=static-site assets=public
 KDL
     # Warm: build once so only the glue crate and the packing are measured below.
-    "$compose" build "$work/site-$mb/site.kdl" >/dev/null 2>&1
-    touch "$work/site-$mb/public/index.html"
-    label="compose embed ${mb} MB (pack + compile)" measure "$compose" build "$work/site-$mb/site.kdl"
+    "$compose" build "$work/site-$mb/site.kdl" --store "$(fresh)" --no-out-link >/dev/null 2>&1
+    label="compose embed ${mb} MB (pack + compile + store)" measure "$compose" build "$work/site-$mb/site.kdl" --store "$(fresh)" --no-out-link
     sed -i 's/dir="public"$/dir="public" compress=#false/' "$work/site-$mb/site.kdl"
-    "$compose" build "$work/site-$mb/site.kdl" >/dev/null 2>&1
-    touch "$work/site-$mb/public/index.html"
-    label="compose embed ${mb} MB, compress=#false" measure "$compose" build "$work/site-$mb/site.kdl"
+    "$compose" build "$work/site-$mb/site.kdl" --store "$(fresh)" --no-out-link >/dev/null 2>&1
+    label="compose embed ${mb} MB, compress=#false" measure "$compose" build "$work/site-$mb/site.kdl" --store "$(fresh)" --no-out-link
+    "$compose" build "$work/site-$mb/site.kdl" --store "$work/stores/warm" --no-out-link >/dev/null 2>&1
+    label="compose no-op rebuild ${mb} MB (unchanged)" measure "$compose" build "$work/site-$mb/site.kdl" --store "$work/stores/warm" --no-out-link
     crate="$work/crunched-$mb"
     include_bytes_crate "$site" "$crate"
     cargo build -q --release --manifest-path "$crate/Cargo.toml" --target-dir "$work/target-crunch" >/dev/null 2>&1 || true
@@ -107,7 +111,7 @@ tcp
 assets public dir="public" backend=block
 application site builtin=static-site assets=public
 KDL
-"$compose" build "$work/site-1024/site.kdl" >/dev/null 2>&1
-touch "$site/index.html"
-label="compose block 1024 MB (pack, glue warm)" measure "$compose" build "$work/site-1024/site.kdl"
-ls -l "$work/site-1024/dist/public.img" | awk '{printf "block image: %d MiB\n", $5 / 1048576}'
+"$compose" build "$work/site-1024/site.kdl" --store "$(fresh)" --no-out-link >/dev/null 2>&1
+label="compose block 1024 MB (pack + store, glue warm)" measure "$compose" build "$work/site-1024/site.kdl" --store "$(fresh)" --no-out-link
+ls -l "$(ls -d "$work"/stores/*/*-bench-unix | tail -1)/public.img" | awk '{printf "block image: %d MiB\n", $5 / 1048576}'
+rm -rf "$work/stores"

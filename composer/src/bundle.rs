@@ -20,7 +20,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The zstd compression level of bundles.
-pub const ZSTD_LEVEL: i32 = 19;
+pub const ZSTD_LEVEL: i32 = 3;
 /// The longest entry name: what a ustar header's name field holds without a prefix.
 pub const MAX_NAME: usize = 100;
 /// Bytes handed to the compressor per call.
