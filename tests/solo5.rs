@@ -183,6 +183,40 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
     echo.wait().ok();
     result.unwrap();
 
+    // A secret: built in memory into the `secrets` block device, used by the unikernel, and
+    // on no command line.
+    let secret = format!("s{}x{}", std::process::id(), subnet);
+    let token_file = std::env::temp_dir().join(format!("compose-token-{}-{target}", std::process::id()));
+    std::fs::write(&token_file, format!("{secret}\n")).unwrap();
+    ok(compose().args(["build", "specs/echo-token.kdl", "--target", target, "--no-out-link"]).output().unwrap());
+    let secret_arg = format!("token=@{}", token_file.display());
+    let mut vault = ns.compose(&["run", "specs/echo-token.kdl", "--target", target, "--net", "service=tap0", "--secret", &secret_arg, "--", &ipv4, "--port=9"]);
+    wait_for_line(&mut vault, "listening on port 9");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", vault.id())).unwrap();
+    assert!(!cmdline.windows(secret.len()).any(|w| w == secret.as_bytes()), "the secret is on the tender's command line");
+    assert!(String::from_utf8_lossy(&cmdline).contains("--block:secrets="), "{}", String::from_utf8_lossy(&cmdline));
+    let guest = ns.guest();
+    let token = secret.clone();
+    let result = std::panic::catch_unwind(|| {
+        ns.inside(move || {
+            let talk = |t: &str| {
+                let mut c = TcpStream::connect_timeout(&format!("{guest}:9").parse().unwrap(), Duration::from_secs(20)).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                c.write_all(format!("{t}\nping\n").as_bytes()).unwrap();
+                c.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut back = String::new();
+                let _ = c.read_to_string(&mut back);
+                back
+            };
+            assert_eq!(talk(&token), "ok\nping\n");
+            assert_eq!(talk("guess"), "denied\n");
+        })
+    });
+    vault.kill().ok();
+    vault.wait().ok();
+    let _ = std::fs::remove_file(&token_file);
+    result.unwrap();
+
     // The site: every file, byte-identical, over the tap.
     ok(compose().args(["build", "specs/site.kdl", "--target", target, "--no-out-link"]).output().unwrap());
     let mut site = ns.compose(&["run", "specs/site.kdl", "--target", target, "--net", "service=tap0", "--", &ipv4, "--port=80"]);

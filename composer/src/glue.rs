@@ -62,6 +62,10 @@ pub fn solo5_devices(graph: &Graph) -> Vec<(String, bool)> {
             _ => {}
         }
     }
+    // Secrets reach a Solo5 guest on one block device the launcher builds at start.
+    if graph.devices.iter().any(|d| d.descriptor.kind == "secret") {
+        out.push((crate::manifest::SECRETS_BLOCK.to_string(), false));
+    }
     out
 }
 

@@ -418,6 +418,31 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
         None => run_unix(&built, &mapping, &run.boot_args),
         Some(tender) => {
             let tender = ensure_tender(tender, opts.format)?;
+            let mut mapping = mapping;
+            if manifest.devices_of("secret").next().is_some() {
+                // The secrets block device is built in memory and handed to the tender as an
+                // inherited file: the values touch no disk and no command line.
+                let mut values = Vec::new();
+                for (name, source) in &mapping.secrets {
+                    let value = match source {
+                        crate::manifest::SecretSource::File(p) => {
+                            let mut v = std::fs::read(p).map_err(|e| Failure::Other(format!("secret `{name}`: cannot read {}: {e}", p.display())))?;
+                            if v.last() == Some(&b'\n') {
+                                v.pop();
+                            }
+                            v
+                        }
+                        crate::manifest::SecretSource::Env(var) => std::env::var_os(var)
+                            .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
+                            .ok_or_else(|| Failure::Other(format!("secret `{name}`: the environment variable {var} is not set")))?,
+                    };
+                    values.push((name.clone(), value));
+                }
+                let refs: Vec<(&str, &[u8])> = values.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+                let image = crate::manifest::secrets_block_image(&refs).map_err(other)?;
+                let fd = memfd_with(&image)?;
+                mapping.secrets_image = Some(PathBuf::from(format!("/proc/self/fd/{fd}")));
+            }
             let args = crate::manifest::solo5_args(&manifest, &mapping, &built.image, &run.boot_args).map_err(|e| Failure::Other(e.to_string()))?;
             if opts.verbose {
                 Reporter::new(opts.format).stage("Running", &format!("{} {}", tender.display(), args.join(" ")));

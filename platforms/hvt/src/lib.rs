@@ -88,6 +88,7 @@ pub type TcpListener = solo5_guest::TcpListener<Hvt>;
 pub type TcpFlow = solo5_guest::TcpFlow<Hvt>;
 /// A block device of the manifest (`--block:NAME=FILE`).
 pub type Block = solo5_guest::Block<Hvt>;
+pub type Secret = solo5_guest::Secret<Hvt>;
 
 /// Reads the boot arguments from the tender's command line (the arguments after the
 /// unikernel, without leading `--solo5:LEVEL` ones). Prints the usage and exits 0 on

@@ -102,6 +102,7 @@ pub type TcpListener = solo5_guest::TcpListener<Spt>;
 pub type TcpFlow = solo5_guest::TcpFlow<Spt>;
 /// A block device of the manifest (`--block:NAME=FILE`).
 pub type Block = solo5_guest::Block<Spt>;
+pub type Secret = solo5_guest::Secret<Spt>;
 
 /// Reads the boot arguments from the tender's command line (the arguments after the
 /// unikernel, without leading `--solo5:LEVEL` ones). Prints the usage and exits 0 on

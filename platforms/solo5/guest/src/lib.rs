@@ -46,6 +46,7 @@ mod net;
 pub mod panic;
 mod park;
 mod random;
+mod secret;
 mod single;
 mod time;
 
@@ -62,6 +63,7 @@ pub use heap::{HEAP, Heap};
 pub use net::{Ipv4, Ipv4Config, Netif, Tcp, TcpFlow, TcpListener, frame_stats};
 pub use park::{ParkStats, Solo5, park_stats};
 pub use random::{Random, seed};
+pub use secret::{SECRETS_DEVICE, Secret};
 pub use time::{MonotonicClock, TscClock, WallClock};
 
 /// Bytes at the top of guest memory left for the stack, at most; the heap ends below them.
@@ -164,11 +166,13 @@ impl<B: Bindings> fmt::Write for RawConsole<B> {
     }
 }
 
+/// Whether [`run`] is driving the executor.
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
 /// Runs the application's entry future, and every task it spawns, until it completes.
 ///
 /// The executor is one per unikernel: calling `run` again from inside it panics.
 pub fn run<B: Bindings, F: Future>(future: F) -> F::Output {
-    static RUNNING: AtomicBool = AtomicBool::new(false);
     assert!(
         !RUNNING.swap(true, Ordering::AcqRel),
         "the executor is already running (one `run` per unikernel)"
@@ -176,6 +180,22 @@ pub fn run<B: Bindings, F: Future>(future: F) -> F::Output {
     let out = compose_devices::block_on::<Solo5<B>, _>(future);
     RUNNING.store(false, Ordering::Release);
     out
+}
+
+/// Drives `future`, a device constructor's I/O, to completion on the executor before the
+/// application starts (the glue constructs every device before calling [`run`]).
+///
+/// [`run`] may be called again afterwards, but it panics inside a running executor, and
+/// when it returns it drops every spawned task and timer; so this refuses, with an error
+/// rather than a panic, to run inside the application or once tasks exist.
+pub(crate) fn block_on_io<B: Bindings, F: Future>(future: F) -> Result<F::Output, Error> {
+    use compose_devices::executor::{live_tasks, pending_timers};
+    if RUNNING.load(Ordering::Acquire) || live_tasks() != 0 || pending_timers() != 0 {
+        return Err(Error::new(
+            "a device that reads at start must be constructed before the application runs",
+        ));
+    }
+    Ok(run::<B, F>(future))
 }
 
 /// Keeps a started device for the rest of the run, or stops the unikernel if it failed.
