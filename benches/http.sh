@@ -22,7 +22,7 @@ assets public dir="public" compress=#false
 application site builtin=static-site assets=public port=(bootarg)"port" max-connections=4096
 KDL
 cargo build -q --release -p compose --manifest-path "$root/Cargo.toml"
-COMPOSE_TARGET_DIR="$work/target" "$root/target/release/compose" build "$work/site.kdl" >/dev/null
+COMPOSE_TARGET_DIR="$work/target" "$root/target/release/compose" build "$work/site.kdl" --out "$work/dist" --no-out-link >/dev/null
 "$work/dist/bench" --port=18080 >/dev/null &
 uk=$!
 nginx_conf() { cat > "$work/nginx-$1.conf" <<NGX

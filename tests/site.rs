@@ -190,7 +190,7 @@ fn abandon(port: u16, n: usize, batch: usize) {
 }
 
 fn settle(pid: u32, baseline_fds: usize) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let fds = open_fds(pid);
         if fds <= baseline_fds || Instant::now() > deadline {

@@ -89,6 +89,9 @@ pub enum Step {
     /// Pack `dir` into the archive `archive` (relative to the glue directory) for the
     /// assets device `device`; with `block`, the archive is also an image of its own.
     PackAssets { device: String, dir: PathBuf, include: Vec<String>, exclude: Vec<String>, compress: bool, archive: PathBuf, block: bool },
+    /// Wrap the archive `archive` into the object `object` (symbols `compose_assets_<ident>_*`)
+    /// for the image to link.
+    AssetsObject { archive: PathBuf, ident: String, object: PathBuf },
 }
 
 /// The rendered glue crate.
@@ -238,8 +241,10 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
                     let archive = PathBuf::from("assets").join(format!("{}.car", d.name));
                     vars.insert("archive".into(), format!("{:?}", archive.display().to_string()).into());
                     vars.insert("archive_fn".into(), ident(&d.name).into());
-                    if raw.get("backend").is_none_or(|b| b != "block") {
-                        embedded.push(context! { ident => ident(&d.name), file => archive.display().to_string() });
+                    let block = raw.get("backend").is_some_and(|b| b == "block");
+                    let object = PathBuf::from("assets").join(format!("{}.o", d.name));
+                    if !block {
+                        embedded.push(context! { ident => ident(&d.name), object => object.display().to_string() });
                     }
                     let words = |k: &str| raw.get(k).map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
                     let dir = raw.get("dir").map(PathBuf::from).unwrap_or_default();
@@ -249,9 +254,12 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
                         include: words("include"),
                         exclude: words("exclude"),
                         compress: raw.get("compress").is_none_or(|c| c == "true"),
-                        archive,
-                        block: raw.get("backend").is_some_and(|b| b == "block"),
+                        archive: archive.clone(),
+                        block,
                     });
+                    if !block {
+                        steps.push(Step::AssetsObject { archive, ident: ident(&d.name), object });
+                    }
                 }
                 other => return Err(GlueError::Template(d.descriptor.file.clone(), format!("unknown build step `{other}`"))),
             }
@@ -277,12 +285,12 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
             let expr = if optional && !matches!(value, PropValue::Absent) { format!("Some({expr})") } else { expr };
             vars.insert(key.replace('-', "_"), expr.into());
         }
-        if d.imp.construct.contains("boot") {
-            boot_used = true;
-        }
         let construct = env
             .render_str(&d.imp.construct, &vars)
             .map_err(|e| GlueError::Template(d.descriptor.file.clone(), e.to_string()))?;
+        if construct.contains("&boot") || construct.contains("boot.args") {
+            boot_used = true;
+        }
         devices.push(DeviceCtx {
             kind: d.descriptor.kind.clone(),
             name: d.name.clone(),
@@ -354,6 +362,7 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
     let package = format!("{}-{}-glue", graph.name, graph.target);
     let binary = graph.name.clone();
     let spec_name = spec_file.file_name().map_or_else(|| spec_file.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let embedded_any = !embedded.is_empty();
     let ctx = context! {
         name => graph.name,
         target => graph.target,
@@ -389,6 +398,9 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         File { path: "Cargo.toml".into(), contents: cargo_toml },
         File { path: "main.rs".into(), contents: main_rs },
     ];
+    if embedded_any {
+        files.push(File { path: "build.rs".into(), contents: render("build.rs.j2")? });
+    }
     if crate::descriptor::TEMPLATES.iter().any(|(n, _)| *n == format!("{}/config.toml.j2", info.template)) {
         files.push(File { path: ".cargo/config.toml".into(), contents: render(&format!("{}/config.toml.j2", info.template))? });
     }

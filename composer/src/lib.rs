@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod describe;
 pub mod descriptor;
 pub mod diag;
+pub mod elfobj;
 pub mod glue;
 pub mod graph;
 pub mod image;

@@ -205,8 +205,9 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
         crate::graph::App::Builtin(_) => None,
     };
     for step in &glue.steps {
-        let crate::glue::Step::PackAssets { device, dir, .. } = step;
-        trees.push((format!("assets/{device}"), dir.clone()));
+        if let crate::glue::Step::PackAssets { device, dir, .. } = step {
+            trees.push((format!("assets/{device}"), dir.clone()));
+        }
     }
     trees.sort();
     trees.dedup_by(|a, b| a.0 == b.0);
@@ -237,7 +238,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
             reporter.stage("Generating", &format!("glue for {name} ({target})"));
             let mut images = Vec::new();
             for step in &glue.steps {
-                if let Some(image) = run_step(step, &glue_dir, &reporter)? {
+                if let Some(image) = run_step(step, &glue_dir, info.triple, &reporter)? {
                     images.push(image);
                 }
             }
@@ -333,7 +334,7 @@ fn host_triple(rustc_vv: &str) -> String {
 }
 
 /// Runs one build step; returns (device, file) when it produced a block-device image.
-fn run_step(step: &crate::glue::Step, glue_dir: &Path, reporter: &Reporter) -> Result<Option<(String, PathBuf)>, Failure> {
+fn run_step(step: &crate::glue::Step, glue_dir: &Path, triple: Option<&str>, reporter: &Reporter) -> Result<Option<(String, PathBuf)>, Failure> {
     match step {
         crate::glue::Step::PackAssets { device, dir, include, exclude, compress, archive, block } => {
             reporter.stage("Packing", &format!("{} ({})", dir.display(), device));
@@ -349,13 +350,12 @@ fn run_step(step: &crate::glue::Step, glue_dir: &Path, reporter: &Reporter) -> R
                 std::fs::create_dir_all(parent).map_err(|e| Failure::Other(format!("cannot create {}: {e}", parent.display())))?;
             }
             compose_assets::pack(dir, &options, &out).map_err(|e| Failure::Other(format!("cannot pack assets `{device}`: {e}")))?;
-            // The assembler reads the archive, but rustc does not record it as an input: make
-            // cargo recompile the glue by touching main.rs.
-            if !*block {
-                let main = std::fs::OpenOptions::new().append(true).open(glue_dir.join("main.rs")).map_err(other)?;
-                main.set_modified(std::time::SystemTime::now()).map_err(other)?;
-            }
             Ok(block.then(|| (device.clone(), out)))
+        }
+        crate::glue::Step::AssetsObject { archive, ident, object } => {
+            crate::elfobj::write_blob_object(&glue_dir.join(archive), ident, crate::elfobj::Machine::of(triple), &glue_dir.join(object))
+                .map_err(|e| Failure::Other(format!("cannot write {}: {e}", object.display())))?;
+            Ok(None)
         }
     }
 }
