@@ -8,7 +8,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `compose ARGS` run from the repository root, sharing one cargo target directory.
@@ -35,7 +38,15 @@ fn out_dir(name: &str) -> PathBuf {
 #[test]
 fn hello_runs_greets_and_exits_zero() {
     let out = out_dir("hello");
-    let o = compose(&["run", "specs/hello.kdl", "--out", out.to_str().unwrap(), "--", "--name=Ada", "--times=2"]);
+    let o = compose(&[
+        "run",
+        "specs/hello.kdl",
+        "--out",
+        out.to_str().unwrap(),
+        "--",
+        "--name=Ada",
+        "--times=2",
+    ]);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "Hello, Ada! (1/2)\nHello, Ada! (2/2)\n");
     // The image is a standalone program: boot defaults apply when no argument is given.
@@ -49,10 +60,20 @@ fn hello_runs_greets_and_exits_zero() {
 #[test]
 fn build_time_parameters_change_the_image_and_boot_args_are_checked() {
     let out = out_dir("hello-bonjour");
-    let o = compose(&["build", "specs/hello.kdl", "--arg", "greeting=Bonjour", "--out", out.to_str().unwrap()]);
+    let o = compose(&[
+        "build",
+        "specs/hello.kdl",
+        "--arg",
+        "greeting=Bonjour",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
     let image = out.join("hello");
-    let o = Command::new(&image).args(["--times", "1", "--name", "Lin"]).output().unwrap();
+    let o = Command::new(&image)
+        .args(["--times", "1", "--name", "Lin"])
+        .output()
+        .unwrap();
     assert_eq!(text(&o.stdout), "Bonjour, Lin! (1/1)\n");
     // A mistyped boot argument stops the unikernel before it starts.
     let o = Command::new(&image).arg("--times=many").output().unwrap();
@@ -60,13 +81,21 @@ fn build_time_parameters_change_the_image_and_boot_args_are_checked() {
     assert!(text(&o.stderr).contains("--times"), "{}", text(&o.stderr));
     let o = Command::new(&image).arg("--help").output().unwrap();
     assert_eq!(o.status.code(), Some(0));
-    assert!(text(&o.stdout).contains("--name=<string>"), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("--name=<string>"),
+        "{}",
+        text(&o.stdout)
+    );
 }
 
 fn read_port(stdout: &mut BufReader<std::process::ChildStdout>) -> u16 {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    line.trim().rsplit(' ').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {line:?}"))
+    line.trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
 }
 
 #[test]
@@ -74,7 +103,11 @@ fn echo_answers_a_real_tcp_client() {
     let out = out_dir("echo");
     let o = compose(&["build", "specs/echo.kdl", "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
-    let mut child = Command::new(out.join("echo")).arg("--port=0").stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(out.join("echo"))
+        .arg("--port=0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let port = read_port(&mut stdout);
     let result = std::panic::catch_unwind(|| {
@@ -119,17 +152,29 @@ fn describe_json_lists_devices_interfaces_and_edges() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["schema"], "compose.describe/v1");
     let devices = v["devices"].as_array().unwrap();
-    let names: Vec<&str> = devices.iter().map(|d| d["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = devices
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["console", "service", "stack", "tcp"]);
     let tcp = &devices[3];
     assert_eq!(tcp["kind"], "tcp");
     assert_eq!(tcp["interfaces"], serde_json::json!(["tcp"]));
-    assert_eq!(tcp["requires"], serde_json::json!([{"slot": "stack", "interface": "ipv4", "device": "stack"}]));
-    assert_eq!(v["edges"], serde_json::json!([
-        {"from": "stack", "to": "service", "slot": "net"},
-        {"from": "tcp", "to": "stack", "slot": "stack"},
-    ]));
-    assert_eq!(v["application"]["uses"][2], serde_json::json!({"kind": "bootarg", "name": "port"}));
+    assert_eq!(
+        tcp["requires"],
+        serde_json::json!([{"slot": "stack", "interface": "ipv4", "device": "stack"}])
+    );
+    assert_eq!(
+        v["edges"],
+        serde_json::json!([
+            {"from": "stack", "to": "service", "slot": "net"},
+            {"from": "tcp", "to": "stack", "slot": "stack"},
+        ])
+    );
+    assert_eq!(
+        v["application"]["uses"][2],
+        serde_json::json!({"kind": "bootarg", "name": "port"})
+    );
 }
 
 #[test]
@@ -146,8 +191,27 @@ fn defaults_fill_unnamed_references_and_are_shared() {
     let o = compose(&["describe", spec.to_str().unwrap(), "--format", "json"]);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let names: Vec<(&str, bool)> = v["devices"].as_array().unwrap().iter().map(|d| (d["name"].as_str().unwrap(), d["implicit"].as_bool().unwrap())).collect();
-    assert_eq!(names, [("console", false), ("service", true), ("ipv4", true), ("a", false), ("b", false)]);
+    let names: Vec<(&str, bool)> = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap(),
+                d["implicit"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("console", false),
+            ("service", true),
+            ("ipv4", true),
+            ("a", false),
+            ("b", false)
+        ]
+    );
 }
 
 #[test]
@@ -155,7 +219,10 @@ fn dot_output_is_a_readable_graph() {
     let o = compose(&["describe", "specs/echo.kdl", "--format", "dot"]);
     let dot = text(&o.stdout);
     assert!(dot.starts_with("digraph \"echo (unix)\" {"), "{dot}");
-    assert!(dot.contains("\"tcp\" -> \"stack\" [label=\"stack\"];"), "{dot}");
+    assert!(
+        dot.contains("\"tcp\" -> \"stack\" [label=\"stack\"];"),
+        "{dot}"
+    );
     assert!(dot.contains("\"app:echo\" -> \"tcp\";"), "{dot}");
 }
 
@@ -179,18 +246,32 @@ fn every_subcommand_has_help_and_completions_work() {
 #[test]
 fn message_format_json_reports_stages_and_diagnostics() {
     let out = out_dir("json");
-    let o = compose(&["build", "specs/hello.kdl", "--message-format", "json", "--out", out.to_str().unwrap()]);
+    let o = compose(&[
+        "build",
+        "specs/hello.kdl",
+        "--message-format",
+        "json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
-    let lines: Vec<serde_json::Value> = text(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.last().unwrap()["reason"], "compose-result");
     assert!(lines.iter().any(|l| l["reason"] == "compose-stage"));
     let bad = root().join("tests/ui/dangling-reference/spec.kdl");
     let o = compose(&["build", bad.to_str().unwrap(), "--message-format", "json"]);
     assert_eq!(o.status.code(), Some(1));
-    let d: serde_json::Value = serde_json::from_str(text(&o.stdout).lines().next().unwrap()).unwrap();
+    let d: serde_json::Value =
+        serde_json::from_str(text(&o.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(d["reason"], "compose-diagnostic");
     assert_eq!(d["code"], "compose::dangling-reference");
-    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(4), Some(12)));
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(4), Some(12))
+    );
 }
 
 #[test]

@@ -27,12 +27,46 @@ fn check(dir: &Path, text: &[u8]) {
 }
 
 const NODES: &[&str] = &[
-    "unikernel", "import", "param", "bootarg", "application", "console", "clock", "wall-clock", "random", "netif",
-    "ipv4", "tcp", "block", "partition", "target", "memory", "crate", "entry", "use", "bogus",
+    "unikernel",
+    "import",
+    "param",
+    "bootarg",
+    "application",
+    "console",
+    "clock",
+    "wall-clock",
+    "random",
+    "netif",
+    "ipv4",
+    "tcp",
+    "block",
+    "partition",
+    "target",
+    "memory",
+    "crate",
+    "entry",
+    "use",
+    "bogus",
 ];
-const KEYS: &[&str] =
-    &["net", "stack", "disk", "address", "gateway", "dhcp", "sectors", "start", "sector-size", "type", "default", "doc", "builtin", "mac"];
-const NAMES: &[&str] = &["a", "b", "c", "service", "stack", "console", "tcp", "greeting", "x-1", "Bad_Name"];
+const KEYS: &[&str] = &[
+    "net",
+    "stack",
+    "disk",
+    "address",
+    "gateway",
+    "dhcp",
+    "sectors",
+    "start",
+    "sector-size",
+    "type",
+    "default",
+    "doc",
+    "builtin",
+    "mac",
+];
+const NAMES: &[&str] = &[
+    "a", "b", "c", "service", "stack", "console", "tcp", "greeting", "x-1", "Bad_Name",
+];
 
 fn value() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -51,12 +85,22 @@ fn value() -> impl Strategy<Value = String> {
 }
 
 fn node(depth: u32) -> BoxedStrategy<String> {
-    let entry = prop_oneof![value(), (prop::sample::select(KEYS), value()).prop_map(|(k, v)| format!("{k}={v}"))];
-    let leaf = (prop::sample::select(NODES), prop::collection::vec(entry, 0..4)).prop_map(|(n, es)| format!("{n} {}", es.join(" ")));
+    let entry = prop_oneof![
+        value(),
+        (prop::sample::select(KEYS), value()).prop_map(|(k, v)| format!("{k}={v}"))
+    ];
+    let leaf = (
+        prop::sample::select(NODES),
+        prop::collection::vec(entry, 0..4),
+    )
+        .prop_map(|(n, es)| format!("{n} {}", es.join(" ")));
     if depth == 0 {
         return leaf.boxed();
     }
-    (leaf, prop::option::of(prop::collection::vec(node(depth - 1), 0..4)))
+    (
+        leaf,
+        prop::option::of(prop::collection::vec(node(depth - 1), 0..4)),
+    )
         .prop_map(|(head, children)| match children {
             Some(c) => format!("{head} {{\n{}\n}}", c.join("\n")),
             None => head,

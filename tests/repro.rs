@@ -7,12 +7,25 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Copies the files git knows (tracked or not ignored) into `dest`.
 fn copy_repo(dest: &Path) {
-    let out = Command::new("git").args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"]).current_dir(root()).output().unwrap();
+    let out = Command::new("git")
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
     assert!(out.status.success());
     for rel in out.stdout.split(|b| *b == 0).filter(|s| !s.is_empty()) {
         let rel = Path::new(std::str::from_utf8(rel).unwrap());
@@ -41,7 +54,12 @@ impl Copy {
     fn new(prefix: &str, user: &'static str, umask: &'static str) -> Copy {
         let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
         copy_repo(dir.path());
-        Copy { dir, home: tempfile::tempdir().unwrap(), user, umask }
+        Copy {
+            dir,
+            home: tempfile::tempdir().unwrap(),
+            user,
+            umask,
+        }
     }
 
     /// Builds `spec` (relative to the copy) for `target` and returns (image sha, bundle sha).
@@ -49,11 +67,16 @@ impl Copy {
         let r = self.dir.path();
         let compose = env!("CARGO_BIN_EXE_compose");
         // Keep the toolchain and the crate cache where they are; everything else moves.
-        let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap()));
-        let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap()));
+        let rustup_home = std::env::var("RUSTUP_HOME")
+            .unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap()));
+        let cargo_home = std::env::var("CARGO_HOME")
+            .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap()));
         let out = Command::new("sh")
             .arg("-c")
-            .arg(format!("umask {} && exec \"$0\" build {spec} --target {target} --no-out-link", self.umask))
+            .arg(format!(
+                "umask {} && exec \"$0\" build {spec} --target {target} --no-out-link",
+                self.umask
+            ))
             .arg(compose)
             .current_dir(r)
             .env("COMPOSE_ROOT", r)
@@ -67,10 +90,22 @@ impl Copy {
             .env_remove("SOURCE_DATE_EPOCH")
             .output()
             .unwrap();
-        assert!(out.status.success(), "build of {spec} in {}: {}", r.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "build of {spec} in {}: {}",
+            r.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let entry = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        let name = Path::new(spec).file_stem().unwrap().to_string_lossy().into_owned();
-        (sha256(&entry.join(&name)), sha256(&entry.join(format!("{name}-{target}.tar.zst"))))
+        let name = Path::new(spec)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        (
+            sha256(&entry.join(&name)),
+            sha256(&entry.join(format!("{name}-{target}.tar.zst"))),
+        )
     }
 }
 
@@ -78,9 +113,17 @@ impl Copy {
 fn two_copies_build_bit_for_bit_identical_images_and_bundles() {
     let a = Copy::new("compose-repro-a-", "alice", "022");
     let b = Copy::new("compose-repro-b-with-a-longer-path-", "bob", "077");
-    let mut cases = vec![("specs/hello.kdl", "unix"), ("specs/echo.kdl", "unix"), ("specs/site.kdl", "unix")];
+    let mut cases = vec![
+        ("specs/hello.kdl", "unix"),
+        ("specs/echo.kdl", "unix"),
+        ("specs/site.kdl", "unix"),
+    ];
     for target in ["hvt", "spt"] {
-        cases.extend([("specs/hello.kdl", target), ("specs/echo.kdl", target), ("specs/site.kdl", target)]);
+        cases.extend([
+            ("specs/hello.kdl", target),
+            ("specs/echo.kdl", target),
+            ("specs/site.kdl", target),
+        ]);
     }
     for (spec, target) in cases {
         let first = a.build(spec, target);
@@ -88,6 +131,10 @@ fn two_copies_build_bit_for_bit_identical_images_and_bundles() {
         let second = b.build(spec, target);
         assert_eq!(first.0, second.0, "{spec} ({target}): images differ");
         assert_eq!(first.1, second.1, "{spec} ({target}): bundles differ");
-        println!("{spec} ({target}): image {} bundle {}", &first.0[..16], &first.1[..16]);
+        println!(
+            "{spec} ({target}): image {} bundle {}",
+            &first.0[..16],
+            &first.1[..16]
+        );
     }
 }

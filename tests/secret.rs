@@ -10,7 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -38,7 +41,14 @@ fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn a_secret_reaches_the_running_unikernel_and_nothing_else() {
     // A value that cannot occur by chance.
-    let secret = format!("tok-{:x}-{:x}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let secret = format!(
+        "tok-{:x}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let token_file = dir.path().join("token.txt");
@@ -59,17 +69,28 @@ fn a_secret_reaches_the_running_unikernel_and_nothing_else() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let port: u16 = line.split_whitespace().find_map(|w| w.parse().ok()).unwrap_or_else(|| panic!("no port in {line:?}"));
+    let port: u16 = line
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
 
     // The unikernel's command line, as the kernel sees it, while it runs.
     let unikernel = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .find(|c| contains(c, b"echo-token") && contains(c, b"--port=0") && !contains(c, b"compose"))
+        .find(|c| {
+            contains(c, b"echo-token") && contains(c, b"--port=0") && !contains(c, b"compose")
+        })
         .expect("the unikernel's process");
-    assert!(!contains(&unikernel, secret.as_bytes()), "the secret is on the unikernel's command line");
-    assert!(contains(&unikernel, b"--secret:token="), "the secret is attached as a file");
+    assert!(
+        !contains(&unikernel, secret.as_bytes()),
+        "the secret is on the unikernel's command line"
+    );
+    assert!(
+        contains(&unikernel, b"--secret:token="),
+        "the secret is attached as a file"
+    );
 
     // It uses the secret: the right token is served, a wrong one is refused.
     let talk = |token: &str| -> String {
@@ -91,25 +112,50 @@ fn a_secret_reaches_the_running_unikernel_and_nothing_else() {
     let _ = child.stderr.take().unwrap().read_to_end(&mut err);
     child.wait().unwrap();
     let logs = [line.as_bytes().to_vec(), rest, err].concat();
-    assert!(!contains(&logs, secret.as_bytes()), "the secret is in compose's or the unikernel's output");
+    assert!(
+        !contains(&logs, secret.as_bytes()),
+        "the secret is in compose's or the unikernel's output"
+    );
 
     // Nothing in the store (images, manifests, bundles, build information, hash cache).
     let stored = files(&store);
-    assert!(stored.iter().any(|(p, _)| p.to_string_lossy().ends_with(".tar.zst")), "a bundle was stored");
+    assert!(
+        stored
+            .iter()
+            .any(|(p, _)| p.to_string_lossy().ends_with(".tar.zst")),
+        "a bundle was stored"
+    );
     for (path, bytes) in &stored {
-        assert!(!contains(bytes, secret.as_bytes()), "the secret is in {}", path.display());
+        assert!(
+            !contains(bytes, secret.as_bytes()),
+            "the secret is in {}",
+            path.display()
+        );
     }
     // Inside the bundle, decompressed, and in the manifest's declaration of it.
-    let bundle = stored.iter().find(|(p, _)| p.to_string_lossy().ends_with(".tar.zst")).unwrap();
+    let bundle = stored
+        .iter()
+        .find(|(p, _)| p.to_string_lossy().ends_with(".tar.zst"))
+        .unwrap();
     for (name, bytes) in compose::bundle::read(&bundle.0).unwrap() {
-        assert!(!contains(&bytes, secret.as_bytes()), "the secret is in {name} in the bundle");
+        assert!(
+            !contains(&bytes, secret.as_bytes()),
+            "the secret is in {name} in the bundle"
+        );
         if name == "manifest.json" {
-            assert!(contains(&bytes, b"\"secret\""), "the manifest declares the secret by name");
+            assert!(
+                contains(&bytes, b"\"secret\""),
+                "the manifest declares the secret by name"
+            );
         }
     }
     // Nor in the generated glue or the build directory.
     for (path, bytes) in files(&root().join("specs/_build/echo-token-unix")) {
-        assert!(!contains(&bytes, secret.as_bytes()), "the secret is in {}", path.display());
+        assert!(
+            !contains(&bytes, secret.as_bytes()),
+            "the secret is in {}",
+            path.display()
+        );
     }
 
     // Without the secret, nothing starts, and the message names it.
@@ -121,5 +167,9 @@ fn a_secret_reaches_the_running_unikernel_and_nothing_else() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("secret `token`"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("secret `token`"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

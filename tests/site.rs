@@ -10,15 +10,24 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Builds specs/site.kdl with `args` into its own output directory; returns the image.
 fn build(label: &str, args: &[&str]) -> PathBuf {
     let out = root().join("target/e2e-out").join(label);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_compose"));
-    cmd.args(["build", "specs/site.kdl", "--out", out.to_str().unwrap()]).args(args);
-    let o = cmd.current_dir(root()).env("COMPOSE_TARGET_DIR", root().join("target/compose-tests")).env("COMPOSE_STORE", root().join("target/compose-tests/store")).output().unwrap();
+    cmd.args(["build", "specs/site.kdl", "--out", out.to_str().unwrap()])
+        .args(args);
+    let o = cmd
+        .current_dir(root())
+        .env("COMPOSE_TARGET_DIR", root().join("target/compose-tests"))
+        .env("COMPOSE_STORE", root().join("target/compose-tests/store"))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     out.join("site")
 }
@@ -36,10 +45,22 @@ impl Drop for Server {
 }
 
 fn start(image: &Path, extra: &[String]) -> Server {
-    let mut child = Command::new(image).arg("--port=0").args(extra).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(image)
+        .arg("--port=0")
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().rsplit(' ').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {line:?}"));
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
     Server { child, port }
 }
 
@@ -53,17 +74,27 @@ fn site_files() -> BTreeMap<String, Vec<u8>> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                let rel = p.strip_prefix(&base).unwrap().to_string_lossy().into_owned();
+                let rel = p
+                    .strip_prefix(&base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 out.insert(rel, std::fs::read(&p).unwrap());
             }
         }
     }
-    assert!(out.len() >= 4, "the example site has pages, CSS, an image and a nested directory");
+    assert!(
+        out.len() >= 4,
+        "the example site has pages, CSS, an image and a nested directory"
+    );
     out
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
 }
 
 fn url(s: &Server, path: &str) -> String {
@@ -75,13 +106,21 @@ fn fetch_all_identical(s: &Server) {
     for (path, bytes) in site_files() {
         let mut r = agent.get(&url(s, &path)).call().unwrap();
         assert_eq!(r.status(), 200, "{path}");
-        let body = r.body_mut().with_config().limit(u64::MAX).read_to_vec().unwrap();
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .unwrap();
         assert!(body == bytes, "{path}: served bytes differ from the source");
     }
     // A directory serves its index.html.
     let mut r = agent.get(&url(s, "")).call().unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.body_mut().read_to_vec().unwrap(), site_files()["index.html"]);
+    assert_eq!(
+        r.body_mut().read_to_vec().unwrap(),
+        site_files()["index.html"]
+    );
 }
 
 #[test]
@@ -93,29 +132,74 @@ fn embedded_site_serves_every_file_byte_identical_and_speaks_http() {
 
     // ETag and If-None-Match → 304 with no body.
     let r = agent.get(&url(&s, "index.html")).call().unwrap();
-    let etag = r.headers().get("etag").unwrap().to_str().unwrap().to_string();
-    assert!(r.headers().get("content-type").unwrap().to_str().unwrap().starts_with("text/html"));
-    let mut r = agent.get(&url(&s, "index.html")).header("If-None-Match", &etag).call().unwrap();
+    let etag = r
+        .headers()
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        r.headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let mut r = agent
+        .get(&url(&s, "index.html"))
+        .header("If-None-Match", &etag)
+        .call()
+        .unwrap();
     assert_eq!(r.status(), 304);
     assert!(r.body_mut().read_to_vec().unwrap().is_empty());
 
     // Range → 206 with exactly those bytes.
-    let mut r = agent.get(&url(&s, "index.html")).header("Range", "bytes=5-14").call().unwrap();
+    let mut r = agent
+        .get(&url(&s, "index.html"))
+        .header("Range", "bytes=5-14")
+        .call()
+        .unwrap();
     assert_eq!(r.status(), 206);
-    assert_eq!(r.headers().get("content-range").unwrap().to_str().unwrap(), format!("bytes 5-14/{}", index.len()));
+    assert_eq!(
+        r.headers().get("content-range").unwrap().to_str().unwrap(),
+        format!("bytes 5-14/{}", index.len())
+    );
     assert_eq!(r.body_mut().read_to_vec().unwrap(), index[5..15]);
 
     // HEAD: the headers of a GET, no body.
     let r = agent.head(&url(&s, "index.html")).call().unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers().get("content-length").unwrap().to_str().unwrap(), index.len().to_string());
+    assert_eq!(
+        r.headers().get("content-length").unwrap().to_str().unwrap(),
+        index.len().to_string()
+    );
 
     // 404 and 405.
-    assert_eq!(agent.get(&url(&s, "no/such/page.html")).call().unwrap().status(), 404);
-    assert_eq!(agent.post(&url(&s, "index.html")).send("x").unwrap().status(), 405);
+    assert_eq!(
+        agent
+            .get(&url(&s, "no/such/page.html"))
+            .call()
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        agent
+            .post(&url(&s, "index.html"))
+            .send("x")
+            .unwrap()
+            .status(),
+        405
+    );
 
     // Malformed requests get 400 and the server goes on serving.
-    for garbage in [&b"GARBAGE\r\n\r\n"[..], b"GET / HTTP/1.1\r\nHost\r\n\r\n", b"\x00\x01\x02\r\n\r\n"] {
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost\r\n\r\n",
+        b"\x00\x01\x02\r\n\r\n",
+    ] {
         let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         c.write_all(garbage).unwrap();
@@ -130,22 +214,36 @@ fn embedded_site_serves_every_file_byte_identical_and_speaks_http() {
     let _ = c.write_all(long.as_bytes());
     let mut resp = String::new();
     let _ = c.read_to_string(&mut resp);
-    assert!(resp.starts_with("HTTP/1.1 414") || resp.starts_with("HTTP/1.1 431") || resp.starts_with("HTTP/1.1 400"), "{resp:?}");
+    assert!(
+        resp.starts_with("HTTP/1.1 414")
+            || resp.starts_with("HTTP/1.1 431")
+            || resp.starts_with("HTTP/1.1 400"),
+        "{resp:?}"
+    );
     fetch_all_identical(&s);
 
     // Precompressed variants are served to clients that accept them, and decode to the file.
     let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-    c.write_all(b"GET /style.css HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n").unwrap();
+    c.write_all(
+        b"GET /style.css HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     let mut resp = Vec::new();
     c.read_to_end(&mut resp).unwrap();
     let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8_lossy(&resp[..split]).to_lowercase();
     if head.contains("content-encoding: gzip") {
         let mut plain = Vec::new();
-        flate2::read::GzDecoder::new(&resp[split + 4..]).read_to_end(&mut plain).unwrap();
+        flate2::read::GzDecoder::new(&resp[split + 4..])
+            .read_to_end(&mut plain)
+            .unwrap();
         assert_eq!(plain, site_files()["style.css"]);
     } else {
-        assert_eq!(&resp[split + 4..], &site_files()["style.css"][..], "identity fallback");
+        assert_eq!(
+            &resp[split + 4..],
+            &site_files()["style.css"][..],
+            "identity fallback"
+        );
     }
 }
 
@@ -159,12 +257,19 @@ fn block_backend_serves_the_same_site() {
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }
 
 /// Opens `n` connections in assorted states and abandons them, at most `batch` at a time.
@@ -173,11 +278,13 @@ fn abandon(port: u16, n: usize, batch: usize) {
     while done < n {
         let mut open = Vec::new();
         for i in done..(done + batch).min(n) {
-            let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else { continue };
+            let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+                continue;
+            };
             let _ = match i % 6 {
-                0 => Ok(()),                                                       // connect, say nothing
-                1 => c.write_all(b"GET /index.ht"),                                 // half a request line
-                2 => c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n"),  // headers never end
+                0 => Ok(()),                        // connect, say nothing
+                1 => c.write_all(b"GET /index.ht"), // half a request line
+                2 => c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n"), // headers never end
                 3 => c.write_all(b"GET /logo.png HTTP/1.1\r\nHost: x\r\n\r\n"), // never read the response
                 4 => c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /style.css HTTP/1.1\r\n"), // pipelined, cut
                 _ => socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)), // reset on close
@@ -216,16 +323,25 @@ fn ten_thousand_abandoned_connections_leave_nothing_behind() {
     let fds_after = settle(pid, fds_before);
     let rss_after = rss_kib(pid);
     assert_eq!(fds_after, fds_before, "open connections are back to zero");
-    assert!(rss_after <= rss_before + 2048, "memory back to its baseline: {rss_before} KiB before, {rss_after} KiB after");
+    assert!(
+        rss_after <= rss_before + 2048,
+        "memory back to its baseline: {rss_before} KiB before, {rss_after} KiB after"
+    );
     fetch_all_identical(&s);
-    println!("10000 abandoned connections: fds {fds_before} → {fds_after}, RSS {rss_before} KiB → {rss_after} KiB");
+    println!(
+        "10000 abandoned connections: fds {fds_before} → {fds_after}, RSS {rss_before} KiB → {rss_after} KiB"
+    );
 }
 
 #[test]
 fn a_real_browser_loads_the_page_with_its_css_and_image() {
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists());
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
     let Some(chromium) = chromium else {
-        eprintln!("\n*** SKIPPED: no Chromium on this machine (install Debian's `chromium`; .ci/run does) ***\n");
+        eprintln!(
+            "\n*** SKIPPED: no Chromium on this machine (install Debian's `chromium`; .ci/run does) ***\n"
+        );
         return;
     };
     let s = start(&build("site-browser", &[]), &[]);
@@ -236,27 +352,61 @@ fn a_real_browser_loads_the_page_with_its_css_and_image() {
     let profile = tempfile::tempdir().unwrap();
     // --dump-dom after the page settles; the page's own script reports each resource it loaded.
     let o = Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1024,768", "--virtual-time-budget=5000"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1024,768",
+            "--virtual-time-budget=5000",
+        ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(url(&s, ""))
         .output()
         .unwrap();
-    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        shot.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "the screenshot is a real, non-blank picture");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "the screenshot is a real, non-blank picture"
+    );
     let o = Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--virtual-time-budget=5000", "--dump-dom"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(url(&s, ""))
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&o.stdout);
     // The page marks itself when its stylesheet applied and its image decoded (see index.html).
-    assert!(dom.contains("data-css=\"loaded\""), "the stylesheet did not apply:\n{dom}");
-    assert!(dom.contains("data-img=\"loaded\""), "the image did not load:\n{dom}");
+    assert!(
+        dom.contains("data-css=\"loaded\""),
+        "the stylesheet did not apply:\n{dom}"
+    );
+    assert!(
+        dom.contains("data-img=\"loaded\""),
+        "the image did not load:\n{dom}"
+    );
     assert!(!dom.contains("data-failed"), "a resource failed:\n{dom}");
     println!("screenshot kept at {}", shot.display());
 }

@@ -13,7 +13,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn compose() -> Command {
@@ -43,14 +46,21 @@ impl Netns {
     fn new(subnet: u8) -> Option<Netns> {
         let name = format!("compose-solo5-{}-{subnet}", std::process::id());
         let ns = Netns { name, subnet };
-        let ip = |args: &[&str]| Command::new("ip").args(args).status().is_ok_and(|s| s.success());
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
         if !ip(&["netns", "add", &ns.name]) {
             return None;
         }
         let addr = format!("10.77.{subnet}.1/24");
         let steps: [&[&str]; 4] = [
             &["-n", &ns.name, "link", "set", "lo", "up"],
-            &["-n", &ns.name, "tuntap", "add", "dev", "tap0", "mode", "tap"],
+            &[
+                "-n", &ns.name, "tuntap", "add", "dev", "tap0", "mode", "tap",
+            ],
             &["-n", &ns.name, "addr", "add", &addr, "dev", "tap0"],
             &["-n", &ns.name, "link", "set", "tap0", "up"],
         ];
@@ -96,7 +106,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -122,7 +134,13 @@ fn site_files() -> Vec<(String, Vec<u8>)> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push((p.strip_prefix(&base).unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()));
+                out.push((
+                    p.strip_prefix(&base)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                    std::fs::read(&p).unwrap(),
+                ));
             }
         }
     }
@@ -132,7 +150,9 @@ fn site_files() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn hello_echo_and_site_on_hvt() {
     if !Path::new("/dev/kvm").exists() {
-        eprintln!("\n*** SKIPPED: no /dev/kvm on this machine: the hvt target cannot run here ***\n");
+        eprintln!(
+            "\n*** SKIPPED: no /dev/kvm on this machine: the hvt target cannot run here ***\n"
+        );
         return;
     }
     hello_echo_and_site("hvt", 41);
@@ -145,32 +165,87 @@ fn hello_echo_and_site_on_spt() {
 
 fn hello_echo_and_site(target: &'static str, subnet: u8) {
     // hello: the greeting, exit 0.
-    let o = ok(compose().args(["run", "specs/hello.kdl", "--target", target, "--", "--name=KVM", "--times=2"]).output().unwrap());
+    let o = ok(compose()
+        .args([
+            "run",
+            "specs/hello.kdl",
+            "--target",
+            target,
+            "--",
+            "--name=KVM",
+            "--times=2",
+        ])
+        .output()
+        .unwrap());
     assert_eq!(text(&o.stdout), "Hello, KVM! (1/2)\nHello, KVM! (2/2)\n");
     // Exit statuses pass through the tender.
-    let o = compose().args(["run", "specs/hello.kdl", "--target", target, "--", "--times=x"]).output().unwrap();
+    let o = compose()
+        .args([
+            "run",
+            "specs/hello.kdl",
+            "--target",
+            target,
+            "--",
+            "--times=x",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(64), "{}", text(&o.stderr));
     // A launch without the network interface the image declares is refused up front.
-    ok(compose().args(["build", "specs/echo.kdl", "--target", target, "--no-out-link"]).output().unwrap());
-    let o = compose().args(["run", "specs/echo.kdl", "--target", target]).output().unwrap();
+    ok(compose()
+        .args([
+            "build",
+            "specs/echo.kdl",
+            "--target",
+            target,
+            "--no-out-link",
+        ])
+        .output()
+        .unwrap());
+    let o = compose()
+        .args(["run", "specs/echo.kdl", "--target", target])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("--net service="), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("--net service="),
+        "{}",
+        text(&o.stderr)
+    );
 
     let Some(ns) = Netns::new(subnet) else {
-        eprintln!("\n*** SKIPPED: cannot create a network namespace (root and iproute2 needed): echo and site on {target} not run ***\n");
+        eprintln!(
+            "\n*** SKIPPED: cannot create a network namespace (root and iproute2 needed): echo and site on {target} not run ***\n"
+        );
         return;
     };
     // echo through the tap.
     let ipv4 = format!("--ipv4={}/24", ns.guest());
-    let mut echo = ns.compose(&["run", "specs/echo.kdl", "--target", target, "--net", "service=tap0", "--", &ipv4, "--port=7"]);
+    let mut echo = ns.compose(&[
+        "run",
+        "specs/echo.kdl",
+        "--target",
+        target,
+        "--net",
+        "service=tap0",
+        "--",
+        &ipv4,
+        "--port=7",
+    ]);
     wait_for_line(&mut echo, "listening on port 7");
     let guest = ns.guest();
     let result = std::panic::catch_unwind(|| {
         ns.inside(move || {
             for i in 0..3u8 {
-                let mut c = TcpStream::connect_timeout(&format!("{guest}:7").parse().unwrap(), Duration::from_secs(20)).unwrap();
+                let mut c = TcpStream::connect_timeout(
+                    &format!("{guest}:7").parse().unwrap(),
+                    Duration::from_secs(20),
+                )
+                .unwrap();
                 c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                let payload: Vec<u8> = (0..4000u32).map(|j| (j as u8).wrapping_mul(i + 3)).collect();
+                let payload: Vec<u8> = (0..4000u32)
+                    .map(|j| (j as u8).wrapping_mul(i + 3))
+                    .collect();
                 c.write_all(&payload).unwrap();
                 c.shutdown(std::net::Shutdown::Write).unwrap();
                 let mut back = Vec::new();
@@ -186,21 +261,56 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
     // A secret: built in memory into the `secrets` block device, used by the unikernel, and
     // on no command line.
     let secret = format!("s{}x{}", std::process::id(), subnet);
-    let token_file = std::env::temp_dir().join(format!("compose-token-{}-{target}", std::process::id()));
+    let token_file =
+        std::env::temp_dir().join(format!("compose-token-{}-{target}", std::process::id()));
     std::fs::write(&token_file, format!("{secret}\n")).unwrap();
-    ok(compose().args(["build", "specs/echo-token.kdl", "--target", target, "--no-out-link"]).output().unwrap());
+    ok(compose()
+        .args([
+            "build",
+            "specs/echo-token.kdl",
+            "--target",
+            target,
+            "--no-out-link",
+        ])
+        .output()
+        .unwrap());
     let secret_arg = format!("token=@{}", token_file.display());
-    let mut vault = ns.compose(&["run", "specs/echo-token.kdl", "--target", target, "--net", "service=tap0", "--secret", &secret_arg, "--", &ipv4, "--port=9"]);
+    let mut vault = ns.compose(&[
+        "run",
+        "specs/echo-token.kdl",
+        "--target",
+        target,
+        "--net",
+        "service=tap0",
+        "--secret",
+        &secret_arg,
+        "--",
+        &ipv4,
+        "--port=9",
+    ]);
     wait_for_line(&mut vault, "listening on port 9");
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", vault.id())).unwrap();
-    assert!(!cmdline.windows(secret.len()).any(|w| w == secret.as_bytes()), "the secret is on the tender's command line");
-    assert!(String::from_utf8_lossy(&cmdline).contains("--block:secrets="), "{}", String::from_utf8_lossy(&cmdline));
+    assert!(
+        !cmdline
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes()),
+        "the secret is on the tender's command line"
+    );
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("--block:secrets="),
+        "{}",
+        String::from_utf8_lossy(&cmdline)
+    );
     let guest = ns.guest();
     let token = secret.clone();
     let result = std::panic::catch_unwind(|| {
         ns.inside(move || {
             let talk = |t: &str| {
-                let mut c = TcpStream::connect_timeout(&format!("{guest}:9").parse().unwrap(), Duration::from_secs(20)).unwrap();
+                let mut c = TcpStream::connect_timeout(
+                    &format!("{guest}:9").parse().unwrap(),
+                    Duration::from_secs(20),
+                )
+                .unwrap();
                 c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
                 c.write_all(format!("{t}\nping\n").as_bytes()).unwrap();
                 c.shutdown(std::net::Shutdown::Write).unwrap();
@@ -218,19 +328,52 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
     result.unwrap();
 
     // The site: every file, byte-identical, over the tap.
-    ok(compose().args(["build", "specs/site.kdl", "--target", target, "--no-out-link"]).output().unwrap());
-    let mut site = ns.compose(&["run", "specs/site.kdl", "--target", target, "--net", "service=tap0", "--", &ipv4, "--port=80"]);
+    ok(compose()
+        .args([
+            "build",
+            "specs/site.kdl",
+            "--target",
+            target,
+            "--no-out-link",
+        ])
+        .output()
+        .unwrap());
+    let mut site = ns.compose(&[
+        "run",
+        "specs/site.kdl",
+        "--target",
+        target,
+        "--net",
+        "service=tap0",
+        "--",
+        &ipv4,
+        "--port=80",
+    ]);
     wait_for_line(&mut site, "listening on port 80");
     let guest = ns.guest();
     let result = std::panic::catch_unwind(|| {
         ns.inside(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into();
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(60)))
+                .build()
+                .into();
             for (path, bytes) in site_files() {
                 let mut r = agent.get(&format!("http://{guest}/{path}")).call().unwrap();
                 assert_eq!(r.status(), 200, "{path}");
-                assert!(r.body_mut().read_to_vec().unwrap() == bytes, "{path} differs from the source");
+                assert!(
+                    r.body_mut().read_to_vec().unwrap() == bytes,
+                    "{path} differs from the source"
+                );
             }
-            assert_eq!(agent.get(&format!("http://{guest}/nope")).call().unwrap().status(), 404);
+            assert_eq!(
+                agent
+                    .get(&format!("http://{guest}/nope"))
+                    .call()
+                    .unwrap()
+                    .status(),
+                404
+            );
         })
     });
     site.kill().ok();

@@ -37,11 +37,16 @@ fn run_case(dir: &Path) -> Result<(), String> {
         std::fs::write(&file, &actual).map_err(|e| e.to_string())?;
         return Ok(());
     }
-    let expected = std::fs::read_to_string(&file).map_err(|_| format!("no expected.txt; run with BLESS=1\n--- actual ---\n{actual}"))?;
+    let expected = std::fs::read_to_string(&file)
+        .map_err(|_| format!("no expected.txt; run with BLESS=1\n--- actual ---\n{actual}"))?;
     if expected != actual {
-        return Err(format!("--- expected ---\n{expected}\n--- actual ---\n{actual}"));
+        return Err(format!(
+            "--- expected ---\n{expected}\n--- actual ---\n{actual}"
+        ));
     }
-    if !actual.contains("\n---\n") || (out.status.code() == Some(0)) != actual.starts_with("exit: 0") {
+    if !actual.contains("\n---\n")
+        || (out.status.code() == Some(0)) != actual.starts_with("exit: 0")
+    {
         return Err("malformed expectation".into());
     }
     Ok(())
@@ -50,7 +55,12 @@ fn run_case(dir: &Path) -> Result<(), String> {
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/ui");
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root).expect("tests/ui").flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("tests/ui")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     cases.sort();
     let (mut passed, mut failed) = (0, 0);
     for case in &cases {
@@ -69,7 +79,10 @@ fn main() {
             }
         }
     }
-    println!("\ntest result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out\n", if failed == 0 { "ok" } else { "FAILED" });
+    println!(
+        "\ntest result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out\n",
+        if failed == 0 { "ok" } else { "FAILED" }
+    );
     if failed > 0 {
         std::process::exit(1);
     }

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn compose(args: &[&str], store: &Path) -> Output {
@@ -46,47 +49,154 @@ fn signed_bundles_verify_and_tampering_is_named() {
     let o = compose(&["keygen", key.to_str().unwrap()], &store);
     assert!(o.status.success(), "{}", text(&o.stderr));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let public = dir.path().join("release.key.pub");
 
     // An unsigned result verifies its integrity; a signed bundle verifies against the key.
     let o = compose(&["verify", entry.to_str().unwrap()], &store);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let signed = dir.path().join("hello-unix.tar.zst");
-    let o = compose(&["sign", entry.to_str().unwrap(), "--key", key.to_str().unwrap(), "-o", signed.to_str().unwrap()], &store);
+    let o = compose(
+        &[
+            "sign",
+            entry.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "-o",
+            signed.to_str().unwrap(),
+        ],
+        &store,
+    );
     assert!(o.status.success(), "{}", text(&o.stderr));
     let private = std::fs::read(&key).unwrap();
     let signed_bytes = compose::bundle::read(&signed).unwrap();
-    assert!(signed_bytes.iter().all(|(_, b)| !b.windows(32).any(|w| private.windows(32).next() == Some(w))));
-    let o = compose(&["verify", signed.to_str().unwrap(), "--key", public.to_str().unwrap()], &store);
+    assert!(
+        signed_bytes
+            .iter()
+            .all(|(_, b)| !b.windows(32).any(|w| private.windows(32).next() == Some(w)))
+    );
+    let o = compose(
+        &[
+            "verify",
+            signed.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+        ],
+        &store,
+    );
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("trusted key"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("trusted key"),
+        "{}",
+        text(&o.stderr)
+    );
 
     // Each kind of tampering fails, exit 1, naming what is wrong.
-    let cases: [(&str, &str, Box<dyn Fn(&str, &mut Vec<u8>)>); 4] = [
-        ("image", "hello", Box::new(|n, b| if n == "hello" { let i = b.len() / 2; b[i] ^= 1 })),
-        ("manifest", "manifest.json.sig", Box::new(|n, b| if n == "manifest.json" || n == "manifest.kdl" { *b = text(b).replace("33554432", "33554433").into_bytes() })),
-        ("sbom", "sbom.cdx.json", Box::new(|n, b| if n == "sbom.cdx.json" { *b = text(b).replace("compose-devices", "compose-devicez").into_bytes() })),
-        ("signature", "manifest.json.sig", Box::new(|n, b| if n == "manifest.json.sig" { let i = b.len() - 3; b[i] = if b[i] == b'0' { b'1' } else { b'0' } })),
+    type Edit = Box<dyn Fn(&str, &mut Vec<u8>)>;
+    let cases: [(&str, &str, Edit); 4] = [
+        (
+            "image",
+            "hello",
+            Box::new(|n, b| {
+                if n == "hello" {
+                    let i = b.len() / 2;
+                    b[i] ^= 1
+                }
+            }),
+        ),
+        (
+            "manifest",
+            "manifest.json.sig",
+            Box::new(|n, b| {
+                if n == "manifest.json" || n == "manifest.kdl" {
+                    *b = text(b).replace("33554432", "33554433").into_bytes()
+                }
+            }),
+        ),
+        (
+            "sbom",
+            "sbom.cdx.json",
+            Box::new(|n, b| {
+                if n == "sbom.cdx.json" {
+                    *b = text(b)
+                        .replace("compose-devices", "compose-devicez")
+                        .into_bytes()
+                }
+            }),
+        ),
+        (
+            "signature",
+            "manifest.json.sig",
+            Box::new(|n, b| {
+                if n == "manifest.json.sig" {
+                    let i = b.len() - 3;
+                    b[i] = if b[i] == b'0' { b'1' } else { b'0' }
+                }
+            }),
+        ),
     ];
     for (what, named, edit) in cases {
         let bad = dir.path().join(format!("tampered-{what}.tar.zst"));
         tamper(&signed, &bad, edit);
-        let o = compose(&["verify", bad.to_str().unwrap(), "--key", public.to_str().unwrap()], &store);
-        assert_eq!(o.status.code(), Some(1), "tampered {what} must not verify: {}", text(&o.stderr));
+        let o = compose(
+            &[
+                "verify",
+                bad.to_str().unwrap(),
+                "--key",
+                public.to_str().unwrap(),
+            ],
+            &store,
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "tampered {what} must not verify: {}",
+            text(&o.stderr)
+        );
         let err = text(&o.stderr);
-        assert!(err.contains("FAILED") && err.contains(named), "tampered {what}: the message should name {named}:\n{err}");
+        assert!(
+            err.contains("FAILED") && err.contains(named),
+            "tampered {what}: the message should name {named}:\n{err}"
+        );
     }
     // A different trusted key is refused.
     let other = dir.path().join("other.key");
-    assert!(compose(&["keygen", other.to_str().unwrap()], &store).status.success());
-    let o = compose(&["verify", signed.to_str().unwrap(), "--key", dir.path().join("other.key.pub").to_str().unwrap()], &store);
+    assert!(
+        compose(&["keygen", other.to_str().unwrap()], &store)
+            .status
+            .success()
+    );
+    let o = compose(
+        &[
+            "verify",
+            signed.to_str().unwrap(),
+            "--key",
+            dir.path().join("other.key.pub").to_str().unwrap(),
+        ],
+        &store,
+    );
     assert_eq!(o.status.code(), Some(1));
 
     // An honest bundle rebuilds bit for bit from its recorded inputs.
-    let o = compose(&["verify", signed.to_str().unwrap(), "--key", public.to_str().unwrap(), "--rebuild"], &store);
+    let o = compose(
+        &[
+            "verify",
+            signed.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+            "--rebuild",
+        ],
+        &store,
+    );
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("bit-for-bit identical"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("bit-for-bit identical"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]
@@ -94,15 +204,47 @@ fn a_rebuild_with_unchanged_inputs_does_no_work_and_gc_keeps_linked_results() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let link = dir.path().join("result");
-    let o = compose(&["build", "specs/hello.kdl", "--out-link", link.to_str().unwrap()], &store);
+    let o = compose(
+        &[
+            "build",
+            "specs/hello.kdl",
+            "--out-link",
+            link.to_str().unwrap(),
+        ],
+        &store,
+    );
     assert!(o.status.success(), "{}", text(&o.stderr));
     let first = text(&o.stdout);
-    let o = compose(&["build", "specs/hello.kdl", "--out-link", link.to_str().unwrap()], &store);
+    let o = compose(
+        &[
+            "build",
+            "specs/hello.kdl",
+            "--out-link",
+            link.to_str().unwrap(),
+        ],
+        &store,
+    );
     assert_eq!(text(&o.stdout), first, "the same path");
-    assert!(text(&o.stderr).contains("in the store, unchanged"), "{}", text(&o.stderr));
-    assert_eq!(std::fs::read_link(&link).unwrap(), PathBuf::from(first.trim()));
+    assert!(
+        text(&o.stderr).contains("in the store, unchanged"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        PathBuf::from(first.trim())
+    );
     // Another build, linked nowhere, is collected; the linked one stays.
-    let o = compose(&["build", "specs/hello.kdl", "--arg", "greeting=Hi", "--no-out-link"], &store);
+    let o = compose(
+        &[
+            "build",
+            "specs/hello.kdl",
+            "--arg",
+            "greeting=Hi",
+            "--no-out-link",
+        ],
+        &store,
+    );
     let unlinked = PathBuf::from(text(&o.stdout).trim());
     assert!(unlinked.exists());
     let o = compose(&["gc", "--store", store.to_str().unwrap()], &store);
@@ -111,6 +253,10 @@ fn a_rebuild_with_unchanged_inputs_does_no_work_and_gc_keeps_linked_results() {
     assert!(PathBuf::from(first.trim()).exists(), "a linked entry stays");
     // Once the link is gone, so is the entry.
     std::fs::remove_file(&link).unwrap();
-    assert!(compose(&["gc", "--store", store.to_str().unwrap()], &store).status.success());
+    assert!(
+        compose(&["gc", "--store", store.to_str().unwrap()], &store)
+            .status
+            .success()
+    );
     assert!(!PathBuf::from(first.trim()).exists());
 }

@@ -40,7 +40,11 @@ pub enum BuildError {
     Spawn(std::io::Error),
     /// The code did not compile. `spec` holds the errors that the spec caused, `rendered`
     /// the compiler's own messages for the rest.
-    Compile { spec: Vec<Diag>, rendered: Vec<String>, stderr: String },
+    Compile {
+        spec: Vec<Diag>,
+        rendered: Vec<String>,
+        stderr: String,
+    },
     /// cargo succeeded but named no binary.
     NoArtifact,
 }
@@ -71,14 +75,19 @@ impl Reporter {
     pub fn stage(&self, verb: &str, what: &str) {
         match self.format {
             MessageFormat::Human => eprintln!("{verb:>12} {what}"),
-            MessageFormat::Json => json_line(&serde_json::json!({"reason": "compose-stage", "stage": verb.to_lowercase(), "message": what})),
+            MessageFormat::Json => json_line(
+                &serde_json::json!({"reason": "compose-stage", "stage": verb.to_lowercase(), "message": what}),
+            ),
         }
     }
 
     fn start_compile(&mut self) {
         if self.format == MessageFormat::Human && std::io::stderr().is_terminal() {
             let bar = indicatif::ProgressBar::new_spinner();
-            bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             self.bar = Some(bar);
         }
@@ -86,8 +95,12 @@ impl Reporter {
 
     fn compiled(&self, package: &str, count: usize) {
         match (&self.bar, self.format) {
-            (Some(bar), _) => bar.set_message(format!("Compiling: {count} crates done, last {package}")),
-            (None, MessageFormat::Json) => json_line(&serde_json::json!({"reason": "compose-compiled", "package": package, "count": count})),
+            (Some(bar), _) => {
+                bar.set_message(format!("Compiling: {count} crates done, last {package}"))
+            }
+            (None, MessageFormat::Json) => json_line(
+                &serde_json::json!({"reason": "compose-compiled", "package": package, "count": count}),
+            ),
             (None, MessageFormat::Human) => {}
         }
     }
@@ -104,7 +117,9 @@ impl Reporter {
             match self.format {
                 MessageFormat::Human => eprintln!("{:?}", miette::Report::new(d.clone())),
                 MessageFormat::Json => {
-                    let (file, line, column) = d.location().map_or((None, None, None), |(f, l, c)| (Some(f), Some(l), Some(c)));
+                    let (file, line, column) = d
+                        .location()
+                        .map_or((None, None, None), |(f, l, c)| (Some(f), Some(l), Some(c)));
                     json_line(&serde_json::json!({
                         "reason": "compose-diagnostic",
                         "code": d.code,
@@ -137,7 +152,9 @@ pub fn rustc_wrapper() {
     let mut args = std::env::args_os().skip(1);
     let Some(rustc) = args.next() else { return };
     let mut cmd = Command::new(rustc);
-    cmd.args(args).env_remove(WRAPPER_ENV).env_remove("RUSTC_WRAPPER");
+    cmd.args(args)
+        .env_remove(WRAPPER_ENV)
+        .env_remove("RUSTC_WRAPPER");
     if let Some(extra) = std::env::var_os("COMPOSE_REMAP") {
         let extra = extra.to_string_lossy().into_owned();
         cmd.args(extra.split('\x1f').filter(|s| !s.is_empty()));
@@ -151,7 +168,17 @@ pub fn rustc_wrapper() {
 /// The cargo arguments of a build, with paths relative to the glue directory (for build
 /// information).
 pub fn cargo_args(info: &TargetInfo) -> Vec<String> {
-    let mut v: Vec<String> = ["cargo", "build", "--release", "--manifest-path", "Cargo.toml", "--message-format", "json"].map(String::from).to_vec();
+    let mut v: Vec<String> = [
+        "cargo",
+        "build",
+        "--release",
+        "--manifest-path",
+        "Cargo.toml",
+        "--message-format",
+        "json",
+    ]
+    .map(String::from)
+    .to_vec();
     if let Some(t) = info.triple {
         v.extend(["--target".to_string(), t.to_string()]);
     }
@@ -159,29 +186,59 @@ pub fn cargo_args(info: &TargetInfo) -> Vec<String> {
 }
 
 /// Builds the glue crate in `glue_dir` and returns the binary's path.
-pub fn cargo_build(glue: &Glue, glue_dir: &Path, info: &TargetInfo, app_span: Option<&Span>, opts: &CargoOptions, reporter: &mut Reporter) -> Result<PathBuf, BuildError> {
+pub fn cargo_build(
+    glue: &Glue,
+    glue_dir: &Path,
+    info: &TargetInfo,
+    app_span: Option<&Span>,
+    opts: &CargoOptions,
+    reporter: &mut Reporter,
+) -> Result<PathBuf, BuildError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.arg("build").arg("--release").arg("--manifest-path").arg(glue_dir.join("Cargo.toml"));
-    cmd.arg("--message-format").arg("json").arg("--target-dir").arg(&opts.target_dir);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--manifest-path")
+        .arg(glue_dir.join("Cargo.toml"));
+    cmd.arg("--message-format")
+        .arg("json")
+        .arg("--target-dir")
+        .arg(&opts.target_dir);
     if let Some(triple) = info.triple {
         cmd.arg("--target").arg(triple);
     }
-    cmd.current_dir(glue_dir).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.current_dir(glue_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // Variables of an outer cargo (when compose itself runs under cargo) must not leak in.
-    for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_MAKEFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTFLAGS"] {
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_MAKEFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_RUSTFLAGS",
+    ] {
         cmd.env_remove(var);
     }
     if !opts.rustflags.is_empty() {
         // Through a rustc wrapper, not RUSTFLAGS: cargo hashes RUSTFLAGS into every crate's
         // -C metadata, and these flags name the checkout's path, so two checkouts would
         // produce different symbols. The wrapper is compose itself (see `rustc_wrapper`).
-        cmd.env("RUSTC_WRAPPER", std::env::current_exe().map_err(BuildError::Spawn)?);
+        cmd.env(
+            "RUSTC_WRAPPER",
+            std::env::current_exe().map_err(BuildError::Spawn)?,
+        );
         cmd.env(WRAPPER_ENV, "1");
         cmd.env("COMPOSE_REMAP", opts.rustflags.join("\x1f"));
     }
     if opts.verbose {
-        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         reporter.stage("Running", &format!("`cargo {}`", args.join(" ")));
     }
     let mut child = cmd.spawn().map_err(BuildError::Spawn)?;
@@ -206,17 +263,32 @@ pub fn cargo_build(glue: &Glue, glue_dir: &Path, info: &TargetInfo, app_span: Op
                 Message::CompilerArtifact(a) => {
                     count += 1;
                     reporter.compiled(&a.target.name, count);
-                    if a.target.kind.contains(&cargo_metadata::TargetKind::Bin) && a.target.name == glue.binary {
+                    if a.target.kind.contains(&cargo_metadata::TargetKind::Bin)
+                        && a.target.name == glue.binary
+                    {
                         artifact = a.executable.map(PathBuf::from);
                     }
                 }
-                Message::CompilerMessage(m) if m.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Error || m.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Warning => {
-                    let is_error = m.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Error;
+                Message::CompilerMessage(m)
+                    if m.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Error
+                        || m.message.level
+                            == cargo_metadata::diagnostic::DiagnosticLevel::Warning =>
+                {
+                    let is_error =
+                        m.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Error;
                     let in_app_call = m.message.spans.iter().any(|s| {
-                        s.is_primary && Path::new(&s.file_name).file_name() == Some("main.rs".as_ref()) && glue_dir.join(&s.file_name).ends_with("main.rs") && (glue.app_call_lines.0..=glue.app_call_lines.1).contains(&s.line_start)
+                        s.is_primary
+                            && Path::new(&s.file_name).file_name() == Some("main.rs".as_ref())
+                            && glue_dir.join(&s.file_name).ends_with("main.rs")
+                            && (glue.app_call_lines.0..=glue.app_call_lines.1)
+                                .contains(&s.line_start)
                     });
-                    let from_glue = m.target.src_path.as_std_path() == main_rs.as_path() || m.target.src_path.ends_with("main.rs") && m.package_id.repr.contains("-glue");
-                    if let Some(app_span) = app_span.filter(|_| is_error && in_app_call && from_glue && spec.is_empty()) {
+                    let from_glue = m.target.src_path.as_std_path() == main_rs.as_path()
+                        || m.target.src_path.ends_with("main.rs")
+                            && m.package_id.repr.contains("-glue");
+                    if let Some(app_span) =
+                        app_span.filter(|_| is_error && in_app_call && from_glue && spec.is_empty())
+                    {
                         let first = m.message.message.clone();
                         spec.push(
                             Diag::new("compose::application-mismatch", "the application's entry does not accept what the spec hands it", app_span, "the spec hands these to the entry")
@@ -235,7 +307,11 @@ pub fn cargo_build(glue: &Glue, glue_dir: &Path, info: &TargetInfo, app_span: Op
     reporter.finish_compile();
     let stderr = stderr_thread.join().unwrap_or_default();
     if !status.success() {
-        return Err(BuildError::Compile { spec, rendered, stderr });
+        return Err(BuildError::Compile {
+            spec,
+            rendered,
+            stderr,
+        });
     }
     artifact.ok_or(BuildError::NoArtifact)
 }

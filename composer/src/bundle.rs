@@ -90,13 +90,20 @@ pub fn source_date_epoch() -> Result<u64> {
         Ok(v) if v.trim().is_empty() => Ok(0),
         Ok(v) => v.trim().parse().map_err(|_| BundleError::BadEpoch(v)),
         Err(std::env::VarError::NotPresent) => Ok(0),
-        Err(std::env::VarError::NotUnicode(v)) => Err(BundleError::BadEpoch(v.to_string_lossy().into_owned())),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(BundleError::BadEpoch(v.to_string_lossy().into_owned()))
+        }
     }
 }
 
 /// Checks an entry name against the naming rule.
 pub fn check_name(name: &str) -> Result<()> {
-    let bad = |why| Err(BundleError::BadName { name: name.to_string(), why });
+    let bad = |why| {
+        Err(BundleError::BadName {
+            name: name.to_string(),
+            why,
+        })
+    };
     if name.is_empty() {
         return bad("it is empty");
     }
@@ -112,7 +119,10 @@ pub fn check_name(name: &str) -> Result<()> {
             "." | ".." => return bad("it has a `.` or `..` component"),
             _ => {}
         }
-        if !part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-')) {
+        if !part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
+        {
             return bad("only letters, digits, `.`, `_`, `+`, `-` and `/` are allowed");
         }
     }
@@ -136,7 +146,10 @@ pub struct BundleWriter {
 impl BundleWriter {
     /// An empty bundle whose entries will carry `mtime` (seconds since 1970).
     pub fn new(mtime: u64) -> BundleWriter {
-        BundleWriter { mtime, entries: BTreeMap::new() }
+        BundleWriter {
+            mtime,
+            entries: BTreeMap::new(),
+        }
     }
 
     fn add(&mut self, name: &str, source: Source, executable: bool) -> Result<()> {
@@ -149,18 +162,34 @@ impl BundleWriter {
     }
 
     /// Adds an entry from memory.
-    pub fn add_bytes(&mut self, name: &str, bytes: impl Into<Vec<u8>>, executable: bool) -> Result<()> {
+    pub fn add_bytes(
+        &mut self,
+        name: &str,
+        bytes: impl Into<Vec<u8>>,
+        executable: bool,
+    ) -> Result<()> {
         self.add(name, Source::Bytes(bytes.into()), executable)
     }
 
     /// Adds a file (read when the bundle is written); executable if its owner may
     /// execute it. Only that bit of its mode is kept, so the umask does not matter.
     pub fn add_file(&mut self, name: &str, path: &Path) -> Result<()> {
-        let meta = fs::metadata(path).map_err(|source| BundleError::Io { what: "cannot read", path: path.to_path_buf(), source })?;
+        let meta = fs::metadata(path).map_err(|source| BundleError::Io {
+            what: "cannot read",
+            path: path.to_path_buf(),
+            source,
+        })?;
         if !meta.is_file() {
-            return Err(BundleError::NotAFile { name: name.to_string(), kind: "directory or special file".into() });
+            return Err(BundleError::NotAFile {
+                name: name.to_string(),
+                kind: "directory or special file".into(),
+            });
         }
-        self.add(name, Source::File(path.to_path_buf()), meta.permissions().mode() & 0o100 != 0)
+        self.add(
+            name,
+            Source::File(path.to_path_buf()),
+            meta.permissions().mode() & 0o100 != 0,
+        )
     }
 
     /// The entry names, sorted.
@@ -179,7 +208,11 @@ impl BundleWriter {
         fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
         let tmp = crate::store::tmp_sibling(out);
         let result = (|| {
-            let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io("cannot create", &tmp))?;
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(io("cannot create", &tmp))?;
             let _ = file.set_permissions(fs::Permissions::from_mode(0o644));
             let (file, hashes) = self.write_to(file)?;
             file.sync_all().map_err(io("cannot write", &tmp))?;
@@ -195,7 +228,11 @@ impl BundleWriter {
 
     /// Writes the compressed bundle to `w` and returns it, with each entry's sha256.
     pub fn write_to<W: Write>(&self, w: W) -> Result<(W, BTreeMap<String, String>)> {
-        let wio = |source| BundleError::Io { what: "cannot write", path: PathBuf::from("bundle"), source };
+        let wio = |source| BundleError::Io {
+            what: "cannot write",
+            path: PathBuf::from("bundle"),
+            source,
+        };
         let mut encoder = zstd::stream::write::Encoder::new(w, ZSTD_LEVEL).map_err(wio)?;
         encoder.include_checksum(true).map_err(wio)?;
         let mut tar = tar::Builder::new(Chunked::new(encoder));
@@ -219,7 +256,11 @@ impl BundleWriter {
                     r.finish(name)?
                 }
                 Source::File(path) => {
-                    let rio = |source| BundleError::Io { what: "cannot read", path: path.clone(), source };
+                    let rio = |source| BundleError::Io {
+                        what: "cannot read",
+                        path: path.clone(),
+                        source,
+                    };
                     let file = fs::File::open(path).map_err(rio)?;
                     let size = file.metadata().map_err(rio)?.len();
                     header.set_size(size);
@@ -256,7 +297,13 @@ struct Scanned<R> {
 
 impl<R: Read> Scanned<R> {
     fn new(inner: R) -> Self {
-        Scanned { inner, hasher: Sha256::new(), len: 0, tail: Vec::new(), found_key: false }
+        Scanned {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+            tail: Vec::new(),
+            found_key: false,
+        }
     }
 
     fn finish(self, name: &str) -> Result<String> {
@@ -297,7 +344,10 @@ struct Chunked<W: Write> {
 
 impl<W: Write> Chunked<W> {
     fn new(inner: W) -> Self {
-        Chunked { inner, buf: Vec::with_capacity(CHUNK) }
+        Chunked {
+            inner,
+            buf: Vec::with_capacity(CHUNK),
+        }
     }
 
     fn finish(mut self) -> io::Result<W> {
@@ -328,16 +378,26 @@ impl<W: Write> Write for Chunked<W> {
 
 /// Reads a bundle: its entries in archive order, as (name, bytes).
 pub fn read(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let file = fs::File::open(path).map_err(|source| BundleError::Io { what: "cannot open", path: path.to_path_buf(), source })?;
+    let file = fs::File::open(path).map_err(|source| BundleError::Io {
+        what: "cannot open",
+        path: path.to_path_buf(),
+        source,
+    })?;
     read_from(io::BufReader::new(file)).map_err(|e| match e {
-        BundleError::Corrupt { source, .. } => BundleError::Corrupt { path: path.to_path_buf(), source },
+        BundleError::Corrupt { source, .. } => BundleError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        },
         other => other,
     })
 }
 
 /// Reads a bundle from a stream; see [`read`].
 pub fn read_from(r: impl Read) -> Result<Vec<(String, Vec<u8>)>> {
-    let corrupt = |source| BundleError::Corrupt { path: PathBuf::from("bundle"), source };
+    let corrupt = |source| BundleError::Corrupt {
+        path: PathBuf::from("bundle"),
+        source,
+    };
     let decoder = zstd::stream::read::Decoder::new(r).map_err(corrupt)?;
     let mut archive = tar::Archive::new(decoder);
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
@@ -345,11 +405,17 @@ pub fn read_from(r: impl Read) -> Result<Vec<(String, Vec<u8>)>> {
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
         let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8(raw).map_err(|e| BundleError::BadName { name: String::from_utf8_lossy(e.as_bytes()).into_owned(), why: "it is not UTF-8" })?;
+        let name = String::from_utf8(raw).map_err(|e| BundleError::BadName {
+            name: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            why: "it is not UTF-8",
+        })?;
         check_name(&name)?;
         let ty = entry.header().entry_type();
         if !matches!(ty, tar::EntryType::Regular | tar::EntryType::Continuous) {
-            return Err(BundleError::NotAFile { name, kind: entry_kind(ty).to_string() });
+            return Err(BundleError::NotAFile {
+                name,
+                kind: entry_kind(ty).to_string(),
+            });
         }
         if !seen.insert(name.clone()) {
             return Err(BundleError::Duplicate(name));
@@ -386,14 +452,33 @@ mod tests {
         fs::write(&image, vec![0x7fu8; 300_000]).unwrap();
         fs::set_permissions(&image, fs::Permissions::from_mode(0o777 & !umask_like)).unwrap();
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(mtime_days * 86_400);
-        fs::File::options().write(true).open(&image).unwrap().set_times(fs::FileTimes::new().set_modified(t)).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&image)
+            .unwrap()
+            .set_times(fs::FileTimes::new().set_modified(t))
+            .unwrap();
         let mut w = BundleWriter::new(1_700_000_000);
         for i in order {
             match i {
                 0 => w.add_file("hello.hvt", &image).unwrap(),
-                1 => w.add_bytes("manifest.json", b"{}\n".to_vec(), false).unwrap(),
-                2 => w.add_bytes("sbom/spdx.json", b"{\"spdxVersion\":\"SPDX-2.3\"}".to_vec(), false).unwrap(),
-                _ => w.add_bytes("manifest.json.sig", b"compose-ed25519-signature x y\n".to_vec(), false).unwrap(),
+                1 => w
+                    .add_bytes("manifest.json", b"{}\n".to_vec(), false)
+                    .unwrap(),
+                2 => w
+                    .add_bytes(
+                        "sbom/spdx.json",
+                        b"{\"spdxVersion\":\"SPDX-2.3\"}".to_vec(),
+                        false,
+                    )
+                    .unwrap(),
+                _ => w
+                    .add_bytes(
+                        "manifest.json.sig",
+                        b"compose-ed25519-signature x y\n".to_vec(),
+                        false,
+                    )
+                    .unwrap(),
             }
         }
         w
@@ -405,9 +490,13 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         let out_a = a.path().join("out/hello-hvt.tar.zst");
         let out_b = b.path().join("deep/er/hello-hvt.tar.zst");
-        let ha = sample(a.path(), &[0, 1, 2, 3], 0o022, 1).write(&out_a).unwrap();
+        let ha = sample(a.path(), &[0, 1, 2, 3], 0o022, 1)
+            .write(&out_a)
+            .unwrap();
         std::thread::sleep(Duration::from_millis(1100));
-        let hb = sample(b.path(), &[3, 2, 1, 0], 0o077, 9000).write(&out_b).unwrap();
+        let hb = sample(b.path(), &[3, 2, 1, 0], 0o077, 9000)
+            .write(&out_b)
+            .unwrap();
         assert_eq!(fs::read(&out_a).unwrap(), fs::read(&out_b).unwrap());
         assert_eq!(ha, hb);
         assert_eq!(ha["manifest.json"], crate::store::sha256_hex(b"{}\n"));
@@ -416,7 +505,15 @@ mod tests {
 
         let entries = read(&out_a).unwrap();
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["hello.hvt", "manifest.json", "manifest.json.sig", "sbom/spdx.json"]);
+        assert_eq!(
+            names,
+            [
+                "hello.hvt",
+                "manifest.json",
+                "manifest.json.sig",
+                "sbom/spdx.json"
+            ]
+        );
         assert_eq!(entries[0].1.len(), 300_000);
 
         // The headers are as documented.
@@ -425,7 +522,10 @@ mod tests {
         for e in ar.entries().unwrap() {
             let e = e.unwrap();
             let h = e.header();
-            assert_eq!((h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()), (0, 0, 1_700_000_000));
+            assert_eq!(
+                (h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()),
+                (0, 0, 1_700_000_000)
+            );
             assert_eq!(h.username().unwrap(), Some(""));
             let exec = e.path().unwrap().to_str() == Some("hello.hvt");
             assert_eq!(h.mode().unwrap(), if exec { 0o755 } else { 0o644 });
@@ -442,20 +542,45 @@ mod tests {
         w2.add_bytes("a", b"x".to_vec(), false).unwrap();
         w1.write(&d.path().join("1")).unwrap();
         w2.write(&d.path().join("2")).unwrap();
-        assert_ne!(fs::read(d.path().join("1")).unwrap(), fs::read(d.path().join("2")).unwrap());
+        assert_ne!(
+            fs::read(d.path().join("1")).unwrap(),
+            fs::read(d.path().join("2")).unwrap()
+        );
     }
 
     #[test]
     fn names_are_checked() {
-        for bad in ["", "/abs", "a/../b", "..", "./a", "a//b", "a b", "é", &"x".repeat(101), "a/"] {
-            assert!(matches!(check_name(bad), Err(BundleError::BadName { .. })), "{bad:?}");
+        for bad in [
+            "",
+            "/abs",
+            "a/../b",
+            "..",
+            "./a",
+            "a//b",
+            "a b",
+            "é",
+            &"x".repeat(101),
+            "a/",
+        ] {
+            assert!(
+                matches!(check_name(bad), Err(BundleError::BadName { .. })),
+                "{bad:?}"
+            );
         }
-        for good in ["hello.hvt", "sbom/cyclonedx.json", "build-info.json", "a+b_c-1.2"] {
+        for good in [
+            "hello.hvt",
+            "sbom/cyclonedx.json",
+            "build-info.json",
+            "a+b_c-1.2",
+        ] {
             check_name(good).unwrap();
         }
         let mut w = BundleWriter::new(0);
         w.add_bytes("a", b"1".to_vec(), false).unwrap();
-        assert!(matches!(w.add_bytes("a", b"2".to_vec(), false), Err(BundleError::Duplicate(_))));
+        assert!(matches!(
+            w.add_bytes("a", b"2".to_vec(), false),
+            Err(BundleError::Duplicate(_))
+        ));
     }
 
     #[test]
@@ -468,7 +593,11 @@ mod tests {
         w.add_file("key.pem", &key).unwrap();
         assert!(matches!(w.write(&out), Err(BundleError::PrivateKey(n)) if n == "key.pem"));
         assert!(!out.exists());
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2, "no temporary file left");
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            2,
+            "no temporary file left"
+        );
         // Split across read boundaries.
         let mut big = vec![b'a'; CHUNK * 2 - 5];
         big.extend_from_slice(b"-----BEGIN PRIVATE KEY-----\n");
@@ -512,15 +641,39 @@ mod tests {
 
     #[test]
     fn reader_rejects_odd_archives() {
-        let ok = raw_tar(&[(b"a", tar::EntryType::Regular, b"1"), (b"b/c", tar::EntryType::Regular, b"22")]);
-        assert_eq!(read_from(&ok[..]).unwrap(), vec![("a".to_string(), b"1".to_vec()), ("b/c".to_string(), b"22".to_vec())]);
+        let ok = raw_tar(&[
+            (b"a", tar::EntryType::Regular, b"1"),
+            (b"b/c", tar::EntryType::Regular, b"22"),
+        ]);
+        assert_eq!(
+            read_from(&ok[..]).unwrap(),
+            vec![
+                ("a".to_string(), b"1".to_vec()),
+                ("b/c".to_string(), b"22".to_vec())
+            ]
+        );
         let cases: Vec<(Vec<u8>, &str)> = vec![
-            (raw_tar(&[(b"/etc/passwd", tar::EntryType::Regular, b"x")]), "absolute"),
+            (
+                raw_tar(&[(b"/etc/passwd", tar::EntryType::Regular, b"x")]),
+                "absolute",
+            ),
             (raw_tar(&[(b"../x", tar::EntryType::Regular, b"x")]), "`..`"),
-            (raw_tar(&[(b"a", tar::EntryType::Regular, b"1"), (b"a", tar::EntryType::Regular, b"2")]), "two entries"),
-            (raw_tar(&[(b"l", tar::EntryType::Symlink, b"")]), "symbolic link"),
+            (
+                raw_tar(&[
+                    (b"a", tar::EntryType::Regular, b"1"),
+                    (b"a", tar::EntryType::Regular, b"2"),
+                ]),
+                "two entries",
+            ),
+            (
+                raw_tar(&[(b"l", tar::EntryType::Symlink, b"")]),
+                "symbolic link",
+            ),
             (raw_tar(&[(b"h", tar::EntryType::Link, b"")]), "hard link"),
-            (raw_tar(&[(b"d", tar::EntryType::Directory, b"")]), "directory"),
+            (
+                raw_tar(&[(b"d", tar::EntryType::Directory, b"")]),
+                "directory",
+            ),
             (raw_tar(&[(b"f", tar::EntryType::Fifo, b"")]), "fifo"),
             (raw_tar(&[(b"\xff", tar::EntryType::Regular, b"")]), "UTF-8"),
         ];
@@ -529,7 +682,10 @@ mod tests {
             assert!(err.contains(expect), "{expect}: {err}");
         }
         // Not zstd at all, truncated, and a bit flip in the compressed data.
-        assert!(matches!(read_from(&b"plain text"[..]), Err(BundleError::Corrupt { .. })));
+        assert!(matches!(
+            read_from(&b"plain text"[..]),
+            Err(BundleError::Corrupt { .. })
+        ));
         assert!(read_from(&ok[..ok.len() / 2]).is_err());
         let mut flipped = ok.clone();
         let i = flipped.len() / 2;
@@ -539,5 +695,4 @@ mod tests {
         let err = read(&d.path().join("missing.tar.zst")).unwrap_err();
         assert!(err.to_string().contains("missing.tar.zst"), "{err}");
     }
-
 }

@@ -4,7 +4,7 @@
 //! snapshot test: fields may be added, never renamed or removed, within v1.
 
 use crate::graph::{App, Graph, PropValue, Use};
-use serde_json::{json, Value as Json};
+use serde_json::{Value as Json, json};
 use std::fmt::Write as _;
 
 /// The graph as a JSON document.
@@ -50,7 +50,12 @@ pub fn json(g: &Graph) -> Json {
         .flat_map(|d| d.deps.iter().map(move |(slot, dep)| json!({"from": d.name, "to": g.devices[*dep].name, "slot": slot})))
         .collect();
     let application = match &g.app {
-        App::User { package, entry, uses, .. } => {
+        App::User {
+            package,
+            entry,
+            uses,
+            ..
+        } => {
             let uses: Vec<Json> = uses
                 .iter()
                 .map(|u| match u {
@@ -89,11 +94,24 @@ fn prop_text(v: &PropValue) -> Option<String> {
 /// The graph as text, devices in construction order.
 pub fn text(g: &Graph) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "unikernel {} for {} ({} MiB)", g.name, g.target, g.memory >> 20);
+    let _ = writeln!(
+        s,
+        "unikernel {} for {} ({} MiB)",
+        g.name,
+        g.target,
+        g.memory >> 20
+    );
     let _ = writeln!(s, "devices, in construction order:");
     for (i, d) in g.devices.iter().enumerate() {
         let implicit = if d.implicit { " (default)" } else { "" };
-        let _ = writeln!(s, "  {}. {} : {}{implicit} provides {}", i + 1, d.name, d.descriptor.kind, d.descriptor.provides.join(", "));
+        let _ = writeln!(
+            s,
+            "  {}. {} : {}{implicit} provides {}",
+            i + 1,
+            d.name,
+            d.descriptor.kind,
+            d.descriptor.provides.join(", ")
+        );
         for (slot, dep) in &d.deps {
             let _ = writeln!(s, "       {slot} → {}", g.devices[*dep].name);
         }
@@ -104,19 +122,38 @@ pub fn text(g: &Graph) -> String {
         }
     }
     for p in &g.params {
-        let _ = writeln!(s, "param {} : {} = {}{}", p.name, p.ty, p.value.text(), if p.overridden { " (--arg)" } else { "" });
+        let _ = writeln!(
+            s,
+            "param {} : {} = {}{}",
+            p.name,
+            p.ty,
+            p.value.text(),
+            if p.overridden { " (--arg)" } else { "" }
+        );
     }
     for b in &g.bootargs {
-        let d = b.default.as_ref().map_or("required".to_string(), |v| format!("default {}", v.text()));
+        let d = b
+            .default
+            .as_ref()
+            .map_or("required".to_string(), |v| format!("default {}", v.text()));
         let _ = writeln!(s, "bootarg --{} : {} ({d})", b.name, b.ty);
     }
     match &g.app {
         App::User { entry, uses, .. } => {
             let names: Vec<String> = uses.iter().map(use_name).collect();
-            let _ = writeln!(s, "application {} = {entry}({})", g.app_name, names.join(", "));
+            let _ = writeln!(
+                s,
+                "application {} = {entry}({})",
+                g.app_name,
+                names.join(", ")
+            );
         }
         App::Builtin(i) => {
-            let _ = writeln!(s, "application {} = built-in {}", g.app_name, g.devices[*i].descriptor.kind);
+            let _ = writeln!(
+                s,
+                "application {} = built-in {}",
+                g.app_name, g.devices[*i].descriptor.kind
+            );
         }
     }
     s
@@ -138,20 +175,44 @@ fn dot_id(s: &str) -> String {
 /// from user to dependency labelled with the slot, the application as a double octagon.
 pub fn dot(g: &Graph) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "digraph {} {{", dot_id(&format!("{} ({})", g.name, g.target)));
-    let _ = writeln!(s, "  rankdir=BT;\n  node [shape=box, fontname=\"sans-serif\"];\n  edge [fontname=\"sans-serif\", fontsize=10];");
+    let _ = writeln!(
+        s,
+        "digraph {} {{",
+        dot_id(&format!("{} ({})", g.name, g.target))
+    );
+    let _ = writeln!(
+        s,
+        "  rankdir=BT;\n  node [shape=box, fontname=\"sans-serif\"];\n  edge [fontname=\"sans-serif\", fontsize=10];"
+    );
     for d in &g.devices {
         let style = if d.implicit { ", style=dashed" } else { "" };
-        let _ = writeln!(s, "  {} [label=\"{}\\n{}\"{style}];", dot_id(&d.name), d.name, d.descriptor.kind);
+        let _ = writeln!(
+            s,
+            "  {} [label=\"{}\\n{}\"{style}];",
+            dot_id(&d.name),
+            d.name,
+            d.descriptor.kind
+        );
     }
     for d in &g.devices {
         for (slot, dep) in &d.deps {
-            let _ = writeln!(s, "  {} -> {} [label={}];", dot_id(&d.name), dot_id(&g.devices[*dep].name), dot_id(slot));
+            let _ = writeln!(
+                s,
+                "  {} -> {} [label={}];",
+                dot_id(&d.name),
+                dot_id(&g.devices[*dep].name),
+                dot_id(slot)
+            );
         }
     }
     if let App::User { uses, .. } = &g.app {
         let app = format!("app:{}", g.app_name);
-        let _ = writeln!(s, "  {} [label=\"{}\\napplication\", shape=doubleoctagon];", dot_id(&app), g.app_name);
+        let _ = writeln!(
+            s,
+            "  {} [label=\"{}\\napplication\", shape=doubleoctagon];",
+            dot_id(&app),
+            g.app_name
+        );
         for u in uses {
             if let Use::Device(_, n) = u {
                 let _ = writeln!(s, "  {} -> {};", dot_id(&app), dot_id(n));

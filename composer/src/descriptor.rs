@@ -130,14 +130,19 @@ impl Registry {
     }
 
     /// Descriptors parsed from (file name, KDL text) pairs.
-    pub fn from_sources<'a>(sources: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Registry, String> {
+    pub fn from_sources<'a>(
+        sources: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Registry, String> {
         let mut descriptors: Vec<Descriptor> = Vec::new();
         for (file, text) in sources {
             let doc = KdlDocument::parse(text).map_err(|e| format!("{file}: {e}"))?;
             for node in doc.nodes() {
                 let d = parse_descriptor(node, file).map_err(|e| format!("{file}: {e}"))?;
                 if descriptors.iter().any(|x| x.kind == d.kind) {
-                    return Err(format!("{file}: device kind `{}` is described twice", d.kind));
+                    return Err(format!(
+                        "{file}: device kind `{}` is described twice",
+                        d.kind
+                    ));
                 }
                 descriptors.push(d);
             }
@@ -162,20 +167,38 @@ impl Registry {
     }
 
     /// Kinds that provide `interface`.
-    pub fn providers_of<'a>(&'a self, interface: &'a str) -> impl Iterator<Item = &'a Descriptor> + 'a {
-        self.descriptors.iter().filter(move |d| d.provides.iter().any(|p| p == interface))
+    pub fn providers_of<'a>(
+        &'a self,
+        interface: &'a str,
+    ) -> impl Iterator<Item = &'a Descriptor> + 'a {
+        self.descriptors
+            .iter()
+            .filter(move |d| d.provides.iter().any(|p| p == interface))
     }
 }
 
 fn arg_str(node: &KdlNode, i: usize) -> Result<String, String> {
-    match node.entries().iter().filter(|e| e.name().is_none()).nth(i).map(|e| e.value()) {
+    match node
+        .entries()
+        .iter()
+        .filter(|e| e.name().is_none())
+        .nth(i)
+        .map(|e| e.value())
+    {
         Some(KdlValue::String(s)) => Ok(s.clone()),
-        _ => Err(format!("`{}` needs argument {}", node.name().value(), i + 1)),
+        _ => Err(format!(
+            "`{}` needs argument {}",
+            node.name().value(),
+            i + 1
+        )),
     }
 }
 
 fn prop<'a>(node: &'a KdlNode, key: &str) -> Option<&'a KdlValue> {
-    node.entries().iter().find(|e| e.name().is_some_and(|n| n.value() == key)).map(|e| e.value())
+    node.entries()
+        .iter()
+        .find(|e| e.name().is_some_and(|n| n.value() == key))
+        .map(|e| e.value())
 }
 
 fn prop_str(node: &KdlNode, key: &str) -> Option<String> {
@@ -187,7 +210,10 @@ fn prop_str(node: &KdlNode, key: &str) -> Option<String> {
 
 fn parse_descriptor(node: &KdlNode, file: &str) -> Result<Descriptor, String> {
     if node.name().value() != "device" {
-        return Err(format!("expected `device`, found `{}`", node.name().value()));
+        return Err(format!(
+            "expected `device`, found `{}`",
+            node.name().value()
+        ));
     }
     let kind = arg_str(node, 0)?;
     let mut d = Descriptor {
@@ -218,14 +244,24 @@ fn parse_descriptor(node: &KdlNode, file: &str) -> Result<Descriptor, String> {
             }),
             "property" => {
                 let name = arg_str(c, 0)?;
-                let ty_name = prop_str(c, "type").ok_or_else(|| format!("property {name} needs type="))?;
-                let ty = Ty::parse(&ty_name).ok_or_else(|| format!("property {name}: unknown type {ty_name}"))?;
+                let ty_name =
+                    prop_str(c, "type").ok_or_else(|| format!("property {name} needs type="))?;
+                let ty = Ty::parse(&ty_name)
+                    .ok_or_else(|| format!("property {name}: unknown type {ty_name}"))?;
                 let default = match prop(c, "default") {
-                    Some(v) => Some(ty.check(v).map_err(|e| format!("property {name}: default: expected {}", e.expected))?),
+                    Some(v) => Some(ty.check(v).map_err(|e| {
+                        format!("property {name}: default: expected {}", e.expected)
+                    })?),
                     None => None,
                 };
                 let required = matches!(prop(c, "required"), Some(KdlValue::Bool(true)));
-                d.properties.push(PropSpec { name, ty, default, required, doc });
+                d.properties.push(PropSpec {
+                    name,
+                    ty,
+                    default,
+                    required,
+                    doc,
+                });
             }
             "build" => d.build.push(arg_str(c, 0)?),
             "exclusive" => d.exclusive.push((arg_str(c, 0)?, arg_str(c, 1)?)),

@@ -22,7 +22,11 @@ impl Source {
     pub fn new(path: &Path, text: impl Into<Arc<str>>) -> Self {
         let text: Arc<str> = text.into();
         let named = NamedSource::new(path.display().to_string(), text.clone()).with_language("kdl");
-        Source { path: path.to_path_buf(), text, named }
+        Source {
+            path: path.to_path_buf(),
+            text,
+            named,
+        }
     }
 }
 
@@ -64,7 +68,12 @@ pub struct Diag {
 
 impl Diag {
     /// A diagnostic at `at`.
-    pub fn new(code: &'static str, message: impl Into<String>, at: &Span, label: impl Into<String>) -> Self {
+    pub fn new(
+        code: &'static str,
+        message: impl Into<String>,
+        at: &Span,
+        label: impl Into<String>,
+    ) -> Self {
         Diag {
             code,
             message: message.into(),
@@ -77,7 +86,14 @@ impl Diag {
 
     /// A diagnostic with no place in a file (a bad `--arg`, a missing file).
     pub fn nowhere(code: &'static str, message: impl Into<String>) -> Self {
-        Diag { code, message: message.into(), at: None, label: String::new(), others: Vec::new(), help: None }
+        Diag {
+            code,
+            message: message.into(),
+            at: None,
+            label: String::new(),
+            others: Vec::new(),
+            help: None,
+        }
     }
 
     /// Adds a help line.
@@ -101,9 +117,10 @@ impl Diag {
     /// Renders the diagnostic as text, without colour, at a fixed width (for tests and logs).
     pub fn render_plain(&self, width: usize) -> String {
         let mut out = String::new();
-        let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
-            .with_width(width)
-            .with_links(false);
+        let handler =
+            miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+                .with_width(width)
+                .with_links(false);
         // Rendering into a String cannot fail.
         let _ = handler.render_report(&mut out, self);
         out
@@ -132,23 +149,33 @@ impl Diagnostic for Diag {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        self.at.as_ref().map(|s| &s.source.named as &dyn miette::SourceCode)
+        self.at
+            .as_ref()
+            .map(|s| &s.source.named as &dyn miette::SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let at = self.at.as_ref()?;
         let primary = LabeledSpan::new_primary_with_span(Some(self.label.clone()), at.span);
-        let others = self.others.iter().map(|(s, l)| LabeledSpan::new_with_span(Some(l.clone()), *s));
+        let others = self
+            .others
+            .iter()
+            .map(|(s, l)| LabeledSpan::new_with_span(Some(l.clone()), *s));
         Some(Box::new(std::iter::once(primary).chain(others)))
     }
 }
 
 /// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))

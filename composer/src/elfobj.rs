@@ -18,8 +18,14 @@ pub enum Machine {
 impl Machine {
     /// The machine of a rustc target triple (the host's when `None`).
     pub fn of(triple: Option<&str>) -> Machine {
-        let arch = triple.map_or(std::env::consts::ARCH, |t| t.split('-').next().unwrap_or_default());
-        if arch == "aarch64" { Machine::Aarch64 } else { Machine::X86_64 }
+        let arch = triple.map_or(std::env::consts::ARCH, |t| {
+            t.split('-').next().unwrap_or_default()
+        });
+        if arch == "aarch64" {
+            Machine::Aarch64
+        } else {
+            Machine::X86_64
+        }
     }
 
     fn e_machine(self) -> u16 {
@@ -36,20 +42,41 @@ fn pad(w: &mut impl Write, from: u64, to: u64) -> io::Result<()> {
     io::copy(&mut io::repeat(0).take(to - from), w).map(|_| ())
 }
 
-fn shdr(w: &mut impl Write, name: u32, ty: u32, flags: u64, offset: u64, size: u64, link: u32, info: u32, align: u64, entsize: u64) -> io::Result<()> {
-    w.write_all(&name.to_le_bytes())?;
-    w.write_all(&ty.to_le_bytes())?;
-    w.write_all(&flags.to_le_bytes())?;
-    w.write_all(&0u64.to_le_bytes())?; // sh_addr
-    w.write_all(&offset.to_le_bytes())?;
-    w.write_all(&size.to_le_bytes())?;
-    w.write_all(&link.to_le_bytes())?;
-    w.write_all(&info.to_le_bytes())?;
-    w.write_all(&align.to_le_bytes())?;
-    w.write_all(&entsize.to_le_bytes())
+/// An ELF64 section header (the fields that vary; `sh_addr` is 0 in an object).
+#[derive(Default)]
+struct Shdr {
+    name: u32,
+    ty: u32,
+    flags: u64,
+    offset: u64,
+    size: u64,
+    link: u32,
+    info: u32,
+    align: u64,
+    entsize: u64,
 }
 
-fn sym(w: &mut impl Write, name: u32, info: u8, shndx: u16, value: u64, size: u64) -> io::Result<()> {
+fn shdr(w: &mut impl Write, h: Shdr) -> io::Result<()> {
+    w.write_all(&h.name.to_le_bytes())?;
+    w.write_all(&h.ty.to_le_bytes())?;
+    w.write_all(&h.flags.to_le_bytes())?;
+    w.write_all(&0u64.to_le_bytes())?;
+    w.write_all(&h.offset.to_le_bytes())?;
+    w.write_all(&h.size.to_le_bytes())?;
+    w.write_all(&h.link.to_le_bytes())?;
+    w.write_all(&h.info.to_le_bytes())?;
+    w.write_all(&h.align.to_le_bytes())?;
+    w.write_all(&h.entsize.to_le_bytes())
+}
+
+fn sym(
+    w: &mut impl Write,
+    name: u32,
+    info: u8,
+    shndx: u16,
+    value: u64,
+    size: u64,
+) -> io::Result<()> {
     w.write_all(&name.to_le_bytes())?;
     w.write_all(&[info, 0])?;
     w.write_all(&shndx.to_le_bytes())?;
@@ -113,7 +140,10 @@ pub fn write_blob_object(blob: &Path, ident: &str, machine: Machine, out: &Path)
         // The bytes, streamed.
         let copied = io::copy(&mut std::fs::File::open(blob)?.take(len), &mut w)?;
         if copied != len {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{} changed while it was read", blob.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} changed while it was read", blob.display()),
+            ));
         }
         pad(&mut w, data_off + len, symtab_off)?;
         // Symbols: the null symbol, then the two globals (STB_GLOBAL << 4 | STT_OBJECT / STT_NOTYPE).
@@ -124,12 +154,71 @@ pub fn write_blob_object(blob: &Path, ident: &str, machine: Machine, out: &Path)
         w.write_all(&shstr)?;
         pad(&mut w, shstr_off + shstr.len() as u64, sh_off)?;
         // Section headers: null, data, symtab, strtab, shstrtab, .note.GNU-stack.
-        shdr(&mut w, 0, 0, 0, 0, 0, 0, 0, 0, 0)?;
-        shdr(&mut w, n_data, 1, 2, data_off, len, 0, 0, ALIGN, 0)?; // PROGBITS, ALLOC
-        shdr(&mut w, n_symtab, 2, 0, symtab_off, symtab_len, 3, 1, 8, 24)?;
-        shdr(&mut w, n_strtab, 3, 0, strtab_off, strtab.len() as u64, 0, 0, 1, 0)?;
-        shdr(&mut w, n_shstrtab, 3, 0, shstr_off, shstr.len() as u64, 0, 0, 1, 0)?;
-        shdr(&mut w, n_stack, 1, 0, sh_off, 0, 0, 0, 1, 0)?; // a non-executable stack
+        const PROGBITS: u32 = 1;
+        const SYMTAB: u32 = 2;
+        const STRTAB: u32 = 3;
+        const ALLOC: u64 = 2;
+        shdr(&mut w, Shdr::default())?;
+        shdr(
+            &mut w,
+            Shdr {
+                name: n_data,
+                ty: PROGBITS,
+                flags: ALLOC,
+                offset: data_off,
+                size: len,
+                align: ALIGN,
+                ..Shdr::default()
+            },
+        )?;
+        // sh_link: the string table's index; sh_info: the first global symbol.
+        shdr(
+            &mut w,
+            Shdr {
+                name: n_symtab,
+                ty: SYMTAB,
+                offset: symtab_off,
+                size: symtab_len,
+                link: 3,
+                info: 1,
+                align: 8,
+                entsize: 24,
+                ..Shdr::default()
+            },
+        )?;
+        shdr(
+            &mut w,
+            Shdr {
+                name: n_strtab,
+                ty: STRTAB,
+                offset: strtab_off,
+                size: strtab.len() as u64,
+                align: 1,
+                ..Shdr::default()
+            },
+        )?;
+        shdr(
+            &mut w,
+            Shdr {
+                name: n_shstrtab,
+                ty: STRTAB,
+                offset: shstr_off,
+                size: shstr.len() as u64,
+                align: 1,
+                ..Shdr::default()
+            },
+        )?;
+        // An empty .note.GNU-stack: the object does not need an executable stack.
+        shdr(
+            &mut w,
+            Shdr {
+                name: n_stack,
+                ty: PROGBITS,
+                offset: sh_off,
+                align: 1,
+                ..Shdr::default()
+            },
+        )?;
         w.flush()?;
     }
     tmp.as_file().sync_all()?;
@@ -160,6 +249,9 @@ mod tests {
         assert_eq!(std::fs::read(&again).unwrap(), data);
         // It parses as ELF with the section and both symbols where they belong.
         let text = String::from_utf8_lossy(&data);
-        assert!(text.contains(".rodata.compose_assets.site") && text.contains("compose_assets_site_end"));
+        assert!(
+            text.contains(".rodata.compose_assets.site")
+                && text.contains("compose_assets_site_end")
+        );
     }
 }

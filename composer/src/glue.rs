@@ -3,9 +3,9 @@
 //! order and starts the application. Templates live in `templates/` and are rendered with
 //! minijinja; each device's constructor is a snippet from its descriptor.
 
-use crate::graph::{ident, App, Graph, PropValue, Use};
+use crate::graph::{App, Graph, PropValue, Use, ident};
 use crate::types::Ty;
-use minijinja::{context, Environment};
+use minijinja::{Environment, context};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,14 @@ pub struct TargetInfo {
 
 /// Targets with a glue template.
 pub const TARGET_INFO: &[TargetInfo] = &[
-    TargetInfo { name: "unix", platform: ("compose-unix", "platforms/unix"), triple: None, template: "unix", linker_script: None, tender: None },
+    TargetInfo {
+        name: "unix",
+        platform: ("compose-unix", "platforms/unix"),
+        triple: None,
+        template: "unix",
+        linker_script: None,
+        tender: None,
+    },
     TargetInfo {
         name: "hvt",
         platform: ("compose-hvt-guest", "platforms/hvt"),
@@ -88,10 +95,22 @@ pub struct File {
 pub enum Step {
     /// Pack `dir` into the archive `archive` (relative to the glue directory) for the
     /// assets device `device`; with `block`, the archive is also an image of its own.
-    PackAssets { device: String, dir: PathBuf, include: Vec<String>, exclude: Vec<String>, compress: bool, archive: PathBuf, block: bool },
+    PackAssets {
+        device: String,
+        dir: PathBuf,
+        include: Vec<String>,
+        exclude: Vec<String>,
+        compress: bool,
+        archive: PathBuf,
+        block: bool,
+    },
     /// Wrap the archive `archive` into the object `object` (symbols `compose_assets_<ident>_*`)
     /// for the image to link.
-    AssetsObject { archive: PathBuf, ident: String, object: PathBuf },
+    AssetsObject {
+        archive: PathBuf,
+        ident: String,
+        object: PathBuf,
+    },
 }
 
 /// The rendered glue crate.
@@ -150,7 +169,10 @@ pub fn compose_root() -> PathBuf {
     if let Some(root) = std::env::var_os("COMPOSE_ROOT") {
         return PathBuf::from(root);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn env() -> Result<Environment<'static>, GlueError> {
@@ -159,7 +181,8 @@ fn env() -> Result<Environment<'static>, GlueError> {
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(true);
     for (name, text) in crate::descriptor::TEMPLATES {
-        env.add_template(name, text).map_err(|e| GlueError::Template(name.to_string(), e.to_string()))?;
+        env.add_template(name, text)
+            .map_err(|e| GlueError::Template(name.to_string(), e.to_string()))?;
     }
     Ok(env)
 }
@@ -176,7 +199,14 @@ fn const_name(param: &str) -> String {
 /// Renders the glue crate for `graph`, whose spec is `spec_file`.
 pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
     let info = target_info(&graph.target).ok_or_else(|| {
-        GlueError::Target(graph.target.clone(), TARGET_INFO.iter().map(|t| t.name).collect::<Vec<_>>().join(", "))
+        GlueError::Target(
+            graph.target.clone(),
+            TARGET_INFO
+                .iter()
+                .map(|t| t.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
     })?;
     let root = compose_root();
     let env = env()?;
@@ -204,7 +234,11 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
             Ok(rel) => Path::new(SRC_ROOT).join(rel),
             Err(_) => path,
         };
-        dependencies.push(Dep { name: name.clone(), path: path.display().to_string(), version });
+        dependencies.push(Dep {
+            name: name.clone(),
+            path: path.display().to_string(),
+            version,
+        });
     }
 
     // Devices, with their constructor snippets rendered. A device nothing uses is still
@@ -239,14 +273,21 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
             match step.as_str() {
                 "pack-assets" => {
                     let archive = PathBuf::from("assets").join(format!("{}.car", d.name));
-                    vars.insert("archive".into(), format!("{:?}", archive.display().to_string()).into());
+                    vars.insert(
+                        "archive".into(),
+                        format!("{:?}", archive.display().to_string()).into(),
+                    );
                     vars.insert("archive_fn".into(), ident(&d.name).into());
                     let block = raw.get("backend").is_some_and(|b| b == "block");
                     let object = PathBuf::from("assets").join(format!("{}.o", d.name));
                     if !block {
                         embedded.push(context! { ident => ident(&d.name), object => object.display().to_string() });
                     }
-                    let words = |k: &str| raw.get(k).map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
+                    let words = |k: &str| {
+                        raw.get(k)
+                            .map(|s| s.split_whitespace().map(str::to_string).collect())
+                            .unwrap_or_default()
+                    };
                     let dir = raw.get("dir").map(PathBuf::from).unwrap_or_default();
                     steps.push(Step::PackAssets {
                         device: d.name.clone(),
@@ -258,18 +299,34 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
                         block,
                     });
                     if !block {
-                        steps.push(Step::AssetsObject { archive, ident: ident(&d.name), object });
+                        steps.push(Step::AssetsObject {
+                            archive,
+                            ident: ident(&d.name),
+                            object,
+                        });
                     }
                 }
-                other => return Err(GlueError::Template(d.descriptor.file.clone(), format!("unknown build step `{other}`"))),
+                other => {
+                    return Err(GlueError::Template(
+                        d.descriptor.file.clone(),
+                        format!("unknown build step `{other}`"),
+                    ));
+                }
             }
         }
         vars.insert("raw".into(), minijinja::Value::from_serialize(&raw));
         for (slot, dep) in &d.deps {
-            vars.insert(slot.replace('-', "_"), ident(&graph.devices[*dep].name).into());
+            vars.insert(
+                slot.replace('-', "_"),
+                ident(&graph.devices[*dep].name).into(),
+            );
         }
         for (key, ty, value) in &d.props {
-            let optional = d.descriptor.properties.iter().any(|p| p.name == *key && p.default.is_none() && !p.required);
+            let optional = d
+                .descriptor
+                .properties
+                .iter()
+                .any(|p| p.name == *key && p.default.is_none() && !p.required);
             let expr = match value {
                 // Integers carry their type, so a snippet may use them in any expression.
                 PropValue::Given(v) | PropValue::Default(v) | PropValue::Param(_, v) => match v {
@@ -282,7 +339,11 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
                     boot_get(name, ty)
                 }
             };
-            let expr = if optional && !matches!(value, PropValue::Absent) { format!("Some({expr})") } else { expr };
+            let expr = if optional && !matches!(value, PropValue::Absent) {
+                format!("Some({expr})")
+            } else {
+                expr
+            };
             vars.insert(key.replace('-', "_"), expr.into());
         }
         let construct = env
@@ -295,7 +356,11 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
             kind: d.descriptor.kind.clone(),
             name: d.name.clone(),
             name_lit: format!("{:?}", d.name),
-            ident: if used[index] { ident(&d.name) } else { format!("_{}", ident(&d.name)) },
+            ident: if used[index] {
+                ident(&d.name)
+            } else {
+                format!("_{}", ident(&d.name))
+            },
             implicit: d.implicit,
             descriptor: d.descriptor.file.clone(),
             construct,
@@ -312,7 +377,11 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
                     Use::Param(p) => const_name(p),
                     Use::BootArg(b) => {
                         boot_used = true;
-                        let ty = graph.bootargs.iter().find(|x| x.name == *b).map_or(Ty::String, |x| x.ty.clone());
+                        let ty = graph
+                            .bootargs
+                            .iter()
+                            .find(|x| x.name == *b)
+                            .map_or(Ty::String, |x| x.ty.clone());
                         boot_get(b, &ty)
                     }
                 })
@@ -349,19 +418,51 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
     let mut manifest = Vec::new();
     let mut manifest_comment = vec!["0: (reserved)".to_string()];
     if info.linker_script.is_some() {
-        let devs: Vec<solo5_abi::MftDevice<'_>> =
-            solo5.iter().map(|(n, net)| if *net { solo5_abi::MftDevice::net(n) } else { solo5_abi::MftDevice::block(n) }).collect();
+        let devs: Vec<solo5_abi::MftDevice<'_>> = solo5
+            .iter()
+            .map(|(n, net)| {
+                if *net {
+                    solo5_abi::MftDevice::net(n)
+                } else {
+                    solo5_abi::MftDevice::block(n)
+                }
+            })
+            .collect();
         manifest = vec![0u8; solo5_abi::mft1_note_size(devs.len())];
-        solo5_abi::encode_mft1_note(&devs, &mut manifest)
-            .map_err(|e| GlueError::Template("Solo5 manifest".into(), format!("{e:?} (at most 63 devices with alphanumeric names)")))?;
+        solo5_abi::encode_mft1_note(&devs, &mut manifest).map_err(|e| {
+            GlueError::Template(
+                "Solo5 manifest".into(),
+                format!("{e:?} (at most 63 devices with alphanumeric names)"),
+            )
+        })?;
         for (i, (n, net)) in solo5.iter().enumerate() {
-            manifest_comment.push(format!("{}: {} `{n}`", i + 1, if *net { "network interface" } else { "block device" }));
+            manifest_comment.push(format!(
+                "{}: {} `{n}`",
+                i + 1,
+                if *net {
+                    "network interface"
+                } else {
+                    "block device"
+                }
+            ));
         }
     }
-    let manifest_bytes = manifest.chunks(16).map(|c| c.iter().map(|b| format!("{b:#04x},")).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n    ");
+    let manifest_bytes = manifest
+        .chunks(16)
+        .map(|c| {
+            c.iter()
+                .map(|b| format!("{b:#04x},"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n    ");
     let package = format!("{}-{}-glue", graph.name, graph.target);
     let binary = graph.name.clone();
-    let spec_name = spec_file.file_name().map_or_else(|| spec_file.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let spec_name = spec_file.file_name().map_or_else(
+        || spec_file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let embedded_any = !embedded.is_empty();
     let ctx = context! {
         name => graph.name,
@@ -388,23 +489,47 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         panic => "abort",
     };
     let render = |name: &str| -> Result<String, GlueError> {
-        let t = env.get_template(name).map_err(|e| GlueError::Template(name.into(), e.to_string()))?;
-        t.render(&ctx).map_err(|e| GlueError::Template(name.into(), e.to_string()))
+        let t = env
+            .get_template(name)
+            .map_err(|e| GlueError::Template(name.into(), e.to_string()))?;
+        t.render(&ctx)
+            .map_err(|e| GlueError::Template(name.into(), e.to_string()))
     };
     let cargo_toml = render("Cargo.toml.j2")?;
     let main_rs = render(&format!("{}/main.rs.j2", info.template))?;
     let app_call_lines = find_lines(&main_rs, "platform::run(");
     let mut files = vec![
-        File { path: "Cargo.toml".into(), contents: cargo_toml },
-        File { path: "main.rs".into(), contents: main_rs },
+        File {
+            path: "Cargo.toml".into(),
+            contents: cargo_toml,
+        },
+        File {
+            path: "main.rs".into(),
+            contents: main_rs,
+        },
     ];
     if embedded_any {
-        files.push(File { path: "build.rs".into(), contents: render("build.rs.j2")? });
+        files.push(File {
+            path: "build.rs".into(),
+            contents: render("build.rs.j2")?,
+        });
     }
-    if crate::descriptor::TEMPLATES.iter().any(|(n, _)| *n == format!("{}/config.toml.j2", info.template)) {
-        files.push(File { path: ".cargo/config.toml".into(), contents: render(&format!("{}/config.toml.j2", info.template))? });
+    if crate::descriptor::TEMPLATES
+        .iter()
+        .any(|(n, _)| *n == format!("{}/config.toml.j2", info.template))
+    {
+        files.push(File {
+            path: ".cargo/config.toml".into(),
+            contents: render(&format!("{}/config.toml.j2", info.template))?,
+        });
     }
-    Ok(Glue { steps, package, binary, files, app_call_lines })
+    Ok(Glue {
+        steps,
+        package,
+        binary,
+        files,
+        app_call_lines,
+    })
 }
 
 fn find_lines(text: &str, needle: &str) -> (usize, usize) {
@@ -439,7 +564,8 @@ struct WorkspacePackage {
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -471,7 +597,9 @@ pub fn write(glue: &Glue, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     // The link to the compose tree (replaced atomically if it points elsewhere).
     let link = dir.join(SRC_ROOT);
-    let root = compose_root().canonicalize().unwrap_or_else(|_| compose_root());
+    let root = compose_root()
+        .canonicalize()
+        .unwrap_or_else(|_| compose_root());
     if std::fs::read_link(&link).ok().as_deref() != Some(root.as_path()) {
         let tmp = dir.join(format!(".{SRC_ROOT}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);

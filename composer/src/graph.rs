@@ -7,7 +7,7 @@
 //! target. Construction order is a topological order that keeps spec order where it can.
 
 use crate::descriptor::{Descriptor, Registry, TargetImpl};
-use crate::diag::{suggest, Diag, Span};
+use crate::diag::{Diag, Span, suggest};
 use crate::spec::{AppDecl, BootArg, DeviceDecl, Param, PropDecl, Spec};
 use crate::types::{Ty, Value};
 use kdl::KdlValue;
@@ -67,7 +67,12 @@ pub enum Use {
 #[derive(Debug, Clone)]
 pub enum App {
     /// The user's crate: its package name, directory and entry function.
-    User { package: String, dir: std::path::PathBuf, entry: String, uses: Vec<Use> },
+    User {
+        package: String,
+        dir: std::path::PathBuf,
+        entry: String,
+        uses: Vec<Use>,
+    },
     /// A built-in application: a descriptor whose construct expression is the main future.
     Builtin(usize),
 }
@@ -107,12 +112,17 @@ impl Graph {
 pub fn ident(name: &str) -> String {
     let s = name.replace('-', "_");
     const KEYWORDS: &[&str] = &[
-        "as", "async", "await", "box", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false",
-        "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return",
-        "self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where", "while", "yield",
-        "boot", "platform", "devices", "status", "main",
+        "as", "async", "await", "box", "break", "const", "continue", "crate", "dyn", "else",
+        "enum", "extern", "false", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match",
+        "mod", "move", "mut", "pub", "ref", "return", "self", "static", "struct", "super", "trait",
+        "true", "type", "unsafe", "use", "where", "while", "yield", "boot", "platform", "devices",
+        "status", "main",
     ];
-    if KEYWORDS.contains(&s.as_str()) { format!("{s}_") } else { s }
+    if KEYWORDS.contains(&s.as_str()) {
+        format!("{s}_")
+    } else {
+        s
+    }
 }
 
 struct Resolver<'a> {
@@ -126,7 +136,13 @@ struct Resolver<'a> {
 
 /// Resolves `spec` for `target`.
 pub fn resolve(spec: &Spec, registry: &Registry, target: &str) -> Result<Graph, Vec<Diag>> {
-    let mut r = Resolver { registry, spec, target, diags: Vec::new(), devices: Vec::new() };
+    let mut r = Resolver {
+        registry,
+        spec,
+        target,
+        diags: Vec::new(),
+        devices: Vec::new(),
+    };
     // Declared devices first, in spec order, so their indices follow the spec.
     for decl in &spec.devices {
         r.declare(decl);
@@ -146,7 +162,11 @@ pub fn resolve(spec: &Spec, registry: &Registry, target: &str) -> Result<Graph, 
     }
     let app = app.ok_or_else(Vec::new)?;
     let order = r.order();
-    let remap: BTreeMap<usize, usize> = order.iter().enumerate().map(|(new, old)| (*old, new)).collect();
+    let remap: BTreeMap<usize, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(new, old)| (*old, new))
+        .collect();
     let mut devices: Vec<Device> = order.iter().map(|i| r.devices[*i].clone()).collect();
     for d in &mut devices {
         for (_, dep) in &mut d.deps {
@@ -154,7 +174,12 @@ pub fn resolve(spec: &Spec, registry: &Registry, target: &str) -> Result<Graph, 
         }
     }
     let app = match app {
-        App::User { package, dir, entry, uses } => App::User {
+        App::User {
+            package,
+            dir,
+            entry,
+            uses,
+        } => App::User {
             package,
             dir,
             entry,
@@ -178,7 +203,10 @@ pub fn resolve(spec: &Spec, registry: &Registry, target: &str) -> Result<Graph, 
     Ok(Graph {
         name: spec.name.clone(),
         target: target.to_string(),
-        memory: spec.memory.as_ref().map_or(crate::spec::DEFAULT_MEMORY, |m| m.0),
+        memory: spec
+            .memory
+            .as_ref()
+            .map_or(crate::spec::DEFAULT_MEMORY, |m| m.0),
         devices,
         params: spec.params.clone(),
         bootargs: spec.bootargs.clone(),
@@ -194,17 +222,45 @@ impl Resolver<'_> {
     }
 
     fn placeholder_imp(&self) -> TargetImpl {
-        TargetImpl { target: self.target.into(), krate: String::new(), path: String::new(), construct: String::new() }
+        TargetImpl {
+            target: self.target.into(),
+            krate: String::new(),
+            path: String::new(),
+            construct: String::new(),
+        }
     }
 
-    fn new_device(&self, name: &str, descriptor: &Descriptor, implicit: bool, span: Span, dir: &std::path::Path) -> Device {
-        let imp = descriptor.for_target(self.target).cloned().unwrap_or_else(|| self.placeholder_imp());
-        Device { name: name.to_string(), descriptor: descriptor.clone(), implicit, span, props: Vec::new(), deps: Vec::new(), imp, dir: dir.to_path_buf() }
+    fn new_device(
+        &self,
+        name: &str,
+        descriptor: &Descriptor,
+        implicit: bool,
+        span: Span,
+        dir: &std::path::Path,
+    ) -> Device {
+        let imp = descriptor
+            .for_target(self.target)
+            .cloned()
+            .unwrap_or_else(|| self.placeholder_imp());
+        Device {
+            name: name.to_string(),
+            descriptor: descriptor.clone(),
+            implicit,
+            span,
+            props: Vec::new(),
+            deps: Vec::new(),
+            imp,
+            dir: dir.to_path_buf(),
+        }
     }
 
     fn declare(&mut self, decl: &DeviceDecl) {
         // Kinds were checked by the spec stage.
-        let descriptor = self.registry.get(&decl.kind).cloned().unwrap_or_else(|| unreachable_descriptor(&decl.kind));
+        let descriptor = self
+            .registry
+            .get(&decl.kind)
+            .cloned()
+            .unwrap_or_else(|| unreachable_descriptor(&decl.kind));
         if descriptor.alnum_name && !decl.name.chars().all(|c| c.is_ascii_alphanumeric()) {
             self.err(
                 Diag::new("compose::manifest-name", format!("`{}` devices need an alphanumeric name, found {:?}", decl.kind, decl.name), &decl.name_span, "not alphanumeric")
@@ -223,10 +279,29 @@ impl Resolver<'_> {
         let here = self.devices[i].span.clone();
         // Unknown keys.
         for p in props {
-            if descriptor.slot(&p.key).is_none() && !descriptor.properties.iter().any(|s| s.name == p.key) {
-                let known: Vec<&str> = descriptor.requires.iter().map(|s| s.name.as_str()).chain(descriptor.properties.iter().map(|s| s.name.as_str())).collect();
-                let help = if known.is_empty() { format!("`{}` takes no properties", descriptor.kind) } else { suggest(&p.key, known.iter().copied()) };
-                self.err(Diag::new("compose::unknown-property", format!("unknown property `{}` on `{}`", p.key, descriptor.kind), &p.key_span, "unknown property").help(help));
+            if descriptor.slot(&p.key).is_none()
+                && !descriptor.properties.iter().any(|s| s.name == p.key)
+            {
+                let known: Vec<&str> = descriptor
+                    .requires
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .chain(descriptor.properties.iter().map(|s| s.name.as_str()))
+                    .collect();
+                let help = if known.is_empty() {
+                    format!("`{}` takes no properties", descriptor.kind)
+                } else {
+                    suggest(&p.key, known.iter().copied())
+                };
+                self.err(
+                    Diag::new(
+                        "compose::unknown-property",
+                        format!("unknown property `{}` on `{}`", p.key, descriptor.kind),
+                        &p.key_span,
+                        "unknown property",
+                    )
+                    .help(help),
+                );
             }
         }
         // Properties.
@@ -235,10 +310,17 @@ impl Resolver<'_> {
             let given = props.iter().find(|p| p.key == spec.name);
             let value = match given {
                 Some(p) => match self.prop_value(p, &spec.ty) {
-                    Some(PropValue::Given(Value::Str(rel))) if spec.ty == Ty::Path && !self.devices[i].dir.join(&rel).exists() => {
+                    Some(PropValue::Given(Value::Str(rel)))
+                        if spec.ty == Ty::Path && !self.devices[i].dir.join(&rel).exists() =>
+                    {
                         self.err(
-                            Diag::new("compose::missing-path", format!("`{}` names {rel:?}, which does not exist", spec.name), &p.span, "no such file or directory")
-                                .help("paths are relative to the spec file that names them"),
+                            Diag::new(
+                                "compose::missing-path",
+                                format!("`{}` names {rel:?}, which does not exist", spec.name),
+                                &p.span,
+                                "no such file or directory",
+                            )
+                            .help("paths are relative to the spec file that names them"),
                         );
                         continue;
                     }
@@ -249,8 +331,13 @@ impl Resolver<'_> {
                     (Some(v), _) => PropValue::Default(v.clone()),
                     (None, true) => {
                         self.err(
-                            Diag::new("compose::missing-property", format!("`{}` needs the property `{}`", descriptor.kind, spec.name), &here, format!("no {}=", spec.name))
-                                .help(format!("{}: {}", spec.name, spec.doc)),
+                            Diag::new(
+                                "compose::missing-property",
+                                format!("`{}` needs the property `{}`", descriptor.kind, spec.name),
+                                &here,
+                                format!("no {}=", spec.name),
+                            )
+                            .help(format!("{}: {}", spec.name, spec.doc)),
                         );
                         continue;
                     }
@@ -266,9 +353,17 @@ impl Resolver<'_> {
                 let is_false = |p: &PropDecl| matches!(p.value, KdlValue::Bool(false));
                 if !is_false(pa) && !is_false(pb) {
                     self.err(
-                        Diag::new("compose::exclusive-properties", format!("`{a}` and `{b}` cannot both be set on `{}`", descriptor.kind), &pb.span, "conflicts")
-                            .also(&pa.span, "with this")
-                            .help(format!("keep one of `{a}` and `{b}`")),
+                        Diag::new(
+                            "compose::exclusive-properties",
+                            format!(
+                                "`{a}` and `{b}` cannot both be set on `{}`",
+                                descriptor.kind
+                            ),
+                            &pb.span,
+                            "conflicts",
+                        )
+                        .also(&pa.span, "with this")
+                        .help(format!("keep one of `{a}` and `{b}`")),
                     );
                 }
             }
@@ -279,7 +374,13 @@ impl Resolver<'_> {
             let given = props.iter().find(|p| p.key == slot.name);
             let dep = match given {
                 Some(p) => self.explicit_ref(p, &slot.interface, &descriptor.kind),
-                None => self.default_ref(i, &slot.name, &slot.interface, slot.default.as_deref(), &descriptor.kind),
+                None => self.default_ref(
+                    i,
+                    &slot.name,
+                    &slot.interface,
+                    slot.default.as_deref(),
+                    &descriptor.kind,
+                ),
             };
             if let Some(dep) = dep {
                 self.devices[i].deps.push((slot.name.clone(), dep));
@@ -292,13 +393,31 @@ impl Resolver<'_> {
             (Some("param"), KdlValue::String(name)) => {
                 let Some(param) = self.spec.params.iter().find(|x| x.name == *name) else {
                     let help = suggest(name, self.spec.params.iter().map(|x| x.name.as_str()));
-                    self.err(Diag::new("compose::dangling-reference", format!("no param named `{name}`"), &p.span, "unknown param").help(help));
+                    self.err(
+                        Diag::new(
+                            "compose::dangling-reference",
+                            format!("no param named `{name}`"),
+                            &p.span,
+                            "unknown param",
+                        )
+                        .help(help),
+                    );
                     return None;
                 };
-                if param.ty != *ty && !(matches!(ty, Ty::Choice(_) | Ty::Path) && param.ty == Ty::String) {
+                if param.ty != *ty
+                    && !(matches!(ty, Ty::Choice(_) | Ty::Path) && param.ty == Ty::String)
+                {
                     self.err(
-                        Diag::new("compose::type-mismatch", format!("`{}` expects {ty}, but param `{name}` is {}", p.key, param.ty), &p.span, format!("expected {ty}"))
-                            .also(&param.span, "param declared here"),
+                        Diag::new(
+                            "compose::type-mismatch",
+                            format!(
+                                "`{}` expects {ty}, but param `{name}` is {}",
+                                p.key, param.ty
+                            ),
+                            &p.span,
+                            format!("expected {ty}"),
+                        )
+                        .also(&param.span, "param declared here"),
                     );
                     return None;
                 }
@@ -306,7 +425,20 @@ impl Resolver<'_> {
                 match ty.check_text(&param.value.text()) {
                     Ok(v) => Some(PropValue::Param(name.clone(), v)),
                     Err(e) => {
-                        self.err(Diag::new("compose::type-mismatch", format!("param `{name}` = {:?} does not fit `{}`: expected {}", param.value.text(), p.key, e.expected), &p.span, "here").maybe_help(e.hint));
+                        self.err(
+                            Diag::new(
+                                "compose::type-mismatch",
+                                format!(
+                                    "param `{name}` = {:?} does not fit `{}`: expected {}",
+                                    param.value.text(),
+                                    p.key,
+                                    e.expected
+                                ),
+                                &p.span,
+                                "here",
+                            )
+                            .maybe_help(e.hint),
+                        );
                         None
                     }
                 }
@@ -314,13 +446,29 @@ impl Resolver<'_> {
             (Some("bootarg"), KdlValue::String(name)) => {
                 let Some(arg) = self.spec.bootargs.iter().find(|x| x.name == *name) else {
                     let help = suggest(name, self.spec.bootargs.iter().map(|x| x.name.as_str()));
-                    self.err(Diag::new("compose::dangling-reference", format!("no bootarg named `{name}`"), &p.span, "unknown boot argument").help(help));
+                    self.err(
+                        Diag::new(
+                            "compose::dangling-reference",
+                            format!("no bootarg named `{name}`"),
+                            &p.span,
+                            "unknown boot argument",
+                        )
+                        .help(help),
+                    );
                     return None;
                 };
                 if arg.ty != *ty {
                     self.err(
-                        Diag::new("compose::type-mismatch", format!("`{}` expects {ty}, but bootarg `{name}` is {}", p.key, arg.ty), &p.span, format!("expected {ty}"))
-                            .also(&arg.span, "bootarg declared here"),
+                        Diag::new(
+                            "compose::type-mismatch",
+                            format!(
+                                "`{}` expects {ty}, but bootarg `{name}` is {}",
+                                p.key, arg.ty
+                            ),
+                            &p.span,
+                            format!("expected {ty}"),
+                        )
+                        .also(&arg.span, "bootarg declared here"),
                     );
                     return None;
                 }
@@ -328,8 +476,13 @@ impl Resolver<'_> {
             }
             (Some(other), _) => {
                 self.err(
-                    Diag::new("compose::annotation", format!("unknown annotation `({other})`"), &p.span, "here")
-                        .help("a value may be annotated (param)\"name\" or (bootarg)\"name\""),
+                    Diag::new(
+                        "compose::annotation",
+                        format!("unknown annotation `({other})`"),
+                        &p.span,
+                        "here",
+                    )
+                    .help("a value may be annotated (param)\"name\" or (bootarg)\"name\""),
                 );
                 None
             }
@@ -337,8 +490,13 @@ impl Resolver<'_> {
                 Ok(v) => Some(PropValue::Given(v)),
                 Err(e) => {
                     self.err(
-                        Diag::new("compose::type-mismatch", format!("`{}` expects {}, found {}", p.key, e.expected, e.found), &p.span, format!("expected {}", e.expected))
-                            .maybe_help(e.hint),
+                        Diag::new(
+                            "compose::type-mismatch",
+                            format!("`{}` expects {}, found {}", p.key, e.expected, e.found),
+                            &p.span,
+                            format!("expected {}", e.expected),
+                        )
+                        .maybe_help(e.hint),
                     );
                     None
                 }
@@ -348,22 +506,43 @@ impl Resolver<'_> {
 
     fn explicit_ref(&mut self, p: &PropDecl, interface: &str, user: &str) -> Option<usize> {
         let KdlValue::String(name) = &p.value else {
-            self.err(Diag::new("compose::type-mismatch", format!("`{}` names a device", p.key), &p.span, "expected a device name"));
+            self.err(Diag::new(
+                "compose::type-mismatch",
+                format!("`{}` names a device", p.key),
+                &p.span,
+                "expected a device name",
+            ));
             return None;
         };
         let Some(i) = self.devices.iter().position(|d| d.name == *name) else {
-            let other_kind = self.spec.params.iter().any(|x| x.name == *name) || self.spec.bootargs.iter().any(|x| x.name == *name);
+            let other_kind = self.spec.params.iter().any(|x| x.name == *name)
+                || self.spec.bootargs.iter().any(|x| x.name == *name);
             let help = if other_kind {
                 format!("`{name}` is a param or bootarg, not a device")
             } else {
-                let names: Vec<&str> = self.devices.iter().filter(|d| d.descriptor.provides.iter().any(|x| x == interface)).map(|d| d.name.as_str()).collect();
+                let names: Vec<&str> = self
+                    .devices
+                    .iter()
+                    .filter(|d| d.descriptor.provides.iter().any(|x| x == interface))
+                    .map(|d| d.name.as_str())
+                    .collect();
                 match crate::diag::did_you_mean(name, names.iter().copied()) {
                     Some(c) => format!("did you mean `{c}`?"),
-                    None if names.is_empty() => format!("no device provides {interface}; declare one"),
+                    None if names.is_empty() => {
+                        format!("no device provides {interface}; declare one")
+                    }
                     None => format!("devices that provide {interface}: {}", names.join(", ")),
                 }
             };
-            self.err(Diag::new("compose::dangling-reference", format!("no device named `{name}`"), &p.span, "unknown device").help(help));
+            self.err(
+                Diag::new(
+                    "compose::dangling-reference",
+                    format!("no device named `{name}`"),
+                    &p.span,
+                    "unknown device",
+                )
+                .help(help),
+            );
             return None;
         };
         let target = &self.devices[i];
@@ -371,21 +550,49 @@ impl Resolver<'_> {
             let provides = target.descriptor.provides.join(", ");
             let d = Diag::new(
                 "compose::wrong-interface",
-                format!("`{user}` needs {interface} for `{}`, but `{name}` is a {} (provides {provides})", p.key, target.descriptor.kind),
+                format!(
+                    "`{user}` needs {interface} for `{}`, but `{name}` is a {} (provides {provides})",
+                    p.key, target.descriptor.kind
+                ),
                 &p.span,
                 format!("needs {interface}"),
             );
-            let d = if target.span.source.path == p.span.source.path { d.also(&target.span, format!("`{name}` declared here")) } else { d };
-            let providers: Vec<&str> = self.registry.providers_of(interface).map(|d| d.kind.as_str()).collect();
-            self.err(d.help(format!("{interface} is provided by: {}", providers.join(", "))));
+            let d = if target.span.source.path == p.span.source.path {
+                d.also(&target.span, format!("`{name}` declared here"))
+            } else {
+                d
+            };
+            let providers: Vec<&str> = self
+                .registry
+                .providers_of(interface)
+                .map(|d| d.kind.as_str())
+                .collect();
+            self.err(d.help(format!(
+                "{interface} is provided by: {}",
+                providers.join(", ")
+            )));
             return None;
         }
         Some(i)
     }
 
-    fn default_ref(&mut self, user: usize, slot: &str, interface: &str, default: Option<&str>, kind: &str) -> Option<usize> {
+    fn default_ref(
+        &mut self,
+        user: usize,
+        slot: &str,
+        interface: &str,
+        default: Option<&str>,
+        kind: &str,
+    ) -> Option<usize> {
         let providers: Vec<usize> = (0..self.devices.len())
-            .filter(|&j| j != user && self.devices[j].descriptor.provides.iter().any(|x| x == interface))
+            .filter(|&j| {
+                j != user
+                    && self.devices[j]
+                        .descriptor
+                        .provides
+                        .iter()
+                        .any(|x| x == interface)
+            })
             .collect();
         let here = self.devices[user].span.clone();
         match providers.as_slice() {
@@ -398,7 +605,11 @@ impl Resolver<'_> {
                     );
                     return None;
                 };
-                let descriptor = self.registry.get(default).cloned().unwrap_or_else(|| unreachable_descriptor(default));
+                let descriptor = self
+                    .registry
+                    .get(default)
+                    .cloned()
+                    .unwrap_or_else(|| unreachable_descriptor(default));
                 let name = descriptor.default_name().to_string();
                 if self.devices.iter().any(|d| d.name == name) {
                     self.err(
@@ -415,11 +626,28 @@ impl Resolver<'_> {
                 Some(j)
             }
             many => {
-                let names: Vec<String> = many.iter().map(|&j| format!("`{}`", self.devices[j].name)).collect();
-                let mut d = Diag::new("compose::ambiguous-default", format!("`{kind}` needs {interface} and {} devices provide it: {}", many.len(), names.join(", ")), &here, format!("which {interface}?"))
-                    .help(format!("name one: {slot}=\"{}\"", self.devices[many[0]].name));
+                let names: Vec<String> = many
+                    .iter()
+                    .map(|&j| format!("`{}`", self.devices[j].name))
+                    .collect();
+                let mut d = Diag::new(
+                    "compose::ambiguous-default",
+                    format!(
+                        "`{kind}` needs {interface} and {} devices provide it: {}",
+                        many.len(),
+                        names.join(", ")
+                    ),
+                    &here,
+                    format!("which {interface}?"),
+                )
+                .help(format!(
+                    "name one: {slot}=\"{}\"",
+                    self.devices[many[0]].name
+                ));
                 for &j in many {
-                    if self.devices[j].span.source.path == here.source.path && !self.devices[j].implicit {
+                    if self.devices[j].span.source.path == here.source.path
+                        && !self.devices[j].implicit
+                    {
                         let s = self.devices[j].span.clone();
                         d = d.also(&s, "provides it");
                     }
@@ -432,15 +660,48 @@ impl Resolver<'_> {
 
     fn application(&mut self, app: &AppDecl) -> Option<App> {
         if let Some((builtin, at)) = &app.builtin {
-            let Some(descriptor) = self.registry.get(builtin).filter(|d| d.provides.iter().any(|p| p == "application")).cloned() else {
-                let apps: Vec<&str> = self.registry.providers_of("application").map(|d| d.kind.as_str()).collect();
-                let help = if apps.is_empty() { "this compose has no built-in applications".into() } else { suggest(builtin, apps.iter().copied()) };
-                self.err(Diag::new("compose::unknown-builtin", format!("no built-in application `{builtin}`"), at, "unknown").help(help));
+            let Some(descriptor) = self
+                .registry
+                .get(builtin)
+                .filter(|d| d.provides.iter().any(|p| p == "application"))
+                .cloned()
+            else {
+                let apps: Vec<&str> = self
+                    .registry
+                    .providers_of("application")
+                    .map(|d| d.kind.as_str())
+                    .collect();
+                let help = if apps.is_empty() {
+                    "this compose has no built-in applications".into()
+                } else {
+                    suggest(builtin, apps.iter().copied())
+                };
+                self.err(
+                    Diag::new(
+                        "compose::unknown-builtin",
+                        format!("no built-in application `{builtin}`"),
+                        at,
+                        "unknown",
+                    )
+                    .help(help),
+                );
                 return None;
             };
-            let decl = DeviceDecl { kind: builtin.clone(), name: app.name.clone(), name_span: app.span.clone(), span: app.span.clone(), props: app.props.clone(), dir: app.dir.clone() };
+            let decl = DeviceDecl {
+                kind: builtin.clone(),
+                name: app.name.clone(),
+                name_span: app.span.clone(),
+                span: app.span.clone(),
+                props: app.props.clone(),
+                dir: app.dir.clone(),
+            };
             if self.devices.iter().any(|d| d.name == app.name) {
-                self.err(Diag::new("compose::duplicate-name", format!("`{}` is defined twice", app.name), &app.span, "the application's name is taken by a device"));
+                self.err(Diag::new(
+                    "compose::duplicate-name",
+                    format!("`{}` is defined twice", app.name),
+                    &app.span,
+                    "the application's name is taken by a device",
+                ));
                 return None;
             }
             let d = self.new_device(&app.name, &descriptor, false, app.span.clone(), &app.dir);
@@ -448,7 +709,12 @@ impl Resolver<'_> {
             let i = self.devices.len() - 1;
             self.fill(i, Some(&decl));
             if let Some((_, at)) = app.uses.first() {
-                self.err(Diag::new("compose::unknown-node", "a built-in application takes its devices as properties, not `use`", at, "not here"));
+                self.err(Diag::new(
+                    "compose::unknown-node",
+                    "a built-in application takes its devices as properties, not `use`",
+                    at,
+                    "not here",
+                ));
             }
             return Some(App::Builtin(i));
         }
@@ -472,22 +738,54 @@ impl Resolver<'_> {
         };
         let entry = match &app.entry {
             Some((e, at)) => {
-                let valid = e.split("::").count() >= 2 && e.split("::").all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !seg.starts_with(|c: char| c.is_ascii_digit()));
+                let valid = e.split("::").count() >= 2
+                    && e.split("::").all(|seg| {
+                        !seg.is_empty()
+                            && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                            && !seg.starts_with(|c: char| c.is_ascii_digit())
+                    });
                 if !valid {
-                    self.err(Diag::new("compose::bad-entry", format!("`{e}` is not a path to a function"), at, "expected crate::function").help("the entry is a Rust path like `hello::start`"));
+                    self.err(
+                        Diag::new(
+                            "compose::bad-entry",
+                            format!("`{e}` is not a path to a function"),
+                            at,
+                            "expected crate::function",
+                        )
+                        .help("the entry is a Rust path like `hello::start`"),
+                    );
                     ok = false;
                 } else if let Some((pkg, _)) = &krate {
                     let first = e.split("::").next().unwrap_or_default();
                     let lib = pkg.replace('-', "_");
                     if first != lib {
-                        self.err(Diag::new("compose::bad-entry", format!("`{e}` is not in the application crate `{lib}`"), at, format!("expected {lib}::...")).help(format!("write `entry \"{lib}::{}\"`", e.split("::").last().unwrap_or("start"))));
+                        self.err(
+                            Diag::new(
+                                "compose::bad-entry",
+                                format!("`{e}` is not in the application crate `{lib}`"),
+                                at,
+                                format!("expected {lib}::..."),
+                            )
+                            .help(format!(
+                                "write `entry \"{lib}::{}\"`",
+                                e.split("::").last().unwrap_or("start")
+                            )),
+                        );
                         ok = false;
                     }
                 }
                 e.clone()
             }
             None => {
-                self.err(Diag::new("compose::missing-property", format!("application `{}` needs an `entry`", app.name), &app.span, "no entry").help("write `entry \"crate_name::start\"` in its block"));
+                self.err(
+                    Diag::new(
+                        "compose::missing-property",
+                        format!("application `{}` needs an `entry`", app.name),
+                        &app.span,
+                        "no entry",
+                    )
+                    .help("write `entry \"crate_name::start\"` in its block"),
+                );
                 return None;
             }
         };
@@ -500,13 +798,32 @@ impl Resolver<'_> {
             } else if self.spec.bootargs.iter().any(|b| b.name == *name) {
                 uses.push(Use::BootArg(name.clone()));
             } else {
-                let all: Vec<&str> = self.devices.iter().map(|d| d.name.as_str()).chain(self.spec.params.iter().map(|p| p.name.as_str())).chain(self.spec.bootargs.iter().map(|b| b.name.as_str())).collect();
-                self.err(Diag::new("compose::dangling-reference", format!("the application uses `{name}`, which is not defined"), at, "not defined").help(suggest(name, all.iter().copied())));
+                let all: Vec<&str> = self
+                    .devices
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .chain(self.spec.params.iter().map(|p| p.name.as_str()))
+                    .chain(self.spec.bootargs.iter().map(|b| b.name.as_str()))
+                    .collect();
+                self.err(
+                    Diag::new(
+                        "compose::dangling-reference",
+                        format!("the application uses `{name}`, which is not defined"),
+                        at,
+                        "not defined",
+                    )
+                    .help(suggest(name, all.iter().copied())),
+                );
                 ok = false;
             }
         }
         let (package, dir) = krate?;
-        ok.then_some(App::User { package, dir, entry, uses })
+        ok.then_some(App::User {
+            package,
+            dir,
+            entry,
+            uses,
+        })
     }
 
     fn check_cycles(&mut self) -> Result<(), Vec<Diag>> {
@@ -524,9 +841,20 @@ impl Resolver<'_> {
             }
             let mut members: Vec<usize> = scc.iter().map(|n| g[*n]).collect();
             members.sort();
-            let names: Vec<String> = members.iter().map(|&i| format!("`{}`", self.devices[i].name)).collect();
+            let names: Vec<String> = members
+                .iter()
+                .map(|&i| format!("`{}`", self.devices[i].name))
+                .collect();
             let first = &self.devices[members[0]];
-            let mut d = Diag::new("compose::cycle", format!("devices depend on each other in a cycle: {}", names.join(" → ")), &first.span, format!("`{}` is in the cycle", first.name));
+            let mut d = Diag::new(
+                "compose::cycle",
+                format!(
+                    "devices depend on each other in a cycle: {}",
+                    names.join(" → ")
+                ),
+                &first.span,
+                format!("`{}` is in the cycle", first.name),
+            );
             for &i in &members[1..] {
                 let dev = &self.devices[i];
                 if dev.span.source.path == first.span.source.path {
@@ -535,7 +863,11 @@ impl Resolver<'_> {
             }
             self.err(d.help("a device cannot be built from itself: break the cycle by naming a different device in one of these references"));
         }
-        if self.diags.is_empty() { Ok(()) } else { Err(std::mem::take(&mut self.diags)) }
+        if self.diags.is_empty() {
+            Ok(())
+        } else {
+            Err(std::mem::take(&mut self.diags))
+        }
     }
 
     fn check_target(&mut self) {
@@ -544,10 +876,36 @@ impl Resolver<'_> {
             if d.descriptor.for_target(self.target).is_some() {
                 continue;
             }
-            let supported: Vec<&str> = d.descriptor.targets.iter().map(|t| t.target.as_str()).collect();
-            let what = if d.implicit { format!("the default {} `{}`", d.descriptor.kind, d.name) } else { format!("`{}`", d.name) };
-            let help = if supported.is_empty() { format!("no target supports {} yet", d.descriptor.kind) } else { format!("{} is supported on: {}", d.descriptor.kind, supported.join(", ")) };
-            let diag = Diag::new("compose::unsupported-target", format!("{what} ({}) is not supported on target {}", d.descriptor.kind, self.target), &d.span, format!("not available on {}", self.target)).help(help);
+            let supported: Vec<&str> = d
+                .descriptor
+                .targets
+                .iter()
+                .map(|t| t.target.as_str())
+                .collect();
+            let what = if d.implicit {
+                format!("the default {} `{}`", d.descriptor.kind, d.name)
+            } else {
+                format!("`{}`", d.name)
+            };
+            let help = if supported.is_empty() {
+                format!("no target supports {} yet", d.descriptor.kind)
+            } else {
+                format!(
+                    "{} is supported on: {}",
+                    d.descriptor.kind,
+                    supported.join(", ")
+                )
+            };
+            let diag = Diag::new(
+                "compose::unsupported-target",
+                format!(
+                    "{what} ({}) is not supported on target {}",
+                    d.descriptor.kind, self.target
+                ),
+                &d.span,
+                format!("not available on {}", self.target),
+            )
+            .help(help);
             self.err(diag);
         }
     }
@@ -563,7 +921,10 @@ impl Resolver<'_> {
                 users[*dep].push(i);
             }
         }
-        let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..n).filter(|&i| pending[i] == 0).map(std::cmp::Reverse).collect();
+        let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
+            .filter(|&i| pending[i] == 0)
+            .map(std::cmp::Reverse)
+            .collect();
         let mut out = Vec::with_capacity(n);
         while let Some(std::cmp::Reverse(i)) = ready.pop() {
             out.push(i);
@@ -606,7 +967,11 @@ pub fn package_name(manifest: &std::path::Path) -> Result<String, String> {
     struct Package {
         name: String,
     }
-    let text = std::fs::read_to_string(manifest).map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
-    let m: Manifest = toml::from_str(&text).map_err(|e| format!("{}: {}", manifest.display(), e.message()))?;
-    m.package.map(|p| p.name).ok_or_else(|| "Cargo.toml has no [package] name".into())
+    let text = std::fs::read_to_string(manifest)
+        .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+    let m: Manifest =
+        toml::from_str(&text).map_err(|e| format!("{}: {}", manifest.display(), e.message()))?;
+    m.package
+        .map(|p| p.name)
+        .ok_or_else(|| "Cargo.toml has no [package] name".into())
 }

@@ -76,8 +76,14 @@ pub fn sbom(glue_dir: &Path, triple: &str, name: &str) -> Result<String, String>
     cmd.other_options(vec!["--filter-platform".into(), triple.into()]);
     cmd.env_remove("CARGO_TARGET_DIR");
     let meta = cmd.exec().map_err(|e| format!("cargo metadata: {e}"))?;
-    let resolve = meta.resolve.as_ref().ok_or("cargo metadata gave no resolve graph")?;
-    let root = resolve.root.clone().ok_or("the glue crate has no root package")?;
+    let resolve = meta
+        .resolve
+        .as_ref()
+        .ok_or("cargo metadata gave no resolve graph")?;
+    let root = resolve
+        .root
+        .clone()
+        .ok_or("the glue crate has no root package")?;
     // Walk normal dependencies from the root.
     let nodes: BTreeMap<_, _> = resolve.nodes.iter().map(|n| (n.id.clone(), n)).collect();
     let mut seen = std::collections::BTreeSet::new();
@@ -88,7 +94,10 @@ pub fn sbom(glue_dir: &Path, triple: &str, name: &str) -> Result<String, String>
         }
         if let Some(n) = nodes.get(&id) {
             for d in &n.deps {
-                if d.dep_kinds.iter().any(|k| k.kind == cargo_metadata::DependencyKind::Normal) {
+                if d.dep_kinds
+                    .iter()
+                    .any(|k| k.kind == cargo_metadata::DependencyKind::Normal)
+                {
                     stack.push(d.pkg.clone());
                 }
             }
@@ -96,7 +105,10 @@ pub fn sbom(glue_dir: &Path, triple: &str, name: &str) -> Result<String, String>
     }
     let packages: BTreeMap<_, _> = meta.packages.iter().map(|p| (p.id.clone(), p)).collect();
     let bom_ref = |id: &cargo_metadata::PackageId| -> String {
-        packages.get(id).map_or_else(|| id.repr.clone(), |p| format!("pkg:cargo/{}@{}", p.name, p.version))
+        packages.get(id).map_or_else(
+            || id.repr.clone(),
+            |p| format!("pkg:cargo/{}@{}", p.name, p.version),
+        )
     };
     let mut components = Vec::new();
     let mut deps = Vec::new();
@@ -124,7 +136,11 @@ pub fn sbom(glue_dir: &Path, triple: &str, name: &str) -> Result<String, String>
             let mut on: Vec<String> = n
                 .deps
                 .iter()
-                .filter(|d| d.dep_kinds.iter().any(|k| k.kind == cargo_metadata::DependencyKind::Normal))
+                .filter(|d| {
+                    d.dep_kinds
+                        .iter()
+                        .any(|k| k.kind == cargo_metadata::DependencyKind::Normal)
+                })
                 .map(|d| bom_ref(&d.pkg))
                 .collect();
             on.sort();
@@ -175,22 +191,44 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
     let (image_name, artifact) = c.image;
     std::fs::copy(artifact, dir.join(image_name)).map_err(e("cannot copy the image"))?;
     let mut bundle = BundleWriter::new(c.epoch);
-    bundle.add_file(image_name, &dir.join(image_name)).map_err(|x| x.to_string())?;
+    bundle
+        .add_file(image_name, &dir.join(image_name))
+        .map_err(|x| x.to_string())?;
     for (device, file) in c.block_images {
         let name = format!("{device}.img");
         std::fs::copy(file, dir.join(&name)).map_err(e("cannot copy a block image"))?;
-        let size = std::fs::metadata(dir.join(&name)).map(|m| m.len()).map_err(e("cannot read a block image"))?;
+        let size = std::fs::metadata(dir.join(&name))
+            .map(|m| m.len())
+            .map_err(e("cannot read a block image"))?;
         // A block device the build made: the manifest records its exact size.
         match manifest.devices.iter_mut().find(|d| d.name == *device) {
-            Some(d) => d.kind = DeviceKind::Block { size: Some(size), sector_size: Some(512) },
-            None => manifest.devices.push(Device { name: device.clone(), kind: DeviceKind::Block { size: Some(size), sector_size: Some(512) } }),
+            Some(d) => {
+                d.kind = DeviceKind::Block {
+                    size: Some(size),
+                    sector_size: Some(512),
+                }
+            }
+            None => manifest.devices.push(Device {
+                name: device.clone(),
+                kind: DeviceKind::Block {
+                    size: Some(size),
+                    sector_size: Some(512),
+                },
+            }),
         }
-        bundle.add_file(&name, &dir.join(&name)).map_err(|x| x.to_string())?;
+        bundle
+            .add_file(&name, &dir.join(&name))
+            .map_err(|x| x.to_string())?;
     }
-    std::fs::write(dir.join(BUILDINFO_FILE), &c.buildinfo).map_err(e("cannot write build information"))?;
-    bundle.add_bytes(BUILDINFO_FILE, c.buildinfo.clone().into_bytes(), false).map_err(|x| x.to_string())?;
+    std::fs::write(dir.join(BUILDINFO_FILE), &c.buildinfo)
+        .map_err(e("cannot write build information"))?;
+    bundle
+        .add_bytes(BUILDINFO_FILE, c.buildinfo.clone().into_bytes(), false)
+        .map_err(|x| x.to_string())?;
     std::fs::write(dir.join(SBOM_FILE), &c.sbom).map_err(e("cannot write the SBOM"))?;
-    bundle.add_bytes(SBOM_FILE, c.sbom.clone().into_bytes(), false).map_err(|x| x.to_string())?;
+    bundle
+        .add_bytes(SBOM_FILE, c.sbom.clone().into_bytes(), false)
+        .map_err(|x| x.to_string())?;
     for name in bundle.names().map(str::to_string).collect::<Vec<_>>() {
         let (sha, _) = crate::store::sha256_file(&dir.join(&name)).map_err(e("cannot hash"))?;
         files.insert(name, sha);
@@ -198,11 +236,19 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
     manifest.files = files;
     let json = manifest.to_json();
     let kdl = manifest.to_kdl();
-    std::fs::write(dir.join(crate::manifest::JSON_FILE), &json).map_err(e("cannot write the manifest"))?;
-    std::fs::write(dir.join(crate::manifest::KDL_FILE), &kdl).map_err(e("cannot write the manifest"))?;
-    bundle.add_bytes(crate::manifest::JSON_FILE, json.into_bytes(), false).map_err(|x| x.to_string())?;
-    bundle.add_bytes(crate::manifest::KDL_FILE, kdl.into_bytes(), false).map_err(|x| x.to_string())?;
+    std::fs::write(dir.join(crate::manifest::JSON_FILE), &json)
+        .map_err(e("cannot write the manifest"))?;
+    std::fs::write(dir.join(crate::manifest::KDL_FILE), &kdl)
+        .map_err(e("cannot write the manifest"))?;
+    bundle
+        .add_bytes(crate::manifest::JSON_FILE, json.into_bytes(), false)
+        .map_err(|x| x.to_string())?;
+    bundle
+        .add_bytes(crate::manifest::KDL_FILE, kdl.into_bytes(), false)
+        .map_err(|x| x.to_string())?;
     let bundle_name = crate::bundle::file_name(&manifest.name, &manifest.target);
-    bundle.write(&dir.join(bundle_name)).map_err(|x| x.to_string())?;
+    bundle
+        .write(&dir.join(bundle_name))
+        .map_err(|x| x.to_string())?;
     Ok(manifest)
 }

@@ -65,7 +65,11 @@ pub enum DeviceKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         size: Option<u64>,
         /// Bytes per sector, if fixed at build time.
-        #[serde(default, rename = "sector-size", skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            rename = "sector-size",
+            skip_serializing_if = "Option::is_none"
+        )]
         sector_size: Option<u32>,
     },
     /// A secret, by name only: its value is supplied at run or deploy time.
@@ -143,7 +147,9 @@ pub enum ManifestError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FileProblem {
     /// The file's hash is not the recorded one.
-    #[error("{name} has been modified: the manifest records sha256 {expected}, the file has {actual}")]
+    #[error(
+        "{name} has been modified: the manifest records sha256 {expected}, the file has {actual}"
+    )]
     Modified {
         /// The file.
         name: String,
@@ -174,17 +180,24 @@ impl Manifest {
     pub fn from_graph(graph: &crate::graph::Graph, image: &str) -> Manifest {
         use crate::graph::PropValue;
         let prop = |d: &crate::graph::Device, key: &str| -> Option<crate::types::Value> {
-            d.props.iter().find(|(k, _, _)| k == key).and_then(|(_, _, v)| match v {
-                PropValue::Given(v) | PropValue::Default(v) | PropValue::Param(_, v) => Some(v.clone()),
-                PropValue::Absent | PropValue::BootArg(_) => None,
-            })
+            d.props
+                .iter()
+                .find(|(k, _, _)| k == key)
+                .and_then(|(_, _, v)| match v {
+                    PropValue::Given(v) | PropValue::Default(v) | PropValue::Param(_, v) => {
+                        Some(v.clone())
+                    }
+                    PropValue::Absent | PropValue::BootArg(_) => None,
+                })
         };
         let devices = graph
             .devices
             .iter()
             .filter_map(|d| {
                 let kind = match d.descriptor.kind.as_str() {
-                    "netif" => DeviceKind::Net { mac: prop(d, "mac").map(|v| v.text()) },
+                    "netif" => DeviceKind::Net {
+                        mac: prop(d, "mac").map(|v| v.text()),
+                    },
                     "block" => DeviceKind::Block {
                         size: match prop(d, "size") {
                             Some(crate::types::Value::Int(n)) => u64::try_from(n).ok(),
@@ -198,7 +211,10 @@ impl Manifest {
                     "secret" => DeviceKind::Secret,
                     _ => return None,
                 };
-                Some(Device { name: d.name.clone(), kind })
+                Some(Device {
+                    name: d.name.clone(),
+                    kind,
+                })
             })
             .collect();
         Manifest {
@@ -210,7 +226,12 @@ impl Manifest {
             bootargs: graph
                 .bootargs
                 .iter()
-                .map(|b| BootArg { name: b.name.clone(), ty: b.ty.to_string(), default: b.default.as_ref().map(|v| v.text()), doc: b.doc.clone() })
+                .map(|b| BootArg {
+                    name: b.name.clone(),
+                    ty: b.ty.to_string(),
+                    default: b.default.as_ref().map(|v| v.text()),
+                    doc: b.doc.clone(),
+                })
                 .collect(),
             devices,
             files: BTreeMap::new(),
@@ -235,13 +256,27 @@ impl Manifest {
     /// Checks what the types cannot: the schema, names, hashes, the image being listed.
     pub fn validate(&self) -> Result<(), ManifestError> {
         if self.schema != SCHEMA {
-            return Err(invalid(format!("schema is {:?}; this compose reads {SCHEMA}", self.schema)));
+            return Err(invalid(format!(
+                "schema is {:?}; this compose reads {SCHEMA}",
+                self.schema
+            )));
         }
         if !crate::spec::valid_name(&self.name) {
-            return Err(invalid(format!("name {:?} is not a valid unikernel name", self.name)));
+            return Err(invalid(format!(
+                "name {:?} is not a valid unikernel name",
+                self.name
+            )));
         }
-        if self.target.is_empty() || !self.target.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(invalid(format!("target {:?} is not a target name", self.target)));
+        if self.target.is_empty()
+            || !self
+                .target
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(format!(
+                "target {:?} is not a target name",
+                self.target
+            )));
         }
         if self.memory == 0 {
             return Err(invalid("memory is 0"));
@@ -249,34 +284,59 @@ impl Manifest {
         for (name, sha) in &self.files {
             crate::bundle::check_name(name).map_err(|e| invalid(e.to_string()))?;
             if [JSON_FILE, KDL_FILE, SIGNATURE_FILE].contains(&name.as_str()) {
-                return Err(invalid(format!("files lists {name}, which cannot record its own hash")));
+                return Err(invalid(format!(
+                    "files lists {name}, which cannot record its own hash"
+                )));
             }
             if !is_sha256_hex(sha) {
-                return Err(invalid(format!("the sha256 of {name} is not 64 lowercase hex digits")));
+                return Err(invalid(format!(
+                    "the sha256 of {name} is not 64 lowercase hex digits"
+                )));
             }
         }
         if !self.files.contains_key(&self.image) {
-            return Err(invalid(format!("the image {:?} is not listed in files", self.image)));
+            return Err(invalid(format!(
+                "the image {:?} is not listed in files",
+                self.image
+            )));
         }
         let mut seen = BTreeSet::new();
         for d in &self.devices {
             if !crate::spec::valid_name(&d.name) {
-                return Err(invalid(format!("device name {:?} is not a valid name", d.name)));
+                return Err(invalid(format!(
+                    "device name {:?} is not a valid name",
+                    d.name
+                )));
             }
-            if !matches!(d.kind, DeviceKind::Secret) && !d.name.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(invalid(format!("{} {:?} must be named with letters and digits only", d.kind.what(), d.name)));
+            if !matches!(d.kind, DeviceKind::Secret)
+                && !d.name.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err(invalid(format!(
+                    "{} {:?} must be named with letters and digits only",
+                    d.kind.what(),
+                    d.name
+                )));
             }
             if !seen.insert(d.name.as_str()) {
                 return Err(invalid(format!("two devices are named {:?}", d.name)));
             }
         }
-        if self.devices_of("secret").next().is_some() && self.device(SECRETS_BLOCK).is_some_and(|d| !matches!(d.kind, DeviceKind::Secret)) {
-            return Err(invalid(format!("a device is named {SECRETS_BLOCK:?}, the name reserved for the block device carrying secrets")));
+        if self.devices_of("secret").next().is_some()
+            && self
+                .device(SECRETS_BLOCK)
+                .is_some_and(|d| !matches!(d.kind, DeviceKind::Secret))
+        {
+            return Err(invalid(format!(
+                "a device is named {SECRETS_BLOCK:?}, the name reserved for the block device carrying secrets"
+            )));
         }
         let mut seen = BTreeSet::new();
         for b in &self.bootargs {
             if !crate::spec::valid_name(&b.name) || !seen.insert(b.name.as_str()) {
-                return Err(invalid(format!("boot argument {:?} is invalid or repeated", b.name)));
+                return Err(invalid(format!(
+                    "boot argument {:?} is invalid or repeated",
+                    b.name
+                )));
             }
         }
         Ok(())
@@ -289,7 +349,11 @@ impl Manifest {
         for (name, expected) in &self.files {
             match actual.get(name) {
                 None => problems.push(FileProblem::Missing(name.clone())),
-                Some(a) if a != expected => problems.push(FileProblem::Modified { name: name.clone(), expected: expected.clone(), actual: a.clone() }),
+                Some(a) if a != expected => problems.push(FileProblem::Modified {
+                    name: name.clone(),
+                    expected: expected.clone(),
+                    actual: a.clone(),
+                }),
                 Some(_) => {}
             }
         }
@@ -297,7 +361,11 @@ impl Manifest {
             problems.push(FileProblem::Unlisted(name.clone()));
         }
         problems.sort_by(|a, b| problem_name(a).cmp(problem_name(b)));
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 
     /// Pretty JSON with a trailing newline; key order is fixed (declaration order of the
@@ -311,7 +379,8 @@ impl Manifest {
 
     /// Parses and validates the JSON form.
     pub fn from_json(text: &str) -> Result<Manifest, ManifestError> {
-        let m: Manifest = serde_json::from_str(text).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let m: Manifest =
+            serde_json::from_str(text).map_err(|e| ManifestError::Json(e.to_string()))?;
         m.validate()?;
         Ok(m)
     }
@@ -319,14 +388,21 @@ impl Manifest {
     /// The KDL form: one node per field, device and file, in JSON order.
     pub fn to_kdl(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "// Deployment manifest of {}: what it needs from the host that runs it.", self.name);
+        let _ = writeln!(
+            s,
+            "// Deployment manifest of {}: what it needs from the host that runs it.",
+            self.name
+        );
         let _ = writeln!(s, "schema {}", kdl_str(&self.schema));
         let _ = writeln!(s, "name {}", kdl_str(&self.name));
         let _ = writeln!(s, "target {}", kdl_str(&self.target));
         let _ = writeln!(s, "memory {} // {}", self.memory, human_size(self.memory));
         let _ = writeln!(s, "image {}", kdl_str(&self.image));
         if !self.bootargs.is_empty() {
-            let _ = writeln!(s, "\n// Boot arguments, given as --NAME=VALUE when the image starts.");
+            let _ = writeln!(
+                s,
+                "\n// Boot arguments, given as --NAME=VALUE when the image starts."
+            );
         }
         for b in &self.bootargs {
             let _ = write!(s, "bootarg {} type={}", kdl_str(&b.name), kdl_str(&b.ty));
@@ -376,7 +452,16 @@ impl Manifest {
         let mut target = None;
         let mut memory = None;
         let mut image = None;
-        let mut m = Manifest { schema: String::new(), name: String::new(), target: String::new(), memory: 0, image: String::new(), bootargs: Vec::new(), devices: Vec::new(), files: BTreeMap::new() };
+        let mut m = Manifest {
+            schema: String::new(),
+            name: String::new(),
+            target: String::new(),
+            memory: 0,
+            image: String::new(),
+            bootargs: Vec::new(),
+            devices: Vec::new(),
+            files: BTreeMap::new(),
+        };
         for node in doc.nodes() {
             let n = KdlNode(node);
             let word = node.name().value();
@@ -388,16 +473,34 @@ impl Manifest {
                 "memory" => memory = Some(n.arg_int::<u64>()?),
                 "bootarg" => m.bootargs.push(BootArg {
                     name: n.arg_str()?,
-                    ty: n.prop_str("type")?.ok_or_else(|| err("bootarg without type=".into()))?,
+                    ty: n
+                        .prop_str("type")?
+                        .ok_or_else(|| err("bootarg without type=".into()))?,
                     default: n.prop_str("default")?,
                     doc: n.prop_str("doc")?.unwrap_or_default(),
                 }),
-                "net" => m.devices.push(Device { name: n.arg_str()?, kind: DeviceKind::Net { mac: n.prop_str("mac")? } }),
-                "block" => m.devices.push(Device { name: n.arg_str()?, kind: DeviceKind::Block { size: n.prop_int("size")?, sector_size: n.prop_int("sector-size")? } }),
-                "secret" => m.devices.push(Device { name: n.arg_str()?, kind: DeviceKind::Secret }),
+                "net" => m.devices.push(Device {
+                    name: n.arg_str()?,
+                    kind: DeviceKind::Net {
+                        mac: n.prop_str("mac")?,
+                    },
+                }),
+                "block" => m.devices.push(Device {
+                    name: n.arg_str()?,
+                    kind: DeviceKind::Block {
+                        size: n.prop_int("size")?,
+                        sector_size: n.prop_int("sector-size")?,
+                    },
+                }),
+                "secret" => m.devices.push(Device {
+                    name: n.arg_str()?,
+                    kind: DeviceKind::Secret,
+                }),
                 "file" => {
                     let file = n.arg_str()?;
-                    let sha = n.prop_str("sha256")?.ok_or_else(|| err(format!("file {file:?} without sha256=")))?;
+                    let sha = n
+                        .prop_str("sha256")?
+                        .ok_or_else(|| err(format!("file {file:?} without sha256=")))?;
                     if m.files.insert(file.clone(), sha).is_some() {
                         return Err(err(format!("file {file:?} is listed twice")));
                     }
@@ -406,7 +509,8 @@ impl Manifest {
                 _ => {}
             }
         }
-        let need = |v: Option<String>, what: &str| v.ok_or_else(|| err(format!("no `{what}` node")));
+        let need =
+            |v: Option<String>, what: &str| v.ok_or_else(|| err(format!("no `{what}` node")));
         m.schema = need(schema, "schema")?;
         m.name = need(name, "name")?;
         m.target = need(target, "target")?;
@@ -419,7 +523,9 @@ impl Manifest {
 
 fn problem_name(p: &FileProblem) -> &str {
     match p {
-        FileProblem::Modified { name, .. } | FileProblem::Missing(name) | FileProblem::Unlisted(name) => name,
+        FileProblem::Modified { name, .. }
+        | FileProblem::Missing(name)
+        | FileProblem::Unlisted(name) => name,
     }
 }
 
@@ -432,44 +538,72 @@ impl KdlNode<'_> {
     }
 
     fn arg(&self) -> Result<&kdl::KdlValue, ManifestError> {
-        let args: Vec<_> = self.0.entries().iter().filter(|e| e.name().is_none()).collect();
+        let args: Vec<_> = self
+            .0
+            .entries()
+            .iter()
+            .filter(|e| e.name().is_none())
+            .collect();
         match args.as_slice() {
             [one] => Ok(one.value()),
-            _ => Err(ManifestError::Kdl(format!("{} takes exactly one argument", self.what()))),
+            _ => Err(ManifestError::Kdl(format!(
+                "{} takes exactly one argument",
+                self.what()
+            ))),
         }
     }
 
     fn arg_str(&self) -> Result<String, ManifestError> {
         match self.arg()? {
             kdl::KdlValue::String(s) => Ok(s.clone()),
-            _ => Err(ManifestError::Kdl(format!("{} takes a string", self.what()))),
+            _ => Err(ManifestError::Kdl(format!(
+                "{} takes a string",
+                self.what()
+            ))),
         }
     }
 
     fn arg_int<T: TryFrom<i128>>(&self) -> Result<T, ManifestError> {
         match self.arg()? {
-            kdl::KdlValue::Integer(i) => T::try_from(*i).map_err(|_| ManifestError::Kdl(format!("{} is out of range", self.what()))),
-            _ => Err(ManifestError::Kdl(format!("{} takes an integer", self.what()))),
+            kdl::KdlValue::Integer(i) => T::try_from(*i)
+                .map_err(|_| ManifestError::Kdl(format!("{} is out of range", self.what()))),
+            _ => Err(ManifestError::Kdl(format!(
+                "{} takes an integer",
+                self.what()
+            ))),
         }
     }
 
     fn prop(&self, key: &str) -> Option<&kdl::KdlValue> {
-        self.0.entries().iter().rev().find(|e| e.name().is_some_and(|n| n.value() == key)).map(|e| e.value())
+        self.0
+            .entries()
+            .iter()
+            .rev()
+            .find(|e| e.name().is_some_and(|n| n.value() == key))
+            .map(|e| e.value())
     }
 
     fn prop_str(&self, key: &str) -> Result<Option<String>, ManifestError> {
         match self.prop(key) {
             None => Ok(None),
             Some(kdl::KdlValue::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(ManifestError::Kdl(format!("{key}= on {} takes a string", self.what()))),
+            Some(_) => Err(ManifestError::Kdl(format!(
+                "{key}= on {} takes a string",
+                self.what()
+            ))),
         }
     }
 
     fn prop_int<T: TryFrom<i128>>(&self, key: &str) -> Result<Option<T>, ManifestError> {
         match self.prop(key) {
             None => Ok(None),
-            Some(kdl::KdlValue::Integer(i)) => T::try_from(*i).map(Some).map_err(|_| ManifestError::Kdl(format!("{key}= on {} is out of range", self.what()))),
-            Some(_) => Err(ManifestError::Kdl(format!("{key}= on {} takes an integer", self.what()))),
+            Some(kdl::KdlValue::Integer(i)) => T::try_from(*i).map(Some).map_err(|_| {
+                ManifestError::Kdl(format!("{key}= on {} is out of range", self.what()))
+            }),
+            Some(_) => Err(ManifestError::Kdl(format!(
+                "{key}= on {} takes an integer",
+                self.what()
+            ))),
         }
     }
 }
@@ -486,7 +620,9 @@ fn kdl_str(s: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             // Control characters, KDL's other newlines and the code points KDL forbids.
-            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200E}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}') => {
+            c if c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200E}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}') =>
+            {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
@@ -573,7 +709,9 @@ pub enum MappingError {
         declared: Vec<String>,
     },
     /// The name is declared, as another kind of device.
-    #[error("{flag} {name}=...: `{name}` is a {is}, not a {what}; use {use_flag} {name}={placeholder}")]
+    #[error(
+        "{flag} {name}=...: `{name}` is a {is}, not a {what}; use {use_flag} {name}={placeholder}"
+    )]
     WrongKind {
         /// The flag.
         flag: &'static str,
@@ -609,7 +747,11 @@ pub enum MappingError {
 }
 
 fn declared_list(declared: &[String]) -> String {
-    if declared.is_empty() { " (it declares none)".into() } else { format!(" (it declares: {})", declared.join(", ")) }
+    if declared.is_empty() {
+        " (it declares none)".into()
+    } else {
+        format!(" (it declares: {})", declared.join(", "))
+    }
 }
 
 /// Every problem found with a mapping, one per line when displayed.
@@ -644,10 +786,18 @@ fn flag_of(kind: &DeviceKind) -> (&'static str, &'static str) {
     }
 }
 
-fn split_flag(flag: &'static str, value: &str, expected: &'static str) -> Result<(String, String), MappingError> {
+fn split_flag(
+    flag: &'static str,
+    value: &str,
+    expected: &'static str,
+) -> Result<(String, String), MappingError> {
     match value.split_once('=') {
         Some((n, v)) if !n.is_empty() && !v.is_empty() => Ok((n.to_string(), v.to_string())),
-        _ => Err(MappingError::Malformed { flag, value: value.to_string(), expected }),
+        _ => Err(MappingError::Malformed {
+            flag,
+            value: value.to_string(),
+            expected,
+        }),
     }
 }
 
@@ -656,7 +806,10 @@ impl Mapping {
     pub fn add_net(&mut self, value: &str) -> Result<(), MappingError> {
         let (name, tap) = split_flag("--net", value, "NAME=TAP")?;
         if self.net.insert(name.clone(), tap).is_some() {
-            return Err(MappingError::Repeated { flag: "--net", name });
+            return Err(MappingError::Repeated {
+                flag: "--net",
+                name,
+            });
         }
         Ok(())
     }
@@ -664,8 +817,15 @@ impl Mapping {
     /// Adds `--block NAME=FILE`.
     pub fn add_block(&mut self, value: &str) -> Result<(), MappingError> {
         let (name, file) = split_flag("--block", value, "NAME=FILE")?;
-        if self.block.insert(name.clone(), PathBuf::from(file)).is_some() {
-            return Err(MappingError::Repeated { flag: "--block", name });
+        if self
+            .block
+            .insert(name.clone(), PathBuf::from(file))
+            .is_some()
+        {
+            return Err(MappingError::Repeated {
+                flag: "--block",
+                name,
+            });
         }
         Ok(())
     }
@@ -673,18 +833,28 @@ impl Mapping {
     /// Adds `--secret NAME=@FILE` or `--secret NAME=env:VAR`.
     pub fn add_secret(&mut self, value: &str) -> Result<(), MappingError> {
         const EXPECTED: &str = "NAME=@FILE or NAME=env:VARIABLE (a value itself is never accepted on the command line)";
-        let malformed = || MappingError::Malformed { flag: "--secret", value: value.split_once('=').map_or(value, |(n, _)| n).to_string() + "=...", expected: EXPECTED };
+        let malformed = || MappingError::Malformed {
+            flag: "--secret",
+            value: value.split_once('=').map_or(value, |(n, _)| n).to_string() + "=...",
+            expected: EXPECTED,
+        };
         let (name, source) = split_flag("--secret", value, EXPECTED).map_err(|_| malformed())?;
         let source = if let Some(file) = source.strip_prefix('@').filter(|f| !f.is_empty()) {
             SecretSource::File(PathBuf::from(file))
-        } else if let Some(var) = source.strip_prefix("env:").filter(|v| !v.is_empty() && !v.contains('=')) {
+        } else if let Some(var) = source
+            .strip_prefix("env:")
+            .filter(|v| !v.is_empty() && !v.contains('='))
+        {
             SecretSource::Env(var.to_string())
         } else {
             // Not echoed: it may be the secret itself.
             return Err(malformed());
         };
         if self.secrets.insert(name.clone(), source).is_some() {
-            return Err(MappingError::Repeated { flag: "--secret", name });
+            return Err(MappingError::Repeated {
+                flag: "--secret",
+                name,
+            });
         }
         Ok(())
     }
@@ -694,8 +864,22 @@ impl Mapping {
     /// checked (they travel apart from command lines); see [`Mapping::validate`].
     pub fn validate_attachments(&self, manifest: &Manifest) -> Result<(), MappingErrors> {
         let mut errors = Vec::new();
-        self.check_kind(manifest, "--net", "network interface", self.net.keys(), |k| matches!(k, DeviceKind::Net { .. }), &mut errors);
-        self.check_kind(manifest, "--block", "block device", self.block.keys(), |k| matches!(k, DeviceKind::Block { .. }), &mut errors);
+        self.check_kind(
+            manifest,
+            "--net",
+            "network interface",
+            self.net.keys(),
+            |k| matches!(k, DeviceKind::Net { .. }),
+            &mut errors,
+        );
+        self.check_kind(
+            manifest,
+            "--block",
+            "block device",
+            self.block.keys(),
+            |k| matches!(k, DeviceKind::Block { .. }),
+            &mut errors,
+        );
         for d in &manifest.devices {
             let mapped = match d.kind {
                 DeviceKind::Net { .. } => self.net.contains_key(&d.name),
@@ -704,26 +888,54 @@ impl Mapping {
             };
             if !mapped {
                 let (flag, placeholder) = flag_of(&d.kind);
-                errors.push(MappingError::Missing { what: d.kind.what(), name: d.name.clone(), flag, placeholder });
+                errors.push(MappingError::Missing {
+                    what: d.kind.what(),
+                    name: d.name.clone(),
+                    flag,
+                    placeholder,
+                });
             }
         }
         if self.memory == Some(0) {
             errors.push(MappingError::Memory("guest memory cannot be 0".into()));
         }
-        if errors.is_empty() { Ok(()) } else { Err(MappingErrors(errors)) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(MappingErrors(errors))
+        }
     }
 
     /// [`Mapping::validate_attachments`], and also every declared secret has a source
     /// and every secret named is declared. `compose run` calls this before starting.
     pub fn validate(&self, manifest: &Manifest) -> Result<(), MappingErrors> {
-        let mut errors = self.validate_attachments(manifest).err().map_or_else(Vec::new, |e| e.0);
-        self.check_kind(manifest, "--secret", "secret", self.secrets.keys(), |k| matches!(k, DeviceKind::Secret), &mut errors);
+        let mut errors = self
+            .validate_attachments(manifest)
+            .err()
+            .map_or_else(Vec::new, |e| e.0);
+        self.check_kind(
+            manifest,
+            "--secret",
+            "secret",
+            self.secrets.keys(),
+            |k| matches!(k, DeviceKind::Secret),
+            &mut errors,
+        );
         for d in manifest.devices_of("secret") {
             if !self.secrets.contains_key(&d.name) {
-                errors.push(MappingError::Missing { what: "secret", name: d.name.clone(), flag: "--secret", placeholder: "@FILE" });
+                errors.push(MappingError::Missing {
+                    what: "secret",
+                    name: d.name.clone(),
+                    flag: "--secret",
+                    placeholder: "@FILE",
+                });
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(MappingErrors(errors)) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(MappingErrors(errors))
+        }
     }
 
     fn check_kind<'a>(
@@ -740,11 +952,28 @@ impl Mapping {
                 Some(d) if is(&d.kind) => {}
                 Some(d) => {
                     let (use_flag, placeholder) = flag_of(&d.kind);
-                    errors.push(MappingError::WrongKind { flag, name: name.clone(), what, is: d.kind.what(), use_flag, placeholder });
+                    errors.push(MappingError::WrongKind {
+                        flag,
+                        name: name.clone(),
+                        what,
+                        is: d.kind.what(),
+                        use_flag,
+                        placeholder,
+                    });
                 }
                 None => {
-                    let declared = manifest.devices.iter().filter(|d| is(&d.kind)).map(|d| d.name.clone()).collect();
-                    errors.push(MappingError::Undeclared { flag, name: name.clone(), what, declared });
+                    let declared = manifest
+                        .devices
+                        .iter()
+                        .filter(|d| is(&d.kind))
+                        .map(|d| d.name.clone())
+                        .collect();
+                    errors.push(MappingError::Undeclared {
+                        flag,
+                        name: name.clone(),
+                        what,
+                        declared,
+                    });
                 }
             }
         }
@@ -756,7 +985,9 @@ impl Mapping {
 }
 
 fn utf8_path(p: &Path) -> Result<&str, MappingError> {
-    p.to_str().ok_or_else(|| MappingError::Unrepresentable(format!("{}: paths must be UTF-8 here", p.display())))
+    p.to_str().ok_or_else(|| {
+        MappingError::Unrepresentable(format!("{}: paths must be UTF-8 here", p.display()))
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -767,7 +998,12 @@ fn utf8_path(p: &Path) -> Result<&str, MappingError> {
 /// fixed MAC) and `--block:NAME=FILE` in device order, `--block:secrets=FILE` when the
 /// mapping has a secrets image and the manifest declares secrets, then `--`, the image
 /// and the boot arguments. Refuses a mapping that does not fit the manifest.
-pub fn solo5_args(manifest: &Manifest, mapping: &Mapping, image: &Path, boot_args: &[String]) -> Result<Vec<String>, MappingErrors> {
+pub fn solo5_args(
+    manifest: &Manifest,
+    mapping: &Mapping,
+    image: &Path,
+    boot_args: &[String],
+) -> Result<Vec<String>, MappingErrors> {
     mapping.validate_attachments(manifest)?;
     let mut out = vec![format!("--mem={}", memory_mib(mapping.memory_of(manifest)))];
     for d in &manifest.devices {
@@ -778,11 +1014,19 @@ pub fn solo5_args(manifest: &Manifest, mapping: &Mapping, image: &Path, boot_arg
                     out.push(format!("--net-mac:{}={mac}", d.name));
                 }
             }
-            DeviceKind::Block { .. } => out.push(format!("--block:{}={}", d.name, utf8_path(&mapping.block[&d.name])?)),
+            DeviceKind::Block { .. } => out.push(format!(
+                "--block:{}={}",
+                d.name,
+                utf8_path(&mapping.block[&d.name])?
+            )),
             DeviceKind::Secret => {}
         }
     }
-    if let Some(secrets) = mapping.secrets_image.as_deref().filter(|_| manifest.devices_of("secret").next().is_some()) {
+    if let Some(secrets) = mapping
+        .secrets_image
+        .as_deref()
+        .filter(|_| manifest.devices_of("secret").next().is_some())
+    {
         out.push(format!("--block:{SECRETS_BLOCK}={}", utf8_path(secrets)?));
     }
     out.push("--".into());
@@ -793,7 +1037,11 @@ pub fn solo5_args(manifest: &Manifest, mapping: &Mapping, image: &Path, boot_arg
 
 /// Quotes a word for a POSIX shell (unchanged when it needs no quoting).
 pub fn shell_quote(word: &str) -> String {
-    if !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b)) {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b))
+    {
         word.to_string()
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
@@ -809,26 +1057,47 @@ pub fn shell_quote(word: &str) -> String {
 /// named volumes (`albatross-client create-block`), so the mapping's `--block` value is
 /// used verbatim as the volume name. A fixed MAC is not passed (albatross assigns MACs).
 /// Secrets are not part of the command; albatross has no channel for them.
-pub fn albatross_create(manifest: &Manifest, mapping: &Mapping, image: &Path, boot_args: &[String]) -> Result<String, MappingErrors> {
+pub fn albatross_create(
+    manifest: &Manifest,
+    mapping: &Mapping,
+    image: &Path,
+    boot_args: &[String],
+) -> Result<String, MappingErrors> {
     mapping.validate_attachments(manifest)?;
-    let mut words = vec!["albatross-client".to_string(), "create".into(), format!("--mem={}", memory_mib(mapping.memory_of(manifest)))];
+    let mut words = vec![
+        "albatross-client".to_string(),
+        "create".into(),
+        format!("--mem={}", memory_mib(mapping.memory_of(manifest))),
+    ];
     for d in &manifest.devices {
         match d.kind {
-            DeviceKind::Net { .. } => words.push(format!("--net={}:{}", d.name, mapping.net[&d.name])),
-            DeviceKind::Block { .. } => words.push(format!("--block={}:{}", d.name, utf8_path(&mapping.block[&d.name])?)),
+            DeviceKind::Net { .. } => {
+                words.push(format!("--net={}:{}", d.name, mapping.net[&d.name]))
+            }
+            DeviceKind::Block { .. } => words.push(format!(
+                "--block={}:{}",
+                d.name,
+                utf8_path(&mapping.block[&d.name])?
+            )),
             DeviceKind::Secret => {}
         }
     }
     words.push(manifest.name.clone());
     words.push(utf8_path(image)?.to_string());
     words.extend(boot_args.iter().map(|a| format!("--arg={a}")));
-    Ok(words.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" "))
+    Ok(words
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" "))
 }
 
 /// An xl string literal, refusing what xl cannot hold.
 fn xl_str(s: &str, quote: char) -> Result<String, MappingError> {
     if s.chars().any(|c| c.is_control() || c == quote || c == '\\') {
-        return Err(MappingError::Unrepresentable(format!("{s:?} cannot be written in an xl file: it contains a quote, a backslash or a control character")));
+        return Err(MappingError::Unrepresentable(format!(
+            "{s:?} cannot be written in an xl file: it contains a quote, a backslash or a control character"
+        )));
     }
     Ok(format!("{quote}{s}{quote}"))
 }
@@ -838,10 +1107,19 @@ fn xl_str(s: &str, quote: char) -> Result<String, MappingError> {
 /// (`bridge=` the mapped value, `mac=` when fixed), one raw `disk` per block device
 /// (`xvda`, `xvdb`... in device order; `target=` last, as xl requires) and `extra` = the
 /// boot arguments joined by spaces. Comments say which device is which.
-pub fn xen_xl(manifest: &Manifest, mapping: &Mapping, image: &Path, boot_args: &[String]) -> Result<String, MappingErrors> {
+pub fn xen_xl(
+    manifest: &Manifest,
+    mapping: &Mapping,
+    image: &Path,
+    boot_args: &[String],
+) -> Result<String, MappingErrors> {
     mapping.validate_attachments(manifest)?;
     let mut s = String::new();
-    let _ = writeln!(s, "# Xen domain of {} ({}), generated by compose from its deployment manifest.", manifest.name, manifest.target);
+    let _ = writeln!(
+        s,
+        "# Xen domain of {} ({}), generated by compose from its deployment manifest.",
+        manifest.name, manifest.target
+    );
     let _ = writeln!(s, "name = {}", xl_str(&manifest.name, '"')?);
     let _ = writeln!(s, "type = \"pvh\"");
     let _ = writeln!(s, "kernel = {}", xl_str(utf8_path(image)?, '"')?);
@@ -853,19 +1131,32 @@ pub fn xen_xl(manifest: &Manifest, mapping: &Mapping, image: &Path, boot_args: &
             DeviceKind::Net { mac } => {
                 let bridge = &mapping.net[&d.name];
                 if bridge.contains([',', '=']) {
-                    return Err(MappingError::Unrepresentable(format!("--net {}={bridge}: a bridge name cannot contain `,` or `=`", d.name)).into());
+                    return Err(MappingError::Unrepresentable(format!(
+                        "--net {}={bridge}: a bridge name cannot contain `,` or `=`",
+                        d.name
+                    ))
+                    .into());
                 }
                 let mut spec = format!("bridge={bridge}");
                 if let Some(mac) = mac {
                     let _ = write!(spec, ",mac={mac}");
                 }
-                vifs.push((format!("vif {}: network interface {}", vifs.len(), d.name), xl_str(&spec, '\'')?));
+                vifs.push((
+                    format!("vif {}: network interface {}", vifs.len(), d.name),
+                    xl_str(&spec, '\'')?,
+                ));
             }
             DeviceKind::Block { size, .. } => {
                 let vdev = format!("xvd{}", disk_letters(disks.len()));
-                let spec = format!("format=raw,vdev={vdev},access=rw,target={}", utf8_path(&mapping.block[&d.name])?);
+                let spec = format!(
+                    "format=raw,vdev={vdev},access=rw,target={}",
+                    utf8_path(&mapping.block[&d.name])?
+                );
                 let size = size.map_or(String::new(), |b| format!(", expected size {b} bytes"));
-                disks.push((format!("{vdev}: block device {}{size}", d.name), xl_str(&spec, '\'')?));
+                disks.push((
+                    format!("{vdev}: block device {}{size}", d.name),
+                    xl_str(&spec, '\'')?,
+                ));
             }
             DeviceKind::Secret => {}
         }
@@ -934,7 +1225,11 @@ pub fn secrets_block_image(values: &[(&str, &[u8])]) -> Result<Vec<u8>, SecretsI
     let mut sorted: Vec<&(&str, &[u8])> = values.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     for (i, (name, _)) in sorted.iter().enumerate() {
-        if name.is_empty() || name.len() >= NAME_FIELD || name.contains('\0') || (i > 0 && sorted[i - 1].0 == *name) {
+        if name.is_empty()
+            || name.len() >= NAME_FIELD
+            || name.contains('\0')
+            || (i > 0 && sorted[i - 1].0 == *name)
+        {
             return Err(SecretsImageError::BadName(name.to_string()));
         }
     }
@@ -946,7 +1241,8 @@ pub fn secrets_block_image(values: &[(&str, &[u8])]) -> Result<Vec<u8>, SecretsI
         let e = SECRETS_SECTOR + i * TABLE_ENTRY;
         out[e..e + name.len()].copy_from_slice(name.as_bytes());
         out[e + NAME_FIELD..e + NAME_FIELD + 8].copy_from_slice(&(offset as u64).to_le_bytes());
-        out[e + NAME_FIELD + 8..e + NAME_FIELD + 16].copy_from_slice(&(value.len() as u64).to_le_bytes());
+        out[e + NAME_FIELD + 8..e + NAME_FIELD + 16]
+            .copy_from_slice(&(value.len() as u64).to_le_bytes());
         out.extend_from_slice(value);
         out.resize(pad(out.len()), 0);
         offset = out.len();
@@ -962,8 +1258,18 @@ pub fn secrets_block_image(values: &[(&str, &[u8])]) -> Result<Vec<u8>, SecretsI
 /// Decodes a [`secrets_block_image`], checking every bound.
 pub fn parse_secrets_block(image: &[u8]) -> Result<Vec<(String, Vec<u8>)>, SecretsImageError> {
     let corrupt = SecretsImageError::Corrupt;
-    let u64_at = |at: usize| image.get(at..at + 8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_le_bytes);
-    let u32_at = |at: usize| image.get(at..at + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_le_bytes);
+    let u64_at = |at: usize| {
+        image
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    let u32_at = |at: usize| {
+        image
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+    };
     if image.get(..8) != Some(SECRETS_MAGIC.as_slice()) {
         return Err(corrupt("bad magic"));
     }
@@ -980,17 +1286,32 @@ pub fn parse_secrets_block(image: &[u8]) -> Result<Vec<(String, Vec<u8>)>, Secre
     }
     let mut out = Vec::with_capacity(count.min(image.len() / TABLE_ENTRY));
     for i in 0..count {
-        let e = i.checked_mul(TABLE_ENTRY).and_then(|x| x.checked_add(SECRETS_SECTOR)).ok_or(corrupt("table out of range"))?;
-        let name = image.get(e..e + NAME_FIELD).ok_or(corrupt("table out of range"))?;
-        let len = name.iter().position(|b| *b == 0).ok_or(corrupt("unterminated name"))?;
-        let name = std::str::from_utf8(&name[..len]).map_err(|_| corrupt("name is not UTF-8"))?.to_string();
+        let e = i
+            .checked_mul(TABLE_ENTRY)
+            .and_then(|x| x.checked_add(SECRETS_SECTOR))
+            .ok_or(corrupt("table out of range"))?;
+        let name = image
+            .get(e..e + NAME_FIELD)
+            .ok_or(corrupt("table out of range"))?;
+        let len = name
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or(corrupt("unterminated name"))?;
+        let name = std::str::from_utf8(&name[..len])
+            .map_err(|_| corrupt("name is not UTF-8"))?
+            .to_string();
         let offset = u64_at(e + NAME_FIELD).ok_or(corrupt("table out of range"))?;
         let length = u64_at(e + NAME_FIELD + 8).ok_or(corrupt("table out of range"))?;
-        let table_end = (SECRETS_SECTOR + (count * TABLE_ENTRY).div_ceil(SECRETS_SECTOR) * SECRETS_SECTOR) as u64;
+        let table_end = (SECRETS_SECTOR
+            + (count * TABLE_ENTRY).div_ceil(SECRETS_SECTOR) * SECRETS_SECTOR)
+            as u64;
         if offset % SECRETS_SECTOR as u64 != 0 || offset < table_end {
             return Err(corrupt("value not on a sector after the table"));
         }
-        let end = offset.checked_add(length).filter(|end| *end <= image.len() as u64).ok_or(corrupt("value out of range"))?;
+        let end = offset
+            .checked_add(length)
+            .filter(|end| *end <= image.len() as u64)
+            .ok_or(corrupt("value out of range"))?;
         out.push((name, image[offset as usize..end as usize].to_vec()));
     }
     Ok(out)
@@ -1012,17 +1333,57 @@ mod tests {
             memory: 96 * MIB + 1,
             image: "web.hvt".into(),
             bootargs: vec![
-                BootArg { name: "port".into(), ty: "u16".into(), default: Some("8080".into()), doc: "the port to \"listen\" on\\".into() },
-                BootArg { name: "greeting".into(), ty: "string".into(), default: None, doc: "what to say\nfirst; ünïcode ok\u{202e}\u{2028}\u{0}\u{85}\t".into() },
+                BootArg {
+                    name: "port".into(),
+                    ty: "u16".into(),
+                    default: Some("8080".into()),
+                    doc: "the port to \"listen\" on\\".into(),
+                },
+                BootArg {
+                    name: "greeting".into(),
+                    ty: "string".into(),
+                    default: None,
+                    doc: "what to say\nfirst; ünïcode ok\u{202e}\u{2028}\u{0}\u{85}\t".into(),
+                },
             ],
             devices: vec![
-                Device { name: "service".into(), kind: DeviceKind::Net { mac: Some("02:00:00:00:00:01".into()) } },
-                Device { name: "storage".into(), kind: DeviceKind::Block { size: Some(1 << 30), sector_size: Some(4096) } },
-                Device { name: "admin".into(), kind: DeviceKind::Net { mac: None } },
-                Device { name: "logs".into(), kind: DeviceKind::Block { size: None, sector_size: None } },
-                Device { name: "api-token".into(), kind: DeviceKind::Secret },
+                Device {
+                    name: "service".into(),
+                    kind: DeviceKind::Net {
+                        mac: Some("02:00:00:00:00:01".into()),
+                    },
+                },
+                Device {
+                    name: "storage".into(),
+                    kind: DeviceKind::Block {
+                        size: Some(1 << 30),
+                        sector_size: Some(4096),
+                    },
+                },
+                Device {
+                    name: "admin".into(),
+                    kind: DeviceKind::Net { mac: None },
+                },
+                Device {
+                    name: "logs".into(),
+                    kind: DeviceKind::Block {
+                        size: None,
+                        sector_size: None,
+                    },
+                },
+                Device {
+                    name: "api-token".into(),
+                    kind: DeviceKind::Secret,
+                },
             ],
-            files: [("web.hvt", sha('a')), ("build-info.json", sha('b')), ("sbom.spdx.json", sha('c'))].into_iter().map(|(a, b)| (a.to_string(), b)).collect(),
+            files: [
+                ("web.hvt", sha('a')),
+                ("build-info.json", sha('b')),
+                ("sbom.spdx.json", sha('c')),
+            ]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b))
+            .collect(),
         }
     }
 
@@ -1042,38 +1403,75 @@ mod tests {
         m.validate().unwrap();
         let json = m.to_json();
         assert_eq!(Manifest::from_json(&json).unwrap(), m);
-        assert_eq!(json, Manifest::from_json(&json).unwrap().to_json(), "stable bytes");
+        assert_eq!(
+            json,
+            Manifest::from_json(&json).unwrap().to_json(),
+            "stable bytes"
+        );
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["schema", "name", "target", "memory", "image", "bootargs", "devices", "files"]);
-        assert_eq!(v["devices"][1], serde_json::json!({"name": "storage", "kind": "block", "size": 1u64 << 30, "sector-size": 4096}));
-        assert_eq!(v["devices"][4], serde_json::json!({"name": "api-token", "kind": "secret"}));
+        assert_eq!(
+            keys,
+            [
+                "schema", "name", "target", "memory", "image", "bootargs", "devices", "files"
+            ]
+        );
+        assert_eq!(
+            v["devices"][1],
+            serde_json::json!({"name": "storage", "kind": "block", "size": 1u64 << 30, "sector-size": 4096})
+        );
+        assert_eq!(
+            v["devices"][4],
+            serde_json::json!({"name": "api-token", "kind": "secret"})
+        );
         assert_eq!(v["bootargs"][0]["type"], "u16");
         assert!(v["bootargs"][1].get("default").is_none());
         assert_eq!(m.image_sha256(), Some(sha('a').as_str()));
         // Wrong schema, missing image hash, bad names are refused with a reason.
         let mut bad = m.clone();
         bad.schema = "compose.manifest/v9".into();
-        assert!(Manifest::from_json(&bad.to_json()).unwrap_err().to_string().contains("compose.manifest/v9"));
+        assert!(
+            Manifest::from_json(&bad.to_json())
+                .unwrap_err()
+                .to_string()
+                .contains("compose.manifest/v9")
+        );
         let mut bad = m.clone();
         bad.files.remove("web.hvt");
-        assert!(bad.validate().unwrap_err().to_string().contains("not listed"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not listed")
+        );
         let mut bad = m.clone();
         bad.devices[0].name = "ser-vice".into();
         assert!(bad.validate().is_err());
         let mut bad = m.clone();
         bad.files.insert(JSON_FILE.into(), sha('d'));
         assert!(bad.validate().is_err());
-        assert!(matches!(Manifest::from_json("{"), Err(ManifestError::Json(_))));
+        assert!(matches!(
+            Manifest::from_json("{"),
+            Err(ManifestError::Json(_))
+        ));
     }
 
     #[test]
     fn kdl_round_trip() {
         let m = sample();
         let text = m.to_kdl();
-        assert!(text.contains("memory 100663297 // 100663297 bytes"), "{text}");
-        assert!(text.contains("net \"service\" mac=\"02:00:00:00:00:01\"\n"), "{text}");
-        assert!(text.contains("block \"storage\" size=1073741824 sector-size=4096\n"), "{text}");
+        assert!(
+            text.contains("memory 100663297 // 100663297 bytes"),
+            "{text}"
+        );
+        assert!(
+            text.contains("net \"service\" mac=\"02:00:00:00:00:01\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("block \"storage\" size=1073741824 sector-size=4096\n"),
+            "{text}"
+        );
         assert!(text.contains("secret \"api-token\"\n"), "{text}");
         // Parsed by the kdl crate itself, then back into the same manifest.
         kdl::KdlDocument::parse(&text).unwrap();
@@ -1085,9 +1483,22 @@ mod tests {
         assert!(small.to_kdl().contains("memory 67108864 // 64 MiB"));
         assert_eq!(Manifest::from_kdl(&small.to_kdl()).unwrap(), small);
         // Errors name the problem.
-        assert!(Manifest::from_kdl("schema \"compose.manifest/v1\"").unwrap_err().to_string().contains("no `name` node"));
-        assert!(Manifest::from_kdl("memory \"big\"").unwrap_err().to_string().contains("integer"));
-        assert!(matches!(Manifest::from_kdl("{{{"), Err(ManifestError::Kdl(_))));
+        assert!(
+            Manifest::from_kdl("schema \"compose.manifest/v1\"")
+                .unwrap_err()
+                .to_string()
+                .contains("no `name` node")
+        );
+        assert!(
+            Manifest::from_kdl("memory \"big\"")
+                .unwrap_err()
+                .to_string()
+                .contains("integer")
+        );
+        assert!(matches!(
+            Manifest::from_kdl("{{{"),
+            Err(ManifestError::Kdl(_))
+        ));
     }
 
     #[test]
@@ -1101,9 +1512,16 @@ mod tests {
         let problems = m.verify_files(&actual).unwrap_err();
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert_eq!(text.len(), 3);
-        assert_eq!(text[0], "build-info.json is listed in the manifest but missing");
+        assert_eq!(
+            text[0],
+            "build-info.json is listed in the manifest but missing"
+        );
         assert_eq!(text[1], "extra.bin is not listed in the manifest");
-        assert!(text[2].starts_with("sbom.spdx.json has been modified"), "{}", text[2]);
+        assert!(
+            text[2].starts_with("sbom.spdx.json has been modified"),
+            "{}",
+            text[2]
+        );
     }
 
     #[test]
@@ -1122,9 +1540,15 @@ mod tests {
         assert_eq!(lines.len(), 5, "{text}");
         assert!(lines.contains(&"--net storage=...: `storage` is a block device, not a network interface; use --block storage=FILE"), "{text}");
         assert!(lines.contains(&"--block extra=...: the image declares no block device named `extra` (it declares: storage, logs)"), "{text}");
-        assert!(lines.contains(&"the image needs network interface `admin`: add --net admin=TAP"), "{text}");
+        assert!(
+            lines.contains(&"the image needs network interface `admin`: add --net admin=TAP"),
+            "{text}"
+        );
         assert!(lines.contains(&"--secret other=...: the image declares no secret named `other` (it declares: api-token)"), "{text}");
-        assert!(lines.contains(&"the image needs secret `api-token`: add --secret api-token=@FILE"), "{text}");
+        assert!(
+            lines.contains(&"the image needs secret `api-token`: add --secret api-token=@FILE"),
+            "{text}"
+        );
         // Attachments alone ignore secrets.
         let mut map = mapping();
         map.secrets.clear();
@@ -1132,11 +1556,20 @@ mod tests {
         assert!(map.validate(&m).is_err());
         // Flag syntax.
         let mut map = Mapping::default();
-        assert!(matches!(map.add_net("service"), Err(MappingError::Malformed { .. })));
+        assert!(matches!(
+            map.add_net("service"),
+            Err(MappingError::Malformed { .. })
+        ));
         map.add_net("service=tap0").unwrap();
-        assert_eq!(map.add_net("service=tap1").unwrap_err().to_string(), "--net service=... is given twice");
+        assert_eq!(
+            map.add_net("service=tap1").unwrap_err().to_string(),
+            "--net service=... is given twice"
+        );
         let err = map.add_secret("token=hunter2").unwrap_err().to_string();
-        assert!(!err.contains("hunter2"), "the value must not be echoed: {err}");
+        assert!(
+            !err.contains("hunter2"),
+            "the value must not be echoed: {err}"
+        );
         assert!(err.contains("@FILE"), "{err}");
         map.add_secret("token=env:TOKEN").unwrap();
         assert_eq!(map.secrets["token"], SecretSource::Env("TOKEN".into()));
@@ -1150,7 +1583,13 @@ mod tests {
     fn solo5_command_line() {
         let m = sample();
         let mut map = mapping();
-        let args = solo5_args(&m, &map, Path::new("/store/x/web.hvt"), &["--port=80".into(), "--greeting=hi".into()]).unwrap();
+        let args = solo5_args(
+            &m,
+            &map,
+            Path::new("/store/x/web.hvt"),
+            &["--port=80".into(), "--greeting=hi".into()],
+        )
+        .unwrap();
         assert_eq!(
             args,
             [
@@ -1171,10 +1610,16 @@ mod tests {
         let args = solo5_args(&m, &map, Path::new("web.hvt"), &[]).unwrap();
         assert_eq!(args[0], "--mem=2");
         assert!(args.contains(&"--block:secrets=/tmp/s.img".to_string()));
-        assert!(!args.iter().any(|a| a.contains("/run/token")), "secret sources stay off the command line");
+        assert!(
+            !args.iter().any(|a| a.contains("/run/token")),
+            "secret sources stay off the command line"
+        );
         map.block.remove("logs");
         let err = solo5_args(&m, &map, Path::new("web.hvt"), &[]).unwrap_err();
-        assert_eq!(err.to_string(), "the image needs block device `logs`: add --block logs=FILE");
+        assert_eq!(
+            err.to_string(),
+            "the image needs block device `logs`: add --block logs=FILE"
+        );
         assert_eq!(memory_mib(1), 1);
         assert_eq!(memory_mib(MIB), 1);
         assert_eq!(memory_mib(MIB + 1), 2);
@@ -1185,7 +1630,13 @@ mod tests {
         let m = sample();
         let mut map = mapping();
         map.net.insert("admin".into(), "br-admin".into());
-        let cmd = albatross_create(&m, &map, Path::new("/images/web.hvt"), &["--port=80".into(), "--greeting=hello world".into()]).unwrap();
+        let cmd = albatross_create(
+            &m,
+            &map,
+            Path::new("/images/web.hvt"),
+            &["--port=80".into(), "--greeting=hello world".into()],
+        )
+        .unwrap();
         assert_eq!(
             cmd,
             "albatross-client create --mem=97 --net=service:tap0 --block=storage:/srv/disk.img --net=admin:br-admin --block=logs:logs.img web /images/web.hvt --arg=--port=80 '--arg=--greeting=hello world'"
@@ -1200,7 +1651,13 @@ mod tests {
         let mut map = mapping();
         map.net.insert("service".into(), "xenbr0".into());
         map.net.insert("admin".into(), "xenbr1".into());
-        let xl = xen_xl(&m, &map, Path::new("/images/web.xen"), &["--port=80".into(), "--greeting=hi".into()]).unwrap();
+        let xl = xen_xl(
+            &m,
+            &map,
+            Path::new("/images/web.xen"),
+            &["--port=80".into(), "--greeting=hi".into()],
+        )
+        .unwrap();
         let expected = "\
 # Xen domain of web (hvt), generated by compose from its deployment manifest.
 name = \"web\"
@@ -1227,7 +1684,12 @@ extra = \"--port=80 --greeting=hi\"
 
     #[test]
     fn secrets_image_round_trip() {
-        let img = secrets_block_image(&[("tls-key", b"-----BEGIN KEY-----\nabc"), ("api-token", b"t0k3n"), ("empty", b"")]).unwrap();
+        let img = secrets_block_image(&[
+            ("tls-key", b"-----BEGIN KEY-----\nabc"),
+            ("api-token", b"t0k3n"),
+            ("empty", b""),
+        ])
+        .unwrap();
         assert_eq!(img.len() % SECRETS_SECTOR, 0);
         assert_eq!(&img[..8], SECRETS_MAGIC);
         // Header, one table sector, then two one-sector values (the empty one takes none).
@@ -1235,13 +1697,28 @@ extra = \"--port=80 --greeting=hi\"
         let parsed = parse_secrets_block(&img).unwrap();
         assert_eq!(
             parsed,
-            vec![("api-token".into(), b"t0k3n".to_vec()), ("empty".into(), vec![]), ("tls-key".into(), b"-----BEGIN KEY-----\nabc".to_vec())]
+            vec![
+                ("api-token".into(), b"t0k3n".to_vec()),
+                ("empty".into(), vec![]),
+                ("tls-key".into(), b"-----BEGIN KEY-----\nabc".to_vec())
+            ]
         );
         // Order-independent.
-        assert_eq!(secrets_block_image(&[("empty", b""), ("api-token", b"t0k3n"), ("tls-key", b"-----BEGIN KEY-----\nabc")]).unwrap(), img);
+        assert_eq!(
+            secrets_block_image(&[
+                ("empty", b""),
+                ("api-token", b"t0k3n"),
+                ("tls-key", b"-----BEGIN KEY-----\nabc")
+            ])
+            .unwrap(),
+            img
+        );
         assert!(secrets_block_image(&[("a", b"1"), ("a", b"2")]).is_err());
         assert!(secrets_block_image(&[(&"x".repeat(64), b"1")]).is_err());
-        assert_eq!(parse_secrets_block(&secrets_block_image(&[]).unwrap()).unwrap(), vec![]);
+        assert_eq!(
+            parse_secrets_block(&secrets_block_image(&[]).unwrap()).unwrap(),
+            vec![]
+        );
         // Corruption is detected, never a panic.
         assert!(parse_secrets_block(&img[..img.len() - 1]).is_err());
         assert!(parse_secrets_block(b"").is_err());

@@ -34,7 +34,9 @@ impl Failure {
     /// 2 for command-line mistakes, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Failure::Spec(d) if !d.is_empty() && d.iter().all(|d| d.code == "compose::bad-arg") => 2,
+            Failure::Spec(d) if !d.is_empty() && d.iter().all(|d| d.code == "compose::bad-arg") => {
+                2
+            }
             _ => 1,
         }
     }
@@ -48,15 +50,22 @@ impl From<Vec<Diag>> for Failure {
 
 /// Loads the spec and resolves its graph: the whole of `compose check`.
 pub fn check(opts: &LoadOptions) -> Result<(Spec, Graph), Failure> {
-    let registry = Registry::builtin().map_err(|e| Failure::Other(format!("internal error: bad device descriptor: {e}")))?;
+    let registry = Registry::builtin()
+        .map_err(|e| Failure::Other(format!("internal error: bad device descriptor: {e}")))?;
     let spec = crate::spec::load(&opts.spec, &opts.args, &registry)?;
     let target = match &opts.target {
         Some(t) if !crate::spec::TARGETS.contains(&t.as_str()) => {
             let help = crate::diag::suggest(t, crate::spec::TARGETS.iter().copied());
-            return Err(Failure::Spec(vec![Diag::nowhere("compose::bad-arg", format!("--target {t}: unknown target")).help(help)]));
+            return Err(Failure::Spec(vec![
+                Diag::nowhere("compose::bad-arg", format!("--target {t}: unknown target"))
+                    .help(help),
+            ]));
         }
         Some(t) => t.clone(),
-        None => spec.target.as_ref().map_or_else(|| "unix".to_string(), |(t, _)| t.clone()),
+        None => spec
+            .target
+            .as_ref()
+            .map_or_else(|| "unix".to_string(), |(t, _)| t.clone()),
     };
     let graph = crate::graph::resolve(&spec, &registry, &target)?;
     Ok((spec, graph))
@@ -98,7 +107,10 @@ pub struct Built {
 
 /// The spec's directory, absolute (cargo runs in other directories).
 fn spec_dir(spec: &Path) -> PathBuf {
-    let dir = spec.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let dir = spec
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     std::path::absolute(&dir).unwrap_or(dir)
 }
 
@@ -116,13 +128,17 @@ fn other(e: impl std::fmt::Display) -> Failure {
 
 /// `rustc -vV` of the toolchain the compose root pins.
 fn toolchain_version(root: &Path) -> Result<String, Failure> {
-    let out = std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
-        .arg("-vV")
-        .current_dir(root)
-        .output()
-        .map_err(|e| Failure::Other(format!("cannot run rustc: {e}")))?;
+    let out =
+        std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+            .arg("-vV")
+            .current_dir(root)
+            .output()
+            .map_err(|e| Failure::Other(format!("cannot run rustc: {e}")))?;
     if !out.status.success() {
-        return Err(Failure::Other(format!("rustc -vV failed: {}", String::from_utf8_lossy(&out.stderr))));
+        return Err(Failure::Other(format!(
+            "rustc -vV failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -139,19 +155,32 @@ fn portable(path: &Path, root: &Path) -> String {
 
 /// rustc flags that keep build paths out of the image: the compose tree, cargo's registry
 /// and the target directory are remapped to fixed names.
-fn reproducible_rustflags(root: &Path, glue_dir: &Path, target_dir: &Path, app_dir: Option<&Path>) -> Vec<String> {
+fn reproducible_rustflags(
+    root: &Path,
+    glue_dir: &Path,
+    target_dir: &Path,
+    app_dir: Option<&Path>,
+) -> Vec<String> {
     // rustc applies the last matching prefix: the general ones first.
     let mut flags = vec![format!("--remap-path-prefix={}=/compose", root.display())];
     flags.push(format!("--remap-path-prefix={}=/glue", glue_dir.display()));
-    flags.push(format!("--remap-path-prefix={}=/compose", glue_dir.join(crate::glue::SRC_ROOT).display()));
-    let cargo_home = std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    flags.push(format!(
+        "--remap-path-prefix={}=/compose",
+        glue_dir.join(crate::glue::SRC_ROOT).display()
+    ));
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
     if let Some(home) = cargo_home {
         flags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
     }
     if let Some(app) = app_dir.filter(|a| !a.starts_with(root)) {
         flags.push(format!("--remap-path-prefix={}=/app", app.display()));
     }
-    flags.push(format!("--remap-path-prefix={}=/target", target_dir.display()));
+    flags.push(format!(
+        "--remap-path-prefix={}=/target",
+        target_dir.display()
+    ));
     flags
 }
 
@@ -164,39 +193,76 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
         Err(Failure::Spec(d)) => {
             reporter.diagnostics(&d);
             let code = Failure::Spec(d.clone()).exit_code();
-            return Err(if code == 2 { Failure::Spec(d) } else { Failure::Spec(Vec::new()) });
+            return Err(if code == 2 {
+                Failure::Spec(d)
+            } else {
+                Failure::Spec(Vec::new())
+            });
         }
         Err(e) => return Err(e),
     };
-    let info = crate::glue::target_info(&graph.target)
-        .ok_or_else(|| Failure::Other(format!("compose cannot build for target {} yet: only unix has a platform so far", graph.target)))?;
+    let info = crate::glue::target_info(&graph.target).ok_or_else(|| {
+        Failure::Other(format!(
+            "compose cannot build for target {} yet: only unix has a platform so far",
+            graph.target
+        ))
+    })?;
     let root = crate::glue::compose_root();
     let root = root.canonicalize().unwrap_or(root);
     let glue = crate::glue::generate(&graph, &opts.load.spec).map_err(other)?;
     let dir = spec_dir(&opts.load.spec);
-    let glue_dir = dir.join("_build").join(format!("{}-{}", graph.name, graph.target));
+    let glue_dir = dir
+        .join("_build")
+        .join(format!("{}-{}", graph.name, graph.target));
     let store = crate::store::Store::open(opts.store.clone()).map_err(other)?;
     let toolchain = toolchain_version(&root)?;
-    let triple = info.triple.map(str::to_string).unwrap_or_else(|| host_triple(&toolchain));
+    let triple = info
+        .triple
+        .map(str::to_string)
+        .unwrap_or_else(|| host_triple(&toolchain));
 
     // The key: everything that can change the output, and nothing that depends on where
     // the sources are (paths are replaced or made relative).
     let mut kb = store.key_builder();
     let root_text = root.display().to_string();
-    let add = |kb: &mut crate::store::KeyBuilder, label: &str, bytes: &[u8]| kb.add_bytes(label, bytes).map_err(other);
-    add(&mut kb, "compose-version", env!("CARGO_PKG_VERSION").as_bytes())?;
-    add(&mut kb, "spec", serde_json::to_string(&crate::describe::json(&graph)).unwrap_or_default().as_bytes())?;
+    let add = |kb: &mut crate::store::KeyBuilder, label: &str, bytes: &[u8]| {
+        kb.add_bytes(label, bytes).map_err(other)
+    };
+    add(
+        &mut kb,
+        "compose-version",
+        env!("CARGO_PKG_VERSION").as_bytes(),
+    )?;
+    add(
+        &mut kb,
+        "spec",
+        serde_json::to_string(&crate::describe::json(&graph))
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
     for f in &glue.files {
-        add(&mut kb, &format!("glue/{}", f.path.display()), f.contents.replace(&root_text, "/compose").as_bytes())?;
+        add(
+            &mut kb,
+            &format!("glue/{}", f.path.display()),
+            f.contents.replace(&root_text, "/compose").as_bytes(),
+        )?;
     }
-    add(&mut kb, "toolchain", format!("{toolchain}target: {triple}\n").as_bytes())?;
-    kb.add_file("Cargo.lock", &root.join("Cargo.lock")).map_err(other)?;
+    add(
+        &mut kb,
+        "toolchain",
+        format!("{toolchain}target: {triple}\n").as_bytes(),
+    )?;
+    kb.add_file("Cargo.lock", &root.join("Cargo.lock"))
+        .map_err(other)?;
     let mut trees: Vec<(String, PathBuf)> = Vec::new();
     for d in &graph.devices {
         trees.push((format!("crate/{}", d.imp.krate), root.join(&d.imp.path)));
     }
     trees.push(("crate/compose-devices".into(), root.join("devices/base")));
-    trees.push((format!("crate/{}", info.platform.0), root.join(info.platform.1)));
+    trees.push((
+        format!("crate/{}", info.platform.0),
+        root.join(info.platform.1),
+    ));
     let app_dir = match &graph.app {
         crate::graph::App::User { package, dir, .. } => {
             trees.push((format!("app/{package}"), dir.clone()));
@@ -221,7 +287,10 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
     let target = graph.target.clone();
     let (entry, fresh) = match store.lookup(&key.key, &name, &target).map_err(other)? {
         Some(entry) => {
-            reporter.stage("Found", &format!("{name} ({target}) in the store, unchanged"));
+            reporter.stage(
+                "Found",
+                &format!("{name} ({target}) in the store, unchanged"),
+            );
             (entry, false)
         }
         None => {
@@ -229,11 +298,16 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
             // one at a time, from writing the glue until the image is in the store.
             let target_dir = target_dir(&opts.load.spec);
             std::fs::create_dir_all(&target_dir).map_err(other)?;
-            let build_lock = std::fs::File::create(target_dir.join(format!(".compose-{name}-{target}.lock"))).map_err(other)?;
+            let build_lock =
+                std::fs::File::create(target_dir.join(format!(".compose-{name}-{target}.lock")))
+                    .map_err(other)?;
             build_lock.lock().map_err(other)?;
-            crate::glue::write(&glue, &glue_dir).map_err(|e| Failure::Other(format!("cannot write glue to {}: {e}", glue_dir.display())))?;
+            crate::glue::write(&glue, &glue_dir).map_err(|e| {
+                Failure::Other(format!("cannot write glue to {}: {e}", glue_dir.display()))
+            })?;
             if let Ok(bytes) = std::fs::read(root.join("rust-toolchain.toml")) {
-                crate::glue::write_if_changed(&glue_dir.join("rust-toolchain.toml"), &bytes).map_err(other)?;
+                crate::glue::write_if_changed(&glue_dir.join("rust-toolchain.toml"), &bytes)
+                    .map_err(other)?;
             }
             reporter.stage("Generating", &format!("glue for {name} ({target})"));
             let mut images = Vec::new();
@@ -247,13 +321,30 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
                 target_dir: target_dir.clone(),
                 format: opts.format,
                 verbose: opts.verbose,
-                rustflags: reproducible_rustflags(&root, &glue_dir, &std::path::absolute(&target_dir).unwrap_or(target_dir.clone()), app_dir.as_deref()),
+                rustflags: reproducible_rustflags(
+                    &root,
+                    &glue_dir,
+                    &std::path::absolute(&target_dir).unwrap_or(target_dir.clone()),
+                    app_dir.as_deref(),
+                ),
             };
             // Only a user application's call can be wrong because of the spec; a built-in one is ours.
-            let app_span = matches!(graph.app, crate::graph::App::User { .. }).then_some(&spec.application.span);
-            let artifact = match crate::build::cargo_build(&glue, &glue_dir, info, app_span, &cargo, &mut reporter) {
+            let app_span = matches!(graph.app, crate::graph::App::User { .. })
+                .then_some(&spec.application.span);
+            let artifact = match crate::build::cargo_build(
+                &glue,
+                &glue_dir,
+                info,
+                app_span,
+                &cargo,
+                &mut reporter,
+            ) {
                 Ok(a) => a,
-                Err(BuildError::Compile { spec, rendered, stderr }) => {
+                Err(BuildError::Compile {
+                    spec,
+                    rendered,
+                    stderr,
+                }) => {
                     if !spec.is_empty() {
                         reporter.diagnostics(&spec);
                     }
@@ -267,13 +358,23 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
                             eprint!("{stderr}");
                         }
                     }
-                    return Err(Failure::Build(BuildError::Compile { spec, rendered: Vec::new(), stderr: String::new() }));
+                    return Err(Failure::Build(BuildError::Compile {
+                        spec,
+                        rendered: Vec::new(),
+                        stderr: String::new(),
+                    }));
                 }
                 Err(e) => return Err(Failure::Build(e)),
             };
             reporter.stage("Storing", &format!("{name} ({target})"));
             let sbom = crate::image::sbom(&glue_dir, &triple, &name).map_err(other)?;
-            let mut command = vec!["compose".to_string(), "build".into(), portable(&opts.load.spec, &root), "--target".into(), target.clone()];
+            let mut command = vec![
+                "compose".to_string(),
+                "build".into(),
+                portable(&opts.load.spec, &root),
+                "--target".into(),
+                target.clone(),
+            ];
             for (k, v) in &opts.load.args {
                 command.extend(["--arg".to_string(), format!("{k}={v}")]);
             }
@@ -295,7 +396,14 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
                 .commit(&key.key, &name, &target, |tmp: &Path| {
                     crate::image::fill_entry(
                         tmp,
-                        crate::image::EntryContents { image: (&name, &artifact), block_images: &images, manifest, buildinfo, sbom, epoch },
+                        crate::image::EntryContents {
+                            image: (&name, &artifact),
+                            block_images: &images,
+                            manifest,
+                            buildinfo,
+                            sbom,
+                            epoch,
+                        },
                     )
                     .map(|_| ())
                 })
@@ -304,39 +412,71 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
             (committed.path, committed.fresh)
         }
     };
-    let manifest_text = std::fs::read_to_string(entry.join(crate::manifest::JSON_FILE)).map_err(other)?;
+    let manifest_text =
+        std::fs::read_to_string(entry.join(crate::manifest::JSON_FILE)).map_err(other)?;
     let manifest = crate::manifest::Manifest::from_json(&manifest_text).map_err(other)?;
     let image = entry.join(&name);
     let block_images: Vec<(String, PathBuf)> = manifest
         .files
         .keys()
-        .filter_map(|f| f.strip_suffix(".img").map(|d| (d.to_string(), entry.join(f))))
+        .filter_map(|f| {
+            f.strip_suffix(".img")
+                .map(|d| (d.to_string(), entry.join(f)))
+        })
         .collect();
     if let Some(link) = &opts.out_link {
         store.link_result(&entry, link).map_err(other)?;
     }
     if let Some(out) = &opts.out {
-        crate::image::place(&image, out, &name).map_err(|e| Failure::Other(format!("cannot copy the image to {}: {e}", out.display())))?;
+        crate::image::place(&image, out, &name).map_err(|e| {
+            Failure::Other(format!("cannot copy the image to {}: {e}", out.display()))
+        })?;
         for (device, file) in &block_images {
             crate::image::place(file, out, &format!("{device}.img")).map_err(other)?;
         }
     }
     reporter.stage("Finished", &entry.display().to_string());
     match opts.format {
-        MessageFormat::Json => crate::build::json_line(&serde_json::json!({"reason": "compose-result", "success": true, "entry": entry, "image": image, "target": target, "fresh": fresh})),
+        MessageFormat::Json => crate::build::json_line(
+            &serde_json::json!({"reason": "compose-result", "success": true, "entry": entry, "image": image, "target": target, "fresh": fresh}),
+        ),
         MessageFormat::Human => {}
     }
-    Ok(Built { graph, entry, image, block_images, manifest, fresh })
+    Ok(Built {
+        graph,
+        entry,
+        image,
+        block_images,
+        manifest,
+        fresh,
+    })
 }
 
 fn host_triple(rustc_vv: &str) -> String {
-    rustc_vv.lines().find_map(|l| l.strip_prefix("host: ")).unwrap_or("x86_64-unknown-linux-gnu").to_string()
+    rustc_vv
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or("x86_64-unknown-linux-gnu")
+        .to_string()
 }
 
 /// Runs one build step; returns (device, file) when it produced a block-device image.
-fn run_step(step: &crate::glue::Step, glue_dir: &Path, triple: Option<&str>, reporter: &Reporter) -> Result<Option<(String, PathBuf)>, Failure> {
+fn run_step(
+    step: &crate::glue::Step,
+    glue_dir: &Path,
+    triple: Option<&str>,
+    reporter: &Reporter,
+) -> Result<Option<(String, PathBuf)>, Failure> {
     match step {
-        crate::glue::Step::PackAssets { device, dir, include, exclude, compress, archive, block } => {
+        crate::glue::Step::PackAssets {
+            device,
+            dir,
+            include,
+            exclude,
+            compress,
+            archive,
+            block,
+        } => {
             reporter.stage("Packing", &format!("{} ({})", dir.display(), device));
             let options = compose_assets::PackOptions {
                 include: include.clone(),
@@ -347,14 +487,26 @@ fn run_step(step: &crate::glue::Step, glue_dir: &Path, triple: Option<&str>, rep
             };
             let out = glue_dir.join(archive);
             if let Some(parent) = out.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| Failure::Other(format!("cannot create {}: {e}", parent.display())))?;
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Failure::Other(format!("cannot create {}: {e}", parent.display()))
+                })?;
             }
-            compose_assets::pack(dir, &options, &out).map_err(|e| Failure::Other(format!("cannot pack assets `{device}`: {e}")))?;
+            compose_assets::pack(dir, &options, &out)
+                .map_err(|e| Failure::Other(format!("cannot pack assets `{device}`: {e}")))?;
             Ok(block.then(|| (device.clone(), out)))
         }
-        crate::glue::Step::AssetsObject { archive, ident, object } => {
-            crate::elfobj::write_blob_object(&glue_dir.join(archive), ident, crate::elfobj::Machine::of(triple), &glue_dir.join(object))
-                .map_err(|e| Failure::Other(format!("cannot write {}: {e}", object.display())))?;
+        crate::glue::Step::AssetsObject {
+            archive,
+            ident,
+            object,
+        } => {
+            crate::elfobj::write_blob_object(
+                &glue_dir.join(archive),
+                ident,
+                crate::elfobj::Machine::of(triple),
+                &glue_dir.join(object),
+            )
+            .map_err(|e| Failure::Other(format!("cannot write {}: {e}", object.display())))?;
             Ok(None)
         }
     }
@@ -404,16 +556,23 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
     if built.graph.target == "unix" {
         // On unix a network interface is the host's networking: nothing to attach.
         if !mapping.net.is_empty() {
-            problems.push(crate::manifest::MappingError::Malformed { flag: "--net".into(), value: mapping.net.keys().cloned().collect::<Vec<_>>().join(","), expected: "no --net on unix: the unikernel uses the host's network (--net is for Solo5 targets)" });
+            problems.push(crate::manifest::MappingError::Malformed { flag: "--net", value: mapping.net.keys().cloned().collect::<Vec<_>>().join(","), expected: "no --net on unix: the unikernel uses the host's network (--net is for Solo5 targets)" });
         }
-        manifest.devices.retain(|d| !matches!(d.kind, crate::manifest::DeviceKind::Net { .. }));
+        manifest
+            .devices
+            .retain(|d| !matches!(d.kind, crate::manifest::DeviceKind::Net { .. }));
     }
     if !problems.is_empty() {
-        return Err(Failure::Other(crate::manifest::MappingErrors(problems).to_string()));
+        return Err(Failure::Other(
+            crate::manifest::MappingErrors(problems).to_string(),
+        ));
     }
-    mapping.validate(&manifest).map_err(|e| Failure::Other(format!("refusing to start {}:\n{e}", built.graph.name)))?;
+    mapping
+        .validate(&manifest)
+        .map_err(|e| Failure::Other(format!("refusing to start {}:\n{e}", built.graph.name)))?;
     Reporter::new(opts.format).stage("Running", &built.image.display().to_string());
-    let info = crate::glue::target_info(&built.graph.target).ok_or_else(|| Failure::Other(format!("no launcher for {}", built.graph.target)))?;
+    let info = crate::glue::target_info(&built.graph.target)
+        .ok_or_else(|| Failure::Other(format!("no launcher for {}", built.graph.target)))?;
     match info.tender {
         None => run_unix(&built, &mapping, &run.boot_args),
         Some(tender) => {
@@ -426,7 +585,12 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
                 for (name, source) in &mapping.secrets {
                     let value = match source {
                         crate::manifest::SecretSource::File(p) => {
-                            let mut v = std::fs::read(p).map_err(|e| Failure::Other(format!("secret `{name}`: cannot read {}: {e}", p.display())))?;
+                            let mut v = std::fs::read(p).map_err(|e| {
+                                Failure::Other(format!(
+                                    "secret `{name}`: cannot read {}: {e}",
+                                    p.display()
+                                ))
+                            })?;
                             if v.last() == Some(&b'\n') {
                                 v.pop();
                             }
@@ -434,18 +598,30 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
                         }
                         crate::manifest::SecretSource::Env(var) => std::env::var_os(var)
                             .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
-                            .ok_or_else(|| Failure::Other(format!("secret `{name}`: the environment variable {var} is not set")))?,
+                            .ok_or_else(|| {
+                                Failure::Other(format!(
+                                    "secret `{name}`: the environment variable {var} is not set"
+                                ))
+                            })?,
                     };
                     values.push((name.clone(), value));
                 }
-                let refs: Vec<(&str, &[u8])> = values.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+                let refs: Vec<(&str, &[u8])> = values
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_slice()))
+                    .collect();
                 let image = crate::manifest::secrets_block_image(&refs).map_err(other)?;
                 let fd = memfd_with(&image)?;
                 mapping.secrets_image = Some(PathBuf::from(format!("/proc/self/fd/{fd}")));
             }
-            let args = crate::manifest::solo5_args(&manifest, &mapping, &built.image, &run.boot_args).map_err(|e| Failure::Other(e.to_string()))?;
+            let args =
+                crate::manifest::solo5_args(&manifest, &mapping, &built.image, &run.boot_args)
+                    .map_err(|e| Failure::Other(e.to_string()))?;
             if opts.verbose {
-                Reporter::new(opts.format).stage("Running", &format!("{} {}", tender.display(), args.join(" ")));
+                Reporter::new(opts.format).stage(
+                    "Running",
+                    &format!("{} {}", tender.display(), args.join(" ")),
+                );
             }
             let mut cmd = std::process::Command::new(&tender);
             cmd.args(&args);
@@ -459,14 +635,25 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
 pub fn ensure_tender(name: &str, format: MessageFormat) -> Result<PathBuf, Failure> {
     if let Some(dir) = std::env::var_os("COMPOSE_TENDER_DIR") {
         let p = PathBuf::from(dir).join(name);
-        return if p.is_file() { Ok(p) } else { Err(Failure::Other(format!("COMPOSE_TENDER_DIR has no {name}"))) };
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Failure::Other(format!("COMPOSE_TENDER_DIR has no {name}")))
+        };
     }
     let root = crate::glue::compose_root();
     let target_dir = root.join("target");
     Reporter::new(format).stage("Building", &format!("the {name} tender"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = std::process::Command::new(cargo)
-        .args(["build", "--release", "--quiet", "-p", name, "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            name,
+            "--manifest-path",
+        ])
         .arg(root.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)
@@ -477,12 +664,19 @@ pub fn ensure_tender(name: &str, format: MessageFormat) -> Result<PathBuf, Failu
         .output()
         .map_err(|e| Failure::Other(format!("cannot run cargo to build {name}: {e}")))?;
     if !out.status.success() {
-        return Err(Failure::Other(format!("building the {name} tender failed:\n{}", String::from_utf8_lossy(&out.stderr))));
+        return Err(Failure::Other(format!(
+            "building the {name} tender failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
     }
     Ok(target_dir.join("release").join(name))
 }
 
-fn run_unix(built: &Built, mapping: &crate::manifest::Mapping, boot_args: &[String]) -> Result<i32, Failure> {
+fn run_unix(
+    built: &Built,
+    mapping: &crate::manifest::Mapping,
+    boot_args: &[String],
+) -> Result<i32, Failure> {
     let mut cmd = std::process::Command::new(&built.image);
     for (device, file) in &mapping.block {
         cmd.arg(format!("--block:{device}={}", file.display()));
@@ -494,7 +688,11 @@ fn run_unix(built: &Built, mapping: &crate::manifest::Mapping, boot_args: &[Stri
         let path = match source {
             crate::manifest::SecretSource::File(p) => p.clone(),
             crate::manifest::SecretSource::Env(var) => {
-                let value = std::env::var_os(var).ok_or_else(|| Failure::Other(format!("secret `{name}`: the environment variable {var} is not set")))?;
+                let value = std::env::var_os(var).ok_or_else(|| {
+                    Failure::Other(format!(
+                        "secret `{name}`: the environment variable {var} is not set"
+                    ))
+                })?;
                 let fd = memfd_with(std::os::unix::ffi::OsStrExt::as_bytes(value.as_os_str()))?;
                 PathBuf::from(format!("/proc/self/fd/{fd}"))
             }
@@ -511,7 +709,10 @@ fn memfd_with(bytes: &[u8]) -> Result<i32, Failure> {
     // survives exec, which is the point); the result is checked.
     let fd = unsafe { libc::memfd_create(c"compose-secret".as_ptr(), 0) };
     if fd < 0 {
-        return Err(Failure::Other(format!("memfd_create: {}", std::io::Error::last_os_error())));
+        return Err(Failure::Other(format!(
+            "memfd_create: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     // SAFETY: `fd` was just created and is owned here; the File takes it over for the
     // write, and `into_raw_fd` hands it back without closing it.
@@ -534,7 +735,8 @@ fn exec(mut cmd: std::process::Command, what: &Path) -> Failure {
 
 /// The files of a bundle or a store entry, by name.
 fn read_artifact(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, Failure> {
-    let meta = std::fs::metadata(path).map_err(|e| Failure::Other(format!("cannot read {}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Failure::Other(format!("cannot read {}: {e}", path.display())))?;
     if meta.is_dir() {
         let mut files = BTreeMap::new();
         for e in std::fs::read_dir(path).map_err(other)?.flatten() {
@@ -545,7 +747,9 @@ fn read_artifact(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, Failure> {
         }
         Ok(files)
     } else {
-        let entries = crate::bundle::read(path).map_err(|e| Failure::Other(format!("{} is not a readable bundle: {e}", path.display())))?;
+        let entries = crate::bundle::read(path).map_err(|e| {
+            Failure::Other(format!("{} is not a readable bundle: {e}", path.display()))
+        })?;
         Ok(entries.into_iter().collect())
     }
 }
@@ -564,25 +768,35 @@ pub struct Verified {
 /// Checks a bundle or a result: the manifest's own consistency, every file's sha256
 /// against it, and the signature (against `key` when given).
 pub fn verify(path: &Path, key: Option<&Path>) -> Result<Verified, Failure> {
-    use crate::manifest::{Manifest, JSON_FILE, KDL_FILE, SIGNATURE_FILE};
+    use crate::manifest::{JSON_FILE, KDL_FILE, Manifest, SIGNATURE_FILE};
     let files = read_artifact(path)?;
     let mut v = Verified::default();
     let Some(json) = files.get(JSON_FILE) else {
-        v.problems.push(format!("{JSON_FILE} is missing: this is not a compose bundle or result"));
+        v.problems.push(format!(
+            "{JSON_FILE} is missing: this is not a compose bundle or result"
+        ));
         return Ok(v);
     };
     let json = String::from_utf8_lossy(json).into_owned();
     let manifest = match Manifest::from_json(&json) {
         Ok(m) => m,
         Err(e) => {
-            v.problems.push(format!("{JSON_FILE} is not a valid manifest: {e}"));
+            v.problems
+                .push(format!("{JSON_FILE} is not a valid manifest: {e}"));
             return Ok(v);
         }
     };
-    match files.get(KDL_FILE).map(|b| Manifest::from_kdl(&String::from_utf8_lossy(b))) {
+    match files
+        .get(KDL_FILE)
+        .map(|b| Manifest::from_kdl(&String::from_utf8_lossy(b)))
+    {
         Some(Ok(k)) if k == manifest => v.ok.push(format!("{KDL_FILE} matches {JSON_FILE}")),
-        Some(Ok(_)) => v.problems.push(format!("{KDL_FILE} has been modified: it no longer says what {JSON_FILE} says")),
-        Some(Err(e)) => v.problems.push(format!("{KDL_FILE} is not a valid manifest: {e}")),
+        Some(Ok(_)) => v.problems.push(format!(
+            "{KDL_FILE} has been modified: it no longer says what {JSON_FILE} says"
+        )),
+        Some(Err(e)) => v
+            .problems
+            .push(format!("{KDL_FILE} is not a valid manifest: {e}")),
         None => v.problems.push(format!("{KDL_FILE} is missing")),
     }
     let actual: BTreeMap<String, String> = files
@@ -591,11 +805,17 @@ pub fn verify(path: &Path, key: Option<&Path>) -> Result<Verified, Failure> {
         .map(|(n, b)| (n.clone(), crate::store::sha256_hex(b)))
         .collect();
     match manifest.verify_files(&actual) {
-        Ok(()) => v.ok.push(format!("{} files match the sha256 the manifest records", actual.len())),
+        Ok(()) => v.ok.push(format!(
+            "{} files match the sha256 the manifest records",
+            actual.len()
+        )),
         Err(problems) => v.problems.extend(problems.iter().map(|p| p.to_string())),
     }
     let trusted = match key {
-        Some(k) => Some(crate::sign::PublicKey::load(k).map_err(|e| Failure::Other(format!("cannot load the public key: {e}")))?),
+        Some(k) => Some(
+            crate::sign::PublicKey::load(k)
+                .map_err(|e| Failure::Other(format!("cannot load the public key: {e}")))?,
+        ),
         None => None,
     };
     match (files.get(SIGNATURE_FILE), &trusted) {
@@ -604,7 +824,7 @@ pub fn verify(path: &Path, key: Option<&Path>) -> Result<Verified, Failure> {
             Err(e) => v.problems.push(format!("{SIGNATURE_FILE}: {e}")),
         },
         (Some(sig), None) => match crate::sign::Signature::parse(&String::from_utf8_lossy(sig)) {
-            Ok(s) => match crate::sign::verify(&s.key(), json.as_bytes(), &s) {
+            Ok(s) => match crate::sign::verify(s.key(), json.as_bytes(), &s) {
                 Ok(()) => v.ok.push(format!("{SIGNATURE_FILE}: valid, by key {} (not checked against a trusted key: pass --key)", s.key().fingerprint())),
                 Err(e) => v.problems.push(format!("{SIGNATURE_FILE}: {e}")),
             },
@@ -623,16 +843,33 @@ pub fn rebuild_and_compare(path: &Path, format: MessageFormat) -> Result<Option<
     let info: serde_json::Value = files
         .get(crate::image::BUILDINFO_FILE)
         .and_then(|b| serde_json::from_slice(b).ok())
-        .ok_or_else(|| Failure::Other(format!("{} has no readable {}", path.display(), crate::image::BUILDINFO_FILE)))?;
+        .ok_or_else(|| {
+            Failure::Other(format!(
+                "{} has no readable {}",
+                path.display(),
+                crate::image::BUILDINFO_FILE
+            ))
+        })?;
     let root = crate::glue::compose_root();
-    let spec = info["spec"].as_str().map(|s| root.join(s)).ok_or_else(|| Failure::Other("build information names no spec".into()))?;
+    let spec = info["spec"]
+        .as_str()
+        .map(|s| root.join(s))
+        .ok_or_else(|| Failure::Other("build information names no spec".into()))?;
     let args: Vec<(String, String)> = info["args"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().and_then(|s| crate::spec::parse_arg(s).ok())).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().and_then(|s| crate::spec::parse_arg(s).ok()))
+                .collect()
+        })
         .unwrap_or_default();
     let scratch = tempfile::tempdir().map_err(other)?;
     let opts = BuildOptions {
-        load: LoadOptions { spec, target: info["target"].as_str().map(str::to_string), args },
+        load: LoadOptions {
+            spec,
+            target: info["target"].as_str().map(str::to_string),
+            args,
+        },
         out: None,
         store: Some(scratch.path().to_path_buf()),
         out_link: None,
@@ -648,8 +885,17 @@ pub fn rebuild_and_compare(path: &Path, format: MessageFormat) -> Result<Option<
         let Some(other_bytes) = again.get(name) else {
             return Ok(Some(format!("{name}: the rebuild has no such file")));
         };
-        if let Some(offset) = bytes.iter().zip(other_bytes.iter()).position(|(a, b)| a != b).or((bytes.len() != other_bytes.len()).then(|| bytes.len().min(other_bytes.len()))) {
-            return Ok(Some(format!("{name} differs from the rebuild at byte offset {offset} (sizes {} and {})", bytes.len(), other_bytes.len())));
+        if let Some(offset) = bytes
+            .iter()
+            .zip(other_bytes.iter())
+            .position(|(a, b)| a != b)
+            .or((bytes.len() != other_bytes.len()).then(|| bytes.len().min(other_bytes.len())))
+        {
+            return Ok(Some(format!(
+                "{name} differs from the rebuild at byte offset {offset} (sizes {} and {})",
+                bytes.len(),
+                other_bytes.len()
+            )));
         }
     }
     Ok(None)
@@ -658,19 +904,24 @@ pub fn rebuild_and_compare(path: &Path, format: MessageFormat) -> Result<Option<
 /// `compose sign`: writes a signed bundle of a bundle or result to `out`.
 pub fn sign(path: &Path, key: &Path, out: &Path) -> Result<PathBuf, Failure> {
     use crate::manifest::{JSON_FILE, SIGNATURE_FILE};
-    let key = crate::sign::PrivateKey::load(key).map_err(|e| Failure::Other(format!("cannot load the signing key: {e}")))?;
+    let key = crate::sign::PrivateKey::load(key)
+        .map_err(|e| Failure::Other(format!("cannot load the signing key: {e}")))?;
     let files = read_artifact(path)?;
-    let json = files.get(JSON_FILE).ok_or_else(|| Failure::Other(format!("{} has no {JSON_FILE}", path.display())))?;
+    let json = files
+        .get(JSON_FILE)
+        .ok_or_else(|| Failure::Other(format!("{} has no {JSON_FILE}", path.display())))?;
     let sig = key.sign(json).to_text();
     let epoch = crate::bundle::source_date_epoch().map_err(other)?;
     let mut w = crate::bundle::BundleWriter::new(epoch);
     for (name, bytes) in &files {
         if name != SIGNATURE_FILE {
-            let exec = crate::manifest::Manifest::from_json(&String::from_utf8_lossy(json)).is_ok_and(|m| m.image == *name);
+            let exec = crate::manifest::Manifest::from_json(&String::from_utf8_lossy(json))
+                .is_ok_and(|m| m.image == *name);
             w.add_bytes(name, bytes.clone(), exec).map_err(other)?;
         }
     }
-    w.add_bytes(SIGNATURE_FILE, sig.into_bytes(), false).map_err(other)?;
+    w.add_bytes(SIGNATURE_FILE, sig.into_bytes(), false)
+        .map_err(other)?;
     w.write(out).map_err(other)?;
     Ok(out.to_path_buf())
 }

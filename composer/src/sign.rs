@@ -77,12 +77,18 @@ pub enum VerifyError {
         expected: String,
     },
     /// It does not match the signed bytes: they or the signature were altered.
-    #[error("the signature does not match the signed file: the file or the signature was altered after signing")]
+    #[error(
+        "the signature does not match the signed file: the file or the signature was altered after signing"
+    )]
     Mismatch,
 }
 
 fn malformed(path: &Path, what: &'static str, why: impl Into<String>) -> KeyError {
-    KeyError::Malformed { path: path.to_path_buf(), what, why: why.into() }
+    KeyError::Malformed {
+        path: path.to_path_buf(),
+        what,
+        why: why.into(),
+    }
 }
 
 fn hex32(text: &str) -> Option<[u8; 32]> {
@@ -114,13 +120,21 @@ impl PublicKey {
     /// Parses the text form; words after the key are a comment. Blank lines and lines
     /// starting with `#` are skipped; the first other line must be the key.
     pub fn parse(text: &str) -> Result<PublicKey, String> {
-        let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).ok_or("it is empty")?;
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .ok_or("it is empty")?;
         let mut words = line.split_whitespace();
         if words.next() != Some(PUBLIC_KEY_TAG) {
             return Err(format!("expected a line starting with `{PUBLIC_KEY_TAG}`"));
         }
-        let bytes = words.next().and_then(hex32).ok_or("expected 64 hex digits after the tag")?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| "the key is not a valid ed25519 point".to_string())?;
+        let bytes = words
+            .next()
+            .and_then(hex32)
+            .ok_or("expected 64 hex digits after the tag")?;
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| "the key is not a valid ed25519 point".to_string())?;
         if key.is_weak() {
             return Err("the key is a weak (small-order) ed25519 key".into());
         }
@@ -129,7 +143,11 @@ impl PublicKey {
 
     /// Reads a public key file.
     pub fn load(path: &Path) -> Result<PublicKey, KeyError> {
-        let text = fs::read_to_string(path).map_err(|source| KeyError::Io { what: "cannot read public key", path: path.to_path_buf(), source })?;
+        let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
+            what: "cannot read public key",
+            path: path.to_path_buf(),
+            source,
+        })?;
         PublicKey::parse(&text).map_err(|why| malformed(path, "compose public key", why))
     }
 }
@@ -153,18 +171,33 @@ pub struct PrivateKey(SigningKey);
 impl PrivateKey {
     /// Reads a PKCS#8 PEM private key, refusing one that group or others may read.
     pub fn load(path: &Path) -> Result<PrivateKey, KeyError> {
-        let io = |what| move |source| KeyError::Io { what, path: path.to_path_buf(), source };
-        let mode = fs::metadata(path).map_err(io("cannot read private key"))?.permissions().mode();
+        let io = |what| {
+            move |source| KeyError::Io {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
+        let mode = fs::metadata(path)
+            .map_err(io("cannot read private key"))?
+            .permissions()
+            .mode();
         if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions { path: path.to_path_buf(), mode: mode & 0o7777 });
+            return Err(KeyError::Permissions {
+                path: path.to_path_buf(),
+                mode: mode & 0o7777,
+            });
         }
         let text = fs::read_to_string(path).map_err(io("cannot read private key"))?;
-        PrivateKey::from_pem(&text).map_err(|why| malformed(path, "PKCS#8 ed25519 private key", why))
+        PrivateKey::from_pem(&text)
+            .map_err(|why| malformed(path, "PKCS#8 ed25519 private key", why))
     }
 
     /// Parses PKCS#8 PEM text.
     pub fn from_pem(text: &str) -> Result<PrivateKey, String> {
-        SigningKey::from_pkcs8_pem(text.trim()).map(PrivateKey).map_err(|e| e.to_string())
+        SigningKey::from_pkcs8_pem(text.trim())
+            .map(PrivateKey)
+            .map_err(|e| e.to_string())
     }
 
     /// The matching public key.
@@ -174,7 +207,10 @@ impl PrivateKey {
 
     /// A detached signature over `bytes`.
     pub fn sign(&self, bytes: &[u8]) -> Signature {
-        Signature { key: self.public(), sig: self.0.sign(bytes) }
+        Signature {
+            key: self.public(),
+            sig: self.0.sign(bytes),
+        }
     }
 }
 
@@ -199,7 +235,11 @@ impl Signature {
 
     /// The text form: one line ending in a newline.
     pub fn to_text(&self) -> String {
-        format!("{SIGNATURE_TAG} {} {}\n", hex::encode(self.key.0.as_bytes()), hex::encode(self.sig.to_bytes()))
+        format!(
+            "{SIGNATURE_TAG} {} {}\n",
+            hex::encode(self.key.0.as_bytes()),
+            hex::encode(self.sig.to_bytes())
+        )
     }
 
     /// Parses the text form.
@@ -207,16 +247,28 @@ impl Signature {
         let bad = |why: &str| VerifyError::Malformed(why.to_string());
         let mut words = text.split_whitespace();
         if words.next() != Some(SIGNATURE_TAG) {
-            return Err(bad(&format!("expected a line starting with `{SIGNATURE_TAG}`")));
+            return Err(bad(&format!(
+                "expected a line starting with `{SIGNATURE_TAG}`"
+            )));
         }
-        let key = words.next().and_then(hex32).ok_or_else(|| bad("expected the signing key's 64 hex digits after the tag"))?;
-        let key = VerifyingKey::from_bytes(&key).map_err(|_| bad("the signing key is not a valid ed25519 key"))?;
+        let key = words
+            .next()
+            .and_then(hex32)
+            .ok_or_else(|| bad("expected the signing key's 64 hex digits after the tag"))?;
+        let key = VerifyingKey::from_bytes(&key)
+            .map_err(|_| bad("the signing key is not a valid ed25519 key"))?;
         let mut sig = [0u8; 64];
-        words.next().and_then(|w| hex::decode_to_slice(w, &mut sig).ok()).ok_or_else(|| bad("expected 128 hex digits of signature after the key"))?;
+        words
+            .next()
+            .and_then(|w| hex::decode_to_slice(w, &mut sig).ok())
+            .ok_or_else(|| bad("expected 128 hex digits of signature after the key"))?;
         if words.next().is_some() {
             return Err(bad("unexpected text after the signature"));
         }
-        Ok(Signature { key: PublicKey(key), sig: ed25519_dalek::Signature::from_bytes(&sig) })
+        Ok(Signature {
+            key: PublicKey(key),
+            sig: ed25519_dalek::Signature::from_bytes(&sig),
+        })
     }
 }
 
@@ -230,9 +282,15 @@ impl std::fmt::Debug for Signature {
 /// verification: no malleable or small-order forms).
 pub fn verify(trusted: &PublicKey, bytes: &[u8], sig: &Signature) -> Result<(), VerifyError> {
     if sig.key != *trusted {
-        return Err(VerifyError::WrongKey { signed_by: sig.key.fingerprint(), expected: trusted.fingerprint() });
+        return Err(VerifyError::WrongKey {
+            signed_by: sig.key.fingerprint(),
+            expected: trusted.fingerprint(),
+        });
     }
-    trusted.0.verify_strict(bytes, &sig.sig).map_err(|_| VerifyError::Mismatch)
+    trusted
+        .0
+        .verify_strict(bytes, &sig.sig)
+        .map_err(|_| VerifyError::Mismatch)
 }
 
 /// [`verify`] with the signature as text.
@@ -249,7 +307,9 @@ pub fn public_path(private: &Path) -> PathBuf {
 
 /// Whether `bytes` contain a PEM private key (of any algorithm).
 pub fn contains_private_key(bytes: &[u8]) -> bool {
-    bytes.windows(PRIVATE_KEY_MARKER.len()).any(|w| w == PRIVATE_KEY_MARKER)
+    bytes
+        .windows(PRIVATE_KEY_MARKER.len())
+        .any(|w| w == PRIVATE_KEY_MARKER)
 }
 
 /// Makes a new key pair: the private key at `private` (PKCS#8 PEM, mode 0600 from its
@@ -268,18 +328,29 @@ pub fn keygen(private: &Path) -> Result<PublicKey, KeyError> {
         move |source| KeyError::Io { what, path, source }
     };
     if !dir.exists() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io("cannot create", dir))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("cannot create", dir))?;
     }
     let mut seed = [0u8; 32];
-    rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut seed).map_err(|e| KeyError::NoRandomness(e.to_string()))?;
+    rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut seed)
+        .map_err(|e| KeyError::NoRandomness(e.to_string()))?;
     let key = SigningKey::from_bytes(&seed);
     seed.fill(0);
-    let pem = key.to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF).map_err(|e| malformed(private, "private key", e.to_string()))?;
+    let pem = key
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| malformed(private, "private key", e.to_string()))?;
     // Written under a temporary name created 0600, then hard-linked to the real name:
     // link(2) fails if the name exists, so a key appearing meanwhile is never replaced.
     let tmp = crate::store::tmp_sibling(private);
     let written = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(0o600))?;
         f.write_all(pem.as_bytes())?;
         f.sync_all()?;
@@ -288,11 +359,20 @@ pub fn keygen(private: &Path) -> Result<PublicKey, KeyError> {
     let _ = fs::remove_file(&tmp);
     match written {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(KeyError::Exists(private.to_path_buf())),
-        Err(e) => return Err(KeyError::Io { what: "cannot write private key", path: private.to_path_buf(), source: e }),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(KeyError::Exists(private.to_path_buf()));
+        }
+        Err(e) => {
+            return Err(KeyError::Io {
+                what: "cannot write private key",
+                path: private.to_path_buf(),
+                source: e,
+            });
+        }
     }
     let pk = PublicKey(key.verifying_key());
-    crate::store::write_atomic(&public, format!("{}\n", pk.to_text()).as_bytes(), 0o644).map_err(io("cannot write public key", &public))?;
+    crate::store::write_atomic(&public, format!("{}\n", pk.to_text()).as_bytes(), 0o644)
+        .map_err(io("cannot write public key", &public))?;
     let _ = crate::store::sync_dir(dir);
     Ok(pk)
 }
@@ -330,7 +410,10 @@ mod tests {
         assert_eq!(Signature::parse(&text).unwrap(), sig);
 
         // A changed message.
-        assert_eq!(verify_text(&pk, b"{\"schema\": \"compose.manifest/v2\"}", &text), Err(VerifyError::Mismatch));
+        assert_eq!(
+            verify_text(&pk, b"{\"schema\": \"compose.manifest/v2\"}", &text),
+            Err(VerifyError::Mismatch)
+        );
         // A changed signature byte.
         let mut tampered = text.clone().into_bytes();
         let i = tampered.len() - 3;
@@ -339,13 +422,23 @@ mod tests {
         assert_eq!(err, VerifyError::Mismatch);
         assert!(err.to_string().contains("altered"), "{err}");
         // Garbage.
-        assert!(matches!(verify_text(&pk, msg, "hello"), Err(VerifyError::Malformed(_))));
-        assert!(matches!(verify_text(&pk, msg, &text[..text.len() - 10]), Err(VerifyError::Malformed(_))));
+        assert!(matches!(
+            verify_text(&pk, msg, "hello"),
+            Err(VerifyError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify_text(&pk, msg, &text[..text.len() - 10]),
+            Err(VerifyError::Malformed(_))
+        ));
         // Another key.
         let other = keygen(&d.path().join("other.key")).unwrap();
         let err = verify_text(&other, msg, &text).unwrap_err();
         assert!(matches!(err, VerifyError::WrongKey { .. }));
-        assert!(err.to_string().contains(&pk.fingerprint()) && err.to_string().contains(&other.fingerprint()), "{err}");
+        assert!(
+            err.to_string().contains(&pk.fingerprint())
+                && err.to_string().contains(&other.fingerprint()),
+            "{err}"
+        );
     }
 
     #[test]
@@ -374,12 +467,21 @@ mod tests {
         let junk = d.path().join("junk");
         fs::write(&junk, "not a key").unwrap();
         fs::set_permissions(&junk, fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(PrivateKey::load(&junk), Err(KeyError::Malformed { .. })));
-        assert!(matches!(PrivateKey::load(&d.path().join("missing")), Err(KeyError::Io { .. })));
+        assert!(matches!(
+            PrivateKey::load(&junk),
+            Err(KeyError::Malformed { .. })
+        ));
+        assert!(matches!(
+            PrivateKey::load(&d.path().join("missing")),
+            Err(KeyError::Io { .. })
+        ));
         assert!(PublicKey::parse("ssh-ed25519 AAAA").is_err());
         assert!(PublicKey::parse("compose-ed25519 abcd").is_err());
         assert!(PublicKey::parse("").is_err());
         let pk = PublicKey::load(&public_path(&path)).unwrap();
-        assert_eq!(PublicKey::parse(&format!("# release key\n\n{} ci@example\n", pk.to_text())).unwrap(), pk);
+        assert_eq!(
+            PublicKey::parse(&format!("# release key\n\n{} ci@example\n", pk.to_text())).unwrap(),
+            pk
+        );
     }
 }

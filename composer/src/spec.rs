@@ -7,7 +7,7 @@
 //! of one name in the same file are an error.
 
 use crate::descriptor::Registry;
-use crate::diag::{suggest, Diag, Source, Span};
+use crate::diag::{Diag, Source, Span, suggest};
 use crate::types::{Ty, Value};
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use std::path::{Path, PathBuf};
@@ -152,14 +152,27 @@ struct Loader<'r> {
 }
 
 /// Reads the spec at `path` and everything it imports, then applies `--arg NAME=VALUE`s.
-pub fn load(path: &Path, args: &[(String, String)], registry: &Registry) -> Result<Spec, Vec<Diag>> {
+pub fn load(
+    path: &Path,
+    args: &[(String, String)],
+    registry: &Registry,
+) -> Result<Spec, Vec<Diag>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            return Err(vec![Diag::nowhere("compose::io", format!("cannot read spec {}: {e}", path.display()))]);
+            return Err(vec![Diag::nowhere(
+                "compose::io",
+                format!("cannot read spec {}: {e}", path.display()),
+            )]);
         }
     };
-    let mut loader = Loader { registry, diags: Vec::new(), defs: Vec::new(), files: Vec::new(), stack: Vec::new() };
+    let mut loader = Loader {
+        registry,
+        diags: Vec::new(),
+        defs: Vec::new(),
+        files: Vec::new(),
+        stack: Vec::new(),
+    };
     loader.file(path, text);
     loader.finish(path, args)
 }
@@ -169,16 +182,27 @@ fn syntax_errors(err: kdl::KdlError, source: &Source) -> Vec<Diag> {
     err.diagnostics
         .into_iter()
         .map(|d| {
-            let at = Span { source: source.clone(), span: d.span };
+            let at = Span {
+                source: source.clone(),
+                span: d.span,
+            };
             let message = d.message.unwrap_or_else(|| "invalid KDL".into());
-            Diag::new("compose::syntax", format!("invalid KDL: {message}"), &at, d.label.unwrap_or_else(|| "here".into()))
-                .maybe_help(d.help)
+            Diag::new(
+                "compose::syntax",
+                format!("invalid KDL: {message}"),
+                &at,
+                d.label.unwrap_or_else(|| "here".into()),
+            )
+            .maybe_help(d.help)
         })
         .collect()
 }
 
 fn span(source: &Source, s: miette::SourceSpan) -> Span {
-    Span { source: source.clone(), span: s }
+    Span {
+        source: source.clone(),
+        span: s,
+    }
 }
 
 impl Loader<'_> {
@@ -213,13 +237,19 @@ impl Loader<'_> {
         let name_span = span(source, node.name().span());
         if let Some(ty) = node.ty() {
             let at = span(source, ty.span());
-            self.err(Diag::new("compose::annotation", "type annotations are not allowed on nodes", &at, "remove this"));
+            self.err(Diag::new(
+                "compose::annotation",
+                "type annotations are not allowed on nodes",
+                &at,
+                "remove this",
+            ));
         }
         match kind {
             "import" => self.import(node, source, dir),
             "unikernel" => {
                 if let Some((name, at)) = self.name_arg(node, source, "unikernel", None) {
-                    self.defs.push((file, name, at, Def::Unikernel(node.clone(), source.clone())));
+                    self.defs
+                        .push((file, name, at, Def::Unikernel(node.clone(), source.clone())));
                 }
             }
             "param" => {
@@ -247,11 +277,20 @@ impl Loader<'_> {
                 }
             }
             _ => {
-                let known: Vec<&str> = LANGUAGE_NODES.iter().copied().chain(self.registry.kinds()).collect();
+                let known: Vec<&str> = LANGUAGE_NODES
+                    .iter()
+                    .copied()
+                    .chain(self.registry.kinds())
+                    .collect();
                 let help = suggest(kind, known.iter().copied());
                 self.err(
-                    Diag::new("compose::unknown-node", format!("unknown node `{kind}`"), &name_span, "not a device kind or a spec node")
-                        .help(help),
+                    Diag::new(
+                        "compose::unknown-node",
+                        format!("unknown node `{kind}`"),
+                        &name_span,
+                        "not a device kind or a spec node",
+                    )
+                    .help(help),
                 );
             }
         }
@@ -259,14 +298,29 @@ impl Loader<'_> {
     }
 
     /// The node's single positional argument, a name. `implied` is used when there is none.
-    fn name_arg(&mut self, node: &KdlNode, source: &Source, what: &str, implied: Option<&str>) -> Option<(String, Span)> {
-        let args: Vec<&KdlEntry> = node.entries().iter().filter(|e| e.name().is_none()).collect();
+    fn name_arg(
+        &mut self,
+        node: &KdlNode,
+        source: &Source,
+        what: &str,
+        implied: Option<&str>,
+    ) -> Option<(String, Span)> {
+        let args: Vec<&KdlEntry> = node
+            .entries()
+            .iter()
+            .filter(|e| e.name().is_none())
+            .collect();
         let node_name = span(source, node.name().span());
         if args.len() > 1 {
             let at = span(source, args[1].span());
             self.err(
-                Diag::new("compose::extra-argument", format!("{what} takes one name, found {} arguments", args.len()), &at, "unexpected argument")
-                    .help("properties are written KEY=VALUE"),
+                Diag::new(
+                    "compose::extra-argument",
+                    format!("{what} takes one name, found {} arguments", args.len()),
+                    &at,
+                    "unexpected argument",
+                )
+                .help("properties are written KEY=VALUE"),
             );
             return None;
         }
@@ -275,8 +329,13 @@ impl Loader<'_> {
                 Some(n) => Some((n.to_string(), node_name)),
                 None => {
                     self.err(
-                        Diag::new("compose::missing-name", format!("{what} needs a name"), &node_name, "no name given")
-                            .help(format!("write `{} NAME ...`", node.name().value())),
+                        Diag::new(
+                            "compose::missing-name",
+                            format!("{what} needs a name"),
+                            &node_name,
+                            "no name given",
+                        )
+                        .help(format!("write `{} NAME ...`", node.name().value())),
                     );
                     None
                 }
@@ -293,14 +352,24 @@ impl Loader<'_> {
                 None
             }
             other => {
-                self.err(Diag::new("compose::invalid-name", format!("a name must be a string, found {other}"), &at, "not a name"));
+                self.err(Diag::new(
+                    "compose::invalid-name",
+                    format!("a name must be a string, found {other}"),
+                    &at,
+                    "not a name",
+                ));
                 None
             }
         }
     }
 
     /// Properties (`KEY=VALUE` entries), checked against `allowed` when given.
-    fn props(&mut self, node: &KdlNode, source: &Source, allowed: Option<&[&str]>) -> Vec<PropDecl> {
+    fn props(
+        &mut self,
+        node: &KdlNode,
+        source: &Source,
+        allowed: Option<&[&str]>,
+    ) -> Vec<PropDecl> {
         let mut out: Vec<PropDecl> = Vec::new();
         for e in node.entries() {
             let Some(key) = e.name() else { continue };
@@ -311,8 +380,13 @@ impl Loader<'_> {
                 {
                     let what = node.name().value();
                     self.err(
-                        Diag::new("compose::unknown-property", format!("unknown property `{k}` on `{what}`"), &key_span, "unknown property")
-                            .help(suggest(k, allowed.iter().copied())),
+                        Diag::new(
+                            "compose::unknown-property",
+                            format!("unknown property `{k}` on `{what}`"),
+                            &key_span,
+                            "unknown property",
+                        )
+                        .help(suggest(k, allowed.iter().copied())),
                     );
                     continue;
                 }
@@ -320,8 +394,13 @@ impl Loader<'_> {
             if let Some(prev) = out.iter().find(|p| p.key == k) {
                 let first = prev.key_span.clone();
                 self.err(
-                    Diag::new("compose::duplicate-property", format!("property `{k}` is given twice"), &key_span, "given again here")
-                        .also(&first, "first given here"),
+                    Diag::new(
+                        "compose::duplicate-property",
+                        format!("property `{k}` is given twice"),
+                        &key_span,
+                        "given again here",
+                    )
+                    .also(&first, "first given here"),
                 );
                 continue;
             }
@@ -339,36 +418,75 @@ impl Loader<'_> {
     fn no_children(&mut self, node: &KdlNode, source: &Source, what: &str) {
         if let Some(children) = node.children() {
             let at = span(source, children.span());
-            self.err(Diag::new("compose::unexpected-children", format!("{what} takes no children block"), &at, "unexpected block"));
+            self.err(Diag::new(
+                "compose::unexpected-children",
+                format!("{what} takes no children block"),
+                &at,
+                "unexpected block",
+            ));
         }
     }
 
     fn import(&mut self, node: &KdlNode, source: &Source, dir: &Path) {
         let node_span = span(source, node.span());
         let args: Vec<&KdlEntry> = node.entries().iter().collect();
-        let Some(KdlValue::String(rel)) = args.first().map(|e| e.value()).filter(|_| args.len() == 1 && args[0].name().is_none())
+        let Some(KdlValue::String(rel)) = args
+            .first()
+            .map(|e| e.value())
+            .filter(|_| args.len() == 1 && args[0].name().is_none())
         else {
-            self.err(Diag::new("compose::bad-import", "import takes one path", &node_span, "expected `import \"file.kdl\"`"));
+            self.err(Diag::new(
+                "compose::bad-import",
+                "import takes one path",
+                &node_span,
+                "expected `import \"file.kdl\"`",
+            ));
             return;
         };
         let at = span(source, args[0].span());
         let path = dir.join(rel);
         let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
         if self.stack.contains(&canonical) {
-            let chain: Vec<String> = self.stack.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+            let chain: Vec<String> = self
+                .stack
+                .iter()
+                .map(|p| {
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect();
             self.err(
-                Diag::new("compose::import-cycle", format!("circular import of {rel:?}"), &at, "imported again here")
-                    .help(format!("import chain: {} → {rel}", chain.join(" → "))),
+                Diag::new(
+                    "compose::import-cycle",
+                    format!("circular import of {rel:?}"),
+                    &at,
+                    "imported again here",
+                )
+                .help(format!("import chain: {} → {rel}", chain.join(" → "))),
             );
             return;
         }
         match std::fs::read_to_string(&path) {
             Ok(text) => self.file(&path, text),
             Err(e) => {
-                let msg = if e.kind() == std::io::ErrorKind::NotFound { "no such file".to_string() } else { e.to_string() };
+                let msg = if e.kind() == std::io::ErrorKind::NotFound {
+                    "no such file".to_string()
+                } else {
+                    e.to_string()
+                };
                 self.err(
-                    Diag::new("compose::missing-import", format!("cannot import {rel:?}: {msg}"), &at, "imported here")
-                        .help(format!("paths are relative to the importing file: looked for {}", path.display())),
+                    Diag::new(
+                        "compose::missing-import",
+                        format!("cannot import {rel:?}: {msg}"),
+                        &at,
+                        "imported here",
+                    )
+                    .help(format!(
+                        "paths are relative to the importing file: looked for {}",
+                        path.display()
+                    )),
                 );
             }
         }
@@ -383,14 +501,26 @@ impl Loader<'_> {
         let doc = string_prop(&props, "doc").unwrap_or_default();
         let Some(default) = props.iter().find(|p| p.key == "default") else {
             self.err(
-                Diag::new("compose::missing-property", format!("param `{name}` needs a default"), &node_span, "no default=")
-                    .help("build-time parameters always have a value; `--arg NAME=VALUE` overrides it"),
+                Diag::new(
+                    "compose::missing-property",
+                    format!("param `{name}` needs a default"),
+                    &node_span,
+                    "no default=",
+                )
+                .help("build-time parameters always have a value; `--arg NAME=VALUE` overrides it"),
             );
             return None;
         };
         let ty = ty.unwrap_or_else(|| Ty::infer(&default.value));
         let value = self.typed(default, &ty)?;
-        Some(Param { name, ty, value, overridden: false, doc, span: node_span })
+        Some(Param {
+            name,
+            ty,
+            value,
+            overridden: false,
+            doc,
+            span: node_span,
+        })
     }
 
     fn bootarg(&mut self, node: &KdlNode, source: &Source) -> Option<BootArg> {
@@ -400,12 +530,23 @@ impl Loader<'_> {
         let node_span = span(source, node.span());
         let declared = self.declared_type(&props)?;
         let default_prop = props.iter().find(|p| p.key == "default");
-        let ty = declared.or_else(|| default_prop.map(|d| Ty::infer(&d.value))).unwrap_or(Ty::String);
+        let ty = declared
+            .or_else(|| default_prop.map(|d| Ty::infer(&d.value)))
+            .unwrap_or(Ty::String);
         if ty.boot_kind().is_none() {
-            let at = props.iter().find(|p| p.key == "type").map(|p| p.span.clone()).unwrap_or(node_span.clone());
+            let at = props
+                .iter()
+                .find(|p| p.key == "type")
+                .map(|p| p.span.clone())
+                .unwrap_or(node_span.clone());
             self.err(
-                Diag::new("compose::bootarg-type", format!("boot arguments cannot be of type {ty}"), &at, "unsupported here")
-                    .help("boot arguments are string, bool, u16, u32, u64, i64, ipv4 or ipv4-cidr"),
+                Diag::new(
+                    "compose::bootarg-type",
+                    format!("boot arguments cannot be of type {ty}"),
+                    &at,
+                    "unsupported here",
+                )
+                .help("boot arguments are string, bool, u16, u32, u64, i64, ipv4 or ipv4-cidr"),
             );
             return None;
         }
@@ -414,24 +555,42 @@ impl Loader<'_> {
             None => None,
         };
         let doc = string_prop(&props, "doc").unwrap_or_default();
-        Some(BootArg { name, ty, default, doc, span: node_span })
+        Some(BootArg {
+            name,
+            ty,
+            default,
+            doc,
+            span: node_span,
+        })
     }
 
     fn declared_type(&mut self, props: &[PropDecl]) -> Option<Option<Ty>> {
-        let Some(p) = props.iter().find(|p| p.key == "type") else { return Some(None) };
+        let Some(p) = props.iter().find(|p| p.key == "type") else {
+            return Some(None);
+        };
         match &p.value {
             KdlValue::String(s) => match Ty::parse(s) {
                 Some(t) => Some(Some(t)),
                 None => {
                     self.err(
-                        Diag::new("compose::unknown-type", format!("unknown type `{s}`"), &p.span, "not a type")
-                            .help(suggest(s, crate::types::TYPE_NAMES.iter().copied())),
+                        Diag::new(
+                            "compose::unknown-type",
+                            format!("unknown type `{s}`"),
+                            &p.span,
+                            "not a type",
+                        )
+                        .help(suggest(s, crate::types::TYPE_NAMES.iter().copied())),
                     );
                     None
                 }
             },
             _ => {
-                self.err(Diag::new("compose::unknown-type", "a type is written as a string", &p.span, "not a type"));
+                self.err(Diag::new(
+                    "compose::unknown-type",
+                    "a type is written as a string",
+                    &p.span,
+                    "not a type",
+                ));
                 None
             }
         }
@@ -442,8 +601,13 @@ impl Loader<'_> {
             Ok(v) => Some(v),
             Err(e) => {
                 self.err(
-                    Diag::new("compose::type-mismatch", format!("`{}` expects {}, found {}", p.key, e.expected, e.found), &p.span, format!("expected {}", e.expected))
-                        .maybe_help(e.hint),
+                    Diag::new(
+                        "compose::type-mismatch",
+                        format!("`{}` expects {}, found {}", p.key, e.expected, e.found),
+                        &p.span,
+                        format!("expected {}", e.expected),
+                    )
+                    .maybe_help(e.hint),
                 );
                 None
             }
@@ -452,11 +616,21 @@ impl Loader<'_> {
 
     fn device(&mut self, node: &KdlNode, source: &Source, dir: &Path) -> Option<DeviceDecl> {
         let kind = node.name().value().to_string();
-        let implied = self.registry.get(&kind).map(|d| d.default_name().to_string());
+        let implied = self
+            .registry
+            .get(&kind)
+            .map(|d| d.default_name().to_string());
         let (name, name_span) = self.name_arg(node, source, &kind, implied.as_deref())?;
         self.no_children(node, source, &format!("`{kind}`"));
         let props = self.props(node, source, None);
-        Some(DeviceDecl { kind, name, name_span, span: span(source, node.span()), props, dir: dir.to_path_buf() })
+        Some(DeviceDecl {
+            kind,
+            name,
+            name_span,
+            span: span(source, node.span()),
+            props,
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn application(&mut self, node: &KdlNode, source: &Source, dir: &Path) -> Option<AppDecl> {
@@ -469,20 +643,39 @@ impl Loader<'_> {
                 match &p.value {
                     KdlValue::String(s) => Some((s.clone(), p.span)),
                     _ => {
-                        self.err(Diag::new("compose::type-mismatch", "`builtin` expects the name of a built-in application", &p.span, "expected a string"));
+                        self.err(Diag::new(
+                            "compose::type-mismatch",
+                            "`builtin` expects the name of a built-in application",
+                            &p.span,
+                            "expected a string",
+                        ));
                         return None;
                     }
                 }
             }
             None => None,
         };
-        let mut app = AppDecl { name, span: node_span, krate: None, entry: None, builtin, props, uses: Vec::new(), dir: dir.to_path_buf() };
+        let mut app = AppDecl {
+            name,
+            span: node_span,
+            krate: None,
+            entry: None,
+            builtin,
+            props,
+            uses: Vec::new(),
+            dir: dir.to_path_buf(),
+        };
         if let Some(p) = app.props.first().filter(|_| app.builtin.is_none()) {
             {
                 let at = p.key_span.clone();
                 self.err(
-                    Diag::new("compose::unknown-property", format!("unknown property `{}` on `application`", p.key), &at, "unknown property")
-                        .help("a user application is configured in its block: crate, entry, use"),
+                    Diag::new(
+                        "compose::unknown-property",
+                        format!("unknown property `{}` on `application`", p.key),
+                        &at,
+                        "unknown property",
+                    )
+                    .help("a user application is configured in its block: crate, entry, use"),
                 );
             }
         }
@@ -498,12 +691,22 @@ impl Loader<'_> {
                 })
                 .collect();
             if strings.len() != child.entries().len() {
-                self.err(Diag::new("compose::type-mismatch", format!("`{cname}` takes plain string arguments"), &cspan, "unexpected value"));
+                self.err(Diag::new(
+                    "compose::type-mismatch",
+                    format!("`{cname}` takes plain string arguments"),
+                    &cspan,
+                    "unexpected value",
+                ));
                 continue;
             }
             match cname {
                 "crate" | "entry" if strings.len() != 1 => {
-                    self.err(Diag::new("compose::extra-argument", format!("`{cname}` takes exactly one value"), &cspan, "expected one value"));
+                    self.err(Diag::new(
+                        "compose::extra-argument",
+                        format!("`{cname}` takes exactly one value"),
+                        &cspan,
+                        "expected one value",
+                    ));
                 }
                 "crate" => {
                     let (rel, at) = strings.into_iter().next()?;
@@ -514,8 +717,13 @@ impl Loader<'_> {
                 other => {
                     let at = span(source, child.name().span());
                     self.err(
-                        Diag::new("compose::unknown-node", format!("unknown node `{other}` in application"), &at, "unknown here")
-                            .help(suggest(other, ["crate", "entry", "use"])),
+                        Diag::new(
+                            "compose::unknown-node",
+                            format!("unknown node `{other}` in application"),
+                            &at,
+                            "unknown here",
+                        )
+                        .help(suggest(other, ["crate", "entry", "use"])),
                     );
                 }
             }
@@ -524,42 +732,74 @@ impl Loader<'_> {
     }
 
     /// The unikernel node's `target` and `memory`.
-    fn unikernel(&mut self, node: &KdlNode, source: &Source) -> (Option<Named>, Option<(u64, Span)>) {
+    fn unikernel(
+        &mut self,
+        node: &KdlNode,
+        source: &Source,
+    ) -> (Option<Named>, Option<(u64, Span)>) {
         let mut target = None;
         let mut memory = None;
         let _ = self.props(node, source, Some(&[]));
         for child in node.children().map(|c| c.nodes()).unwrap_or_default() {
             let cname = child.name().value();
             let at = span(source, child.span());
-            let value = child.entries().first().filter(|_| child.entries().len() == 1 && child.entries()[0].name().is_none());
+            let value = child
+                .entries()
+                .first()
+                .filter(|_| child.entries().len() == 1 && child.entries()[0].name().is_none());
             match (cname, value.map(|e| (e.value(), span(source, e.span())))) {
                 ("target", Some((KdlValue::String(t), vspan))) => {
                     if TARGETS.contains(&t.as_str()) {
                         target = Some((t.clone(), vspan));
                     } else {
                         self.err(
-                            Diag::new("compose::unknown-target", format!("unknown target `{t}`"), &vspan, "not a target")
-                                .help(suggest(t, TARGETS.iter().copied())),
+                            Diag::new(
+                                "compose::unknown-target",
+                                format!("unknown target `{t}`"),
+                                &vspan,
+                                "not a target",
+                            )
+                            .help(suggest(t, TARGETS.iter().copied())),
                         );
                     }
                 }
                 ("memory", Some((v, vspan))) => match Ty::Size.check(v) {
                     Ok(Value::Int(n)) if n >= 2 << 20 => memory = Some((n as u64, vspan)),
                     Ok(_) => self.err(
-                        Diag::new("compose::memory", "memory must be at least 2MiB", &vspan, "too small")
-                            .help("Solo5 tenders need at least 2MiB; 64MiB is a comfortable start"),
+                        Diag::new(
+                            "compose::memory",
+                            "memory must be at least 2MiB",
+                            &vspan,
+                            "too small",
+                        )
+                        .help("Solo5 tenders need at least 2MiB; 64MiB is a comfortable start"),
                     ),
                     Err(e) => self.err(
-                        Diag::new("compose::type-mismatch", format!("`memory` expects a size, found {}", e.found), &vspan, "expected a size")
-                            .maybe_help(e.hint),
+                        Diag::new(
+                            "compose::type-mismatch",
+                            format!("`memory` expects a size, found {}", e.found),
+                            &vspan,
+                            "expected a size",
+                        )
+                        .maybe_help(e.hint),
                     ),
                 },
-                ("target" | "memory", _) => self.err(Diag::new("compose::extra-argument", format!("`{cname}` takes exactly one value"), &at, "expected one value")),
+                ("target" | "memory", _) => self.err(Diag::new(
+                    "compose::extra-argument",
+                    format!("`{cname}` takes exactly one value"),
+                    &at,
+                    "expected one value",
+                )),
                 (other, _) => {
                     let at = span(source, child.name().span());
                     self.err(
-                        Diag::new("compose::unknown-node", format!("unknown node `{other}` in unikernel"), &at, "unknown here")
-                            .help(suggest(other, ["target", "memory"])),
+                        Diag::new(
+                            "compose::unknown-node",
+                            format!("unknown node `{other}` in unikernel"),
+                            &at,
+                            "unknown here",
+                        )
+                        .help(suggest(other, ["target", "memory"])),
                     );
                 }
             }
@@ -572,11 +812,23 @@ impl Loader<'_> {
         let defs = std::mem::take(&mut self.defs);
         let mut kept: Vec<(usize, String, Span, Def)> = Vec::new();
         for (file, name, at, def) in defs {
-            if let Some(i) = kept.iter().position(|(_, n, _, d)| *n == name && same_namespace(d, &def)) {
+            if let Some(i) = kept
+                .iter()
+                .position(|(_, n, _, d)| *n == name && same_namespace(d, &def))
+            {
                 if kept[i].0 == file {
                     let first = kept[i].2.clone();
-                    let d = Diag::new("compose::duplicate-name", format!("`{name}` is defined twice"), &at, "defined again here");
-                    let d = if first.source.path == at.source.path { d.also(&first, "first defined here") } else { d };
+                    let d = Diag::new(
+                        "compose::duplicate-name",
+                        format!("`{name}` is defined twice"),
+                        &at,
+                        "defined again here",
+                    );
+                    let d = if first.source.path == at.source.path {
+                        d.also(&first, "first defined here")
+                    } else {
+                        d
+                    };
                     self.err(d.help("names are unique in a file; an importing file may override an imported definition"));
                     continue;
                 }
@@ -599,7 +851,10 @@ impl Loader<'_> {
             }
         }
         let main_source = Source::new(main, std::fs::read_to_string(main).unwrap_or_default());
-        let whole_main = Span { source: main_source.clone(), span: (0, 0).into() };
+        let whole_main = Span {
+            source: main_source.clone(),
+            span: (0, 0).into(),
+        };
         let (name, name_span, target, memory) = match unikernel {
             Some((name, at, node, source)) => {
                 let (t, m) = self.unikernel(&node, &source);
@@ -616,23 +871,45 @@ impl Loader<'_> {
             }
         };
         if apps.len() > 1 {
-            let d = Diag::new("compose::two-applications", "a unikernel has exactly one application", &apps[1].span, "second application")
-                .also(&apps[0].span, "first application");
+            let d = Diag::new(
+                "compose::two-applications",
+                "a unikernel has exactly one application",
+                &apps[1].span,
+                "second application",
+            )
+            .also(&apps[0].span, "first application");
             self.err(d);
         }
         let application = apps.into_iter().next();
         if application.is_none() && self.diags.is_empty() {
             self.err(
-                Diag::new("compose::missing-application", "the spec has no `application`", &name_span, "this unikernel runs nothing")
-                    .help("add `application NAME { crate \"path\"; entry \"crate::start\"; use ... }`"),
+                Diag::new(
+                    "compose::missing-application",
+                    "the spec has no `application`",
+                    &name_span,
+                    "this unikernel runs nothing",
+                )
+                .help("add `application NAME { crate \"path\"; entry \"crate::start\"; use ... }`"),
             );
         }
         apply_args(&mut spec_params, args, &mut self.diags);
         if !self.diags.is_empty() {
             return Err(self.diags);
         }
-        let Some(application) = application else { return Err(self.diags) };
-        Ok(Spec { name, name_span, target, memory, params: spec_params, bootargs, devices, application, files: self.files })
+        let Some(application) = application else {
+            return Err(self.diags);
+        };
+        Ok(Spec {
+            name,
+            name_span,
+            target,
+            memory,
+            params: spec_params,
+            bootargs,
+            devices,
+            application,
+            files: self.files,
+        })
     }
 }
 
@@ -650,7 +927,13 @@ fn apply_args(params: &mut [Param], args: &[(String, String)], diags: &mut Vec<D
             } else {
                 suggest(name, params.iter().map(|p| p.name.as_str()))
             };
-            diags.push(Diag::nowhere("compose::bad-arg", format!("--arg {name}={value}: the spec has no param `{name}`")).help(help));
+            diags.push(
+                Diag::nowhere(
+                    "compose::bad-arg",
+                    format!("--arg {name}={value}: the spec has no param `{name}`"),
+                )
+                .help(help),
+            );
             continue;
         };
         match p.ty.check_text(value) {
@@ -659,7 +942,15 @@ fn apply_args(params: &mut [Param], args: &[(String, String)], diags: &mut Vec<D
                 p.overridden = true;
             }
             Err(e) => {
-                let d = Diag::new("compose::bad-arg", format!("--arg {name}={value}: expected {}, found {}", e.expected, e.found), &p.span, "param declared here");
+                let d = Diag::new(
+                    "compose::bad-arg",
+                    format!(
+                        "--arg {name}={value}: expected {}, found {}",
+                        e.expected, e.found
+                    ),
+                    &p.span,
+                    "param declared here",
+                );
                 diags.push(d.maybe_help(e.hint));
             }
         }
@@ -667,10 +958,13 @@ fn apply_args(params: &mut [Param], args: &[(String, String)], diags: &mut Vec<D
 }
 
 fn string_prop(props: &[PropDecl], key: &str) -> Option<String> {
-    props.iter().find(|p| p.key == key).and_then(|p| match &p.value {
-        KdlValue::String(s) => Some(s.clone()),
-        _ => None,
-    })
+    props
+        .iter()
+        .find(|p| p.key == key)
+        .and_then(|p| match &p.value {
+            KdlValue::String(s) => Some(s.clone()),
+            _ => None,
+        })
 }
 
 /// Names of devices, params, boot arguments and applications: lowercase, digits, `-`.

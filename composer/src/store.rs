@@ -61,7 +61,9 @@ pub enum StoreError {
         source: io::Error,
     },
     /// Neither an explicit store, `$COMPOSE_STORE`, `$XDG_CACHE_HOME` nor `$HOME` is set.
-    #[error("cannot find a place for the store: set $HOME, $XDG_CACHE_HOME or $COMPOSE_STORE, or pass --store DIR")]
+    #[error(
+        "cannot find a place for the store: set $HOME, $XDG_CACHE_HOME or $COMPOSE_STORE, or pass --store DIR"
+    )]
     NoHome,
     /// A name or target cannot be part of an entry's directory name.
     #[error("{what} {value:?} cannot be used in a store path: {why}")]
@@ -102,7 +104,11 @@ pub enum StoreError {
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
-    move |source| StoreError::Io { what, path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -148,20 +154,27 @@ pub(crate) fn random_suffix() -> String {
     }
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     format!("{:x}{:x}{n:x}", std::process::id(), t)
 }
 
 /// A temporary sibling of `path`: `.<file name>.tmp-<random>` in the same directory.
 pub(crate) fn tmp_sibling(path: &Path) -> PathBuf {
     let dir = parent_dir(path);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     dir.join(format!(".{name}.tmp-{}", random_suffix()))
 }
 
 /// `path`'s directory; `.` for a bare file name.
 pub(crate) fn parent_dir(path: &Path) -> &Path {
-    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Fsyncs a directory, so that renames into it are durable.
@@ -177,7 +190,11 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<(
     fs::create_dir_all(dir)?;
     let tmp = tmp_sibling(path);
     let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -320,10 +337,19 @@ pub struct KeyBuilder {
 impl KeyBuilder {
     /// A builder hashing files through `cache`.
     pub fn new(cache: HashCache) -> KeyBuilder {
-        KeyBuilder { inputs: BTreeMap::new(), cache }
+        KeyBuilder {
+            inputs: BTreeMap::new(),
+            cache,
+        }
     }
 
-    fn insert(&mut self, label: String, kind: InputKind, digest: [u8; 32], size: u64) -> Result<()> {
+    fn insert(
+        &mut self,
+        label: String,
+        kind: InputKind,
+        digest: [u8; 32],
+        size: u64,
+    ) -> Result<()> {
         if label.is_empty() || label.contains(['\n', '\0']) {
             return Err(StoreError::BadLabel(label));
         }
@@ -336,13 +362,21 @@ impl KeyBuilder {
 
     /// Adds bytes: the normalized spec, the composer's version, the toolchain's.
     pub fn add_bytes(&mut self, label: &str, bytes: &[u8]) -> Result<()> {
-        self.insert(label.to_string(), InputKind::Bytes, Sha256::digest(bytes).into(), bytes.len() as u64)
+        self.insert(
+            label.to_string(),
+            InputKind::Bytes,
+            Sha256::digest(bytes).into(),
+            bytes.len() as u64,
+        )
     }
 
     /// Adds a file's contents (following symlinks).
     pub fn add_file(&mut self, label: &str, path: &Path) -> Result<()> {
         let abs = std::path::absolute(path).map_err(io_err("cannot find", path))?;
-        let (digest, size) = self.cache.hash(&abs).map_err(io_err("cannot hash input file", path))?;
+        let (digest, size) = self
+            .cache
+            .hash(&abs)
+            .map_err(io_err("cannot hash input file", path))?;
         self.insert(label.to_string(), InputKind::File, digest, size)
     }
 
@@ -358,20 +392,32 @@ impl KeyBuilder {
         let root = fs::canonicalize(dir).map_err(io_err("cannot read input directory", dir))?;
         let mut listing = Sha256::new();
         let mut count = 0u64;
-        let walker = walkdir::WalkDir::new(&root).follow_links(true).sort_by_file_name().into_iter();
-        let walker = walker.filter_entry(|e| e.depth() == 0 || !excluded(e.path().strip_prefix(&root).unwrap_or(e.path()), excludes));
+        let walker = walkdir::WalkDir::new(&root)
+            .follow_links(true)
+            .sort_by_file_name()
+            .into_iter();
+        let walker = walker.filter_entry(|e| {
+            e.depth() == 0 || !excluded(e.path().strip_prefix(&root).unwrap_or(e.path()), excludes)
+        });
         for entry in walker {
             let (path, kind, digest, size) = match entry {
                 Ok(e) if e.file_type().is_dir() => continue,
                 Ok(e) => {
                     let path = e.path().to_path_buf();
-                    let (digest, size) = self.cache.hash(&path).map_err(io_err("cannot hash input file", &path))?;
+                    let (digest, size) = self
+                        .cache
+                        .hash(&path)
+                        .map_err(io_err("cannot hash input file", &path))?;
                     (path, InputKind::File, digest, size)
                 }
                 Err(e) => {
                     // A dangling symlink: walkdir cannot follow it. Anything else is an error.
                     let Some(path) = e.path().map(Path::to_path_buf) else {
-                        return Err(StoreError::Io { what: "cannot walk", path: dir.to_path_buf(), source: e.into() });
+                        return Err(StoreError::Io {
+                            what: "cannot walk",
+                            path: dir.to_path_buf(),
+                            source: e.into(),
+                        });
                     };
                     // Errors bypass filter_entry: apply the exclusions here too.
                     if excluded(path.strip_prefix(&root).unwrap_or(&path), excludes) {
@@ -380,14 +426,27 @@ impl KeyBuilder {
                     match fs::read_link(&path) {
                         Ok(target) if fs::metadata(&path).is_err() => {
                             let text = target.as_os_str().as_bytes();
-                            (path, InputKind::Symlink, Sha256::digest(text).into(), text.len() as u64)
+                            (
+                                path,
+                                InputKind::Symlink,
+                                Sha256::digest(text).into(),
+                                text.len() as u64,
+                            )
                         }
-                        _ => return Err(StoreError::Io { what: "cannot walk", path, source: e.into() }),
+                        _ => {
+                            return Err(StoreError::Io {
+                                what: "cannot walk",
+                                path,
+                                source: e.into(),
+                            });
+                        }
                     }
                 }
             };
             let rel = path.strip_prefix(&root).unwrap_or(&path);
-            let rel = rel.to_str().ok_or_else(|| StoreError::NonUtf8Path(path.clone()))?;
+            let rel = rel
+                .to_str()
+                .ok_or_else(|| StoreError::NonUtf8Path(path.clone()))?;
             listing.update((rel.len() as u64).to_le_bytes());
             listing.update(rel.as_bytes());
             listing.update([kind.tag()]);
@@ -395,7 +454,12 @@ impl KeyBuilder {
             self.insert(format!("{label}/{rel}"), kind, digest, size)?;
             count += 1;
         }
-        self.insert(label.to_string(), InputKind::Tree, listing.finalize().into(), count)
+        self.insert(
+            label.to_string(),
+            InputKind::Tree,
+            listing.finalize().into(),
+            count,
+        )
     }
 
     /// The key, the sorted input list and the hashing counters. Saves the hash cache (a
@@ -410,10 +474,19 @@ impl KeyBuilder {
             h.update([kind.tag()]);
             h.update(size.to_le_bytes());
             h.update(digest);
-            inputs.push(InputHash { label: label.clone(), kind: *kind, sha256: hex::encode(digest), size: *size });
+            inputs.push(InputHash {
+                label: label.clone(),
+                kind: *kind,
+                sha256: hex::encode(digest),
+                size: *size,
+            });
         }
         let _ = self.cache.save();
-        KeyOutcome { key: Key(h.finalize().into()), inputs, stats: self.cache.stats() }
+        KeyOutcome {
+            key: Key(h.finalize().into()),
+            inputs,
+            stats: self.cache.stats(),
+        }
     }
 }
 
@@ -425,14 +498,21 @@ fn name_matches(pattern: &str, name: &str) -> bool {
 }
 
 fn excluded(rel: &Path, excludes: &[&str]) -> bool {
-    let Some(name) = rel.file_name().and_then(|n| n.to_str()) else { return false };
+    let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
     let top = rel.components().count() == 1;
-    if EXCLUDED_EVERYWHERE.contains(&name) || (top && DEFAULT_EXCLUDES.iter().any(|p| name_matches(p, name))) {
+    if EXCLUDED_EVERYWHERE.contains(&name)
+        || (top && DEFAULT_EXCLUDES.iter().any(|p| name_matches(p, name)))
+    {
         return true;
     }
     excludes.iter().any(|pat| {
         let pat = Path::new(pat.trim_end_matches('/'));
-        let (Some(pdir), Some(pname)) = (pat.parent(), pat.file_name().and_then(|n| n.to_str())) else { return false };
+        let (Some(pdir), Some(pname)) = (pat.parent(), pat.file_name().and_then(|n| n.to_str()))
+        else {
+            return false;
+        };
         rel.parent() == Some(pdir) && name_matches(pname, name)
     })
 }
@@ -454,13 +534,22 @@ struct Stamp {
 
 impl Stamp {
     fn of(m: &fs::Metadata) -> Stamp {
-        Stamp { size: m.len(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec(), ctime: m.ctime(), ctime_nsec: m.ctime_nsec(), dev: m.dev(), ino: m.ino() }
+        Stamp {
+            size: m.len(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+            dev: m.dev(),
+            ino: m.ino(),
+        }
     }
 
     /// The later of the modification and change times.
     fn newest(&self) -> SystemTime {
         let t = |s: i64, ns: i64| {
-            let d = Duration::from_secs(s.max(0) as u64) + Duration::from_nanos(ns.clamp(0, 999_999_999) as u64);
+            let d = Duration::from_secs(s.max(0) as u64)
+                + Duration::from_nanos(ns.clamp(0, 999_999_999) as u64);
             SystemTime::UNIX_EPOCH + d
         };
         t(self.mtime, self.mtime_nsec).max(t(self.ctime, self.ctime_nsec))
@@ -491,7 +580,13 @@ pub struct HashCache {
 impl HashCache {
     /// A cache that is never saved.
     pub fn in_memory() -> HashCache {
-        HashCache { file: None, entries: HashMap::new(), updates: HashMap::new(), racy_window: Duration::from_secs(2), stats: HashStats::default() }
+        HashCache {
+            file: None,
+            entries: HashMap::new(),
+            updates: HashMap::new(),
+            racy_window: Duration::from_secs(2),
+            stats: HashStats::default(),
+        }
     }
 
     /// The cache saved in `file` (empty if it is missing or unreadable).
@@ -527,22 +622,32 @@ impl HashCache {
     pub fn hash(&mut self, path: &Path) -> io::Result<([u8; 32], u64)> {
         let before = fs::metadata(path)?;
         if !before.is_file() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
         }
         let stamp = Stamp::of(&before);
-        if let Some((s, digest)) = self.entries.get(path) {
-            if *s == stamp {
-                self.stats.cache_hits += 1;
-                return Ok((*digest, stamp.size));
-            }
+        if let Some((s, digest)) = self.entries.get(path)
+            && *s == stamp
+        {
+            self.stats.cache_hits += 1;
+            return Ok((*digest, stamp.size));
         }
         let file = fs::File::open(path)?;
         let (digest, len) = hash_reader(&file)?;
         self.stats.hashed_files += 1;
         self.stats.hashed_bytes += len;
         let after = Stamp::of(&file.metadata()?);
-        let settled = SystemTime::now().duration_since(stamp.newest()).is_ok_and(|age| age >= self.racy_window);
-        if after == stamp && len == stamp.size && settled && path.is_absolute() && !path.as_os_str().as_bytes().contains(&b'\n') {
+        let settled = SystemTime::now()
+            .duration_since(stamp.newest())
+            .is_ok_and(|age| age >= self.racy_window);
+        if after == stamp
+            && len == stamp.size
+            && settled
+            && path.is_absolute()
+            && !path.as_os_str().as_bytes().contains(&b'\n')
+        {
             self.entries.insert(path.to_path_buf(), (stamp, digest));
             self.updates.insert(path.to_path_buf(), (stamp, digest));
         }
@@ -552,7 +657,9 @@ impl HashCache {
     /// Writes new entries to the cache file, merged with what other processes saved
     /// meanwhile. Does nothing for an in-memory cache or when nothing is new.
     pub fn save(&mut self) -> io::Result<()> {
-        let Some(file) = &self.file else { return Ok(()) };
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
         if self.updates.is_empty() {
             return Ok(());
         }
@@ -567,10 +674,10 @@ impl HashCache {
         let before = self.entries.len();
         self.entries.retain(|p, _| fs::symlink_metadata(p).is_ok());
         let dropped = before - self.entries.len();
-        if let Some(file) = &self.file {
-            if dropped > 0 {
-                write_cache_file(file, &self.entries)?;
-            }
+        if let Some(file) = &self.file
+            && dropped > 0
+        {
+            write_cache_file(file, &self.entries)?;
         }
         self.updates.clear();
         Ok(dropped)
@@ -579,7 +686,9 @@ impl HashCache {
 
 fn read_cache_file(file: &Path) -> HashMap<PathBuf, (Stamp, [u8; 32])> {
     let mut out = HashMap::new();
-    let Ok(bytes) = fs::read(file) else { return out };
+    let Ok(bytes) = fs::read(file) else {
+        return out;
+    };
     let mut lines = bytes.split(|b| *b == b'\n');
     if lines.next() != Some(CACHE_HEADER.as_bytes()) {
         return out;
@@ -607,7 +716,10 @@ fn parse_cache_line(line: &[u8]) -> Option<(PathBuf, (Stamp, [u8; 32]))> {
         ino: text()?.parse().ok()?,
     };
     let path = fields.next().filter(|p| p.first() == Some(&b'/'))?;
-    Some((PathBuf::from(std::ffi::OsStr::from_bytes(path)), (stamp, digest)))
+    Some((
+        PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+        (stamp, digest),
+    ))
 }
 
 fn write_cache_file(file: &Path, entries: &HashMap<PathBuf, (Stamp, [u8; 32])>) -> io::Result<()> {
@@ -617,7 +729,18 @@ fn write_cache_file(file: &Path, entries: &HashMap<PathBuf, (Stamp, [u8; 32])>) 
     out.extend_from_slice(CACHE_HEADER.as_bytes());
     out.push(b'\n');
     for (path, (s, digest)) in sorted {
-        let _ = write!(out, "{} {} {} {} {} {} {} {} ", hex::encode(digest), s.size, s.mtime, s.mtime_nsec, s.ctime, s.ctime_nsec, s.dev, s.ino);
+        let _ = write!(
+            out,
+            "{} {} {} {} {} {} {} {} ",
+            hex::encode(digest),
+            s.size,
+            s.mtime,
+            s.mtime_nsec,
+            s.ctime,
+            s.ctime_nsec,
+            s.dev,
+            s.ino
+        );
         out.extend_from_slice(path.as_os_str().as_bytes());
         out.push(b'\n');
     }
@@ -674,14 +797,28 @@ pub fn default_root(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
     if let Some(dir) = var(STORE_ENV) {
         return Some(PathBuf::from(dir));
     }
-    if let Some(xdg) = var("XDG_CACHE_HOME").map(PathBuf::from).filter(|p| p.is_absolute()) {
+    if let Some(xdg) = var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
         return Some(xdg.join("compose").join("store"));
     }
-    var("HOME").map(|home| PathBuf::from(home).join(".cache").join("compose").join("store"))
+    var("HOME").map(|home| {
+        PathBuf::from(home)
+            .join(".cache")
+            .join("compose")
+            .join("store")
+    })
 }
 
 fn check_component(what: &'static str, value: &str) -> Result<()> {
-    let bad = |why| Err(StoreError::BadName { what, value: value.to_string(), why });
+    let bad = |why| {
+        Err(StoreError::BadName {
+            what,
+            value: value.to_string(),
+            why,
+        })
+    };
     if value.is_empty() {
         return bad("it is empty");
     }
@@ -699,7 +836,11 @@ fn check_component(what: &'static str, value: &str) -> Result<()> {
 
 fn is_entry_name(name: &str) -> bool {
     let b = name.as_bytes();
-    b.len() > HASH_LEN + 1 && b[HASH_LEN] == b'-' && b[..HASH_LEN].iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    b.len() > HASH_LEN + 1
+        && b[HASH_LEN] == b'-'
+        && b[..HASH_LEN]
+            .iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl Store {
@@ -707,7 +848,9 @@ impl Store {
     /// says from the process environment. A relative path is taken from the current
     /// directory.
     pub fn open(explicit: Option<PathBuf>) -> Result<Store> {
-        let root = explicit.or_else(|| default_root(|k| std::env::var_os(k))).ok_or(StoreError::NoHome)?;
+        let root = explicit
+            .or_else(|| default_root(|k| std::env::var_os(k)))
+            .ok_or(StoreError::NoHome)?;
         Store::at(&root)
     }
 
@@ -754,19 +897,28 @@ impl Store {
     /// that exists is whole.
     pub fn lookup(&self, key: &Key, name: &str, target: &str) -> Result<Option<PathBuf>> {
         let path = self.entry_path(key, name, target)?;
-        Ok(fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()).then_some(path))
+        Ok(fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.is_dir())
+            .then_some(path))
     }
 
     /// Takes the store lock shared; see [`StoreLock`].
     pub fn lock(&self) -> Result<StoreLock> {
         let file = self.lock_file()?;
-        file.lock_shared().map_err(io_err("cannot lock", &self.root.join(LOCK_FILE)))?;
+        file.lock_shared()
+            .map_err(io_err("cannot lock", &self.root.join(LOCK_FILE)))?;
         Ok(StoreLock { _file: file })
     }
 
     fn lock_file(&self) -> Result<fs::File> {
         let path = self.root.join(LOCK_FILE);
-        fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err("cannot open", &path))
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("cannot open", &path))
     }
 
     /// Adds the entry for `key` unless it exists: `fill` writes the output into an empty
@@ -783,9 +935,15 @@ impl Store {
         let dest = self.entry_path(key, name, target)?;
         let _lock = self.lock()?;
         if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
-            return Ok(Committed { path: dest, fresh: false });
+            return Ok(Committed {
+                path: dest,
+                fresh: false,
+            });
         }
-        let tmp = self.root.join(TMP_DIR).join(format!("{}-{}", key.short(), random_suffix()));
+        let tmp = self
+            .root
+            .join(TMP_DIR)
+            .join(format!("{}-{}", key.short(), random_suffix()));
         fs::create_dir(&tmp).map_err(io_err("cannot create", &tmp))?;
         let discard = |tmp: &Path| {
             let _ = remove_tree(tmp);
@@ -804,15 +962,25 @@ impl Store {
                 // permission on it (to update its `..`).
                 let _ = fs::set_permissions(&dest, fs::Permissions::from_mode(0o555));
                 sync_dir(&self.root).map_err(io_err("cannot sync", &self.root))?;
-                Ok(Committed { path: dest, fresh: true })
+                Ok(Committed {
+                    path: dest,
+                    fresh: true,
+                })
             }
             Err(_) if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) => {
                 discard(&tmp);
-                Ok(Committed { path: dest, fresh: false })
+                Ok(Committed {
+                    path: dest,
+                    fresh: false,
+                })
             }
             Err(e) => {
                 discard(&tmp);
-                Err(StoreError::Io { what: "cannot move into place", path: dest, source: e })
+                Err(StoreError::Io {
+                    what: "cannot move into place",
+                    path: dest,
+                    source: e,
+                })
             }
         }
     }
@@ -823,7 +991,9 @@ impl Store {
         let real = fs::canonicalize(path).ok()?;
         let rel = real.strip_prefix(&self.root).ok()?;
         let first = rel.components().next()?;
-        let Component::Normal(name) = first else { return None };
+        let Component::Normal(name) = first else {
+            return None;
+        };
         let name = name.to_str()?;
         is_entry_name(name).then(|| self.root.join(name))
     }
@@ -831,7 +1001,10 @@ impl Store {
     fn require_entry(&self, entry: &Path) -> Result<PathBuf> {
         self.entry_of(entry)
             .filter(|e| fs::symlink_metadata(e).is_ok_and(|m| m.is_dir()))
-            .ok_or_else(|| StoreError::NotAnEntry { path: entry.to_path_buf(), root: self.root.clone() })
+            .ok_or_else(|| StoreError::NotAnEntry {
+                path: entry.to_path_buf(),
+                root: self.root.clone(),
+            })
     }
 
     /// Points the symlink `link` (e.g. `./result`) at `entry`, replacing an older symlink
@@ -841,18 +1014,22 @@ impl Store {
     pub fn link_result(&self, entry: &Path, link: &Path) -> Result<PathBuf> {
         let entry = self.require_entry(entry)?;
         let abs = std::path::absolute(link).map_err(io_err("cannot find", link))?;
-        let parent = fs::canonicalize(parent_dir(&abs)).map_err(io_err("cannot find the directory of", &abs))?;
+        let parent = fs::canonicalize(parent_dir(&abs))
+            .map_err(io_err("cannot find the directory of", &abs))?;
         let link = match abs.file_name() {
             Some(name) => parent.join(name),
             None => return Err(StoreError::LinkOccupied(abs)),
         };
-        if let Ok(m) = fs::symlink_metadata(&link) {
-            if !m.file_type().is_symlink() {
-                return Err(StoreError::LinkOccupied(link));
-            }
+        if let Ok(m) = fs::symlink_metadata(&link)
+            && !m.file_type().is_symlink()
+        {
+            return Err(StoreError::LinkOccupied(link));
         }
         let _lock = self.lock()?;
-        let root = self.root.join(GCROOTS_DIR).join(sha256_hex(link.as_os_str().as_bytes()));
+        let root = self
+            .root
+            .join(GCROOTS_DIR)
+            .join(sha256_hex(link.as_os_str().as_bytes()));
         symlink_atomic(&link, &root).map_err(io_err("cannot register the GC root", &root))?;
         symlink_atomic(&entry, &link).map_err(io_err("cannot create the link", &link))?;
         Ok(link)
@@ -874,7 +1051,11 @@ impl Store {
         match fs::remove_file(&pin) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError::Io { what: "cannot remove the pin", path: pin, source: e }),
+            Err(e) => Err(StoreError::Io {
+                what: "cannot remove the pin",
+                path: pin,
+                source: e,
+            }),
         }
     }
 
@@ -884,7 +1065,9 @@ impl Store {
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(io_err("cannot read", &dir))? {
             let e = e.map_err(io_err("cannot read", &dir))?;
-            let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
             if name.starts_with('.') {
                 continue;
             }
@@ -905,9 +1088,15 @@ impl Store {
             if e.file_name().as_bytes().starts_with(b".") {
                 continue;
             }
-            let Ok(link) = fs::read_link(e.path()) else { continue };
+            let Ok(link) = fs::read_link(e.path()) else {
+                continue;
+            };
             let live = fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink());
-            let entry = if live { self.entry_of(&link).filter(|p| p.is_dir()) } else { None };
+            let entry = if live {
+                self.entry_of(&link).filter(|p| p.is_dir())
+            } else {
+                None
+            };
             out.push((link, entry));
         }
         out.sort();
@@ -919,10 +1108,11 @@ impl Store {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.root).map_err(io_err("cannot read", &self.root))? {
             let e = e.map_err(io_err("cannot read", &self.root))?;
-            if let Some(name) = e.file_name().to_str() {
-                if is_entry_name(name) && e.file_type().is_ok_and(|t| t.is_dir()) {
-                    out.push(name.to_string());
-                }
+            if let Some(name) = e.file_name().to_str()
+                && is_entry_name(name)
+                && e.file_type().is_ok_and(|t| t.is_dir())
+            {
+                out.push(name.to_string());
             }
         }
         out.sort();
@@ -939,7 +1129,13 @@ impl Store {
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Busy(self.root.clone())),
-            Err(fs::TryLockError::Error(e)) => return Err(StoreError::Io { what: "cannot lock", path: self.root.join(LOCK_FILE), source: e }),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Io {
+                    what: "cannot lock",
+                    path: self.root.join(LOCK_FILE),
+                    source: e,
+                });
+            }
         }
         let mut report = GcReport::default();
         let mut live = std::collections::BTreeSet::new();
@@ -947,14 +1143,21 @@ impl Store {
         for e in fs::read_dir(&gcroots).map_err(io_err("cannot read", &gcroots))? {
             let e = e.map_err(io_err("cannot read", &gcroots))?;
             let link = fs::read_link(e.path()).ok();
-            let is_link = link.as_ref().is_some_and(|l| fs::symlink_metadata(l).is_ok_and(|m| m.file_type().is_symlink()));
-            let entry = link.as_ref().filter(|_| is_link).and_then(|l| self.entry_of(l)).filter(|p| p.is_dir());
+            let is_link = link
+                .as_ref()
+                .is_some_and(|l| fs::symlink_metadata(l).is_ok_and(|m| m.file_type().is_symlink()));
+            let entry = link
+                .as_ref()
+                .filter(|_| is_link)
+                .and_then(|l| self.entry_of(l))
+                .filter(|p| p.is_dir());
             match entry {
                 Some(entry) => {
                     live.insert(entry);
                 }
                 None => {
-                    fs::remove_file(e.path()).map_err(io_err("cannot remove the stale root", &e.path()))?;
+                    fs::remove_file(e.path())
+                        .map_err(io_err("cannot remove the stale root", &e.path()))?;
                     report.stale_roots.push(link.unwrap_or_else(|| e.path()));
                 }
             }
@@ -1012,7 +1215,10 @@ fn remove_tree(path: &Path) -> io::Result<()> {
     if !meta.is_dir() {
         return fs::remove_file(path);
     }
-    for e in walkdir::WalkDir::new(path).into_iter().filter_map(|e| e.ok()) {
+    for e in walkdir::WalkDir::new(path)
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
         if e.file_type().is_dir() {
             let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(0o755));
         }
@@ -1027,27 +1233,36 @@ fn seal(dir: &Path) -> Result<()> {
     let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
     let times = fs::FileTimes::new().set_modified(epoch).set_accessed(epoch);
     for e in walkdir::WalkDir::new(dir).contents_first(true) {
-        let e = e.map_err(|e| StoreError::Io { what: "cannot seal", path: dir.to_path_buf(), source: e.into() })?;
+        let e = e.map_err(|e| StoreError::Io {
+            what: "cannot seal",
+            path: dir.to_path_buf(),
+            source: e.into(),
+        })?;
         let path = e.path();
         let ty = e.file_type();
         if ty.is_symlink() {
             continue;
         }
-        let meta = e.metadata().map_err(|err| StoreError::Io { what: "cannot seal", path: path.to_path_buf(), source: err.into() })?;
-        let mode = if ty.is_dir() {
-            0o555
-        } else if ty.is_file() && meta.permissions().mode() & 0o111 != 0 {
+        let meta = e.metadata().map_err(|err| StoreError::Io {
+            what: "cannot seal",
+            path: path.to_path_buf(),
+            source: err.into(),
+        })?;
+        let executable = ty.is_file() && meta.permissions().mode() & 0o111 != 0;
+        let mode = if ty.is_dir() || executable {
             0o555
         } else {
             0o444
         };
         // Permissions first: they make every file readable, so it can be opened to sync.
         if e.depth() > 0 {
-            fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err("cannot make read-only", path))?;
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .map_err(io_err("cannot make read-only", path))?;
         }
         if ty.is_file() || ty.is_dir() {
             let f = fs::File::open(path).map_err(io_err("cannot seal", path))?;
-            f.set_times(times).map_err(io_err("cannot set the times of", path))?;
+            f.set_times(times)
+                .map_err(io_err("cannot set the times of", path))?;
             f.sync_all().map_err(io_err("cannot sync", path))?;
         }
     }
@@ -1075,10 +1290,34 @@ mod tests {
 
     #[test]
     fn default_root_order() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| OsString::from(v));
-        assert_eq!(default_root(env(&[("COMPOSE_STORE", "/s"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])), Some(PathBuf::from("/s")));
-        assert_eq!(default_root(env(&[("COMPOSE_STORE", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])), Some(PathBuf::from("/x/compose/store")));
-        assert_eq!(default_root(env(&[("XDG_CACHE_HOME", "rel"), ("HOME", "/h")])), Some(PathBuf::from("/h/.cache/compose/store")));
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        assert_eq!(
+            default_root(env(&[
+                ("COMPOSE_STORE", "/s"),
+                ("XDG_CACHE_HOME", "/x"),
+                ("HOME", "/h")
+            ])),
+            Some(PathBuf::from("/s"))
+        );
+        assert_eq!(
+            default_root(env(&[
+                ("COMPOSE_STORE", ""),
+                ("XDG_CACHE_HOME", "/x"),
+                ("HOME", "/h")
+            ])),
+            Some(PathBuf::from("/x/compose/store"))
+        );
+        assert_eq!(
+            default_root(env(&[("XDG_CACHE_HOME", "rel"), ("HOME", "/h")])),
+            Some(PathBuf::from("/h/.cache/compose/store"))
+        );
         assert_eq!(default_root(env(&[])), None);
         let d = tmp();
         let explicit = d.path().join("mine");
@@ -1123,9 +1362,17 @@ mod tests {
         let mut b = KeyBuilder::new(HashCache::in_memory());
         b.add_bytes("x", b"1").unwrap();
         assert!(matches!(b.add_bytes("x", b"2"), Err(StoreError::DuplicateInput(l)) if l == "x"));
-        assert!(matches!(b.add_bytes("", b"2"), Err(StoreError::BadLabel(_))));
-        assert!(matches!(b.add_bytes("a\nb", b"2"), Err(StoreError::BadLabel(_))));
-        let err = b.add_file("missing", Path::new("/nonexistent/compose-x")).unwrap_err();
+        assert!(matches!(
+            b.add_bytes("", b"2"),
+            Err(StoreError::BadLabel(_))
+        ));
+        assert!(matches!(
+            b.add_bytes("a\nb", b"2"),
+            Err(StoreError::BadLabel(_))
+        ));
+        let err = b
+            .add_file("missing", Path::new("/nonexistent/compose-x"))
+            .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/compose-x"), "{err}");
     }
 
@@ -1150,19 +1397,38 @@ mod tests {
         std::os::unix::fs::symlink(d.path().join("gone"), app.join("result-old")).unwrap();
         let out = key_of(|b| b.add_tree("app", &app, &["assets/tmp"]).unwrap());
         let labels: Vec<&str> = out.inputs.iter().map(|i| i.label.as_str()).collect();
-        assert_eq!(labels, ["app", "app/Cargo.toml", "app/assets/dist/keep", "app/assets/logo.png", "app/dangling", "app/src/main.rs"]);
+        assert_eq!(
+            labels,
+            [
+                "app",
+                "app/Cargo.toml",
+                "app/assets/dist/keep",
+                "app/assets/logo.png",
+                "app/dangling",
+                "app/src/main.rs"
+            ]
+        );
         assert_eq!(out.inputs[0].kind, InputKind::Tree);
         assert_eq!(out.inputs[0].size, 5);
         assert_eq!(out.inputs[4].kind, InputKind::Symlink);
         // Excluded files do not change the key; included ones do.
         write(&app.join("target/debug/x"), b"other junk");
-        assert_eq!(key_of(|b| b.add_tree("app", &app, &["assets/tmp"]).unwrap()).key, out.key);
+        assert_eq!(
+            key_of(|b| b.add_tree("app", &app, &["assets/tmp"]).unwrap()).key,
+            out.key
+        );
         write(&app.join("assets/logo.png"), b"png2");
-        assert_ne!(key_of(|b| b.add_tree("app", &app, &["assets/tmp"]).unwrap()).key, out.key);
+        assert_ne!(
+            key_of(|b| b.add_tree("app", &app, &["assets/tmp"]).unwrap()).key,
+            out.key
+        );
         // A renamed file changes the key even with the same contents.
         let a = key_of(|b| b.add_tree("app", &app, &["assets/tmp"]).unwrap()).key;
         fs::rename(app.join("assets/logo.png"), app.join("assets/logo2.png")).unwrap();
-        assert_ne!(key_of(|b| b.add_tree("app", &app, &["assets/tmp"]).unwrap()).key, a);
+        assert_ne!(
+            key_of(|b| b.add_tree("app", &app, &["assets/tmp"]).unwrap()).key,
+            a
+        );
         // An empty tree still counts as an input.
         fs::create_dir(d.path().join("empty")).unwrap();
         let e = key_of(|b| b.add_tree("assets", &d.path().join("empty"), &[]).unwrap());
@@ -1193,7 +1459,14 @@ mod tests {
         assert_eq!(second.key, first.key);
         // Now cached and persisted: a fresh process reads nothing.
         let third = keyed(Duration::ZERO);
-        assert_eq!(third.stats, HashStats { hashed_files: 0, hashed_bytes: 0, cache_hits: 5 });
+        assert_eq!(
+            third.stats,
+            HashStats {
+                hashed_files: 0,
+                hashed_bytes: 0,
+                cache_hits: 5
+            }
+        );
         assert_eq!(third.key, first.key);
         // Proof that a hit does not read the file: forge the cached digest of f0 (its stamp
         // unchanged) and the forged digest is what comes back, with nothing read.
@@ -1201,7 +1474,13 @@ mod tests {
         let f0 = fs::canonicalize(assets.join("f0.bin")).unwrap();
         let forged: String = text
             .lines()
-            .map(|l| if l.ends_with(&*f0.to_string_lossy()) { format!("{}{}", "0".repeat(64), &l[64..]) } else { l.to_string() })
+            .map(|l| {
+                if l.ends_with(&*f0.to_string_lossy()) {
+                    format!("{}{}", "0".repeat(64), &l[64..])
+                } else {
+                    l.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n");
         fs::write(&cache_file, forged + "\n").unwrap();
@@ -1222,7 +1501,14 @@ mod tests {
         let f = d.path().join("hashes");
         fs::write(&f, b"garbage\nmore").unwrap();
         assert!(HashCache::load(&f).is_empty());
-        fs::write(&f, format!("{CACHE_HEADER}\nzz 1 2 3 4 5 6 7 /x\n{} 1 2 3 4 5 6 7 relative\n", "a".repeat(64))).unwrap();
+        fs::write(
+            &f,
+            format!(
+                "{CACHE_HEADER}\nzz 1 2 3 4 5 6 7 /x\n{} 1 2 3 4 5 6 7 relative\n",
+                "a".repeat(64)
+            ),
+        )
+        .unwrap();
         assert!(HashCache::load(&f).is_empty());
     }
 
@@ -1245,16 +1531,32 @@ mod tests {
         assert_eq!(store.lookup(&k, "hello", "unix").unwrap(), None);
         let c = store.commit(&k, "hello", "unix", fill_hello).unwrap();
         assert!(c.fresh);
-        assert_eq!(c.path.file_name().unwrap().to_str().unwrap(), format!("{}-hello-unix", k.short()));
-        assert_eq!(store.lookup(&k, "hello", "unix").unwrap(), Some(c.path.clone()));
+        assert_eq!(
+            c.path.file_name().unwrap().to_str().unwrap(),
+            format!("{}-hello-unix", k.short())
+        );
+        assert_eq!(
+            store.lookup(&k, "hello", "unix").unwrap(),
+            Some(c.path.clone())
+        );
         let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&c.path), 0o555);
         assert_eq!(mode(&c.path.join("hello.txt")), 0o444);
         assert_eq!(mode(&c.path.join("bin/run")), 0o555);
         assert_eq!(fs::metadata(c.path.join("hello.txt")).unwrap().mtime(), 1);
         // A second commit does not run fill.
-        let again = store.commit(&k, "hello", "unix", |_| -> io::Result<()> { panic!("fill ran for an existing entry") }).unwrap();
-        assert_eq!(again, Committed { path: c.path.clone(), fresh: false });
+        let again = store
+            .commit(&k, "hello", "unix", |_| -> io::Result<()> {
+                panic!("fill ran for an existing entry")
+            })
+            .unwrap();
+        assert_eq!(
+            again,
+            Committed {
+                path: c.path.clone(),
+                fresh: false
+            }
+        );
         assert_eq!(fs::read_dir(store.root().join(TMP_DIR)).unwrap().count(), 0);
     }
 
@@ -1285,7 +1587,9 @@ mod tests {
         let c = store
             .commit(&k, "hello", "unix", |dir| {
                 // Another process finishes the same key while we are filling.
-                other.commit(&k, "hello", "unix", |d2| fs::write(d2.join("who"), b"them")).unwrap();
+                other
+                    .commit(&k, "hello", "unix", |d2| fs::write(d2.join("who"), b"them"))
+                    .unwrap();
                 fs::write(dir.join("who"), b"us")
             })
             .unwrap();
@@ -1299,8 +1603,20 @@ mod tests {
         let d = tmp();
         let store = Store::at(d.path()).unwrap();
         let k = key("x");
-        for (name, target) in [("", "unix"), ("a/b", "unix"), (".hidden", "unix"), ("ok", "../x"), ("ok", "a\nb")] {
-            assert!(matches!(store.entry_path(&k, name, target), Err(StoreError::BadName { .. })), "{name:?} {target:?}");
+        for (name, target) in [
+            ("", "unix"),
+            ("a/b", "unix"),
+            (".hidden", "unix"),
+            ("ok", "../x"),
+            ("ok", "a\nb"),
+        ] {
+            assert!(
+                matches!(
+                    store.entry_path(&k, name, target),
+                    Err(StoreError::BadName { .. })
+                ),
+                "{name:?} {target:?}"
+            );
         }
     }
 
@@ -1310,10 +1626,22 @@ mod tests {
         let store = Store::at(&d.path().join("store")).unwrap();
         let work = d.path().join("work");
         fs::create_dir(&work).unwrap();
-        let a = store.commit(&key("a"), "hello", "unix", fill_hello).unwrap().path;
-        let b = store.commit(&key("b"), "hello", "unix", fill_hello).unwrap().path;
-        let c = store.commit(&key("c"), "hello", "hvt", fill_hello).unwrap().path;
-        let e = store.commit(&key("e"), "hello", "hvt", fill_hello).unwrap().path;
+        let a = store
+            .commit(&key("a"), "hello", "unix", fill_hello)
+            .unwrap()
+            .path;
+        let b = store
+            .commit(&key("b"), "hello", "unix", fill_hello)
+            .unwrap()
+            .path;
+        let c = store
+            .commit(&key("c"), "hello", "hvt", fill_hello)
+            .unwrap()
+            .path;
+        let e = store
+            .commit(&key("e"), "hello", "hvt", fill_hello)
+            .unwrap()
+            .path;
         let result = work.join("result");
         store.link_result(&a, &result).unwrap();
         assert_eq!(fs::read_link(&result).unwrap(), a);
@@ -1330,8 +1658,14 @@ mod tests {
         fs::write(store.root().join(TMP_DIR).join("dead/sub/f"), b"12345").unwrap();
         // Something that is not a symlink is never replaced.
         fs::write(work.join("file"), b"mine").unwrap();
-        assert!(matches!(store.link_result(&a, &work.join("file")), Err(StoreError::LinkOccupied(_))));
-        assert!(matches!(store.link_result(&work, &work.join("x")), Err(StoreError::NotAnEntry { .. })));
+        assert!(matches!(
+            store.link_result(&a, &work.join("file")),
+            Err(StoreError::LinkOccupied(_))
+        ));
+        assert!(matches!(
+            store.link_result(&work, &work.join("x")),
+            Err(StoreError::NotAnEntry { .. })
+        ));
 
         // gc refuses while a build holds the lock.
         let held = store.lock().unwrap();
@@ -1351,7 +1685,12 @@ mod tests {
         assert_eq!(report.stale_roots.len(), 1);
         assert_eq!(report.stale_roots[0].file_name().unwrap(), "result-gone");
         assert!(!a.exists() && !e.exists() && b.exists() && c.exists());
-        assert_eq!(fs::read_dir(store.root().join(GCROOTS_DIR)).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(store.root().join(GCROOTS_DIR))
+                .unwrap()
+                .count(),
+            1
+        );
         assert_eq!(fs::read(result.join("hello.txt")).unwrap(), b"hi");
 
         // Unpinning and unlinking make the rest garbage.
@@ -1361,14 +1700,22 @@ mod tests {
         let report = store.gc().unwrap();
         assert_eq!(report.removed.len(), 2);
         assert!(store.entries().unwrap().is_empty());
-        assert_eq!(fs::read_dir(store.root().join(GCROOTS_DIR)).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(store.root().join(GCROOTS_DIR))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
     fn entry_of_resolves_links_and_subpaths() {
         let d = tmp();
         let store = Store::at(d.path()).unwrap();
-        let a = store.commit(&key("a"), "hello", "unix", fill_hello).unwrap().path;
+        let a = store
+            .commit(&key("a"), "hello", "unix", fill_hello)
+            .unwrap()
+            .path;
         let link = d.path().join("result");
         store.link_result(&a, &link).unwrap();
         assert_eq!(store.entry_of(&link), Some(a.clone()));

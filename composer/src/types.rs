@@ -38,8 +38,20 @@ pub enum Ty {
 }
 
 /// The names accepted in `type=`.
-pub const TYPE_NAMES: &[&str] =
-    &["string", "bool", "u8", "u16", "u32", "u64", "i64", "ipv4", "ipv4-cidr", "size", "path", "mac"];
+pub const TYPE_NAMES: &[&str] = &[
+    "string",
+    "bool",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "i64",
+    "ipv4",
+    "ipv4-cidr",
+    "size",
+    "path",
+    "mac",
+];
 
 impl Ty {
     /// Parses a type name; `a|b|c` is a choice.
@@ -112,7 +124,11 @@ impl Ty {
 
     /// Checks a KDL value against this type.
     pub fn check(&self, v: &KdlValue) -> Result<Value, TypeError> {
-        let mismatch = |hint: Option<String>| TypeError { expected: self.to_string(), found: describe(v), hint };
+        let mismatch = |hint: Option<String>| TypeError {
+            expected: self.to_string(),
+            found: describe(v),
+            hint,
+        };
         match (self, v) {
             (Ty::String, KdlValue::String(s)) => Ok(Value::Str(s.clone())),
             (Ty::Path, KdlValue::String(s)) if !s.is_empty() => Ok(Value::Str(s.clone())),
@@ -134,11 +150,19 @@ impl Ty {
                     Err(mismatch(Some(format!("{self} ranges from {lo} to {hi}"))))
                 }
             }
-            (Ty::U8 | Ty::U16 | Ty::U32 | Ty::U64 | Ty::I64, KdlValue::String(s)) if s.parse::<i128>().is_ok() => {
-                Err(mismatch(Some(format!("write the number without quotes: {s}"))))
+            (Ty::U8 | Ty::U16 | Ty::U32 | Ty::U64 | Ty::I64, KdlValue::String(s))
+                if s.parse::<i128>().is_ok() =>
+            {
+                Err(mismatch(Some(format!(
+                    "write the number without quotes: {s}"
+                ))))
             }
-            (Ty::Size, KdlValue::Integer(i)) if *i >= 0 && *i <= u64::MAX as i128 => Ok(Value::Int(*i)),
-            (Ty::Size, KdlValue::String(s)) => parse_size(s).map(|b| Value::Int(b.into())).map_err(|h| mismatch(Some(h))),
+            (Ty::Size, KdlValue::Integer(i)) if *i >= 0 && *i <= u64::MAX as i128 => {
+                Ok(Value::Int(*i))
+            }
+            (Ty::Size, KdlValue::String(s)) => parse_size(s)
+                .map(|b| Value::Int(b.into()))
+                .map_err(|h| mismatch(Some(h))),
             (Ty::Ipv4, KdlValue::String(s)) => s
                 .parse::<Ipv4Addr>()
                 .map(Value::Ipv4)
@@ -151,7 +175,10 @@ impl Ty {
                 if options.iter().any(|o| o == s) {
                     Ok(Value::Str(s.clone()))
                 } else {
-                    Err(mismatch(Some(crate::diag::suggest(s, options.iter().map(String::as_str)))))
+                    Err(mismatch(Some(crate::diag::suggest(
+                        s,
+                        options.iter().map(String::as_str),
+                    ))))
                 }
             }
             _ => Err(mismatch(None)),
@@ -253,7 +280,10 @@ impl Value {
                 "compose_devices::net::Ipv4Cidr {{ address: {}, prefix: {prefix} }}",
                 ipv4_expr(address)
             ),
-            Value::Mac(m) => format!("{m:#04x?}").replace(['\n', ' '], "").replace(",]", "]").replace(',', ", "),
+            Value::Mac(m) => format!("{m:#04x?}")
+                .replace(['\n', ' '], "")
+                .replace(",]", "]")
+                .replace(',', ", "),
         }
     }
 
@@ -265,7 +295,11 @@ impl Value {
             Value::Int(i) => i.to_string(),
             Value::Ipv4(a) => a.to_string(),
             Value::Cidr { address, prefix } => format!("{address}/{prefix}"),
-            Value::Mac(m) => m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+            Value::Mac(m) => m
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
         }
     }
 }
@@ -280,14 +314,19 @@ fn ipv4_expr(a: &Ipv4Addr) -> String {
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let unit = &s[digits.len()..];
-    let n: u64 = digits.trim().parse().map_err(|_| "a size is a whole number with a unit, like 64MiB".to_string())?;
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| "a size is a whole number with a unit, like 64MiB".to_string())?;
     let mult: u64 = match unit {
         "" | "B" => 1,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
         "TiB" => 1 << 40,
-        "KB" | "kB" | "K" | "k" => return Err(format!("sizes use binary units: did you mean {n}KiB?")),
+        "KB" | "kB" | "K" | "k" => {
+            return Err(format!("sizes use binary units: did you mean {n}KiB?"));
+        }
         "MB" | "M" | "m" => return Err(format!("sizes use binary units: did you mean {n}MiB?")),
         "GB" | "G" | "g" => return Err(format!("sizes use binary units: did you mean {n}GiB?")),
         other => {
@@ -295,15 +334,22 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             return Err(format!("unknown unit `{other}`: {hint}"));
         }
     };
-    n.checked_mul(mult).ok_or_else(|| "the size does not fit in 64 bits".to_string())
+    n.checked_mul(mult)
+        .ok_or_else(|| "the size does not fit in 64 bits".to_string())
 }
 
 fn parse_cidr(s: &str) -> Result<Value, String> {
     let Some((a, p)) = s.split_once('/') else {
         return Err("an address with prefix looks like 10.0.0.2/24".into());
     };
-    let address: Ipv4Addr = a.parse().map_err(|_| format!("`{a}` is not an IPv4 address"))?;
-    let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("`{p}` is not a prefix length (0 to 32)"))?;
+    let address: Ipv4Addr = a
+        .parse()
+        .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+    let prefix: u8 = p
+        .parse()
+        .ok()
+        .filter(|p| *p <= 32)
+        .ok_or_else(|| format!("`{p}` is not a prefix length (0 to 32)"))?;
     Ok(Value::Cidr { address, prefix })
 }
 
@@ -336,8 +382,14 @@ mod tests {
 
     #[test]
     fn exprs() {
-        assert_eq!(Value::Ipv4("10.0.0.1".parse().unwrap()).rust_expr(), "core::net::Ipv4Addr::new(10, 0, 0, 1)");
-        assert_eq!(Value::Mac([2, 0, 0, 0, 0, 0xab]).rust_expr(), "[0x02, 0x00, 0x00, 0x00, 0x00, 0xab]");
+        assert_eq!(
+            Value::Ipv4("10.0.0.1".parse().unwrap()).rust_expr(),
+            "core::net::Ipv4Addr::new(10, 0, 0, 1)"
+        );
+        assert_eq!(
+            Value::Mac([2, 0, 0, 0, 0, 0xab]).rust_expr(),
+            "[0x02, 0x00, 0x00, 0x00, 0x00, 0xab]"
+        );
         assert_eq!(Value::Str("a\"b".into()).rust_expr(), "\"a\\\"b\"");
     }
 }

@@ -11,7 +11,12 @@ use std::process::ExitCode;
 /// A KDL spec declares a unikernel's devices and application; compose checks it, resolves
 /// the device graph, generates Rust glue and builds an image for a target.
 #[derive(Parser, Debug)]
-#[command(name = "compose", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "compose",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     /// Show more: the exact cargo command the build runs.
     #[arg(short, long, global = true)]
@@ -168,13 +173,24 @@ enum DescribeFormat {
 impl OutArgs {
     fn options(&self, load: LoadOptions, verbose: bool, link_by_default: bool) -> BuildOptions {
         let out_link = (link_by_default && !self.no_out_link).then(|| self.out_link.clone());
-        BuildOptions { load, out: self.out.clone(), store: self.store.clone(), out_link, format: self.message_format, verbose }
+        BuildOptions {
+            load,
+            out: self.out.clone(),
+            store: self.store.clone(),
+            out_link,
+            format: self.message_format,
+            verbose,
+        }
     }
 }
 
 impl SpecArgs {
     fn load(&self) -> LoadOptions {
-        LoadOptions { spec: self.spec.clone(), target: self.target.clone(), args: self.args.clone() }
+        LoadOptions {
+            spec: self.spec.clone(),
+            target: self.target.clone(),
+            args: self.args.clone(),
+        }
     }
 }
 
@@ -190,7 +206,11 @@ fn report(f: &Failure) {
     }
 }
 
-fn verify(path: &std::path::Path, key: Option<&std::path::Path>, rebuild: bool) -> Result<i32, Failure> {
+fn verify(
+    path: &std::path::Path,
+    key: Option<&std::path::Path>,
+    rebuild: bool,
+) -> Result<i32, Failure> {
     let v = ops::verify(path, key)?;
     for line in &v.ok {
         eprintln!("  ok: {line}");
@@ -199,7 +219,10 @@ fn verify(path: &std::path::Path, key: Option<&std::path::Path>, rebuild: bool) 
         eprintln!("  FAILED: {line}");
     }
     if !v.problems.is_empty() {
-        return Err(Failure::Other(format!("{} does not verify", path.display())));
+        return Err(Failure::Other(format!(
+            "{} does not verify",
+            path.display()
+        )));
     }
     if rebuild {
         match ops::rebuild_and_compare(path, MessageFormat::Human)? {
@@ -211,16 +234,29 @@ fn verify(path: &std::path::Path, key: Option<&std::path::Path>, rebuild: bool) 
     Ok(0)
 }
 
-fn sign(path: &std::path::Path, key: &std::path::Path, output: Option<&std::path::Path>) -> Result<i32, Failure> {
+fn sign(
+    path: &std::path::Path,
+    key: &std::path::Path,
+    output: Option<&std::path::Path>,
+) -> Result<i32, Failure> {
     let out = match output {
         Some(o) => o.to_path_buf(),
         None => {
             let m = ops::verify(path, None)?;
             if !m.problems.is_empty() {
-                return Err(Failure::Other(format!("{} does not verify; not signing it", path.display())));
+                return Err(Failure::Other(format!(
+                    "{} does not verify; not signing it",
+                    path.display()
+                )));
             }
-            let dir = if path.is_dir() { path.to_path_buf() } else { path.parent().map(|p| p.to_path_buf()).unwrap_or_default() };
-            let manifest = std::fs::read_to_string(dir.join(compose::manifest::JSON_FILE)).ok().and_then(|t| compose::manifest::Manifest::from_json(&t).ok());
+            let dir = if path.is_dir() {
+                path.to_path_buf()
+            } else {
+                path.parent().map(|p| p.to_path_buf()).unwrap_or_default()
+            };
+            let manifest = std::fs::read_to_string(dir.join(compose::manifest::JSON_FILE))
+                .ok()
+                .and_then(|t| compose::manifest::Manifest::from_json(&t).ok());
             match manifest {
                 Some(m) => PathBuf::from(compose::bundle::file_name(&m.name, &m.target)),
                 None => PathBuf::from("signed.tar.zst"),
@@ -238,25 +274,50 @@ fn gc(store: Option<PathBuf>) -> Result<i32, Failure> {
     for r in &report.removed {
         eprintln!("removed {r}");
     }
-    println!("{} entries removed, {} bytes freed, {} live", report.removed.len(), report.bytes, report.live.len());
+    println!(
+        "{} entries removed, {} bytes freed, {} live",
+        report.removed.len(),
+        report.bytes,
+        report.live.len()
+    );
     Ok(0)
 }
 
-fn deploy(path: &std::path::Path, format: DeployFormat, net: &[String], block: &[String], boot_args: &[String]) -> Result<i32, Failure> {
+fn deploy(
+    path: &std::path::Path,
+    format: DeployFormat,
+    net: &[String],
+    block: &[String],
+    boot_args: &[String],
+) -> Result<i32, Failure> {
     use compose::manifest::{Manifest, Mapping};
-    let text = std::fs::read_to_string(path.join(compose::manifest::JSON_FILE)).map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path.join(compose::manifest::JSON_FILE))
+        .map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
     let manifest = Manifest::from_json(&text).map_err(|e| Failure::Other(e.to_string()))?;
     let mut mapping = Mapping::default();
     for n in net {
-        mapping.add_net(n).map_err(|e| Failure::Other(e.to_string()))?;
+        mapping
+            .add_net(n)
+            .map_err(|e| Failure::Other(e.to_string()))?;
     }
     for b in block {
-        mapping.add_block(b).map_err(|e| Failure::Other(e.to_string()))?;
+        mapping
+            .add_block(b)
+            .map_err(|e| Failure::Other(e.to_string()))?;
     }
     let image = path.join(&manifest.image);
     let out = match format {
-        DeployFormat::Solo5 => compose::manifest::solo5_args(&manifest, &mapping, &image, boot_args).map(|a| a.iter().map(|s| compose::manifest::shell_quote(s)).collect::<Vec<_>>().join(" ")),
-        DeployFormat::Albatross => compose::manifest::albatross_create(&manifest, &mapping, &image, boot_args),
+        DeployFormat::Solo5 => {
+            compose::manifest::solo5_args(&manifest, &mapping, &image, boot_args).map(|a| {
+                a.iter()
+                    .map(|s| compose::manifest::shell_quote(s))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+        }
+        DeployFormat::Albatross => {
+            compose::manifest::albatross_create(&manifest, &mapping, &image, boot_args)
+        }
         DeployFormat::Xl => compose::manifest::xen_xl(&manifest, &mapping, &image, boot_args),
     }
     .map_err(|e| Failure::Other(e.to_string()))?;
@@ -273,49 +334,90 @@ fn main() -> ExitCode {
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     miette::set_hook(Box::new(move |_| {
         let opts = miette::MietteHandlerOpts::new().width(100);
-        let opts = if terminal { opts } else { opts.graphical_theme(miette::GraphicalTheme::unicode_nocolor()).terminal_links(false) };
+        let opts = if terminal {
+            opts
+        } else {
+            opts.graphical_theme(miette::GraphicalTheme::unicode_nocolor())
+                .terminal_links(false)
+        };
         Box::new(opts.build())
     }))
     .ok();
     let result: Result<i32, Failure> = match &cli.command {
         Command::Check(spec) => ops::check(&spec.load()).map(|(_, g)| {
-            eprintln!("{}: ok ({} devices, target {})", spec.spec.display(), g.devices.len(), g.target);
+            eprintln!(
+                "{}: ok ({} devices, target {})",
+                spec.spec.display(),
+                g.devices.len(),
+                g.target
+            );
             0
         }),
         Command::Describe { spec, format } => ops::check(&spec.load()).map(|(_, g)| {
             match format {
                 DescribeFormat::Text => print!("{}", compose::describe::text(&g)),
-                DescribeFormat::Json => println!("{}", serde_json::to_string_pretty(&compose::describe::json(&g)).unwrap_or_default()),
+                DescribeFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&compose::describe::json(&g)).unwrap_or_default()
+                ),
                 DescribeFormat::Dot => print!("{}", compose::describe::dot(&g)),
             }
             0
         }),
-        Command::Build { spec, out } => ops::build(&out.options(spec.load(), cli.verbose, true)).map(|b| {
-            // Like nix-build: the store path on stdout, for scripts.
-            if out.message_format == MessageFormat::Human {
-                println!("{}", b.entry.display());
-            }
-            0
-        }),
-        Command::Run { spec, out, net, block, secret, boot_args } => {
+        Command::Build { spec, out } => ops::build(&out.options(spec.load(), cli.verbose, true))
+            .map(|b| {
+                // Like nix-build: the store path on stdout, for scripts.
+                if out.message_format == MessageFormat::Human {
+                    println!("{}", b.entry.display());
+                }
+                0
+            }),
+        Command::Run {
+            spec,
+            out,
+            net,
+            block,
+            secret,
+            boot_args,
+        } => {
             // Like `nix run`, running leaves no result link unless one is asked for.
             let link = out.out_link != std::path::Path::new("result");
-            let run = ops::RunOptions { net: net.clone(), block: block.clone(), secrets: secret.clone(), boot_args: boot_args.clone() };
+            let run = ops::RunOptions {
+                net: net.clone(),
+                block: block.clone(),
+                secrets: secret.clone(),
+                boot_args: boot_args.clone(),
+            };
             ops::run(&out.options(spec.load(), cli.verbose, link), &run)
         }
         Command::Verify { path, key, rebuild } => verify(path, key.as_deref(), *rebuild),
         Command::Keygen { path } => compose::sign::keygen(path)
             .map(|k| {
-                eprintln!("wrote {} (private, mode 0600) and {}", path.display(), compose::sign::public_path(path).display());
+                eprintln!(
+                    "wrote {} (private, mode 0600) and {}",
+                    path.display(),
+                    compose::sign::public_path(path).display()
+                );
                 println!("{}", k.to_text());
                 0
             })
             .map_err(|e| Failure::Other(e.to_string())),
         Command::Sign { path, key, output } => sign(path, key, output.as_deref()),
         Command::Gc { store } => gc(store.clone()),
-        Command::Deploy { path, format, net, block, boot_args } => deploy(path, *format, net, block, boot_args),
+        Command::Deploy {
+            path,
+            format,
+            net,
+            block,
+            boot_args,
+        } => deploy(path, *format, net, block, boot_args),
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "compose", &mut std::io::stdout());
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "compose",
+                &mut std::io::stdout(),
+            );
             Ok(0)
         }
     };

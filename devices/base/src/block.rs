@@ -17,7 +17,11 @@ pub struct BlockInfo {
 impl BlockInfo {
     /// Geometry with the given sector size and count, writable.
     pub const fn new(sector_size: u32, sectors: u64) -> Self {
-        Self { sector_size, sectors, read_only: false }
+        Self {
+            sector_size,
+            sectors,
+            read_only: false,
+        }
     }
 
     /// Capacity in bytes.
@@ -83,7 +87,11 @@ impl<B: Block + 'static> Partition<B> {
     /// The window `[start, start + sectors)` of `disk`; fails if it does not fit.
     pub fn new(disk: &'static B, start: u64, sectors: u64) -> Result<Self, BlockError> {
         match start.checked_add(sectors) {
-            Some(end) if end <= disk.info().sectors && sectors > 0 => Ok(Partition { disk, start, sectors }),
+            Some(end) if end <= disk.info().sectors && sectors > 0 => Ok(Partition {
+                disk,
+                start,
+                sectors,
+            }),
             _ => Err(BlockError::OutOfRange),
         }
     }
@@ -91,7 +99,10 @@ impl<B: Block + 'static> Partition<B> {
 
 impl<B: Block + 'static> Block for Partition<B> {
     fn info(&self) -> BlockInfo {
-        BlockInfo { sectors: self.sectors, ..self.disk.info() }
+        BlockInfo {
+            sectors: self.sectors,
+            ..self.disk.info()
+        }
     }
 
     async fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {

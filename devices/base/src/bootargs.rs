@@ -58,7 +58,11 @@ impl Kind {
             Kind::Ipv4 => value.parse::<core::net::Ipv4Addr>().is_ok(),
             Kind::Ipv4Cidr => value.parse::<crate::net::Ipv4Cidr>().is_ok(),
         };
-        if ok { Ok(()) } else { Err(format!("expected a value of type {}", self.name())) }
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("expected a value of type {}", self.name()))
+        }
     }
 }
 
@@ -85,7 +89,11 @@ pub enum Error {
     /// A declared argument without a value.
     MissingValue(String),
     /// A value of the wrong type.
-    Invalid { name: String, value: String, why: String },
+    Invalid {
+        name: String,
+        value: String,
+        why: String,
+    },
     /// A required argument was not given.
     Required(String),
     /// An argument that is not of the `--NAME` form.
@@ -102,7 +110,10 @@ impl fmt::Display for Error {
                 write!(f, "boot argument --{name}={value:?}: {why}")
             }
             Error::Required(n) => write!(f, "boot argument --{n} is required"),
-            Error::Positional(a) => write!(f, "unexpected boot argument {a:?} (arguments are --NAME=VALUE)"),
+            Error::Positional(a) => write!(
+                f,
+                "unexpected boot argument {a:?} (arguments are --NAME=VALUE)"
+            ),
         }
     }
 }
@@ -121,14 +132,23 @@ pub fn usage(specs: &[Spec]) -> String {
             Some(d) => format!(" (default: {d})"),
             None => " (required)".to_string(),
         };
-        s.push_str(&format!("  --{}=<{}>  {}{}\n", a.name, a.kind.name(), a.doc, default));
+        s.push_str(&format!(
+            "  --{}=<{}>  {}{}\n",
+            a.name,
+            a.kind.name(),
+            a.doc,
+            default
+        ));
     }
     s
 }
 
 impl BootArgs {
     /// Parses `args` (the command line without the program name) against `specs`.
-    pub fn parse<'a>(specs: &[Spec], args: impl IntoIterator<Item = &'a str>) -> Result<Self, Error> {
+    pub fn parse<'a>(
+        specs: &[Spec],
+        args: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, Error> {
         let mut given: Vec<(&'static str, String)> = Vec::new();
         let mut args = args.into_iter().peekable();
         while let Some(arg) = args.next() {
@@ -142,7 +162,10 @@ impl BootArgs {
                 Some((n, v)) => (n, Some(v)),
                 None => (body, None),
             };
-            let spec = specs.iter().find(|s| s.name == name).ok_or_else(|| Error::Unknown(name.to_string()))?;
+            let spec = specs
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| Error::Unknown(name.to_string()))?;
             let value = match inline {
                 Some(v) => v.to_string(),
                 None if spec.kind == Kind::Bool => match args.peek() {
@@ -180,7 +203,10 @@ impl BootArgs {
 
     /// The raw value of `name`.
     pub fn raw(&self, name: &str) -> Option<&str> {
-        self.values.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The value of `name` as `T`. The glue asks only for declared names with the declared
@@ -198,9 +224,24 @@ mod tests {
     use super::*;
 
     const SPECS: &[Spec] = &[
-        Spec { name: "name", kind: Kind::Str, default: Some("world"), doc: "who" },
-        Spec { name: "times", kind: Kind::U32, default: None, doc: "how often" },
-        Spec { name: "loud", kind: Kind::Bool, default: Some("false"), doc: "shout" },
+        Spec {
+            name: "name",
+            kind: Kind::Str,
+            default: Some("world"),
+            doc: "who",
+        },
+        Spec {
+            name: "times",
+            kind: Kind::U32,
+            default: None,
+            doc: "how often",
+        },
+        Spec {
+            name: "loud",
+            kind: Kind::Bool,
+            default: Some("false"),
+            doc: "shout",
+        },
     ];
 
     #[test]
@@ -209,7 +250,8 @@ mod tests {
         assert_eq!(a.get::<u32>("times"), 3);
         assert_eq!(a.raw("name"), Some("world"));
         assert!(a.get::<bool>("loud"));
-        let a = BootArgs::parse(SPECS, ["--times", "4", "--name", "Ada", "--loud", "false"]).unwrap();
+        let a =
+            BootArgs::parse(SPECS, ["--times", "4", "--name", "Ada", "--loud", "false"]).unwrap();
         assert_eq!(a.get::<u32>("times"), 4);
         assert_eq!(a.raw("name"), Some("Ada"));
         assert!(!a.get::<bool>("loud"));
@@ -217,11 +259,29 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(BootArgs::parse(SPECS, []).unwrap_err(), Error::Required("times".into()));
-        assert_eq!(BootArgs::parse(SPECS, ["--nme=x"]).unwrap_err(), Error::Unknown("nme".into()));
-        assert!(matches!(BootArgs::parse(SPECS, ["--times=x"]).unwrap_err(), Error::Invalid { .. }));
-        assert_eq!(BootArgs::parse(SPECS, ["--times"]).unwrap_err(), Error::MissingValue("times".into()));
-        assert_eq!(BootArgs::parse(SPECS, ["x"]).unwrap_err(), Error::Positional("x".into()));
-        assert!(matches!(BootArgs::parse(SPECS, ["--help"]).unwrap_err(), Error::Help(_)));
+        assert_eq!(
+            BootArgs::parse(SPECS, []).unwrap_err(),
+            Error::Required("times".into())
+        );
+        assert_eq!(
+            BootArgs::parse(SPECS, ["--nme=x"]).unwrap_err(),
+            Error::Unknown("nme".into())
+        );
+        assert!(matches!(
+            BootArgs::parse(SPECS, ["--times=x"]).unwrap_err(),
+            Error::Invalid { .. }
+        ));
+        assert_eq!(
+            BootArgs::parse(SPECS, ["--times"]).unwrap_err(),
+            Error::MissingValue("times".into())
+        );
+        assert_eq!(
+            BootArgs::parse(SPECS, ["x"]).unwrap_err(),
+            Error::Positional("x".into())
+        );
+        assert!(matches!(
+            BootArgs::parse(SPECS, ["--help"]).unwrap_err(),
+            Error::Help(_)
+        ));
     }
 }

@@ -95,7 +95,10 @@ pub fn spawn(future: impl Future<Output = ()> + 'static) {
             tasks.len() - 1
         }
     };
-    let header = Arc::new(Header { id, queued: AtomicBool::new(true) });
+    let header = Arc::new(Header {
+        id,
+        queued: AtomicBool::new(true),
+    });
     local.tasks.borrow_mut()[id] = Some((Box::pin(future), header));
     READY.lock().push_back(id);
 }
@@ -120,7 +123,10 @@ pub fn block_on<P: Platform, F: Future>(main: F) -> F::Output {
     let local = &LOCAL.0;
     *local.now.borrow_mut() = Some(P::now_ns);
     let mut main = core::pin::pin!(main);
-    let main_header = Arc::new(Header { id: MAIN, queued: AtomicBool::new(true) });
+    let main_header = Arc::new(Header {
+        id: MAIN,
+        queued: AtomicBool::new(true),
+    });
     let main_waker = Waker::from(main_header.clone());
     READY.lock().push_back(MAIN);
     loop {
@@ -137,7 +143,9 @@ pub fn block_on<P: Platform, F: Future>(main: F) -> F::Output {
                 continue;
             }
             let taken = local.tasks.borrow_mut().get_mut(id).and_then(Option::take);
-            let Some((mut task, header)) = taken else { continue };
+            let Some((mut task, header)) = taken else {
+                continue;
+            };
             header.queued.store(false, Ordering::Release);
             let waker = Waker::from(header.clone());
             let mut cx = Context::from_waker(&waker);
@@ -189,12 +197,18 @@ pub struct Sleep {
 /// Completes once `duration` has passed.
 pub fn sleep(duration: Duration) -> Sleep {
     let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-    Sleep { deadline: now_ns().saturating_add(ns), registered: None }
+    Sleep {
+        deadline: now_ns().saturating_add(ns),
+        registered: None,
+    }
 }
 
 /// Completes at `deadline_ns` on the platform's monotonic scale.
 pub fn sleep_until(deadline_ns: u64) -> Sleep {
-    Sleep { deadline: deadline_ns, registered: None }
+    Sleep {
+        deadline: deadline_ns,
+        registered: None,
+    }
 }
 
 impl Future for Sleep {
@@ -304,7 +318,10 @@ mod tests {
             }
             assert_eq!(pending_timers(), 0);
             // A timeout whose timer wins.
-            assert_eq!(timeout(Duration::from_millis(5), core::future::pending::<()>()).await, None);
+            assert_eq!(
+                timeout(Duration::from_millis(5), core::future::pending::<()>()).await,
+                None
+            );
             let log = alloc::rc::Rc::new(RefCell::new(Vec::new()));
             for (i, ms) in [(0, 30u64), (1, 10), (2, 20)] {
                 let log = log.clone();
@@ -314,8 +331,7 @@ mod tests {
                 });
             }
             sleep(Duration::from_millis(50)).await;
-            let v = log.borrow().clone();
-            v
+            log.take()
         });
         assert_eq!(order, [1, 2, 0]);
     }

@@ -17,13 +17,13 @@ extern crate alloc;
 pub mod bootargs;
 pub mod executor;
 
-pub mod console;
-pub mod time;
-pub mod random;
-pub mod net;
 pub mod block;
-pub mod secret;
+pub mod console;
 pub mod kv;
+pub mod net;
+pub mod random;
+pub mod secret;
+pub mod time;
 
 pub use executor::{block_on, sleep, spawn, yield_now};
 

@@ -52,7 +52,9 @@ pub struct Ipv4Cidr {
 impl core::str::FromStr for Ipv4Cidr {
     type Err = &'static str;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, p) = s.split_once('/').ok_or("expected ADDRESS/PREFIX, like 10.0.0.2/24")?;
+        let (a, p) = s
+            .split_once('/')
+            .ok_or("expected ADDRESS/PREFIX, like 10.0.0.2/24")?;
         let address = a.parse().map_err(|_| "not an IPv4 address")?;
         let prefix: u8 = p.parse().map_err(|_| "prefix is not a number")?;
         if prefix > 32 {

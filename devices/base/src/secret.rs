@@ -12,6 +12,10 @@ pub trait Secret {
         if value.len() != candidate.len() {
             return false;
         }
-        value.iter().zip(candidate).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        value
+            .iter()
+            .zip(candidate)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
     }
 }

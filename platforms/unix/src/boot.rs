@@ -83,7 +83,11 @@ impl Boot {
             list.push((name.to_string(), PathBuf::from(path)));
         }
         let args = BootArgs::parse(specs, rest).map_err(BootError::Args)?;
-        Ok(Boot { args, blocks, secrets })
+        Ok(Boot {
+            args,
+            blocks,
+            secrets,
+        })
     }
 
     /// The file holding the value of secret `name`.

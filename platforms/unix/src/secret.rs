@@ -1,8 +1,8 @@
 //! Secrets on unix: the launcher passes `--secret:NAME=PATH`, a file it controls; the value
 //! is read once at start and kept in memory. Only the path is ever on the command line.
 
-use crate::boot::Boot;
 use crate::Error;
+use crate::boot::Boot;
 
 /// A secret's value, read from the file the launcher attached.
 pub struct Secret {
@@ -17,8 +17,12 @@ impl Secret {
                 "secret '{name}' was not supplied: pass --secret:{name}=PATH (compose run --secret {name}=@FILE)"
             ))
         })?;
-        let mut value = std::fs::read(path)
-            .map_err(|e| Error::new(format!("secret '{name}': cannot read {}: {e}", path.display())))?;
+        let mut value = std::fs::read(path).map_err(|e| {
+            Error::new(format!(
+                "secret '{name}': cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
         // A trailing newline from `echo token > file` is not part of the value.
         if value.last() == Some(&b'\n') {
             value.pop();

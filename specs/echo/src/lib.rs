@@ -44,7 +44,10 @@ pub async fn start_with_token<C: Console, T: Tcp, S: Secret>(
     token: &'static S,
 ) -> Result<(), NetError> {
     let listener = tcp.listen(port)?;
-    console.log(&format!("echo: listening on port {} (token required)", listener.port()));
+    console.log(&format!(
+        "echo: listening on port {} (token required)",
+        listener.port()
+    ));
     loop {
         match listener.accept().await {
             Ok(flow) => compose_devices::spawn(authenticate(flow, token)),
@@ -72,7 +75,9 @@ async fn authenticate<F: TcpFlow, S: Secret>(mut flow: F, token: &'static S) {
             break len;
         }
     };
-    let given = line[..newline].strip_suffix(b"\r").unwrap_or(&line[..newline]);
+    let given = line[..newline]
+        .strip_suffix(b"\r")
+        .unwrap_or(&line[..newline]);
     if !token.matches(given) {
         let _ = flow.write_all(b"denied\n").await;
         let _ = flow.close().await;
