@@ -33,7 +33,11 @@ fn measure(runs: usize, mut f: impl FnMut()) -> (Duration, Duration) {
 }
 
 fn report(name: &str, (median, p90): (Duration, Duration)) {
-    println!("{name:<52} median {:>9.3} ms   p90 {:>9.3} ms", median.as_secs_f64() * 1e3, p90.as_secs_f64() * 1e3);
+    println!(
+        "{name:<52} median {:>9.3} ms   p90 {:>9.3} ms",
+        median.as_secs_f64() * 1e3,
+        p90.as_secs_f64() * 1e3
+    );
 }
 
 /// 100 × (netif, ipv4, tcp, block, partition) = 500 devices, plus a console.
@@ -56,7 +60,10 @@ fn big_spec(dir: &Path, root: &Path) -> PathBuf {
 }
 
 fn main() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let dir = std::env::temp_dir().join(format!("compose-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let registry = Registry::builtin().unwrap();
@@ -64,25 +71,44 @@ fn main() {
     let big = big_spec(&dir, &root);
     for (label, spec, runs) in [("hello.kdl", hello.clone(), 300), ("500 devices", big, 40)] {
         let text = std::fs::read_to_string(&spec).unwrap();
-        report(&format!("baseline: kdl parse only ({label})"), measure(runs, || {
-            let _ = kdl::KdlDocument::parse(&text).unwrap();
-        }));
-        report(&format!("check: load + resolve ({label})"), measure(runs, || {
-            let s = compose::spec::load(&spec, &[], &registry).unwrap();
-            let _ = compose::graph::resolve(&s, &registry, "unix").unwrap();
-        }));
-        report(&format!("check + glue generation ({label})"), measure(runs, || {
-            let s = compose::spec::load(&spec, &[], &registry).unwrap();
-            let g = compose::graph::resolve(&s, &registry, "unix").unwrap();
-            let _ = compose::glue::generate(&g, &spec).unwrap();
-        }));
+        report(
+            &format!("baseline: kdl parse only ({label})"),
+            measure(runs, || {
+                let _ = kdl::KdlDocument::parse(&text).unwrap();
+            }),
+        );
+        report(
+            &format!("check: load + resolve ({label})"),
+            measure(runs, || {
+                let s = compose::spec::load(&spec, &[], &registry).unwrap();
+                let _ = compose::graph::resolve(&s, &registry, "unix").unwrap();
+            }),
+        );
+        report(
+            &format!("check + glue generation ({label})"),
+            measure(runs, || {
+                let s = compose::spec::load(&spec, &[], &registry).unwrap();
+                let g = compose::graph::resolve(&s, &registry, "unix").unwrap();
+                let _ = compose::glue::generate(&g, &spec).unwrap();
+            }),
+        );
     }
-    report("baseline: spawn /bin/true", measure(100, || {
-        std::process::Command::new("true").status().unwrap();
-    }));
-    report("process: compose check specs/hello.kdl", measure(100, || {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_compose")).arg("check").arg(&hello).output().unwrap();
-        assert!(o.status.success());
-    }));
+    report(
+        "baseline: spawn /bin/true",
+        measure(100, || {
+            std::process::Command::new("true").status().unwrap();
+        }),
+    );
+    report(
+        "process: compose check specs/hello.kdl",
+        measure(100, || {
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_compose"))
+                .arg("check")
+                .arg(&hello)
+                .output()
+                .unwrap();
+            assert!(o.status.success());
+        }),
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
