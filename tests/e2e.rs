@@ -228,7 +228,20 @@ fn dot_output_is_a_readable_graph() {
 
 #[test]
 fn every_subcommand_has_help_and_completions_work() {
-    for cmd in ["check", "describe", "build", "run", "completions"] {
+    for cmd in [
+        "check",
+        "describe",
+        "build",
+        "run",
+        "verify",
+        "keygen",
+        "sign",
+        "gc",
+        "pin",
+        "unpin",
+        "deploy",
+        "completions",
+    ] {
         let o = compose(&[cmd, "--help"]);
         assert_eq!(o.status.code(), Some(0), "{cmd}");
         assert!(text(&o.stdout).contains("Usage: compose"), "{cmd}");

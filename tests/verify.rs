@@ -251,8 +251,33 @@ fn a_rebuild_with_unchanged_inputs_does_no_work_and_gc_keeps_linked_results() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(!unlinked.exists(), "an unreferenced entry is removed");
     assert!(PathBuf::from(first.trim()).exists(), "a linked entry stays");
-    // Once the link is gone, so is the entry.
+    // A pinned result survives without its link; unpinned, it goes.
     std::fs::remove_file(&link).unwrap();
+    let o = compose(
+        &[
+            "pin",
+            first.trim(),
+            "release",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &store,
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        compose(&["gc", "--store", store.to_str().unwrap()], &store)
+            .status
+            .success()
+    );
+    assert!(PathBuf::from(first.trim()).exists(), "a pinned entry stays");
+    assert!(
+        compose(
+            &["unpin", "release", "--store", store.to_str().unwrap()],
+            &store
+        )
+        .status
+        .success()
+    );
     assert!(
         compose(&["gc", "--store", store.to_str().unwrap()], &store)
             .status

@@ -98,6 +98,24 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
     },
+    /// Keep a result from `compose gc` under a name, with no result link needed.
+    Pin {
+        /// A result (link or store entry).
+        path: PathBuf,
+        /// The pin's name.
+        name: String,
+        /// The store.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
+    /// Remove a pin.
+    Unpin {
+        /// The pin's name.
+        name: String,
+        /// The store.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
     /// Render a result's deployment manifest for a launcher.
     Deploy {
         /// A result (link or store entry).
@@ -283,6 +301,25 @@ fn gc(store: Option<PathBuf>) -> Result<i32, Failure> {
     Ok(0)
 }
 
+fn pin(path: &std::path::Path, name: &str, store: Option<PathBuf>) -> Result<i32, Failure> {
+    let store = compose::store::Store::open(store).map_err(|e| Failure::Other(e.to_string()))?;
+    let resolved = path
+        .canonicalize()
+        .map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
+    let entry = store.entry_of(&resolved).ok_or_else(|| {
+        Failure::Other(format!(
+            "{} is not a result in the store {}",
+            path.display(),
+            store.root().display()
+        ))
+    })?;
+    store
+        .pin(name, &entry)
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    println!("{}", entry.display());
+    Ok(0)
+}
+
 fn deploy(
     path: &std::path::Path,
     format: DeployFormat,
@@ -404,6 +441,20 @@ fn main() -> ExitCode {
             .map_err(|e| Failure::Other(e.to_string())),
         Command::Sign { path, key, output } => sign(path, key, output.as_deref()),
         Command::Gc { store } => gc(store.clone()),
+        Command::Pin { path, name, store } => pin(path, name, store.clone()),
+        Command::Unpin { name, store } => {
+            let store = compose::store::Store::open(store.clone())
+                .map_err(|e| Failure::Other(e.to_string()));
+            store
+                .and_then(|s| s.unpin(name).map_err(|e| Failure::Other(e.to_string())))
+                .and_then(|removed| {
+                    if removed {
+                        Ok(0)
+                    } else {
+                        Err(Failure::Other(format!("no pin named {name}")))
+                    }
+                })
+        }
         Command::Deploy {
             path,
             format,
