@@ -8,45 +8,12 @@
 #![no_std]
 #![no_main]
 
-extern crate alloc;
-
-use compose_devices as devices;
 use compose_hvt_guest as platform;
 
-static BOOT_ARGS: &[devices::bootargs::Spec] = &[devices::bootargs::Spec {
-    name: "port",
-    kind: devices::bootargs::Kind::U16,
-    default: Some("7777"),
-    doc: "TCP port to listen on",
-}];
+/// The stack's address: the spec's own, 127.0.0.1/8.
+const ADDRESS: devices::net::Ipv4Cidr = devices::net::Ipv4Cidr {
+    address: core::net::Ipv4Addr::new(127, 0, 0, 1),
+    prefix: 8,
+};
 
-/// The manifest: the reserved entry, then the network device `service` (handle 1).
-#[used]
-#[unsafe(link_section = ".note.solo5.manifest")]
-static SOLO5_MANIFEST: solo5_abi::Mft1Note<2> =
-    solo5_abi::Mft1Note::new(&[solo5_abi::MftDevice::net("service")]);
-
-fn main() {
-    let boot = platform::boot(BOOT_ARGS);
-    let console = platform::init("console", platform::Console::new());
-    let service = platform::init("service", platform::Netif::new("service"));
-    let stack = platform::init(
-        "stack",
-        platform::Ipv4::new(
-            service,
-            platform::Ipv4Config {
-                address: Some(devices::net::Ipv4Cidr {
-                    address: core::net::Ipv4Addr::new(127, 0, 0, 1),
-                    prefix: 8,
-                }),
-                gateway: None,
-                dhcp: false,
-            },
-        ),
-    );
-    let tcp = platform::init("tcp", platform::Tcp::new(stack));
-    let status = platform::run(echo::start(console, tcp, boot.args.get::<u16>("port")));
-    platform::exit(devices::Termination::exit_code(status));
-}
-
-platform::entry!(main);
+include!("../../solo5/examples/echo_glue.rs");

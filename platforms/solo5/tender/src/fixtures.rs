@@ -1,4 +1,5 @@
-//! A tiny ELF writer for test fixtures (feature `fixtures`).
+//! Test fixtures (feature `fixtures`): a tiny ELF writer, and what the tenders'
+//! integration tests share ([`guest`], [`TempDir`], [`run`], [`netns`]).
 //!
 //! It writes exactly the header fields and program headers the tenders look
 //! at, with every field under the test's control, so tests can build both
@@ -22,7 +23,11 @@
 
 use solo5_abi::{AbiTarget, MftDevice, abi1_note_bytes, encode_mft1_note, mft1_note_size};
 
-use crate::elf::{EHDR_SIZE, ET_EXEC, HOST_MACHINE, PHDR_SIZE, PT_LOAD, PT_NOTE};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::elf::{EHDR_SIZE, ET_EXEC, HOST_MACHINE, PF_R, PF_X, PHDR_SIZE, PT_LOAD, PT_NOTE};
 
 /// One program header and the file bytes it points at.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,6 +156,93 @@ pub fn mft1_note_bytes(devices: &[MftDevice<'_>]) -> Vec<u8> {
     buf
 }
 
+/// A guest for `target` whose only segment is `code`, at 0x100000 (its entry), with a
+/// manifest of `devices`.
+pub fn guest(target: AbiTarget, code: &[u8], devices: &[MftDevice<'_>]) -> Vec<u8> {
+    ElfBuilder::new(0x10_0000)
+        .segment(0x10_0000, PF_R | PF_X, code, code.len() as u64)
+        .abi_note(target)
+        .manifest(devices)
+        .build()
+}
+
+/// A private temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// `$TMPDIR/compose-tender-test-PID-NAME`, empty.
+    pub fn new(name: &str) -> Self {
+        let p =
+            std::env::temp_dir().join(format!("compose-tender-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    /// Writes `bytes` to the file `name` in the directory; returns its path.
+    pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a tender run produced.
+#[derive(Debug)]
+pub struct Run {
+    /// The exit status's code (`None` if a signal ended the tender).
+    pub code: Option<i32>,
+    /// The exit status.
+    pub status: ExitStatus,
+    /// Standard output, lossily decoded.
+    pub stdout: String,
+    /// Standard error, lossily decoded.
+    pub stderr: String,
+    /// From the spawn to the exit.
+    pub elapsed: Duration,
+}
+
+/// Runs `tender` (with no standard input) to completion, killing it after `limit`;
+/// `before_wait` gets its process id once it is running.
+pub fn run(mut tender: Command, limit: Duration, before_wait: impl FnOnce(u32)) -> Run {
+    let start = Instant::now();
+    let mut child = tender
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {tender:?}: {e}"));
+    before_wait(child.id());
+    let deadline = start + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// A path as `&str`, for argument lists (test paths are UTF-8).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
 /// Private network namespaces with TAP interfaces, for NET tests.
 ///
 /// Namespaces belong to threads: [`netns::enter_private`] moves only the
@@ -161,6 +253,9 @@ pub mod netns {
     use std::fs::OpenOptions;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
 
     fn check(rc: libc::c_int) -> io::Result<()> {
         if rc < 0 {
@@ -280,6 +375,75 @@ pub mod netns {
             return Err(io::Error::last_os_error());
         }
         Ok(n as usize)
+    }
+
+    /// NET end to end, the same for every tender: on a thread of its own, in a private
+    /// namespace with a tap `tap0` that is up, runs `tender --mem=8 --net:service=tap0
+    /// --net-mac:service=02:00:00:00:00:01 KERNEL`, whose guest must send one frame of
+    /// EtherType 0x88b5 from that MAC with `greeting` (11 bytes) as its payload, then wait
+    /// for the reply: a 64-byte frame of EtherType 0x88b6, whose length the guest exits
+    /// with. Prints SKIPPED (and passes) if the namespace cannot be made.
+    pub fn frame_round_trip(mut tender: Command, kernel: &Path, greeting: &'static [u8; 11]) {
+        let kernel = kernel.to_path_buf();
+        std::thread::spawn(move || {
+            if let Err(e) = enter_private().and_then(|()| create_tap("tap0", true)) {
+                println!("SKIPPED: cannot make a private netns with a TAP: {e}");
+                eprintln!("SKIPPED: cannot make a private netns with a TAP: {e}");
+                return;
+            }
+            let sock = packet_socket("tap0", 200).unwrap();
+            let mut child = tender
+                .args([
+                    "--mem=8",
+                    "--net:service=tap0",
+                    "--net-mac:service=02:00:00:00:00:01",
+                ])
+                .arg(&kernel)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+
+            // Wait for the guest's frame.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut buf = [0u8; 2048];
+            let seen = loop {
+                assert!(Instant::now() < deadline, "no frame from the guest");
+                if let Ok(Some(_)) = child.try_wait() {
+                    break None;
+                }
+                match recv(&sock, &mut buf) {
+                    Ok(n) if buf[12..14] == [0x88, 0xb5] => break Some(n),
+                    _ => continue,
+                }
+            };
+            let Some(n) = seen else {
+                let out = child.wait_with_output().unwrap();
+                panic!("tender exited early: {out:?}");
+            };
+            assert_eq!(n, 60);
+            assert_eq!(&buf[6..12], &[2, 0, 0, 0, 0, 1]);
+            assert_eq!(&buf[14..25], greeting);
+
+            // Reply with a 64-byte frame; the guest exits with its length.
+            let mut reply = [0u8; 64];
+            reply[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+            reply[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+            reply[12..14].copy_from_slice(&[0x88, 0xb6]);
+            send(&sock, &reply).unwrap();
+
+            let limit = Instant::now() + Duration::from_secs(60);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > limit {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(64), "{out:?}");
+        })
+        .join()
+        .unwrap();
     }
 
     /// Sends one frame out of the interface a packet socket is bound to.
