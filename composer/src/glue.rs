@@ -458,7 +458,8 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         .collect::<Vec<_>>()
         .join("\n    ");
     let package = format!("{}-{}-glue", graph.name, graph.target);
-    let binary = graph.name.clone();
+    // Unique per target: hvt and spt builds share a rustc target, hence cargo's output path.
+    let binary = format!("{}-{}", graph.name, graph.target);
     let spec_name = spec_file.file_name().map_or_else(
         || spec_file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
