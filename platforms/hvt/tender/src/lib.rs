@@ -26,7 +26,7 @@ use std::ffi::OsString;
 
 use solo5_abi::AbiTarget;
 use solo5_abi::hvt::{DEFAULT_MEM_MIB, MEM_ALIGN, MEM_MAX, MEM_MIN};
-use solo5_tender::cli::{self, Command};
+use solo5_tender::cli;
 
 /// The program name used in messages.
 pub const PROGRAM: &str = "compose-hvt";
@@ -62,27 +62,15 @@ fn usage() -> String {
 /// process exits from the run loop, because dropping the VM would need
 /// system calls the seccomp filter forbids.
 pub fn main(args: &[OsString]) -> i32 {
-    let inv = match cli::parse(args, &[]) {
-        Ok(Command::Help) => {
-            eprint!("{}", usage());
-            return solo5_abi::TENDER_EXIT_HELP;
-        }
-        Ok(Command::Version) => {
-            eprintln!(
-                "{PROGRAM} {} (Solo5 hvt ABI version {})",
-                env!("CARGO_PKG_VERSION"),
-                solo5_abi::HVT_ABI_VERSION
-            );
-            return solo5_abi::TENDER_EXIT_VERSION;
-        }
-        Ok(Command::Run(inv)) => inv,
-        Err(e) => {
-            eprintln!("{PROGRAM}: {e}");
-            if e.shows_usage() {
-                eprint!("{}", usage());
-            }
-            return 1;
-        }
+    let inv = match cli::front(
+        args,
+        &[],
+        PROGRAM,
+        &usage(),
+        ("hvt", solo5_abi::HVT_ABI_VERSION),
+    ) {
+        Ok(inv) => inv,
+        Err(code) => return code,
     };
     match start(&inv) {
         Ok(never) => match never {},

@@ -57,7 +57,7 @@ pub mod supervise;
 
 use std::ffi::OsString;
 
-use solo5_tender::cli::{self, Command};
+use solo5_tender::cli;
 
 /// The program name used in messages.
 pub const PROGRAM: &str = "compose-spt";
@@ -100,27 +100,15 @@ fn usage() -> String {
 /// Runs the tender with `args` (without the program name) and returns the process exit
 /// code: the guest's exit status, 128 + N if signal N killed it, 1 if it could not start.
 pub fn main(args: &[OsString]) -> i32 {
-    let inv = match cli::parse(args, &[EXEC_HEAP_FLAG]) {
-        Ok(Command::Help) => {
-            eprint!("{}", usage());
-            return solo5_abi::TENDER_EXIT_HELP;
-        }
-        Ok(Command::Version) => {
-            eprintln!(
-                "{PROGRAM} {} (Solo5 spt ABI version {})",
-                env!("CARGO_PKG_VERSION"),
-                solo5_abi::SPT_ABI_VERSION
-            );
-            return solo5_abi::TENDER_EXIT_VERSION;
-        }
-        Ok(Command::Run(inv)) => inv,
-        Err(e) => {
-            eprintln!("{PROGRAM}: {e}");
-            if e.shows_usage() {
-                eprint!("{}", usage());
-            }
-            return 1;
-        }
+    let inv = match cli::front(
+        args,
+        &[EXEC_HEAP_FLAG],
+        PROGRAM,
+        &usage(),
+        ("spt", solo5_abi::SPT_ABI_VERSION),
+    ) {
+        Ok(inv) => inv,
+        Err(code) => return code,
     };
     supervise::run(|| match launch::start(&inv) {
         Ok(never) => match never {},
