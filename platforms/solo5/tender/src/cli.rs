@@ -426,6 +426,41 @@ impl Invocation {
     }
 }
 
+/// The front of a tender's `main`, the same for hvt and spt: parses `args`; `--help` and
+/// `--version` are answered here, as are malformed command lines (with the usage when it
+/// helps). Returns the invocation to run, or the exit code to end with.
+pub fn front(
+    args: &[OsString],
+    extra_flags: &[&'static str],
+    program: &str,
+    usage: &str,
+    abi: (&str, u32),
+) -> Result<Invocation, i32> {
+    match parse(args, extra_flags) {
+        Ok(Command::Help) => {
+            eprint!("{usage}");
+            Err(solo5_abi::TENDER_EXIT_HELP)
+        }
+        Ok(Command::Version) => {
+            eprintln!(
+                "{program} {} (Solo5 {} ABI version {})",
+                env!("CARGO_PKG_VERSION"),
+                abi.0,
+                abi.1
+            );
+            Err(solo5_abi::TENDER_EXIT_VERSION)
+        }
+        Ok(Command::Run(inv)) => Ok(inv),
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            if e.shows_usage() {
+                eprint!("{usage}");
+            }
+            Err(1)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,40 +678,5 @@ mod tests {
             msg,
             "Resource not declared in manifest: `x' (type BLOCK_BASIC)"
         );
-    }
-}
-
-/// The front of a tender's `main`, the same for hvt and spt: parses `args`; `--help` and
-/// `--version` are answered here, as are malformed command lines (with the usage when it
-/// helps). Returns the invocation to run, or the exit code to end with.
-pub fn front(
-    args: &[OsString],
-    extra_flags: &[&'static str],
-    program: &str,
-    usage: &str,
-    abi: (&str, u32),
-) -> Result<Invocation, i32> {
-    match parse(args, extra_flags) {
-        Ok(Command::Help) => {
-            eprint!("{usage}");
-            Err(solo5_abi::TENDER_EXIT_HELP)
-        }
-        Ok(Command::Version) => {
-            eprintln!(
-                "{program} {} (Solo5 {} ABI version {})",
-                env!("CARGO_PKG_VERSION"),
-                abi.0,
-                abi.1
-            );
-            Err(solo5_abi::TENDER_EXIT_VERSION)
-        }
-        Ok(Command::Run(inv)) => Ok(inv),
-        Err(e) => {
-            eprintln!("{program}: {e}");
-            if e.shows_usage() {
-                eprint!("{usage}");
-            }
-            Err(1)
-        }
     }
 }
