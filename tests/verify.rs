@@ -285,3 +285,75 @@ fn a_rebuild_with_unchanged_inputs_does_no_work_and_gc_keeps_linked_results() {
     );
     assert!(!PathBuf::from(first.trim()).exists());
 }
+
+#[test]
+fn an_interrupted_build_leaves_no_partial_entry_and_no_dangling_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let link = dir.path().join("result");
+    // Kill builds at several points (generating, compiling, storing, linking); after each,
+    // every entry in the store is complete and verifies, and the link, if any, resolves.
+    for (i, delay) in [30u64, 120, 250, 400, 600, 900].into_iter().enumerate() {
+        // A parameter value no other build uses, so each build really runs.
+        let arg = format!("greeting=Interrupted{}x{i}", std::process::id());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_compose"))
+            .args([
+                "build",
+                "specs/hello.kdl",
+                "--arg",
+                &arg,
+                "--out-link",
+                link.to_str().unwrap(),
+            ])
+            .current_dir(root())
+            .env("COMPOSE_TARGET_DIR", root().join("target/compose-tests"))
+            .env("COMPOSE_STORE", &store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = child.kill();
+        child.wait().unwrap();
+        for e in std::fs::read_dir(&store).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name == "gcroots" || name == "pins" {
+                continue;
+            }
+            let o = compose(&["verify", e.path().to_str().unwrap()], &store);
+            assert!(
+                o.status.success(),
+                "after a kill at {delay} ms, {name} is not a complete entry: {}",
+                text(&o.stderr)
+            );
+        }
+        if std::fs::symlink_metadata(&link).is_ok() {
+            assert!(
+                link.join("hello").exists(),
+                "after a kill at {delay} ms the result link dangles"
+            );
+        }
+    }
+    // A build that is left alone completes, and gc clears what interrupted ones left in .tmp.
+    let o = compose(
+        &[
+            "build",
+            "specs/hello.kdl",
+            "--out-link",
+            link.to_str().unwrap(),
+        ],
+        &store,
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(link.join("hello").exists());
+    assert!(
+        compose(&["gc", "--store", store.to_str().unwrap()], &store)
+            .status
+            .success()
+    );
+    let leftovers = std::fs::read_dir(store.join(".tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "gc removes interrupted builds' leftovers");
+    assert!(link.join("hello").exists());
+}

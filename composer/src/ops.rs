@@ -202,9 +202,11 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
         Err(e) => return Err(e),
     };
     let info = crate::glue::target_info(&graph.target).ok_or_else(|| {
+        let have: Vec<&str> = crate::glue::TARGET_INFO.iter().map(|t| t.name).collect();
         Failure::Other(format!(
-            "compose cannot build for target {} yet: only unix has a platform so far",
-            graph.target
+            "compose has no platform for target {} yet (it builds for: {})",
+            graph.target,
+            have.join(", ")
         ))
     })?;
     let root = crate::glue::compose_root();
