@@ -59,58 +59,12 @@ mod cpu;
 #[cfg(target_os = "none")]
 mod start;
 
-use core::fmt;
-
-use compose_devices::bootargs::Spec;
-
 pub use hypercall::Hvt;
 pub use solo5_guest::{Boot, Ipv4Config, Random};
 #[cfg(target_os = "none")]
 pub use start::SOLO5_ABI;
 
-/// The executor platform: TSC clock, POLL to idle.
-pub type Platform = solo5_guest::Solo5<Hvt>;
-/// The tender's console (its stdout).
-pub type Console = solo5_guest::Console<Hvt>;
-/// Time since boot, from the TSC.
-pub type MonotonicClock = solo5_guest::MonotonicClock<Hvt>;
-/// The host's wall clock (a hypercall per reading).
-pub type WallClock = solo5_guest::WallClock<Hvt>;
-/// A network device of the manifest (`--net:NAME=TAP`).
-pub type Netif = solo5_guest::Netif<Hvt>;
-/// An IPv4 stack on a [`Netif`].
-pub type Ipv4 = solo5_guest::Ipv4<Hvt>;
-/// TCP on an [`Ipv4`] stack.
-pub type Tcp = solo5_guest::Tcp<Hvt>;
-/// A listening TCP port.
-pub type TcpListener = solo5_guest::TcpListener<Hvt>;
-/// A TCP connection.
-pub type TcpFlow = solo5_guest::TcpFlow<Hvt>;
-/// A block device of the manifest (`--block:NAME=FILE`).
-pub type Block = solo5_guest::Block<Hvt>;
-pub type Secret = solo5_guest::Secret<Hvt>;
-
-/// Reads the boot arguments from the tender's command line (the arguments after the
-/// unikernel, without leading `--solo5:LEVEL` ones). Prints the usage and exits 0 on
-/// `--help`; prints the error and exits 64 when they do not fit `specs`.
-pub fn boot(specs: &'static [Spec]) -> Boot {
-    solo5_guest::boot::<Hvt>(specs)
-}
-
-/// Keeps a started device for the rest of the run, or prints why it failed and exits 1.
-pub fn init<T, E: fmt::Display>(device: &str, started: Result<T, E>) -> &'static T {
-    solo5_guest::init::<Hvt, T, E>(device, started)
-}
-
-/// Runs the application's entry future, and every task it spawns, until it completes.
-pub fn run<F: Future>(future: F) -> F::Output {
-    solo5_guest::run::<Hvt, F>(future)
-}
-
-/// Ends the unikernel: the tender exits with `code`.
-pub fn exit(code: u8) -> ! {
-    solo5_guest::exit::<Hvt>(code)
-}
+solo5_guest::facade!(Hvt);
 
 #[doc(hidden)]
 pub use solo5_guest::set_program as __set_program;

@@ -73,58 +73,12 @@ pub mod sys;
 #[cfg(target_os = "none")]
 mod start;
 
-use core::fmt;
-
-use compose_devices::bootargs::Spec;
-
 pub use bindings::Spt;
 pub use solo5_guest::{Boot, Ipv4Config, Random};
 #[cfg(target_os = "none")]
 pub use start::SOLO5_ABI;
 
-/// The executor platform: `CLOCK_MONOTONIC`, epoll to idle.
-pub type Platform = solo5_guest::Solo5<Spt>;
-/// The tender's console (its stdout).
-pub type Console = solo5_guest::Console<Spt>;
-/// Time since boot, from `CLOCK_MONOTONIC`.
-pub type MonotonicClock = solo5_guest::MonotonicClock<Spt>;
-/// The host's wall clock (`CLOCK_REALTIME`, a system call per reading).
-pub type WallClock = solo5_guest::WallClock<Spt>;
-/// A network device of the manifest (`--net:NAME=TAP`).
-pub type Netif = solo5_guest::Netif<Spt>;
-/// An IPv4 stack on a [`Netif`].
-pub type Ipv4 = solo5_guest::Ipv4<Spt>;
-/// TCP on an [`Ipv4`] stack.
-pub type Tcp = solo5_guest::Tcp<Spt>;
-/// A listening TCP port.
-pub type TcpListener = solo5_guest::TcpListener<Spt>;
-/// A TCP connection.
-pub type TcpFlow = solo5_guest::TcpFlow<Spt>;
-/// A block device of the manifest (`--block:NAME=FILE`).
-pub type Block = solo5_guest::Block<Spt>;
-pub type Secret = solo5_guest::Secret<Spt>;
-
-/// Reads the boot arguments from the tender's command line (the arguments after the
-/// unikernel, without leading `--solo5:LEVEL` ones). Prints the usage and exits 0 on
-/// `--help`; prints the error and exits 64 when they do not fit `specs`.
-pub fn boot(specs: &'static [Spec]) -> Boot {
-    solo5_guest::boot::<Spt>(specs)
-}
-
-/// Keeps a started device for the rest of the run, or prints why it failed and exits 1.
-pub fn init<T, E: fmt::Display>(device: &str, started: Result<T, E>) -> &'static T {
-    solo5_guest::init::<Spt, T, E>(device, started)
-}
-
-/// Runs the application's entry future, and every task it spawns, until it completes.
-pub fn run<F: Future>(future: F) -> F::Output {
-    solo5_guest::run::<Spt, F>(future)
-}
-
-/// Ends the unikernel: the tender exits with `code`.
-pub fn exit(code: u8) -> ! {
-    solo5_guest::exit::<Spt>(code)
-}
+solo5_guest::facade!(Spt);
 
 #[doc(hidden)]
 pub use solo5_guest::set_program as __set_program;

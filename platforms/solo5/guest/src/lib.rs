@@ -219,3 +219,60 @@ pub fn init<B: Bindings, T, E: fmt::Display>(device: &str, started: Result<T, E>
 pub fn exit<B: Bindings>(code: u8) -> ! {
     B::halt(code)
 }
+
+#[doc(hidden)]
+pub use compose_devices as __compose_devices;
+
+/// The platform API the composer's glue calls (`platform::Console::new()`,
+/// `platform::boot(..)`, ...), for the bindings `$bindings` of one Solo5 target. Each
+/// runtime crate invokes it once; only its bindings (and `_start`) are its own.
+#[macro_export]
+macro_rules! facade {
+    ($bindings:ty) => {
+        /// The executor platform: the monotonic clock, and the tender's yield to idle.
+        pub type Platform = $crate::Solo5<$bindings>;
+        /// The tender's console (its stdout).
+        pub type Console = $crate::Console<$bindings>;
+        /// Time since boot.
+        pub type MonotonicClock = $crate::MonotonicClock<$bindings>;
+        /// The host's wall clock.
+        pub type WallClock = $crate::WallClock<$bindings>;
+        /// A network device of the manifest (`--net:NAME=TAP`).
+        pub type Netif = $crate::Netif<$bindings>;
+        /// An IPv4 stack on a [`Netif`].
+        pub type Ipv4 = $crate::Ipv4<$bindings>;
+        /// TCP on an [`Ipv4`] stack.
+        pub type Tcp = $crate::Tcp<$bindings>;
+        /// A listening TCP port.
+        pub type TcpListener = $crate::TcpListener<$bindings>;
+        /// A TCP connection.
+        pub type TcpFlow = $crate::TcpFlow<$bindings>;
+        /// A block device of the manifest (`--block:NAME=FILE`).
+        pub type Block = $crate::Block<$bindings>;
+        /// A secret, from the `secrets` block device the launcher builds.
+        pub type Secret = $crate::Secret<$bindings>;
+
+        /// Reads the boot arguments from the tender's command line (the arguments after
+        /// the unikernel, without leading `--solo5:LEVEL` ones). Prints the usage and
+        /// exits 0 on `--help`; prints the error and exits 64 when they do not fit `specs`.
+        pub fn boot(specs: &'static [$crate::__compose_devices::bootargs::Spec]) -> $crate::Boot {
+            $crate::boot::<$bindings>(specs)
+        }
+
+        /// Keeps a started device for the rest of the run, or prints why it failed and
+        /// exits 1.
+        pub fn init<T, E: core::fmt::Display>(device: &str, started: Result<T, E>) -> &'static T {
+            $crate::init::<$bindings, T, E>(device, started)
+        }
+
+        /// Runs the application's entry future, and every task it spawns, until it completes.
+        pub fn run<F: core::future::Future>(future: F) -> F::Output {
+            $crate::run::<$bindings, F>(future)
+        }
+
+        /// Ends the unikernel: the tender exits with `code`.
+        pub fn exit(code: u8) -> ! {
+            $crate::exit::<$bindings>(code)
+        }
+    };
+}
