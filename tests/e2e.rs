@@ -101,7 +101,13 @@ fn read_port(stdout: &mut BufReader<std::process::ChildStdout>) -> u16 {
 #[test]
 fn echo_answers_a_real_tcp_client() {
     let out = out_dir("echo");
-    let o = compose(&["build", "specs/echo.kdl", "--no-out-link", "--out", out.to_str().unwrap()]);
+    let o = compose(&[
+        "build",
+        "specs/echo.kdl",
+        "--no-out-link",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
     let mut child = Command::new(out.join("echo"))
         .arg("--port=0")
@@ -275,7 +281,13 @@ fn message_format_json_reports_stages_and_diagnostics() {
     assert_eq!(lines.last().unwrap()["reason"], "compose-result");
     assert!(lines.iter().any(|l| l["reason"] == "compose-stage"));
     let bad = root().join("tests/ui/dangling-reference/spec.kdl");
-    let o = compose(&["build", bad.to_str().unwrap(), "--message-format", "json", "--no-out-link"]);
+    let o = compose(&[
+        "build",
+        bad.to_str().unwrap(),
+        "--message-format",
+        "json",
+        "--no-out-link",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let d: serde_json::Value =
         serde_json::from_str(text(&o.stdout).lines().next().unwrap()).unwrap();
