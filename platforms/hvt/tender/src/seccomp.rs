@@ -10,12 +10,10 @@
 //! The table is exercised two ways: the KVM tests run every guest under it,
 //! and `tests/seccomp.rs` shows that a forbidden call kills the process.
 
-use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
+    BpfProgram, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition, SeccompRule,
 };
 
 /// `KVM_RUN`: `_IO(KVMIO, 0x80)`.
@@ -144,10 +142,7 @@ pub struct Fds {
     pub block: Vec<RawFd>,
 }
 
-/// Building the filter failed (a bug in the table).
-#[derive(Debug, thiserror::Error)]
-#[error("Could not build the seccomp filter: {0}")]
-pub struct SeccompError(#[from] seccompiler::Error);
+pub use solo5_tender::seccomp::{SeccompError, install};
 
 fn cond(arg: u8, op: Op, value: u64) -> Result<SeccompCondition, seccompiler::Error> {
     let len = if arg == 0 { Len::Dword } else { Len::Qword };
@@ -189,28 +184,10 @@ fn rules_for(rule: &Rule, fds: &Fds) -> Result<Option<Vec<SeccompRule>>, seccomp
     Ok((!rules.is_empty()).then_some(rules))
 }
 
-/// Compiles [`POLICY`] for `fds` into a BPF program whose default action
-/// kills the process.
+/// Compiles [`POLICY`] for `fds` into a BPF program whose default action kills the
+/// process.
 pub fn build(fds: &Fds) -> Result<BpfProgram, SeccompError> {
-    let mut map = BTreeMap::new();
-    for rule in POLICY {
-        if let Some(rules) = rules_for(rule, fds)? {
-            map.insert(rule.nr, rules);
-        }
-    }
-    let filter = SeccompFilter::new(
-        map,
-        SeccompAction::KillProcess,
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )
-    .map_err(seccompiler::Error::from)?;
-    Ok(BpfProgram::try_from(filter).map_err(seccompiler::Error::from)?)
-}
-
-/// Applies `program` to the calling thread (the tender's only one).
-pub fn install(program: &BpfProgram) -> Result<(), SeccompError> {
-    Ok(seccompiler::apply_filter(program)?)
+    solo5_tender::seccomp::compile(POLICY, |r| r.nr, |r| rules_for(r, fds))
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod elf;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod manifest;
+pub mod seccomp;
 
 pub use elf::{ElfError, Kernel, LoadPlan, load_kernel};
 pub use manifest::{Manifest, ManifestError};

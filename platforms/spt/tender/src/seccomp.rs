@@ -24,12 +24,10 @@
 //! hand-assembled guests under the real binary; and compose-spt-guest's tests probe it
 //! from a Rust unikernel (`sandbox_glue`).
 
-use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
+    BpfProgram, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition, SeccompRule,
 };
 
 /// `ARCH_SET_FS`, the one `arch_prctl` code the guest may use.
@@ -151,10 +149,7 @@ pub struct Fds {
     pub block: Vec<BlockFd>,
 }
 
-/// Building the filter failed (a bug in the table), or installing it did.
-#[derive(Debug, thiserror::Error)]
-#[error("Could not set up the seccomp filter: {0}")]
-pub struct SeccompError(#[from] seccompiler::Error);
+pub use solo5_tender::seccomp::{SeccompError, install};
 
 /// A condition on argument `arg`. Fds, clock ids and `arch_prctl` codes are C `int`s,
 /// compared on their 32 bits as the kernel reads them; sizes and offsets on 64.
@@ -203,27 +198,7 @@ fn rules_for(rule: &Rule, f: &Fds) -> Result<Option<Vec<SeccompRule>>, seccompil
 /// Compiles [`POLICY`] for `fds` into a BPF program whose default action kills the
 /// process.
 pub fn build(fds: &Fds) -> Result<BpfProgram, SeccompError> {
-    let mut map = BTreeMap::new();
-    for rule in POLICY {
-        if let Some(rules) = rules_for(rule, fds)? {
-            map.insert(rule.nr, rules);
-        }
-    }
-    let filter = SeccompFilter::new(
-        map,
-        SeccompAction::KillProcess,
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )
-    .map_err(seccompiler::Error::from)?;
-    Ok(BpfProgram::try_from(filter).map_err(seccompiler::Error::from)?)
-}
-
-/// Applies `program` to the calling thread (the guest process's only one), after setting
-/// `no_new_privs`. Neither allocates nor frees, so the caller can go straight on to the
-/// guest.
-pub fn install(program: &BpfProgram) -> Result<(), SeccompError> {
-    Ok(seccompiler::apply_filter(program)?)
+    solo5_tender::seccomp::compile(POLICY, |r| r.nr, |r| rules_for(r, fds))
 }
 
 #[cfg(test)]
