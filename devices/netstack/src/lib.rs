@@ -48,7 +48,13 @@ use core::time::Duration;
 
 pub use compose_devices::net::{Ipv4Cidr, NetError};
 pub use stack::Stack;
-pub use tcp::{Tcp, TcpFlow, TcpListener};
+
+/// TCP on a [`Stack`] over the device `D`: `Tcp::new(&stack)`.
+pub type Tcp<D> = tcp::Tcp<Stack<D>>;
+/// A listening TCP port on a [`Stack`] over the device `D`.
+pub type TcpListener<D> = tcp::TcpListener<Stack<D>>;
+/// A TCP connection on a [`Stack`] over the device `D`.
+pub type TcpFlow<D> = tcp::TcpFlow<Stack<D>>;
 
 /// Bytes of receive buffer, and as many of transmit buffer, each TCP socket owns.
 pub const SOCKET_BUFFER: usize = 32 * 1024;

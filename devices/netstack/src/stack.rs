@@ -14,7 +14,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr as SmolCidr};
 
 use crate::device::Phy;
-use crate::tcp::{self, ListenerState, Orphan};
+use crate::tcp::{Host, Net, TcpState};
 use crate::{Error, EthernetDevice, INGRESS_BUDGET, Ipv4Cidr, Ipv4Config};
 
 /// An IPv4 stack on one [`EthernetDevice`].
@@ -23,7 +23,7 @@ use crate::{Error, EthernetDevice, INGRESS_BUDGET, Ipv4Cidr, Ipv4Config};
 /// [`Stack::poll`]; [`crate::Tcp`] keeps another. The stack is single-threaded (it is not
 /// `Send`), like the unikernel that runs it.
 pub struct Stack<D: EthernetDevice> {
-    pub(crate) inner: Rc<RefCell<Inner<D>>>,
+    inner: Rc<RefCell<Inner<D>>>,
 }
 
 impl<D: EthernetDevice> Clone for Stack<D> {
@@ -53,25 +53,21 @@ impl<D: EthernetDevice> core::fmt::Debug for Stack<D> {
 }
 
 /// The state behind a [`Stack`] handle.
-pub(crate) struct Inner<D> {
-    pub(crate) phy: Phy<D>,
-    pub(crate) iface: Interface,
-    pub(crate) sockets: SocketSet<'static>,
+struct Inner<D> {
+    phy: Phy<D>,
+    iface: Interface,
+    sockets: SocketSet<'static>,
     /// The DHCP client's socket, when the address is leased.
     dhcp: Option<SocketHandle>,
     /// The current address: the static one, or the lease.
-    pub(crate) address: Option<Ipv4Cidr>,
-    pub(crate) gateway: Option<Ipv4Addr>,
+    address: Option<Ipv4Cidr>,
+    gateway: Option<Ipv4Addr>,
     /// Tasks waiting for a DHCP lease (connecting before the stack has an address).
-    pub(crate) address_wakers: Vec<Waker>,
+    address_wakers: Vec<Waker>,
     /// When the stack was last polled: the clock of everything the sockets do.
-    pub(crate) now: Instant,
-    /// Listening ports; a listener's id is its index here.
-    pub(crate) listeners: Vec<Option<ListenerState>>,
-    /// Sockets of dropped flows that are still closing.
-    pub(crate) orphans: Vec<Orphan>,
-    /// The next local port to try for an outgoing connection or `listen(0)`.
-    pub(crate) next_port: u16,
+    now: Instant,
+    /// TCP's listeners, closing sockets and ephemeral ports.
+    tcp: TcpState,
 }
 
 /// Converts a time on the platform's nanosecond scale to smoltcp's.
@@ -89,9 +85,6 @@ fn nanos(t: Instant) -> u64 {
 fn smol_cidr(c: Ipv4Cidr) -> SmolCidr {
     SmolCidr::new(c.address, c.prefix)
 }
-
-/// First port of the IANA dynamic range, used for outgoing connections.
-pub(crate) const EPHEMERAL_FIRST: u16 = 49152;
 
 impl<D: EthernetDevice> Stack<D> {
     /// Starts a stack on `device` with the address `config` asks for.
@@ -148,8 +141,6 @@ impl<D: EthernetDevice> Stack<D> {
             }
             None
         };
-        let span = 65535 - EPHEMERAL_FIRST;
-        let next_port = EPHEMERAL_FIRST + (seed % u64::from(span)) as u16;
         let inner = Inner {
             phy,
             iface,
@@ -159,9 +150,7 @@ impl<D: EthernetDevice> Stack<D> {
             gateway: if config.dhcp { None } else { config.gateway },
             address_wakers: Vec::new(),
             now: Instant::ZERO,
-            listeners: Vec::new(),
-            orphans: Vec::new(),
-            next_port,
+            tcp: TcpState::new(seed),
         };
         Ok(Stack {
             inner: Rc::new(RefCell::new(inner)),
@@ -202,14 +191,14 @@ impl<D: EthernetDevice> Stack<D> {
             }
             // Keep every listener's backlog full between frames, so that a burst of SYNs
             // finds a listening socket for each (up to the listener's limit).
-            tcp::maintain_listeners(&mut inner.sockets, &mut inner.listeners);
+            inner.tcp.maintain_listeners(&mut inner.sockets);
         }
         let more_frames = inner.phy.rx_budget == 0;
 
         changed |= self::dhcp(inner);
         changed |= egress(inner, now);
-        tcp::maintain_listeners(&mut inner.sockets, &mut inner.listeners);
-        let orphans_next = tcp::reap_orphans(&mut inner.sockets, &mut inner.orphans, now);
+        inner.tcp.maintain_listeners(&mut inner.sockets);
+        let orphans_next = inner.tcp.reap_orphans(&mut inner.sockets, now);
 
         if changed || more_frames {
             return Some(nanos(now));
@@ -304,34 +293,17 @@ impl<D: EthernetDevice> compose_devices::net::Ipv4 for Stack<D> {
     }
 }
 
-impl<D> Inner<D> {
-    /// Whether an outgoing connection from `port` or a listener on it would clash.
-    pub(crate) fn port_in_use(&self, port: u16) -> bool {
-        self.listeners.iter().flatten().any(|l| l.port == port)
-            || self.sockets.iter().any(|(_, s)| match s {
-                smoltcp::socket::Socket::Tcp(t) => {
-                    t.local_endpoint().is_some_and(|e| e.port == port)
-                        || t.listen_endpoint().port == port
-                }
-                #[allow(unreachable_patterns)] // DHCP's socket is the only other kind
-                _ => false,
-            })
-    }
-
-    /// A free port from the dynamic range, for `listen(0)` and outgoing connections.
-    pub(crate) fn ephemeral_port(&mut self) -> Option<u16> {
-        let span = 65535 - EPHEMERAL_FIRST + 1;
-        for _ in 0..span {
-            let port = self.next_port;
-            self.next_port = if port == 65535 {
-                EPHEMERAL_FIRST
-            } else {
-                port + 1
-            };
-            if !self.port_in_use(port) {
-                return Some(port);
-            }
-        }
-        None
+impl<D: EthernetDevice> Host for Stack<D> {
+    fn with_net<R>(&self, f: impl FnOnce(Net<'_>) -> R) -> R {
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
+        f(Net {
+            iface: &mut inner.iface,
+            sockets: &mut inner.sockets,
+            now: inner.now,
+            has_address: inner.address.is_some(),
+            address_wakers: &mut inner.address_wakers,
+            tcp: &mut inner.tcp,
+        })
     }
 }
