@@ -6,7 +6,7 @@
 //! block device). Tests take turns (a lock), so that each can check that every connection
 //! it opened was released.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc;
@@ -88,6 +88,8 @@ impl Block for MemBlock {
 struct PortConsole {
     line: RefCell<Vec<u8>>,
     ports: mpsc::Sender<u16>,
+    /// How many listening lines it has seen.
+    listening: Cell<usize>,
 }
 
 impl Console for PortConsole {
@@ -104,6 +106,7 @@ impl Console for PortConsole {
                 .strip_prefix("site: listening on port ")
                 .and_then(|p| p.parse().ok());
             let _ = self.ports.send(port.expect("the listening line"));
+            self.listening.set(self.listening.get() + 1);
         }
     }
 }
@@ -141,6 +144,7 @@ fn server() -> &'static Server {
                 let console = leak(PortConsole {
                     line: RefCell::new(Vec::new()),
                     ports: tx,
+                    listening: Cell::new(0),
                 });
                 let site = SiteConfig {
                     idle_timeout: IDLE,
@@ -154,7 +158,11 @@ fn server() -> &'static Server {
                     serve_site(console, tcp, embedded, 0, site).await.unwrap();
                 });
                 // Wait for the first to listen so that the ports come in order.
-                compose_devices::sleep(Duration::from_millis(50)).await;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while console.listening.get() == 0 {
+                    assert!(Instant::now() < deadline, "the first site never listened");
+                    compose_devices::sleep(Duration::from_millis(1)).await;
+                }
                 serve_site(console, tcp, on_block, 0, site).await.unwrap();
             })
         });
@@ -446,7 +454,9 @@ fn abandoned_and_idle_connections_are_released() {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        // The server has taken the connection once the response starts to arrive.
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(s.peek(&mut [0u8; 1]).unwrap(), 1);
         wait_for_no_connections();
         drop(s);
     }

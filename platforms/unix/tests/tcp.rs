@@ -33,6 +33,23 @@ fn local(port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
 }
 
+/// Waits, letting other tasks run, until `ready` holds; the test's `within` bounds the wait.
+async fn until(mut ready: impl FnMut() -> bool) {
+    while !ready() {
+        compose_devices::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Bytes that have arrived on `flow` and were not read yet (FIONREAD).
+fn unread(flow: &TcpFlow) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD on an open socket writes one int through a valid pointer.
+    let rc = unsafe { libc::ioctl(flow.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+    usize::try_from(n).unwrap_or(0)
+}
+
 /// Echoes one flow until the peer closes, then closes.
 async fn echo(mut flow: TcpFlow) {
     let mut buf = [0u8; 1024];
@@ -232,9 +249,9 @@ fn peer_close_reset_and_refusal() {
         let mut client = tcp.connect(local(port)).await.unwrap();
         let server = listener.accept().await.unwrap();
         client.write_all(b"unread").await.unwrap();
-        compose_devices::sleep(Duration::from_millis(10)).await;
+        until(|| unread(&server) == 6).await;
         drop(server);
-        compose_devices::sleep(Duration::from_millis(10)).await;
+        // The read waits for the reset to arrive.
         assert_eq!(client.read(&mut buf).await, Err(NetError::ConnectionReset));
 
         // Nobody listening: refused.
@@ -261,7 +278,6 @@ fn port_in_use() {
         drop(server); // the server closes first: TIME_WAIT is on the listener's side
         drop(client);
         drop(first);
-        compose_devices::sleep(Duration::from_millis(10)).await;
         let again = tcp.listen(port).unwrap();
         assert_eq!(again.port(), port);
     }));

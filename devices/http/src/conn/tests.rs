@@ -312,16 +312,21 @@ fn serve_site_listens_logs_and_serves_connections() {
         max_connections: 2,
         ..quick()
     };
-    block_on(async move {
+    let all_released = || logs.iter().all(|l| l.dropped.get());
+    block_on(async {
         spawn(async move {
             let _ = serve_site(console, tcp, kv, 8080, config).await;
         });
-        sleep(Duration::from_millis(20)).await;
-        assert!(open_connections() <= 2, "at most max_connections at once");
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        sleep(Duration::from_millis(100)).await;
-        while open_connections() > 0 && std::time::Instant::now() < deadline {
-            sleep(Duration::from_millis(10)).await;
+        // Until every scripted connection was served and released, never more than
+        // max_connections are open at once.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !all_released() {
+            assert!(open_connections() <= 2, "at most max_connections at once");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "connections were not all released in time"
+            );
+            sleep(Duration::from_millis(1)).await;
         }
         assert_eq!(open_connections(), 0);
     });

@@ -164,7 +164,13 @@ fn sigterm_exits_1() {
     let dir = TempDir::new("spin");
     let k = dir.file("spin.hvt", &guest(guests::SPIN, &[]));
     let r = run_with(&["--mem=8", path_str(&k)], Duration::from_secs(60), |pid| {
-        std::thread::sleep(Duration::from_millis(1000));
+        // The tender reports the signal once its handler is in place (just before the
+        // vCPU runs); a SIGTERM before that would kill it silently.
+        wait_for(
+            "compose-hvt to handle SIGTERM",
+            Duration::from_secs(30),
+            || catches_signal(pid, libc::SIGTERM).then_some(()),
+        );
         // SAFETY: kill(2) on the child we just spawned.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     });

@@ -243,6 +243,43 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Polls `check` every few milliseconds until it returns `Some`, and returns that; panics
+/// naming `what` if `limit` passes first. Tests wait for conditions with this instead of
+/// sleeping for a while and hoping.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether process `pid` has a handler installed for signal `sig` (the `SigCgt` mask of
+/// `/proc/PID/status`); false if the process is gone.
+pub fn catches_signal(pid: u32, sig: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| sig >= 1 && sig <= 64 && mask & (1 << (sig - 1)) != 0)
+}
+
+/// The system call process `pid` is blocked in (the first field of `/proc/PID/syscall`),
+/// or `None` if it is running, gone, or the file cannot be read.
+pub fn blocked_in_syscall(pid: u32) -> Option<i64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// Private network namespaces with TAP interfaces, for NET tests.
 ///
 /// Namespaces belong to threads: [`netns::enter_private`] moves only the

@@ -7,7 +7,7 @@ mod guests;
 use common::*;
 use solo5_abi::{AbiTarget, MftDevice};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn hello_prints_and_exits_0() {
@@ -173,15 +173,14 @@ fn help_and_version() {
 /// The pid of `parent`'s only child, once it has one.
 fn child_of(parent: u32) -> u32 {
     let path = format!("/proc/{parent}/task/{parent}/children");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let pids = std::fs::read_to_string(&path).unwrap_or_default();
-        if let Some(pid) = pids.split_whitespace().next() {
-            return pid.parse().unwrap();
-        }
-        assert!(Instant::now() < deadline, "no guest process under {parent}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(
+        &format!("a guest process under {parent}"),
+        Duration::from_secs(10),
+        || {
+            let pids = std::fs::read_to_string(&path).unwrap_or_default();
+            pids.split_whitespace().next().map(|p| p.parse().unwrap())
+        },
+    )
 }
 
 /// The state letter of process `pid` (`S`, `Z`...), or `None` once it is gone.
@@ -190,50 +189,86 @@ fn state(pid: u32) -> Option<char> {
     stat[stat.rfind(')')? + 2..].chars().next()
 }
 
+/// Waits until the WAIT guest `pid` sleeps in `epoll_pwait` (where `/proc/PID/syscall`
+/// can be read; the state `S` alone elsewhere). On a busy machine it may still be
+/// `R` for a while after it started.
+fn wait_until_guest_sleeps(pid: u32) {
+    wait_for(
+        "the guest to sleep in epoll_pwait",
+        Duration::from_secs(20),
+        || {
+            let sleeping = state(pid) == Some('S')
+                && blocked_in_syscall(pid).is_none_or(|nr| nr == libc::SYS_epoll_pwait);
+            sleeping.then_some(())
+        },
+    );
+}
+
+/// Kills a child on drop, so that a failed assertion leaves no process behind.
+struct Reap(Option<std::process::Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 #[test]
 fn signals_reach_the_guest_and_the_guest_dies_with_its_tender() {
     let dir = TempDir::new("signals");
     let k = dir.file("wait.spt", &guest(guests::WAIT, &[]));
 
     // SIGTERM to compose-spt ends the guest, and is reported.
-    let t = tender()
-        .args(["--mem=8", path_str(&k)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let guest_pid = child_of(t.id());
-    std::thread::sleep(Duration::from_millis(100));
+    let mut t = Reap(Some(
+        tender()
+            .args(["--mem=8", path_str(&k)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let tender_pid = t.0.as_ref().unwrap().id();
+    let guest_pid = child_of(tender_pid);
+    // The tender forwards SIGTERM once its handler is in place, and the guest is waiting.
+    wait_for(
+        "compose-spt to handle SIGTERM",
+        Duration::from_secs(20),
+        || catches_signal(tender_pid, libc::SIGTERM).then_some(()),
+    );
+    wait_until_guest_sleeps(guest_pid);
     // SAFETY: kill(2) of our own child.
-    unsafe { libc::kill(t.id() as i32, libc::SIGTERM) };
-    let out = t.wait_with_output().unwrap();
+    unsafe { libc::kill(tender_pid as i32, libc::SIGTERM) };
+    let out = t.0.take().unwrap().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Exiting on signal 15 (SIGTERM)"),
         "{out:?}"
     );
+    // The tender reaped the guest before it exited.
     assert!(matches!(state(guest_pid), None | Some('Z')));
 
     // SIGKILL to compose-spt cannot be passed on, but the kernel ends the guest too.
-    let mut t = tender()
-        .args(["--mem=8", path_str(&k)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guest_pid = child_of(t.id());
-    assert_eq!(
-        state(guest_pid),
-        Some('S'),
-        "the guest sleeps in epoll_pwait"
-    );
+    let mut t = Reap(Some(
+        tender()
+            .args(["--mem=8", path_str(&k)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let guest_pid = child_of(t.0.as_ref().unwrap().id());
+    wait_until_guest_sleeps(guest_pid);
+    let mut t = t.0.take().unwrap();
     t.kill().unwrap();
     t.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !matches!(state(guest_pid), None | Some('Z')) {
-        assert!(Instant::now() < deadline, "the guest outlived its tender");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(
+        "the guest to die with its tender",
+        Duration::from_secs(10),
+        || matches!(state(guest_pid), None | Some('Z')).then_some(()),
+    );
 }

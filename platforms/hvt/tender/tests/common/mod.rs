@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use solo5_abi::{AbiTarget, MftDevice};
-pub use solo5_tender::fixtures::{Run, TempDir, guest as guest_for, path_str};
+pub use solo5_tender::fixtures::{
+    Run, TempDir, catches_signal, guest as guest_for, path_str, wait_for,
+};
 
 /// Whether `/dev/kvm` can be opened. Prints a loud SKIPPED line if not.
 pub fn have_kvm(test: &str) -> bool {

@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use solo5_abi::{AbiTarget, MftDevice};
-pub use solo5_tender::fixtures::{Run, TempDir, guest as guest_for, path_str};
+pub use solo5_tender::fixtures::{
+    Run, TempDir, blocked_in_syscall, catches_signal, guest as guest_for, path_str, wait_for,
+};
 
 /// An spt guest whose text segment at 0x100000 is `code`.
 pub fn guest(code: &[u8], devices: &[MftDevice<'_>]) -> Vec<u8> {
