@@ -2,6 +2,11 @@
 //! `tests/guest.rs` includes this file as a module (`#[path = ...] mod harness;`), says what
 //! differs in a [`Target`], and keeps its own `main` and target-only runs.
 //!
+//! The images `hello_glue` and `echo_glue` are the glue compose generates for
+//! `specs/hello.kdl` and `specs/echo.kdl` (each target's Cargo.toml points them at the
+//! snapshots under `tests/snapshots/glue/`); `devices_guest` (and spt's `sandbox_guest`)
+//! are test guests written by hand.
+//!
 //! 1. [`build_examples`]: `cargo build --examples --features examples --target
 //!    x86_64-unknown-none --release` with the flags a unikernel needs ([`rustflags`]), in
 //!    a target directory of its own.
@@ -29,7 +34,7 @@ pub struct Target {
     pub client_env: &'static str,
     /// Applied to every command this test runs (the tender, the echo client).
     pub prepare: fn(&mut Command),
-    /// Checks the run of `devices_glue --fault` (a read of unmapped address 8).
+    /// Checks the run of `devices_guest --fault` (a read of unmapped address 8).
     pub check_fault: fn(&Output),
 }
 
@@ -248,8 +253,7 @@ fn check_elf(target: &Target, path: &Path) -> u32 {
 pub fn elf_layout(target: &Target, images: &Images) {
     assert_eq!(check_elf(target, &images.get("hello_glue")), 1);
     assert_eq!(check_elf(target, &images.get("echo_glue")), 2);
-    assert_eq!(check_elf(target, &images.get("echo_private_glue")), 2);
-    assert_eq!(check_elf(target, &images.get("devices_glue")), 2);
+    assert_eq!(check_elf(target, &images.get("devices_guest")), 2);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -387,7 +391,7 @@ impl Drop for Disk {
 pub fn devices(t: &Tender, images: &Images) {
     let disk = Disk::new(t.target, "devices", 64 * 1024);
     let flag = disk.flag();
-    let out = t.run(&["--mem=32", &flag], &images.get("devices_glue"), &[]);
+    let out = t.run(&["--mem=32", &flag], &images.get("devices_guest"), &[]);
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -419,7 +423,7 @@ pub fn devices(t: &Tender, images: &Images) {
 pub fn devices_failures(t: &Tender, images: &Images) {
     let disk = Disk::new(t.target, "failures", 64 * 1024);
     let flag = disk.flag();
-    let image = images.get("devices_glue");
+    let image = images.get("devices_guest");
     let out = t.run(&["--mem=32", &flag], &image, &["--panic"]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(255), "{stdout}");
@@ -451,7 +455,7 @@ pub fn devices_failures(t: &Tender, images: &Images) {
 /// How the namespace's side of the tap is set up.
 #[derive(Clone, Copy, Debug)]
 pub enum Net {
-    /// `lo` up; the tap is 10.77.0.1/24; the guest is 10.77.0.2 (`echo_private_glue`).
+    /// `lo` up; the tap is 10.77.0.1/24; the guest is 10.77.0.2 (`echo_glue --ipv4=...`).
     Private,
     /// `lo` down; the tap is 127.0.0.2/8 with `route_localnet`, so that 127.0.0.1 (the
     /// address in `specs/echo.kdl`, `echo_glue`) is reached through the tap.
@@ -570,7 +574,12 @@ fn tree_cpu_ticks(pid: u32) -> u64 {
 /// while idle.
 pub fn echo(t: &Tender, images: &Images, net: Net) {
     let (image, args, guest, port) = match net {
-        Net::Private => ("echo_private_glue", &["--port=7"][..], "10.77.0.2:7", 7),
+        Net::Private => (
+            "echo_glue",
+            &["--port=7", "--ipv4=10.77.0.2/24"][..],
+            "10.77.0.2:7",
+            7,
+        ),
         Net::Loopback => ("echo_glue", &[][..], "127.0.0.1:7777", 7777),
     };
     let ns = Netns::new(t.target, net).unwrap();

@@ -139,7 +139,7 @@ fn sandbox(t: &Tender, images: &Images, call: &str) -> Output {
     let disk = Disk::new(&SPT, &format!("sandbox-{call}"), 64 * 1024);
     let flag = disk.flag();
     let arg = format!("--call={call}");
-    t.run(&["--mem=32", &flag], &images.get("sandbox_glue"), &[&arg])
+    t.run(&["--mem=32", &flag], &images.get("sandbox_guest"), &[&arg])
 }
 
 fn sandbox_allowed(t: &Tender, images: &Images) {

@@ -1,38 +1,24 @@
-//! The generated-main shape, end to end: the glue of `examples/` runs in a child process
-//! (this very binary, re-executed with `COMPOSE_GLUE` set) and is driven from outside as a
-//! user would: command lines, exit statuses, stdout, and a real TCP client.
+//! The generated glue, end to end: the examples `hello_glue` and `echo_glue` are the glue
+//! compose generates for `specs/hello.kdl` and `specs/echo.kdl` (Cargo.toml points them at
+//! the snapshots that `tests/glue_snapshots.rs` pins). This test builds them with cargo, in
+//! a target directory of its own (the outer cargo holds the lock on the workspace's), runs
+//! them as processes and drives them from outside as a user would: command lines, exit
+//! statuses, stdout, and a real TCP client.
 //!
-//! The test has its own `main` (harness = false) so that the child can be the glue's
-//! `main`, reading its command line with `platform::boot`.
+//! The test has its own `main` (harness = false) and a small runner.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-#[path = "../examples/echo_glue.rs"]
-mod echo_glue;
-#[path = "../examples/hello_glue.rs"]
-mod hello_glue;
-
-const GLUE: &str = "COMPOSE_GLUE";
-
 fn main() {
-    match std::env::var(GLUE).as_deref() {
-        Ok("hello") => hello_glue::main(),
-        Ok("echo") => echo_glue::main(),
-        _ => drive(),
-    }
-}
-
-fn drive() {
     let tests: &[(&str, fn())] = &[
         ("hello_greets", hello_greets),
         ("hello_help", hello_help),
         ("hello_bad_boot_argument", hello_bad_boot_argument),
-        ("hello_missing_block", hello_missing_block),
         ("echo_serves_clients", echo_serves_clients),
     ];
     let filter: Vec<String> = std::env::args()
@@ -52,9 +38,27 @@ fn drive() {
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }
 
+/// Builds the examples once; returns the directory that holds them.
+fn examples() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("unix-glue");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "-p", "compose-unix", "--examples"])
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building the glue examples failed");
+        target_dir.join("debug/examples")
+    })
+}
+
+/// The glue of `app` (`hello`, `echo`) with `args`.
 fn glue(app: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.env(GLUE, app).args(args).stdin(Stdio::null());
+    let mut cmd = Command::new(examples().join(format!("{app}_glue")));
+    cmd.args(args).stdin(Stdio::null());
     cmd
 }
 
@@ -62,33 +66,9 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// An empty disk image for the `storage` device, removed on drop.
-struct Disk(PathBuf);
-
-impl Disk {
-    fn new(tag: &str, len: u64) -> Disk {
-        let path = std::env::temp_dir().join(format!(
-            "compose-unix-glue-{}-{tag}.img",
-            std::process::id()
-        ));
-        std::fs::File::create(&path).unwrap().set_len(len).unwrap();
-        Disk(path)
-    }
-    fn flag(&self) -> String {
-        format!("--block:storage={}", self.0.display())
-    }
-}
-
-impl Drop for Disk {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn hello_greets() {
-    let disk = Disk::new("greets", 4096);
     let start = Instant::now();
-    let out: Output = glue("hello", &[&disk.flag(), "--name=Ada", "--times", "3"])
+    let out: Output = glue("hello", &["--name=Ada", "--times", "3"])
         .output()
         .unwrap();
     let took = start.elapsed();
@@ -115,10 +95,7 @@ fn hello_help() {
 }
 
 fn hello_bad_boot_argument() {
-    let disk = Disk::new("bad", 512);
-    let out = glue("hello", &[&disk.flag(), "--times=many"])
-        .output()
-        .unwrap();
+    let out = glue("hello", &["--times=many"]).output().unwrap();
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     let err = text(&out.stderr);
     assert!(
@@ -127,16 +104,6 @@ fn hello_bad_boot_argument() {
     );
     assert!(err.contains("--help"), "{err}");
     assert!(out.stdout.is_empty());
-}
-
-fn hello_missing_block() {
-    let out = glue("hello", &[]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("compose-unix: device 'storage' failed to start: block device 'storage' is not attached: pass --block:storage=PATH"),
-        "{err}"
-    );
 }
 
 /// Kills the server when the test ends, passed or not.

@@ -270,7 +270,7 @@ pub fn catches_signal(pid: u32, sig: i32) -> bool {
         .lines()
         .find_map(|l| l.strip_prefix("SigCgt:"))
         .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| sig >= 1 && sig <= 64 && mask & (1 << (sig - 1)) != 0)
+        .is_some_and(|mask| (1..=64).contains(&sig) && mask & (1 << (sig - 1)) != 0)
 }
 
 /// The system call process `pid` is blocked in (the first field of `/proc/PID/syscall`),

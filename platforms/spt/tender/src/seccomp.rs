@@ -22,7 +22,7 @@
 //! The table is exercised three ways: `tests/policy.rs` installs it in forked children
 //! and makes each call inside and outside its constraint; the tender tests run
 //! hand-assembled guests under the real binary; and compose-spt-guest's tests probe it
-//! from a Rust unikernel (`sandbox_glue`).
+//! from a Rust unikernel (`sandbox_guest`).
 
 use std::os::fd::RawFd;
 

@@ -3,7 +3,7 @@
 //! reports it and exits with 159). Without `--call` (or with `--call=none`) it makes
 //! every allowed call, at the edges of what is allowed, and exits 0.
 //!
-//! `compose-spt --mem=32 --block:storage=disk.img sandbox_glue [--call=NAME]`
+//! `compose-spt --mem=32 --block:storage=disk.img sandbox_guest [--call=NAME]`
 //!
 //! NAME is one of the keys of [`FORBIDDEN`]. It prints `sandbox: NAME` before the call; if
 //! the call comes back, it prints what it returned and exits 3.

@@ -1,5 +1,5 @@
-// The body of `devices_glue`, the same on hvt and spt: each target's
-// `examples/devices_glue.rs` brings `platform` (its runtime crate) into scope and includes
+// The body of `devices_guest`, the same on hvt and spt: each target's
+// `examples/devices_guest.rs` brings `platform` (its runtime crate) into scope and includes
 // this file.
 
 extern crate alloc;
