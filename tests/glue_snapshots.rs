@@ -7,11 +7,15 @@
 //! `BLESS=1 cargo test -p compose --test glue_snapshots` and review the diff.
 //!
 //! Snapshots do not depend on where the checkout is: the compose tree's absolute path is
-//! written as `@COMPOSE_ROOT@`. The platform crates' examples `include!` some of these
-//! `main.rs` files, so the platform tests run exactly this glue.
+//! written as `@COMPOSE_ROOT@`. Rust files are compared as rustfmt formats them: the
+//! platform crates' `hello_glue` and `echo_glue` examples are these `main.rs` files
+//! (their Cargo.toml points at them), so the platform tests run exactly this glue, and
+//! `cargo fmt --all` formats them like any other source.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use compose::ops::LoadOptions;
 
@@ -41,6 +45,30 @@ fn specs() -> Vec<(String, PathBuf)> {
     out
 }
 
+/// `text` as rustfmt (the toolchain's, with the workspace's edition) formats it.
+fn rustfmt(text: &str, what: &str) -> String {
+    let rustfmt = std::env::var("RUSTFMT").unwrap_or_else(|_| "rustfmt".into());
+    let mut child = Command::new(&rustfmt)
+        .args(["--edition", "2024"])
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {rustfmt} (a component of the toolchain): {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = text.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "rustfmt rejects the generated {what}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// The generated files of `spec` on `target`, by relative path, with the tree's absolute
 /// path replaced by [`ROOT_MARK`].
 fn generated(spec: &Path, target: &str) -> BTreeMap<PathBuf, String> {
@@ -64,6 +92,9 @@ fn generated(spec: &Path, target: &str) -> BTreeMap<PathBuf, String> {
             let mut text = f.contents.clone();
             for r in &roots {
                 text = text.replace(r.as_str(), ROOT_MARK);
+            }
+            if f.path.extension().is_some_and(|x| x == "rs") {
+                text = rustfmt(&text, &format!("{} of {target}", f.path.display()));
             }
             (f.path.clone(), text)
         })

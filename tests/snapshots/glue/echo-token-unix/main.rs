@@ -27,7 +27,6 @@ static BOOT_ARGS: &[devices::bootargs::Spec] = &[
     },
 ];
 
-
 fn main() {
     let boot = platform::boot(BOOT_ARGS);
 
@@ -38,7 +37,17 @@ fn main() {
     let service = platform::init("service", platform::Netif::new("service"));
 
     // ipv4 `stack`, from devices/base/net.device.kdl
-    let stack = platform::init("stack", platform::Ipv4::new(service, platform::Ipv4Config { address: Some(boot.args.get::<compose_devices::net::Ipv4Cidr>("ipv4")), gateway: None, dhcp: false }));
+    let stack = platform::init(
+        "stack",
+        platform::Ipv4::new(
+            service,
+            platform::Ipv4Config {
+                address: Some(boot.args.get::<compose_devices::net::Ipv4Cidr>("ipv4")),
+                gateway: None,
+                dhcp: false,
+            },
+        ),
+    );
 
     // tcp `tcp`, from devices/base/net.device.kdl
     let tcp = platform::init("tcp", platform::Tcp::new(stack));

@@ -64,7 +64,6 @@ static BOOT_ARGS: &[devices::bootargs::Spec] = &[
     },
 ];
 
-
 /// Asset archives. compose wrote each into an object file of its own, which `build.rs`
 /// links into the image: the compiler never holds the bytes, so build memory does not grow
 /// with the site. Reads are slices of the image; nothing is copied at boot.
@@ -95,7 +94,17 @@ fn main() {
     let service = platform::init("service", platform::Netif::new("service"));
 
     // ipv4 `stack`, from devices/base/net.device.kdl
-    let stack = platform::init("stack", platform::Ipv4::new(service, platform::Ipv4Config { address: Some(boot.args.get::<compose_devices::net::Ipv4Cidr>("ipv4")), gateway: None, dhcp: false }));
+    let stack = platform::init(
+        "stack",
+        platform::Ipv4::new(
+            service,
+            platform::Ipv4Config {
+                address: Some(boot.args.get::<compose_devices::net::Ipv4Cidr>("ipv4")),
+                gateway: None,
+                dhcp: false,
+            },
+        ),
+    );
 
     // tcp `tcp`, from devices/base/net.device.kdl
     let tcp = platform::init("tcp", platform::Tcp::new(stack));
@@ -107,7 +116,17 @@ fn main() {
     let console = platform::init("console", platform::Console::new());
 
     // application `site`
-    let status = platform::run(compose_http::serve_site(console, tcp, public, boot.args.get::<u16>("port"), compose_http::SiteConfig { idle_timeout: core::time::Duration::from_secs(30_u32.into()), max_connections: 1024_u32 as usize, ..compose_http::SiteConfig::default() }));
+    let status = platform::run(compose_http::serve_site(
+        console,
+        tcp,
+        public,
+        boot.args.get::<u16>("port"),
+        compose_http::SiteConfig {
+            idle_timeout: core::time::Duration::from_secs(30_u32.into()),
+            max_connections: 1024_u32 as usize,
+            ..compose_http::SiteConfig::default()
+        },
+    ));
     platform::exit(devices::Termination::exit_code(status));
 }
 
