@@ -279,5 +279,8 @@ macro_rules! facade {
         pub fn exit(code: u8) -> ! {
             $crate::exit::<$bindings>(code)
         }
+
+        // The facade provides the whole platform contract (compose_devices::platform).
+        $crate::__compose_devices::platform_conformance!(Platform);
     };
 }
