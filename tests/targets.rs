@@ -34,7 +34,9 @@ fn solo5_result(dir: &Path, target: &str) -> PathBuf {
     std::fs::write(dir.join(&image), b"\x7fELF not really").unwrap();
     let sha = {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(std::fs::read(dir.join(&image)).unwrap()))
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(dir.join(&image)).unwrap(),
+        ))
     };
     let manifest = serde_json::json!({
         "schema": "compose.manifest/v1",
@@ -64,11 +66,19 @@ fn deploy_renders_the_formats_of_the_target_and_refuses_the_others() {
         let line = text(&o.stdout);
         assert!(line.contains("--net:service=tap0"), "{line}");
         assert!(
-            line.trim_end().ends_with(&format!("-- {}", image.display())),
+            line.trim_end()
+                .ends_with(&format!("-- {}", image.display())),
             "{line}"
         );
         let o = compose(
-            &["deploy", dir, "--format", "albatross", "--net", "service=br0"],
+            &[
+                "deploy",
+                dir,
+                "--format",
+                "albatross",
+                "--net",
+                "service=br0",
+            ],
             tmp.path(),
         );
         assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
@@ -115,7 +125,8 @@ fn a_unix_result_keeps_its_plain_name_and_is_not_deployed_to_a_tender() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     assert!(
-        text(&o.stderr).contains("a unix image cannot be deployed that way (formats for unix: none)"),
+        text(&o.stderr)
+            .contains("a unix image cannot be deployed that way (formats for unix: none)"),
         "{}",
         text(&o.stderr)
     );
@@ -154,6 +165,10 @@ fn solo5_glue_declares_its_manifest_with_the_typed_constructor() {
             .find(|f| f.path == glue.app_file)
             .unwrap()
             .contents;
-        assert!(app.lines().any(|l| l.starts_with("echo::start_with_token(")), "{app}");
+        assert!(
+            app.lines()
+                .any(|l| l.starts_with("echo::start_with_token(")),
+            "{app}"
+        );
     }
 }

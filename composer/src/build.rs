@@ -281,9 +281,11 @@ pub fn cargo_build(
                     // The application call is the whole of its own file (included by
                     // main.rs): any error whose primary span lies there is the call's.
                     let app_file = glue_dir.join(&glue.app_file);
-                    let in_app_call = m.message.spans.iter().any(|s| {
-                        s.is_primary && glue_dir.join(&s.file_name) == app_file
-                    });
+                    let in_app_call = m
+                        .message
+                        .spans
+                        .iter()
+                        .any(|s| s.is_primary && glue_dir.join(&s.file_name) == app_file);
                     let from_glue = m.target.src_path.as_std_path() == main_rs.as_path()
                         || m.target.src_path.ends_with("main.rs")
                             && m.package_id.repr.contains("-glue");

@@ -385,7 +385,9 @@ fn parse_descriptor(node: &KdlNode, file: &str) -> Result<Descriptor, String> {
                         include: prop_str(c, "include"),
                         exclude: prop_str(c, "exclude"),
                         compress: prop_str(c, "compress"),
-                        image_when: prop_str(c, "image-when").map(|w| condition(&w)).transpose()?,
+                        image_when: prop_str(c, "image-when")
+                            .map(|w| condition(&w))
+                            .transpose()?,
                     }),
                     other => return Err(format!("device {kind}: unknown build step `{other}`")),
                 }
@@ -405,7 +407,9 @@ fn parse_descriptor(node: &KdlNode, file: &str) -> Result<Descriptor, String> {
                     }
                 };
                 let cap = match arg_str(c, 0)?.as_str() {
-                    "net" => HostCap::Net { mac: prop_str(c, "mac") },
+                    "net" => HostCap::Net {
+                        mac: prop_str(c, "mac"),
+                    },
                     "block" => HostCap::Block {
                         sector_size: int("sector-size")?,
                         size: int("size")?,
@@ -454,7 +458,10 @@ fn parse_descriptor(node: &KdlNode, file: &str) -> Result<Descriptor, String> {
     check_inputs(&d)?;
     for o in &overrides {
         if !crate::target::is_known(&o.target) {
-            return Err(format!("device {kind}: `target {}`: not a target", o.target));
+            return Err(format!(
+                "device {kind}: `target {}`: not a target",
+                o.target
+            ));
         }
     }
     // Expand the constructor over the targets that can build it.
@@ -465,9 +472,10 @@ fn parse_descriptor(node: &KdlNode, file: &str) -> Result<Descriptor, String> {
         }
         let Some(imp) = &d.imp else { continue };
         let (krate, path) = match &imp.source {
-            ImplSource::Platform if t.implements().contains(&kind.as_str()) => {
-                (t.platform().krate.to_string(), t.platform().path.to_string())
-            }
+            ImplSource::Platform if t.implements().contains(&kind.as_str()) => (
+                t.platform().krate.to_string(),
+                t.platform().path.to_string(),
+            ),
             ImplSource::Platform => continue,
             ImplSource::Crate { krate, path } => (krate.clone(), path.clone()),
         };
@@ -589,9 +597,7 @@ mod tests {
                 .unwrap_err()
         };
         assert!(bad("host net mac=nope").contains("does not declare"));
-        assert!(
-            bad("property mac type=string\nhost net mac=mac").contains("does not fit")
-        );
+        assert!(bad("property mac type=string\nhost net mac=mac").contains("does not fit"));
         assert!(bad("host tape").contains("unknown host capability"));
         assert!(bad("build pack-assets dir=d").contains("`d`"));
         assert!(bad("impl construct=\"x\"").contains("platform"));

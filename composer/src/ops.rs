@@ -477,8 +477,12 @@ fn check_memory(
     let d = Diag::new(
         "compose::memory",
         format!(
-            "{} bytes of memory do not fit target {}",
-            graph.memory,
+            "{} of memory does not fit target {}",
+            match graph.memory {
+                m if m % (1 << 30) == 0 => format!("{}GiB", m >> 30),
+                m if m % (1 << 20) == 0 => format!("{}MiB", m >> 20),
+                m => format!("{m} bytes"),
+            },
             target.name()
         ),
         span,

@@ -334,17 +334,18 @@ fn deploy(
     }
     let image = path.join(&manifest.image);
     let target = compose::target::by_name(&manifest.target).ok_or_else(|| {
-        Failure::Other(
-            compose::target::DeployError::Target(manifest.target.clone()).to_string(),
-        )
+        Failure::Other(compose::target::DeployError::Target(manifest.target.clone()).to_string())
     })?;
     let out = target
         .deploy(format, &manifest, &mapping, &image, boot_args)
         .map_err(|e| match e {
             // A format that does not apply is a usage error, like an unknown --target.
-            compose::target::DeployError::Format { .. } => Failure::Spec(vec![
-                compose::diag::Diag::nowhere("compose::bad-arg", e.to_string()),
-            ]),
+            compose::target::DeployError::Format { .. } => {
+                Failure::Spec(vec![compose::diag::Diag::nowhere(
+                    "compose::bad-arg",
+                    e.to_string(),
+                )])
+            }
             e => Failure::Other(e.to_string()),
         })?;
     println!("{out}");

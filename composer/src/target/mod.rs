@@ -201,11 +201,13 @@ pub trait Target: Sync {
             });
         }
         Ok(match format {
-            DeployFormat::Solo5 => crate::manifest::solo5_args(manifest, mapping, image, boot_args)?
-                .iter()
-                .map(|s| crate::manifest::shell_quote(s))
-                .collect::<Vec<_>>()
-                .join(" "),
+            DeployFormat::Solo5 => {
+                crate::manifest::solo5_args(manifest, mapping, image, boot_args)?
+                    .iter()
+                    .map(|s| crate::manifest::shell_quote(s))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
             DeployFormat::Albatross => {
                 crate::manifest::albatross_create(manifest, mapping, image, boot_args)?
             }
@@ -230,7 +232,10 @@ pub const PLANNED: &[&str] = &["xen", "rpi4"];
 
 /// Every name a spec may give as its target: [`all`], then [`PLANNED`].
 pub fn names() -> impl Iterator<Item = &'static str> + Clone {
-    all().iter().map(|t| t.name()).chain(PLANNED.iter().copied())
+    all()
+        .iter()
+        .map(|t| t.name())
+        .chain(PLANNED.iter().copied())
 }
 
 /// Whether `name` is a target a spec may name.
@@ -253,9 +258,7 @@ fn prop(d: &crate::graph::Device, key: &str) -> Option<crate::types::Value> {
         .iter()
         .find(|(k, _, _)| k == key)
         .and_then(|(_, _, v)| match v {
-            PropValue::Given(v) | PropValue::Default(v) | PropValue::Param(_, v) => {
-                Some(v.clone())
-            }
+            PropValue::Given(v) | PropValue::Default(v) | PropValue::Param(_, v) => Some(v.clone()),
             PropValue::Absent | PropValue::BootArg(_) => None,
         })
 }

@@ -48,8 +48,7 @@ pub mod check {
     /// `Netif::new`.
     pub fn netif<T: net::Netif, E: Display>(_: fn(&'static str) -> Result<T, E>) {}
     /// `Ipv4::new`, on the platform's `Netif`.
-    pub fn ipv4<N: 'static, C, T: net::Ipv4, E: Display>(_: fn(&'static N, C) -> Result<T, E>) {
-    }
+    pub fn ipv4<N: 'static, C, T: net::Ipv4, E: Display>(_: fn(&'static N, C) -> Result<T, E>) {}
     /// `Tcp::new`, on the platform's `Ipv4`.
     pub fn tcp<I: 'static, T: net::Tcp, E: Display>(_: fn(&'static I) -> Result<T, E>) {}
     /// `Block::open`.
