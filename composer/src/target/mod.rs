@@ -361,6 +361,49 @@ mod tests {
     }
 
     #[test]
+    fn solo5_images_must_carry_their_own_abi_note_and_a_manifest() {
+        let mft = solo5_abi::Mft1Note::<2>::new(&[solo5_abi::MftDevice::net("service")]);
+        let mft_header = mft.header.to_bytes();
+        let image = |abi: Option<solo5_abi::AbiTarget>, with_mft: bool| {
+            let mut v = b"\x7fELF\x02\x01\x01".to_vec();
+            v.resize(64, 0);
+            if let Some(abi) = abi {
+                v.extend_from_slice(&solo5_abi::abi1_note_bytes(abi));
+            }
+            if with_mft {
+                v.extend_from_slice(&mft_header);
+            }
+            v.resize(v.len() + 64, 0);
+            v
+        };
+        let (hvt, spt) = (by_name("hvt").unwrap(), by_name("spt").unwrap());
+        use solo5_abi::AbiTarget::{Hvt as H, Spt as S};
+        assert_eq!(hvt.check_image(&image(Some(H), true)), Ok(()));
+        assert_eq!(spt.check_image(&image(Some(S), true)), Ok(()));
+        assert!(
+            hvt.check_image(&image(Some(S), true))
+                .unwrap_err()
+                .contains("ABI note for solo5-hvt")
+        );
+        assert!(
+            hvt.check_image(&image(Some(H), false))
+                .unwrap_err()
+                .contains("manifest")
+        );
+        assert!(
+            spt.check_image(b"#!/bin/sh\n")
+                .unwrap_err()
+                .contains("not an ELF")
+        );
+        assert!(
+            by_name("unix")
+                .unwrap()
+                .check_image(&image(None, false))
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn memory_checks_follow_the_target() {
         let hvt = by_name("hvt").unwrap();
         assert!(hvt.check_memory(64 << 20).is_ok());
