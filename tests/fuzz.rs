@@ -12,7 +12,7 @@ fn check(dir: &Path, text: &[u8]) {
     let registry = Registry::builtin().unwrap();
     let args = vec![("greeting".to_string(), "x".to_string())];
     if let Ok(s) = compose::spec::load(&spec, &args, &registry) {
-        for target in compose::spec::TARGETS {
+        for target in compose::target::names() {
             if let Ok(g) = compose::graph::resolve(&s, &registry, target) {
                 let _ = compose::describe::json(&g);
                 let _ = compose::describe::dot(&g);

@@ -103,7 +103,8 @@ impl Copy {
             .to_string_lossy()
             .into_owned();
         (
-            sha256(&entry.join(&name)),
+            // Solo5 images are NAME.hvt / NAME.spt; unix ones NAME.
+            sha256(&entry.join(compose::target::by_name(target).unwrap().image_file(&name))),
             sha256(&entry.join(format!("{name}-{target}.tar.zst"))),
         )
     }

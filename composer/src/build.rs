@@ -1,11 +1,13 @@
 //! Stage 4: compile the glue crate with cargo.
 //!
 //! cargo's JSON message stream (parsed with cargo_metadata) gives progress, the compiled
-//! artifact and compiler errors. An error in the call of the application's entry is a
-//! mismatch between the spec and the application, so it is reported at the spec.
+//! artifact and compiler errors. An error in the call of the application's entry (the glue's
+//! `application.rs`, which holds that call and nothing else) is a mismatch between the
+//! spec and the application, so it is reported at the spec.
 
 use crate::diag::{Diag, Span};
-use crate::glue::{Glue, TargetInfo};
+use crate::glue::Glue;
+use crate::target::Target;
 use cargo_metadata::Message;
 use std::io::{BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -167,7 +169,7 @@ pub fn rustc_wrapper() {
 
 /// The cargo arguments of a build, with paths relative to the glue directory (for build
 /// information).
-pub fn cargo_args(info: &TargetInfo) -> Vec<String> {
+pub fn cargo_args(target: &dyn Target) -> Vec<String> {
     let mut v: Vec<String> = [
         "cargo",
         "build",
@@ -179,7 +181,7 @@ pub fn cargo_args(info: &TargetInfo) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
-    if let Some(t) = info.triple {
+    if let Some(t) = target.triple() {
         v.extend(["--target".to_string(), t.to_string()]);
     }
     v
@@ -189,7 +191,7 @@ pub fn cargo_args(info: &TargetInfo) -> Vec<String> {
 pub fn cargo_build(
     glue: &Glue,
     glue_dir: &Path,
-    info: &TargetInfo,
+    target: &dyn Target,
     app_span: Option<&Span>,
     opts: &CargoOptions,
     reporter: &mut Reporter,
@@ -204,7 +206,7 @@ pub fn cargo_build(
         .arg("json")
         .arg("--target-dir")
         .arg(&opts.target_dir);
-    if let Some(triple) = info.triple {
+    if let Some(triple) = target.triple() {
         cmd.arg("--target").arg(triple);
     }
     cmd.current_dir(glue_dir)
@@ -276,13 +278,14 @@ pub fn cargo_build(
                 {
                     let is_error =
                         m.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Error;
-                    let in_app_call = m.message.spans.iter().any(|s| {
-                        s.is_primary
-                            && Path::new(&s.file_name).file_name() == Some("main.rs".as_ref())
-                            && glue_dir.join(&s.file_name).ends_with("main.rs")
-                            && (glue.app_call_lines.0..=glue.app_call_lines.1)
-                                .contains(&s.line_start)
-                    });
+                    // The application call is the whole of its own file (included by
+                    // main.rs): any error whose primary span lies there is the call's.
+                    let app_file = glue_dir.join(&glue.app_file);
+                    let in_app_call = m
+                        .message
+                        .spans
+                        .iter()
+                        .any(|s| s.is_primary && glue_dir.join(&s.file_name) == app_file);
                     let from_glue = m.target.src_path.as_std_path() == main_rs.as_path()
                         || m.target.src_path.ends_with("main.rs")
                             && m.package_id.repr.contains("-glue");

@@ -1,19 +1,29 @@
-//! Device descriptors: what each device kind provides and requires, its properties, and
-//! how the glue constructs it on each target. Descriptors are KDL files that live with the
-//! device code under `devices/` (`*.device.kdl`); the composer embeds them at build time
-//! and knows no device of its own.
+//! Device descriptors: what each device kind provides and requires, its properties, how
+//! the glue constructs it, and what it needs from the host. Descriptors are KDL files that
+//! live with the device code under `devices/` (`*.device.kdl`); the composer embeds them at
+//! build time and knows no device of its own.
 //!
 //! ```kdl
-//! device ipv4 {
-//!     summary "An IPv4 stack on a network interface"
-//!     provides ipv4
-//!     requires net interface=netif default=netif doc="the interface it runs on"
-//!     property address type=ipv4-cidr doc="static address, like 10.0.0.2/24"
-//!     property dhcp type=bool default=#false doc="lease an address with DHCP"
-//!     exclusive address dhcp
-//!     target unix crate=compose-unix path="platforms/unix" construct="platform::Ipv4::new({{ net }}, ...)"
+//! device netif {
+//!     summary "A network interface"
+//!     provides netif
+//!     property mac type=mac doc="fixed MAC address"
+//!     host net mac=mac
+//!     impl platform construct="platform::Netif::new({{ name }})"
 //! }
 //! ```
+//!
+//! A descriptor names no target. Its constructor is written once: `impl platform` for a
+//! device the platform crate implements (every target whose platform declares the kind,
+//! see [`crate::target::Target::implements`]), or `impl crate=NAME path=DIR` for a portable
+//! device built on other devices (every target). A `target NAME crate=... path=...
+//! construct=...` line overrides the constructor on one target.
+//!
+//! Capabilities replace matching kind names in the generic stages:
+//! `host net mac=PROPERTY`, `host block sector-size=PROPERTY|N size=PROPERTY|N` and
+//! `host secret` say the launcher attaches the device (each may be conditional,
+//! `when="PROPERTY=VALUE"`); `build pack-assets dir=P include=P exclude=P compress=P
+//! image-when="PROPERTY=VALUE"` is a build step whose typed inputs are properties.
 
 use crate::types::{Ty, Value};
 use kdl::{KdlDocument, KdlNode, KdlValue};
@@ -39,9 +49,16 @@ pub struct Descriptor {
     pub default_name: Option<String>,
     /// Names must be alphanumeric (they go into a Solo5 manifest).
     pub alnum_name: bool,
-    /// Build steps the composer runs before compiling (e.g. `pack-assets`).
-    pub build: Vec<String>,
-    /// How to build it, per target.
+    /// Build steps the composer runs before compiling.
+    pub build: Vec<BuildStep>,
+    /// What the host provides for it, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<Host>,
+    /// The constructor, written once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imp: Option<Impl>,
+    /// How to build it, per target: [`Descriptor::imp`] expanded over the targets that
+    /// can build it, with per-target overrides.
     pub targets: Vec<TargetImpl>,
     /// The descriptor file, relative to the compose root.
     pub file: String,
@@ -89,6 +106,100 @@ pub struct TargetImpl {
     pub path: String,
     /// A template of the Rust expression that constructs it.
     pub construct: String,
+}
+
+/// Where a constructor comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImplSource {
+    /// The target's platform crate (the device kind is part of the platform contract).
+    Platform,
+    /// A portable crate of the compose tree.
+    Crate {
+        /// The cargo package.
+        #[serde(rename = "crate")]
+        krate: String,
+        /// Its directory, relative to the compose root.
+        path: String,
+    },
+}
+
+/// A constructor written once for every target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Impl {
+    /// Where it comes from.
+    pub source: ImplSource,
+    /// A template of the Rust expression that constructs it.
+    pub construct: String,
+}
+
+/// `PROPERTY=VALUE`: holds when the device's property has that value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    /// The property.
+    pub property: String,
+    /// The value, as text.
+    pub value: String,
+}
+
+/// An integer input: fixed, or a property's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IntSource {
+    /// A number.
+    Fixed(u64),
+    /// The value of an integer property.
+    Property(String),
+}
+
+/// What the host attaches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostCap {
+    /// A network interface; `mac` names a `mac` property.
+    Net {
+        /// The property holding a fixed MAC address.
+        mac: Option<String>,
+    },
+    /// A block device.
+    Block {
+        /// Bytes per sector.
+        sector_size: Option<IntSource>,
+        /// Size in bytes, when fixed at build time.
+        size: Option<IntSource>,
+    },
+    /// A secret supplied at launch.
+    Secret,
+}
+
+/// A host capability, maybe conditional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Host {
+    /// What it is.
+    pub cap: HostCap,
+    /// Only when this holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<Condition>,
+}
+
+/// A build step, with its inputs named as properties of the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuildStep {
+    /// Pack a directory into an asset archive (embedded in the image, or shipped as a
+    /// block image of its own when `image_when` holds).
+    PackAssets {
+        /// The `path` property naming the directory.
+        dir: String,
+        /// The `string` property with include globs.
+        include: Option<String>,
+        /// The `string` property with exclude globs.
+        exclude: Option<String>,
+        /// The `bool` property saying whether to store compressed variants.
+        compress: Option<String>,
+        /// When the archive ships as a block image rather than inside the image.
+        image_when: Option<Condition>,
+    },
 }
 
 fn ser_display<S: serde::Serializer>(t: &Ty, s: S) -> Result<S::Ok, S::Error> {
@@ -226,9 +337,12 @@ fn parse_descriptor(node: &KdlNode, file: &str) -> Result<Descriptor, String> {
         default_name: None,
         alnum_name: false,
         build: Vec::new(),
+        host: None,
+        imp: None,
         targets: Vec::new(),
         file: file.to_string(),
     };
+    let mut overrides: Vec<TargetImpl> = Vec::new();
     for c in node.children().map(|c| c.nodes()).unwrap_or_default() {
         let doc = prop_str(c, "doc").unwrap_or_default();
         match c.name().value() {
@@ -263,9 +377,76 @@ fn parse_descriptor(node: &KdlNode, file: &str) -> Result<Descriptor, String> {
                     doc,
                 });
             }
-            "build" => d.build.push(arg_str(c, 0)?),
+            "build" => {
+                let step = arg_str(c, 0)?;
+                match step.as_str() {
+                    "pack-assets" => d.build.push(BuildStep::PackAssets {
+                        dir: prop_str(c, "dir").ok_or("`build pack-assets` needs dir=")?,
+                        include: prop_str(c, "include"),
+                        exclude: prop_str(c, "exclude"),
+                        compress: prop_str(c, "compress"),
+                        image_when: prop_str(c, "image-when")
+                            .map(|w| condition(&w))
+                            .transpose()?,
+                    }),
+                    other => return Err(format!("device {kind}: unknown build step `{other}`")),
+                }
+            }
+            "host" => {
+                if d.host.is_some() {
+                    return Err(format!("device {kind}: more than one `host` line"));
+                }
+                let int = |key: &str| -> Result<Option<IntSource>, String> {
+                    match prop(c, key) {
+                        None => Ok(None),
+                        Some(KdlValue::Integer(n)) => u64::try_from(*n)
+                            .map(|n| Some(IntSource::Fixed(n)))
+                            .map_err(|_| format!("host {key}: a negative number")),
+                        Some(KdlValue::String(p)) => Ok(Some(IntSource::Property(p.clone()))),
+                        Some(_) => Err(format!("host {key}= takes a number or a property name")),
+                    }
+                };
+                let cap = match arg_str(c, 0)?.as_str() {
+                    "net" => HostCap::Net {
+                        mac: prop_str(c, "mac"),
+                    },
+                    "block" => HostCap::Block {
+                        sector_size: int("sector-size")?,
+                        size: int("size")?,
+                    },
+                    "secret" => HostCap::Secret,
+                    other => {
+                        return Err(format!(
+                            "device {kind}: unknown host capability `{other}` (net, block, secret)"
+                        ));
+                    }
+                };
+                d.host = Some(Host {
+                    cap,
+                    when: prop_str(c, "when").map(|w| condition(&w)).transpose()?,
+                });
+            }
+            "impl" => {
+                if d.imp.is_some() {
+                    return Err(format!("device {kind}: more than one `impl` line"));
+                }
+                let construct = prop_str(c, "construct").ok_or("`impl` needs construct=")?;
+                let source = match arg_str(c, 0).ok().as_deref() {
+                    Some("platform") => ImplSource::Platform,
+                    Some(other) => {
+                        return Err(format!(
+                            "device {kind}: `impl {other}`: expected `impl platform` or `impl crate=NAME path=DIR`"
+                        ));
+                    }
+                    None => ImplSource::Crate {
+                        krate: prop_str(c, "crate").ok_or("`impl` needs `platform` or crate=")?,
+                        path: prop_str(c, "path").ok_or("`impl crate=` needs path=")?,
+                    },
+                };
+                d.imp = Some(Impl { source, construct });
+            }
             "exclusive" => d.exclusive.push((arg_str(c, 0)?, arg_str(c, 1)?)),
-            "target" => d.targets.push(TargetImpl {
+            "target" => overrides.push(TargetImpl {
                 target: arg_str(c, 0)?,
                 krate: prop_str(c, "crate").ok_or("`target` needs crate=")?,
                 path: prop_str(c, "path").ok_or("`target` needs path=")?,
@@ -274,7 +455,108 @@ fn parse_descriptor(node: &KdlNode, file: &str) -> Result<Descriptor, String> {
             other => return Err(format!("device {kind}: unknown descriptor node `{other}`")),
         }
     }
+    check_inputs(&d)?;
+    for o in &overrides {
+        if !crate::target::is_known(&o.target) {
+            return Err(format!(
+                "device {kind}: `target {}`: not a target",
+                o.target
+            ));
+        }
+    }
+    // Expand the constructor over the targets that can build it.
+    for t in crate::target::all() {
+        if let Some(o) = overrides.iter().find(|o| o.target == t.name()) {
+            d.targets.push(o.clone());
+            continue;
+        }
+        let Some(imp) = &d.imp else { continue };
+        let (krate, path) = match &imp.source {
+            ImplSource::Platform if t.implements().contains(&kind.as_str()) => (
+                t.platform().krate.to_string(),
+                t.platform().path.to_string(),
+            ),
+            ImplSource::Platform => continue,
+            ImplSource::Crate { krate, path } => (krate.clone(), path.clone()),
+        };
+        d.targets.push(TargetImpl {
+            target: t.name().to_string(),
+            krate,
+            path,
+            construct: imp.construct.clone(),
+        });
+    }
+    d.targets.extend(
+        overrides
+            .into_iter()
+            .filter(|o| crate::target::by_name(&o.target).is_none()),
+    );
     Ok(d)
+}
+
+fn condition(text: &str) -> Result<Condition, String> {
+    match text.split_once('=') {
+        Some((p, v)) if !p.is_empty() => Ok(Condition {
+            property: p.to_string(),
+            value: v.to_string(),
+        }),
+        _ => Err(format!("condition {text:?}: expected PROPERTY=VALUE")),
+    }
+}
+
+/// Every property a capability or build step names exists, with a type that fits.
+fn check_inputs(d: &Descriptor) -> Result<(), String> {
+    let kind = &d.kind;
+    let need = |name: &str, what: &str, fits: &dyn Fn(&Ty) -> bool| -> Result<(), String> {
+        match d.properties.iter().find(|p| p.name == name) {
+            Some(p) if fits(&p.ty) => Ok(()),
+            Some(p) => Err(format!(
+                "device {kind}: {what} names property `{name}` of type {}, which does not fit",
+                p.ty
+            )),
+            None => Err(format!(
+                "device {kind}: {what} names property `{name}`, which the device does not declare"
+            )),
+        }
+    };
+    let is_int = |t: &Ty| matches!(t, Ty::U8 | Ty::U16 | Ty::U32 | Ty::U64 | Ty::Size);
+    let any = |_: &Ty| true;
+    if let Some(h) = &d.host {
+        if let Some(w) = &h.when {
+            need(&w.property, "host when=", &any)?;
+        }
+        match &h.cap {
+            HostCap::Net { mac: Some(m) } => need(m, "host net mac=", &|t| *t == Ty::Mac)?,
+            HostCap::Block { sector_size, size } => {
+                for s in [sector_size, size].into_iter().flatten() {
+                    if let IntSource::Property(p) = s {
+                        need(p, "host block", &is_int)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for b in &d.build {
+        let BuildStep::PackAssets {
+            dir,
+            include,
+            exclude,
+            compress,
+            image_when,
+        } = b;
+        need(dir, "pack-assets dir=", &|t| *t == Ty::Path)?;
+        for p in [include, exclude].into_iter().flatten() {
+            need(p, "pack-assets include=/exclude=", &|t| *t == Ty::String)?;
+        }
+        if let Some(p) = compress {
+            need(p, "pack-assets compress=", &|t| *t == Ty::Bool)?;
+        }
+        if let Some(w) = image_when {
+            need(&w.property, "pack-assets image-when=", &any)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -286,5 +568,39 @@ mod tests {
         let r = Registry::builtin().unwrap();
         assert!(r.get("console").is_some());
         assert!(r.get("tcp").unwrap().slot("stack").is_some());
+    }
+
+    #[test]
+    fn a_platform_impl_expands_to_every_target_and_capabilities_are_typed() {
+        let r = Registry::builtin().unwrap();
+        let netif = r.get("netif").unwrap();
+        let targets: Vec<&str> = netif.targets.iter().map(|t| t.target.as_str()).collect();
+        assert_eq!(targets, ["unix", "hvt", "spt"]);
+        assert_eq!(netif.for_target("hvt").unwrap().krate, "compose-hvt-guest");
+        assert_eq!(
+            netif.host,
+            Some(Host {
+                cap: HostCap::Net {
+                    mac: Some("mac".into())
+                },
+                when: None
+            })
+        );
+        let part = r.get("partition").unwrap();
+        assert!(part.targets.iter().all(|t| t.krate == "compose-devices"));
+    }
+
+    #[test]
+    fn capabilities_naming_missing_or_mistyped_properties_are_refused() {
+        let bad = |body: &str| {
+            Registry::from_sources([("x.device.kdl", format!("device x {{\n{body}\n}}").as_str())])
+                .unwrap_err()
+        };
+        assert!(bad("host net mac=nope").contains("does not declare"));
+        assert!(bad("property mac type=string\nhost net mac=mac").contains("does not fit"));
+        assert!(bad("host tape").contains("unknown host capability"));
+        assert!(bad("build pack-assets dir=d").contains("`d`"));
+        assert!(bad("impl construct=\"x\"").contains("platform"));
+        assert!(bad("build unpack").contains("unknown build step"));
     }
 }

@@ -10,76 +10,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// What a target needs from the glue: its platform crate and the Rust target triple.
-#[derive(Debug, Clone, Copy)]
-pub struct TargetInfo {
-    /// The target's name.
-    pub name: &'static str,
-    /// The platform (guest runtime) crate and its path below the compose root.
-    pub platform: (&'static str, &'static str),
-    /// The rustc target triple; `None` builds for the host.
-    pub triple: Option<&'static str>,
-    /// The template directory (`templates/<dir>/main.rs.j2`, and `config.toml.j2` if any).
-    pub template: &'static str,
-    /// For Solo5 targets, the runtime's linker script (found on its link search path).
-    pub linker_script: Option<&'static str>,
-    /// The tender that launches it (a binary of the compose workspace), if any.
-    pub tender: Option<&'static str>,
-}
-
-/// Targets with a glue template.
-pub const TARGET_INFO: &[TargetInfo] = &[
-    TargetInfo {
-        name: "unix",
-        platform: ("compose-unix", "platforms/unix"),
-        triple: None,
-        template: "unix",
-        linker_script: None,
-        tender: None,
-    },
-    TargetInfo {
-        name: "hvt",
-        platform: ("compose-hvt-guest", "platforms/hvt"),
-        triple: Some("x86_64-unknown-none"),
-        template: "solo5",
-        linker_script: Some("compose-hvt.ld"),
-        tender: Some("compose-hvt"),
-    },
-    TargetInfo {
-        name: "spt",
-        platform: ("compose-spt-guest", "platforms/spt"),
-        triple: Some("x86_64-unknown-none"),
-        template: "solo5",
-        linker_script: Some("compose-spt.ld"),
-        tender: Some("compose-spt"),
-    },
-];
-
-/// The devices a Solo5 tender attaches, in manifest (handle) order: network interfaces,
-/// block devices, and the block devices that carry assets archives.
-pub fn solo5_devices(graph: &Graph) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    for d in &graph.devices {
-        let block_assets = d.descriptor.build.iter().any(|b| b == "pack-assets")
-            && d.props.iter().any(|(k, _, v)| k == "backend" && matches!(v, PropValue::Given(crate::types::Value::Str(b)) | PropValue::Param(_, crate::types::Value::Str(b)) if b == "block"));
-        match d.descriptor.kind.as_str() {
-            "netif" => out.push((d.name.clone(), true)),
-            "block" => out.push((d.name.clone(), false)),
-            _ if block_assets => out.push((d.name.clone(), false)),
-            _ => {}
-        }
-    }
-    // Secrets reach a Solo5 guest on one block device the launcher builds at start.
-    if graph.devices.iter().any(|d| d.descriptor.kind == "secret") {
-        out.push((crate::manifest::SECRETS_BLOCK.to_string(), false));
-    }
-    out
-}
-
-/// The target's glue facts, if compose can generate glue for it.
-pub fn target_info(target: &str) -> Option<&'static TargetInfo> {
-    TARGET_INFO.iter().find(|t| t.name == target)
-}
+/// The generated file that holds exactly the application call (included by `main.rs`):
+/// a compile error whose primary span lies in it is the spec's application mismatch.
+pub const APP_FILE: &str = "application.rs";
 
 /// A generated file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,9 +57,9 @@ pub struct Glue {
     pub binary: String,
     /// Files to write, relative to the glue directory.
     pub files: Vec<File>,
-    /// The 1-based line range of `main.rs` that calls the application (to map compile
-    /// errors there back to the spec).
-    pub app_call_lines: (usize, usize),
+    /// The file, relative to the glue directory, that holds only the application call
+    /// ([`APP_FILE`]); compile errors there are mapped back to the spec.
+    pub app_file: PathBuf,
 }
 
 /// Why glue could not be generated.
@@ -198,16 +131,17 @@ fn const_name(param: &str) -> String {
 
 /// Renders the glue crate for `graph`, whose spec is `spec_file`.
 pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
-    let info = target_info(&graph.target).ok_or_else(|| {
+    let target = crate::target::by_name(&graph.target).ok_or_else(|| {
         GlueError::Target(
             graph.target.clone(),
-            TARGET_INFO
+            crate::target::all()
                 .iter()
-                .map(|t| t.name)
+                .map(|t| t.name())
                 .collect::<Vec<_>>()
                 .join(", "),
         )
     })?;
+    let platform = target.platform();
     let root = compose_root();
     let env = env()?;
     let mut boot_used = false;
@@ -215,7 +149,7 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
     // Dependencies: the interface crate, the platform, every device crate, the application.
     let mut deps: BTreeMap<String, PathBuf> = BTreeMap::new();
     deps.insert("compose-devices".into(), root.join("devices/base"));
-    deps.insert(info.platform.0.into(), root.join(info.platform.1));
+    deps.insert(platform.krate.into(), root.join(platform.path));
     for d in &graph.devices {
         deps.insert(d.imp.krate.clone(), root.join(&d.imp.path));
     }
@@ -270,31 +204,46 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
             }
         }
         for step in &d.descriptor.build {
-            match step.as_str() {
-                "pack-assets" => {
+            match step {
+                crate::descriptor::BuildStep::PackAssets {
+                    dir,
+                    include,
+                    exclude,
+                    compress,
+                    image_when,
+                } => {
                     let archive = PathBuf::from("assets").join(format!("{}.car", d.name));
                     vars.insert(
                         "archive".into(),
                         format!("{:?}", archive.display().to_string()).into(),
                     );
                     vars.insert("archive_fn".into(), ident(&d.name).into());
-                    let block = raw.get("backend").is_some_and(|b| b == "block");
+                    let block = image_when
+                        .as_ref()
+                        .is_some_and(|c| crate::target::condition_holds(d, c));
                     let object = PathBuf::from("assets").join(format!("{}.o", d.name));
                     if !block {
                         embedded.push(context! { ident => ident(&d.name), object => object.display().to_string() });
                     }
-                    let words = |k: &str| {
-                        raw.get(k)
+                    let text = |k: &Option<String>| {
+                        k.as_ref()
+                            .and_then(|k| raw.get(&k.replace('-', "_")))
+                            .cloned()
+                    };
+                    let words = |k: &Option<String>| {
+                        text(k)
                             .map(|s| s.split_whitespace().map(str::to_string).collect())
                             .unwrap_or_default()
                     };
-                    let dir = raw.get("dir").map(PathBuf::from).unwrap_or_default();
+                    let dir = text(&Some(dir.clone()))
+                        .map(PathBuf::from)
+                        .unwrap_or_default();
                     steps.push(Step::PackAssets {
                         device: d.name.clone(),
                         dir: d.dir.join(dir),
-                        include: words("include"),
-                        exclude: words("exclude"),
-                        compress: raw.get("compress").is_none_or(|c| c == "true"),
+                        include: words(include),
+                        exclude: words(exclude),
+                        compress: text(compress).is_none_or(|c| c == "true"),
                         archive: archive.clone(),
                         block,
                     });
@@ -305,12 +254,6 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
                             object,
                         });
                     }
-                }
-                other => {
-                    return Err(GlueError::Template(
-                        d.descriptor.file.clone(),
-                        format!("unknown build step `{other}`"),
-                    ));
                 }
             }
         }
@@ -367,7 +310,7 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         });
     }
 
-    // The application call.
+    // The application call (rendered into its own file, see [`APP_FILE`]).
     let app_call = match &graph.app {
         App::User { entry, uses, .. } => {
             let args: Vec<String> = uses
@@ -413,50 +356,10 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
             }
         })
         .collect();
-    // The Solo5 manifest note, for the Solo5 targets.
-    let solo5 = solo5_devices(graph);
-    let mut manifest = Vec::new();
-    let mut manifest_comment = vec!["0: (reserved)".to_string()];
-    if info.linker_script.is_some() {
-        let devs: Vec<solo5_abi::MftDevice<'_>> = solo5
-            .iter()
-            .map(|(n, net)| {
-                if *net {
-                    solo5_abi::MftDevice::net(n)
-                } else {
-                    solo5_abi::MftDevice::block(n)
-                }
-            })
-            .collect();
-        manifest = vec![0u8; solo5_abi::mft1_note_size(devs.len())];
-        solo5_abi::encode_mft1_note(&devs, &mut manifest).map_err(|e| {
-            GlueError::Template(
-                "Solo5 manifest".into(),
-                format!("{e:?} (at most 63 devices with alphanumeric names)"),
-            )
-        })?;
-        for (i, (n, net)) in solo5.iter().enumerate() {
-            manifest_comment.push(format!(
-                "{}: {} `{n}`",
-                i + 1,
-                if *net {
-                    "network interface"
-                } else {
-                    "block device"
-                }
-            ));
-        }
-    }
-    let manifest_bytes = manifest
-        .chunks(16)
-        .map(|c| {
-            c.iter()
-                .map(|b| format!("{b:#04x},"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect::<Vec<_>>()
-        .join("\n    ");
+    // What the target adds (for Solo5, the manifest note of the devices a tender attaches).
+    let extra = target
+        .glue_context(&crate::target::host_devices(graph))
+        .map_err(|e| GlueError::Template(format!("target {}", target.name()), e))?;
     let package = format!("{}-{}-glue", graph.name, graph.target);
     // Unique per target: hvt and spt builds share a rustc target, hence cargo's output path.
     let binary = format!("{}-{}", graph.name, graph.target);
@@ -465,7 +368,7 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         |n| n.to_string_lossy().into_owned(),
     );
     let embedded_any = !embedded.is_empty();
-    let ctx = context! {
+    let base = context! {
         name => graph.name,
         target => graph.target,
         compose_version => env!("CARGO_PKG_VERSION"),
@@ -480,15 +383,13 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         app_call => app_call,
         boot_binding => if boot_used { "let boot = " } else { "" },
         embedded => embedded,
-        platform_crate => info.platform.0.replace('-', "_"),
-        triple => info.triple.unwrap_or_default(),
-        linker_script => info.linker_script.unwrap_or_default(),
-        manifest_len => manifest.len(),
-        manifest_bytes => manifest_bytes,
-        manifest_comment => manifest_comment,
+        platform_crate => platform.krate.replace('-', "_"),
+        triple => target.triple().unwrap_or_default(),
+        app_file => APP_FILE,
         opt_level => 3,
         panic => "abort",
     };
+    let ctx = context! { ..base, ..minijinja::Value::from_serialize(&extra) };
     let render = |name: &str| -> Result<String, GlueError> {
         let t = env
             .get_template(name)
@@ -497,8 +398,8 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
             .map_err(|e| GlueError::Template(name.into(), e.to_string()))
     };
     let cargo_toml = render("Cargo.toml.j2")?;
-    let main_rs = render(&format!("{}/main.rs.j2", info.template))?;
-    let app_call_lines = find_lines(&main_rs, "platform::run(");
+    let main_rs = render(&format!("{}/main.rs.j2", target.template()))?;
+    let application_rs = render("application.rs.j2")?;
     let mut files = vec![
         File {
             path: "Cargo.toml".into(),
@@ -507,6 +408,10 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         File {
             path: "main.rs".into(),
             contents: main_rs,
+        },
+        File {
+            path: APP_FILE.into(),
+            contents: application_rs,
         },
     ];
     if embedded_any {
@@ -517,11 +422,11 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
     }
     if crate::descriptor::TEMPLATES
         .iter()
-        .any(|(n, _)| *n == format!("{}/config.toml.j2", info.template))
+        .any(|(n, _)| *n == format!("{}/config.toml.j2", target.template()))
     {
         files.push(File {
             path: ".cargo/config.toml".into(),
-            contents: render(&format!("{}/config.toml.j2", info.template))?,
+            contents: render(&format!("{}/config.toml.j2", target.template()))?,
         });
     }
     Ok(Glue {
@@ -529,21 +434,8 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         package,
         binary,
         files,
-        app_call_lines,
+        app_file: APP_FILE.into(),
     })
-}
-
-fn find_lines(text: &str, needle: &str) -> (usize, usize) {
-    let mut start = 0;
-    for (i, line) in text.lines().enumerate() {
-        if line.contains(needle) {
-            start = i + 1;
-        }
-        if start > 0 && line.trim_end().ends_with(");") {
-            return (start, i + 1);
-        }
-    }
-    (start, start)
 }
 
 #[derive(serde::Deserialize)]

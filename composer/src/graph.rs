@@ -264,7 +264,7 @@ impl Resolver<'_> {
         if descriptor.alnum_name && !decl.name.chars().all(|c| c.is_ascii_alphanumeric()) {
             self.err(
                 Diag::new("compose::manifest-name", format!("`{}` devices need an alphanumeric name, found {:?}", decl.kind, decl.name), &decl.name_span, "not alphanumeric")
-                    .help(format!("the name goes into the Solo5 manifest and the tender's --{}:NAME= option, which allow only letters and digits", if decl.kind == "netif" { "net" } else { "block" })),
+                    .help(format!("the name goes into the Solo5 manifest and the tender's --{}:NAME= option, which allow only letters and digits", if matches!(descriptor.host.as_ref().map(|h| &h.cap), Some(crate::descriptor::HostCap::Net { .. })) { "net" } else { "block" })),
             );
         }
         let d = self.new_device(&decl.name, &descriptor, false, decl.span.clone(), &decl.dir);
@@ -952,6 +952,8 @@ fn unreachable_descriptor(kind: &str) -> Descriptor {
         default_name: None,
         alnum_name: false,
         build: Vec::new(),
+        host: None,
+        imp: None,
         targets: Vec::new(),
         file: String::new(),
     }

@@ -18,6 +18,7 @@ pub mod ops;
 pub mod sign;
 pub mod spec;
 pub mod store;
+pub mod target;
 pub mod types;
 
 use std::io::Write as _;

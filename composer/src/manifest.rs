@@ -12,7 +12,8 @@
 //! token=@FILE`), checked against the manifest by [`Mapping::validate`] before anything
 //! starts. The renderers turn manifest and mapping into a Solo5 tender command line
 //! ([`solo5_args`]), an albatross `create` command ([`albatross_create`]) and a Xen `.xl`
-//! file ([`xen_xl`]). Secret values never pass through any of them.
+//! file ([`xen_xl`]); which of them applies to an image is its target's choice
+//! ([`crate::target::Target::deploy`]). Secret values never pass through any of them.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -176,45 +177,29 @@ fn invalid(msg: impl Into<String>) -> ManifestError {
 
 impl Manifest {
     /// A manifest for `graph`'s image, stored in the bundle as `image`, with no files yet:
-    /// `netif` devices become `net`, `block` devices `block`, `secret` devices `secret`.
+    /// one device per `host` capability of the graph's devices
+    /// ([`crate::target::host_devices`]), in device order.
     pub fn from_graph(graph: &crate::graph::Graph, image: &str) -> Manifest {
-        use crate::graph::PropValue;
-        let prop = |d: &crate::graph::Device, key: &str| -> Option<crate::types::Value> {
-            d.props
-                .iter()
-                .find(|(k, _, _)| k == key)
-                .and_then(|(_, _, v)| match v {
-                    PropValue::Given(v) | PropValue::Default(v) | PropValue::Param(_, v) => {
-                        Some(v.clone())
-                    }
-                    PropValue::Absent | PropValue::BootArg(_) => None,
-                })
-        };
-        let devices = graph
-            .devices
-            .iter()
-            .filter_map(|d| {
-                let kind = match d.descriptor.kind.as_str() {
-                    "netif" => DeviceKind::Net {
-                        mac: prop(d, "mac").map(|v| v.text()),
-                    },
-                    "block" => DeviceKind::Block {
-                        size: match prop(d, "size") {
-                            Some(crate::types::Value::Int(n)) => u64::try_from(n).ok(),
-                            _ => None,
-                        },
-                        sector_size: match prop(d, "sector-size") {
-                            Some(crate::types::Value::Int(n)) => u32::try_from(n).ok(),
-                            _ => None,
-                        },
-                    },
-                    "secret" => DeviceKind::Secret,
-                    _ => return None,
-                };
-                Some(Device {
-                    name: d.name.clone(),
-                    kind,
-                })
+        use crate::target::HostDevice;
+        let devices = crate::target::host_devices(graph)
+            .into_iter()
+            .map(|h| match h {
+                HostDevice::Net { name, mac } => Device {
+                    name,
+                    kind: DeviceKind::Net { mac },
+                },
+                HostDevice::Block {
+                    name,
+                    sector_size,
+                    size,
+                } => Device {
+                    name,
+                    kind: DeviceKind::Block { size, sector_size },
+                },
+                HostDevice::Secret { name } => Device {
+                    name,
+                    kind: DeviceKind::Secret,
+                },
             })
             .collect();
         Manifest {

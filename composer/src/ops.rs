@@ -54,8 +54,8 @@ pub fn check(opts: &LoadOptions) -> Result<(Spec, Graph), Failure> {
         .map_err(|e| Failure::Other(format!("internal error: bad device descriptor: {e}")))?;
     let spec = crate::spec::load(&opts.spec, &opts.args, &registry)?;
     let target = match &opts.target {
-        Some(t) if !crate::spec::TARGETS.contains(&t.as_str()) => {
-            let help = crate::diag::suggest(t, crate::spec::TARGETS.iter().copied());
+        Some(t) if !crate::target::is_known(t) => {
+            let help = crate::diag::suggest(t, crate::target::names());
             return Err(Failure::Spec(vec![
                 Diag::nowhere("compose::bad-arg", format!("--target {t}: unknown target"))
                     .help(help),
@@ -68,6 +68,9 @@ pub fn check(opts: &LoadOptions) -> Result<(Spec, Graph), Failure> {
             .map_or_else(|| "unix".to_string(), |(t, _)| t.clone()),
     };
     let graph = crate::graph::resolve(&spec, &registry, &target)?;
+    if let Some(t) = crate::target::by_name(&graph.target) {
+        check_memory(t, &spec, &graph)?;
+    }
     Ok((spec, graph))
 }
 
@@ -201,14 +204,8 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
         }
         Err(e) => return Err(e),
     };
-    let info = crate::glue::target_info(&graph.target).ok_or_else(|| {
-        let have: Vec<&str> = crate::glue::TARGET_INFO.iter().map(|t| t.name).collect();
-        Failure::Other(format!(
-            "compose has no platform for target {} yet (it builds for: {})",
-            graph.target,
-            have.join(", ")
-        ))
-    })?;
+    let info = crate::target::by_name(&graph.target)
+        .ok_or_else(|| Failure::Other(crate::target::no_platform(&graph.target)))?;
     let root = crate::glue::compose_root();
     let root = root.canonicalize().unwrap_or(root);
     let glue = crate::glue::generate(&graph, &opts.load.spec).map_err(other)?;
@@ -219,7 +216,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
     let store = crate::store::Store::open(opts.store.clone()).map_err(other)?;
     let toolchain = toolchain_version(&root)?;
     let triple = info
-        .triple
+        .triple()
         .map(str::to_string)
         .unwrap_or_else(|| host_triple(&toolchain));
 
@@ -262,8 +259,8 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
     }
     trees.push(("crate/compose-devices".into(), root.join("devices/base")));
     trees.push((
-        format!("crate/{}", info.platform.0),
-        root.join(info.platform.1),
+        format!("crate/{}", info.platform().krate),
+        root.join(info.platform().path),
     ));
     let app_dir = match &graph.app {
         crate::graph::App::User { package, dir, .. } => {
@@ -286,6 +283,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
 
     let _lock = store.lock().map_err(other)?;
     let name = graph.name.clone();
+    let image_file = info.image_file(&name);
     let target = graph.target.clone();
     let (entry, fresh) = match store.lookup(&key.key, &name, &target).map_err(other)? {
         Some(entry) => {
@@ -314,7 +312,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
             reporter.stage("Generating", &format!("glue for {name} ({target})"));
             let mut images = Vec::new();
             for step in &glue.steps {
-                if let Some(image) = run_step(step, &glue_dir, info.triple, &reporter)? {
+                if let Some(image) = run_step(step, &glue_dir, info.triple(), &reporter)? {
                     images.push(image);
                 }
             }
@@ -368,6 +366,14 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
                 }
                 Err(e) => return Err(Failure::Build(e)),
             };
+            let image_bytes = std::fs::read(&artifact).map_err(other)?;
+            info.check_image(&image_bytes).map_err(|e| {
+                Failure::Other(format!(
+                    "the {target} image {} failed its check: {e}",
+                    artifact.display()
+                ))
+            })?;
+            drop(image_bytes);
             reporter.stage("Storing", &format!("{name} ({target})"));
             let sbom = crate::image::sbom(&glue_dir, &triple, &name).map_err(other)?;
             let mut command = vec![
@@ -393,13 +399,13 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
             }
             .to_json();
             let epoch = crate::bundle::source_date_epoch().map_err(other)?;
-            let manifest = crate::manifest::Manifest::from_graph(&graph, &name);
+            let manifest = crate::manifest::Manifest::from_graph(&graph, &image_file);
             let committed = store
                 .commit(&key.key, &name, &target, |tmp: &Path| {
                     crate::image::fill_entry(
                         tmp,
                         crate::image::EntryContents {
-                            image: (&name, &artifact),
+                            image: (&image_file, &artifact),
                             block_images: &images,
                             manifest,
                             buildinfo,
@@ -417,7 +423,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
     let manifest_text =
         std::fs::read_to_string(entry.join(crate::manifest::JSON_FILE)).map_err(other)?;
     let manifest = crate::manifest::Manifest::from_json(&manifest_text).map_err(other)?;
-    let image = entry.join(&name);
+    let image = entry.join(&manifest.image);
     let block_images: Vec<(String, PathBuf)> = manifest
         .files
         .keys()
@@ -430,7 +436,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
         store.link_result(&entry, link).map_err(other)?;
     }
     if let Some(out) = &opts.out {
-        crate::image::place(&image, out, &name).map_err(|e| {
+        crate::image::place(&image, out, &manifest.image).map_err(|e| {
             Failure::Other(format!("cannot copy the image to {}: {e}", out.display()))
         })?;
         for (device, file) in &block_images {
@@ -452,6 +458,38 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
         manifest,
         fresh,
     })
+}
+
+/// The target's own memory check, reported at the spec's `memory` line (or its
+/// `unikernel` node when the size is the default).
+fn check_memory(
+    target: &dyn crate::target::Target,
+    spec: &crate::spec::Spec,
+    graph: &Graph,
+) -> Result<(), Failure> {
+    let Err(why) = target.check_memory(graph.memory) else {
+        return Ok(());
+    };
+    let (span, label) = match &spec.memory {
+        Some((_, span)) => (span, "this much"),
+        None => (&spec.name_span, "the default memory"),
+    };
+    let d = Diag::new(
+        "compose::memory",
+        format!(
+            "{} of memory does not fit target {}",
+            match graph.memory {
+                m if m % (1 << 30) == 0 => format!("{}GiB", m >> 30),
+                m if m % (1 << 20) == 0 => format!("{}MiB", m >> 20),
+                m => format!("{m} bytes"),
+            },
+            target.name()
+        ),
+        span,
+        label,
+    )
+    .help(why);
+    Err(Failure::Spec(vec![d]))
 }
 
 fn host_triple(rustc_vv: &str) -> String {
@@ -555,8 +593,10 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
         }
     }
     let mut manifest = built.manifest.clone();
-    if built.graph.target == "unix" {
-        // On unix a network interface is the host's networking: nothing to attach.
+    let target = crate::target::by_name(&built.graph.target)
+        .ok_or_else(|| Failure::Other(crate::target::no_platform(&built.graph.target)))?;
+    if !target.attaches_net() {
+        // A network interface is the host's networking: nothing to attach.
         if !mapping.net.is_empty() {
             problems.push(crate::manifest::MappingError::Malformed { flag: "--net", value: mapping.net.keys().cloned().collect::<Vec<_>>().join(","), expected: "no --net on unix: the unikernel uses the host's network (--net is for Solo5 targets)" });
         }
@@ -573,11 +613,9 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
         .validate(&manifest)
         .map_err(|e| Failure::Other(format!("refusing to start {}:\n{e}", built.graph.name)))?;
     Reporter::new(opts.format).stage("Running", &built.image.display().to_string());
-    let info = crate::glue::target_info(&built.graph.target)
-        .ok_or_else(|| Failure::Other(format!("no launcher for {}", built.graph.target)))?;
-    match info.tender {
-        None => run_unix(&built, &mapping, &run.boot_args),
-        Some(tender) => {
+    match target.launcher() {
+        crate::target::Launcher::Exec => run_unix(&built, &mapping, &run.boot_args),
+        crate::target::Launcher::Tender(tender) => {
             let tender = ensure_tender(tender, opts.format)?;
             let mut mapping = mapping;
             if manifest.devices_of("secret").next().is_some() {

@@ -12,9 +12,6 @@ use crate::types::{Ty, Value};
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use std::path::{Path, PathBuf};
 
-/// The targets compose knows. Whether a spec builds for one depends on its devices.
-pub const TARGETS: &[&str] = &["unix", "hvt", "spt", "xen", "rpi4"];
-
 /// Memory given to a unikernel whose spec does not say.
 pub const DEFAULT_MEMORY: u64 = 64 << 20;
 
@@ -749,7 +746,7 @@ impl Loader<'_> {
                 .filter(|_| child.entries().len() == 1 && child.entries()[0].name().is_none());
             match (cname, value.map(|e| (e.value(), span(source, e.span())))) {
                 ("target", Some((KdlValue::String(t), vspan))) => {
-                    if TARGETS.contains(&t.as_str()) {
+                    if crate::target::is_known(t) {
                         target = Some((t.clone(), vspan));
                     } else {
                         self.err(
@@ -759,7 +756,7 @@ impl Loader<'_> {
                                 &vspan,
                                 "not a target",
                             )
-                            .help(suggest(t, TARGETS.iter().copied())),
+                            .help(suggest(t, crate::target::names())),
                         );
                     }
                 }

@@ -122,7 +122,7 @@ enum Command {
         path: PathBuf,
         /// What to render.
         #[arg(long, value_enum, default_value = "solo5")]
-        format: DeployFormat,
+        format: compose::target::DeployFormat,
         /// Host tap or bridge for a network interface.
         #[arg(long, value_name = "NAME=TAP")]
         net: Vec<String>,
@@ -169,16 +169,6 @@ struct OutArgs {
     /// How to report progress and errors.
     #[arg(long, value_enum, default_value = "human")]
     message_format: MessageFormat,
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum DeployFormat {
-    /// The solo5-hvt / solo5-spt command line.
-    Solo5,
-    /// An albatross-client create command.
-    Albatross,
-    /// A Xen .xl file.
-    Xl,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -322,7 +312,7 @@ fn pin(path: &std::path::Path, name: &str, store: Option<PathBuf>) -> Result<i32
 
 fn deploy(
     path: &std::path::Path,
-    format: DeployFormat,
+    format: compose::target::DeployFormat,
     net: &[String],
     block: &[String],
     boot_args: &[String],
@@ -343,21 +333,21 @@ fn deploy(
             .map_err(|e| Failure::Other(e.to_string()))?;
     }
     let image = path.join(&manifest.image);
-    let out = match format {
-        DeployFormat::Solo5 => {
-            compose::manifest::solo5_args(&manifest, &mapping, &image, boot_args).map(|a| {
-                a.iter()
-                    .map(|s| compose::manifest::shell_quote(s))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-        }
-        DeployFormat::Albatross => {
-            compose::manifest::albatross_create(&manifest, &mapping, &image, boot_args)
-        }
-        DeployFormat::Xl => compose::manifest::xen_xl(&manifest, &mapping, &image, boot_args),
-    }
-    .map_err(|e| Failure::Other(e.to_string()))?;
+    let target = compose::target::by_name(&manifest.target).ok_or_else(|| {
+        Failure::Other(compose::target::DeployError::Target(manifest.target.clone()).to_string())
+    })?;
+    let out = target
+        .deploy(format, &manifest, &mapping, &image, boot_args)
+        .map_err(|e| match e {
+            // A format that does not apply is a usage error, like an unknown --target.
+            compose::target::DeployError::Format { .. } => {
+                Failure::Spec(vec![compose::diag::Diag::nowhere(
+                    "compose::bad-arg",
+                    e.to_string(),
+                )])
+            }
+            e => Failure::Other(e.to_string()),
+        })?;
     println!("{out}");
     Ok(0)
 }

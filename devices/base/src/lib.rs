@@ -21,6 +21,7 @@ pub mod block;
 pub mod console;
 pub mod kv;
 pub mod net;
+pub mod platform;
 pub mod random;
 pub mod secret;
 pub mod time;

@@ -46,6 +46,9 @@ pub use time::{MonotonicClock, WallClock};
 /// The unix platform for compose-devices' executor.
 pub struct Unix;
 
+// This crate provides the whole platform contract (compose_devices::platform).
+compose_devices::platform_conformance!(Unix);
+
 /// The instant the unikernel started: the zero of [`Unix::now_ns`].
 static START: LazyLock<Instant> = LazyLock::new(Instant::now);
 

@@ -222,6 +222,8 @@ pub fn exit<B: Bindings>(code: u8) -> ! {
 
 #[doc(hidden)]
 pub use compose_devices as __compose_devices;
+#[doc(hidden)]
+pub use solo5_abi as __solo5_abi;
 
 /// The platform API the composer's glue calls (`platform::Console::new()`,
 /// `platform::boot(..)`, ...), for the bindings `$bindings` of one Solo5 target. Each
@@ -251,6 +253,9 @@ macro_rules! facade {
         pub type Block = $crate::Block<$bindings>;
         /// A secret, from the `secrets` block device the launcher builds.
         pub type Secret = $crate::Secret<$bindings>;
+        /// The Solo5 ABI types, for the manifest note the glue declares
+        /// (`solo5_abi::Mft1Note::new(&[...])`).
+        pub use $crate::__solo5_abi as solo5_abi;
 
         /// Reads the boot arguments from the tender's command line (the arguments after
         /// the unikernel, without leading `--solo5:LEVEL` ones). Prints the usage and
@@ -274,5 +279,8 @@ macro_rules! facade {
         pub fn exit(code: u8) -> ! {
             $crate::exit::<$bindings>(code)
         }
+
+        // The facade provides the whole platform contract (compose_devices::platform).
+        $crate::__compose_devices::platform_conformance!(Platform);
     };
 }
