@@ -93,7 +93,11 @@ fn generated(spec: &Path, target: &str) -> BTreeMap<PathBuf, String> {
             for r in &roots {
                 text = text.replace(r.as_str(), ROOT_MARK);
             }
-            if f.path.extension().is_some_and(|x| x == "rs") {
+            // The application call is an expression `include!`d by main.rs: rustfmt (and so
+            // `cargo fmt`) formats only whole files of items.
+            if f.path.extension().is_some_and(|x| x == "rs")
+                && f.path != Path::new(compose::glue::APP_FILE)
+            {
                 text = rustfmt(&text, &format!("{} of {target}", f.path.display()));
             }
             (f.path.clone(), text)

@@ -55,12 +55,7 @@ fn main() {
     // secret `token`, from devices/base/secret.device.kdl
     let token = platform::init("token", platform::Secret::open(&boot, "token"));
 
-    // application `echo`
-    let status = platform::run(echo::start_with_token(
-        console,
-        tcp,
-        boot.args.get::<u16>("port"),
-        token,
-    ));
+    // application `echo`: the call is application.rs
+    let status = platform::run(include!("application.rs"));
     platform::exit(devices::Termination::exit_code(status));
 }

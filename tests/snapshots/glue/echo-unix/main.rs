@@ -52,7 +52,7 @@ fn main() {
     // tcp `tcp`, from devices/base/net.device.kdl
     let tcp = platform::init("tcp", platform::Tcp::new(stack));
 
-    // application `echo`
-    let status = platform::run(echo::start(console, tcp, boot.args.get::<u16>("port")));
+    // application `echo`: the call is application.rs
+    let status = platform::run(include!("application.rs"));
     platform::exit(devices::Termination::exit_code(status));
 }

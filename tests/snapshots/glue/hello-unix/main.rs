@@ -40,13 +40,7 @@ fn main() {
     // clock `clock`, from devices/base/clock.device.kdl
     let clock = platform::init("clock", platform::MonotonicClock::new());
 
-    // application `hello`
-    let status = platform::run(hello::start(
-        console,
-        clock,
-        GREETING,
-        boot.args.get::<alloc::string::String>("name"),
-        boot.args.get::<u32>("times"),
-    ));
+    // application `hello`: the call is application.rs
+    let status = platform::run(include!("application.rs"));
     platform::exit(devices::Termination::exit_code(status));
 }

@@ -84,17 +84,7 @@ fn main() {
     // console `console` (a default), from devices/base/console.device.kdl
     let console = platform::init("console", platform::Console::new());
 
-    // application `site`
-    let status = platform::run(compose_http::serve_site(
-        console,
-        tcp,
-        public,
-        boot.args.get::<u16>("port"),
-        compose_http::SiteConfig {
-            idle_timeout: core::time::Duration::from_secs(30_u32.into()),
-            max_connections: 1024_u32 as usize,
-            ..compose_http::SiteConfig::default()
-        },
-    ));
+    // application `site`: the call is application.rs
+    let status = platform::run(include!("application.rs"));
     platform::exit(devices::Termination::exit_code(status));
 }
