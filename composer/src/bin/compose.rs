@@ -44,7 +44,19 @@ enum Command {
         #[command(flatten)]
         out: OutArgs,
     },
+    /// Write a new project into DIR: a spec, its application crate and a .gitignore.
+    Init {
+        /// The project directory (new or empty).
+        dir: PathBuf,
+        /// What to start from.
+        #[arg(long, value_enum, default_value = "hello")]
+        template: InitTemplate,
+    },
     /// Build if needed, then run the unikernel; arguments after `--` are its boot arguments.
+    ///
+    /// Given a spec, it builds (or finds) the image and leaves ./result like `build`; given a
+    /// result (a store entry or a result link), it runs that image as it is, with no spec and
+    /// no build: what a service manager calls.
     Run {
         #[command(flatten)]
         spec: SpecArgs,
@@ -129,7 +141,11 @@ enum Command {
         /// Host file or volume for a block device.
         #[arg(long, value_name = "NAME=FILE")]
         block: Vec<String>,
-        /// Boot arguments.
+        /// Supply a secret the image declares (`NAME=@FILE` or `NAME=env:VAR`); the solo5
+        /// launch line then goes through `compose run RESULT`, which builds the secrets block.
+        #[arg(long, value_name = "NAME=@FILE")]
+        secret: Vec<String>,
+        /// Boot arguments (checked against the ones the image declares).
         #[arg(last = true)]
         boot_args: Vec<String>,
     },
@@ -142,7 +158,7 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct SpecArgs {
-    /// The spec file.
+    /// The spec file (for `run`, also a result: a store entry or a result link).
     spec: PathBuf,
     /// The target: unix, hvt, spt, xen or rpi4 (default: the spec's, else unix).
     #[arg(long, short)]
@@ -179,6 +195,16 @@ enum DeployFormat {
     Albatross,
     /// A Xen .xl file.
     Xl,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum InitTemplate {
+    /// A console greeting: spec and application crate.
+    Hello,
+    /// A TCP echo service: spec and application crate.
+    Echo,
+    /// A static website: spec and public/.
+    Site,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -320,17 +346,105 @@ fn pin(path: &std::path::Path, name: &str, store: Option<PathBuf>) -> Result<i32
     Ok(0)
 }
 
+fn init(dir: &std::path::Path, template: InitTemplate) -> Result<i32, Failure> {
+    let name = match template {
+        InitTemplate::Hello => "hello",
+        InitTemplate::Echo => "echo",
+        InitTemplate::Site => "site",
+    };
+    let t = compose::init::template(name)
+        .ok_or_else(|| Failure::Other(format!("no template {name}")))?;
+    let done = compose::init::init(dir, t).map_err(Failure::Other)?;
+    for f in &done.files {
+        eprintln!("     Created {}", done.dir.join(f).display());
+    }
+    eprintln!(
+        "\nNext: compose run {}    (docs/projects.md explains the layout)",
+        done.spec.display()
+    );
+    Ok(0)
+}
+
+/// The complete solo5-format launch line of a result: the tender and its arguments; the
+/// image and its arguments on unix; `compose run RESULT` when the image declares secrets
+/// (only compose builds the secrets block).
+fn solo5_line(
+    entry: &std::path::Path,
+    manifest: &compose::manifest::Manifest,
+    mapping: &compose::manifest::Mapping,
+    image: &std::path::Path,
+    raw: (&[String], &[String], &[String]),
+    boot_args: &[String],
+) -> Result<Vec<String>, Failure> {
+    let fail = |e: compose::manifest::MappingErrors| Failure::Other(e.to_string());
+    let (net, block, secret) = raw;
+    let unix = manifest.target == "unix";
+    if unix && !mapping.net.is_empty() {
+        return Err(Failure::Other(
+            "no --net on unix: the unikernel uses the host's network (--net is for Solo5 targets)"
+                .into(),
+        ));
+    }
+    let mut checked = manifest.clone();
+    if unix {
+        checked
+            .devices
+            .retain(|d| !matches!(d.kind, compose::manifest::DeviceKind::Net { .. }));
+    }
+    if checked.devices_of("secret").next().is_some() {
+        mapping.validate(&checked).map_err(fail)?;
+        let exe = std::env::current_exe()
+            .and_then(|e| e.canonicalize())
+            .map_err(|e| Failure::Other(format!("cannot find compose's executable: {e}")))?;
+        let mut line = vec![exe.display().to_string(), "run".into()];
+        line.push(entry.display().to_string());
+        for (flag, values) in [("--net", net), ("--block", block), ("--secret", secret)] {
+            for v in values {
+                line.extend([flag.to_string(), v.clone()]);
+            }
+        }
+        if !boot_args.is_empty() {
+            line.push("--".into());
+            line.extend(boot_args.iter().cloned());
+        }
+        return Ok(line);
+    }
+    mapping.validate(&checked).map_err(fail)?;
+    if unix {
+        let mut line = vec![image.display().to_string()];
+        for (device, file) in &mapping.block {
+            line.push(format!("--block:{device}={}", file.display()));
+        }
+        line.extend(boot_args.iter().cloned());
+        return Ok(line);
+    }
+    let tender = compose::glue::target_info(&manifest.target)
+        .and_then(|t| t.tender)
+        .ok_or_else(|| Failure::Other(format!("no tender for target {}", manifest.target)))?;
+    let tender = ops::ensure_tender(tender, MessageFormat::Human)?;
+    let mut line = vec![tender.display().to_string()];
+    line.extend(
+        compose::manifest::solo5_args(manifest, mapping, image, boot_args).map_err(fail)?,
+    );
+    Ok(line)
+}
+
 fn deploy(
     path: &std::path::Path,
     format: DeployFormat,
     net: &[String],
     block: &[String],
+    secret: &[String],
     boot_args: &[String],
 ) -> Result<i32, Failure> {
     use compose::manifest::{Manifest, Mapping};
     let text = std::fs::read_to_string(path.join(compose::manifest::JSON_FILE))
         .map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
     let manifest = Manifest::from_json(&text).map_err(|e| Failure::Other(e.to_string()))?;
+    let entry = path
+        .canonicalize()
+        .map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
+    compose::manifest::check_boot_args(&manifest, boot_args).map_err(Failure::Other)?;
     let mut mapping = Mapping::default();
     for n in net {
         mapping
@@ -342,15 +456,27 @@ fn deploy(
             .add_block(b)
             .map_err(|e| Failure::Other(e.to_string()))?;
     }
-    let image = path.join(&manifest.image);
+    for s in secret {
+        mapping
+            .add_secret(s)
+            .map_err(|e| Failure::Other(e.to_string()))?;
+    }
+    let image = entry.join(&manifest.image);
     let out = match format {
         DeployFormat::Solo5 => {
-            compose::manifest::solo5_args(&manifest, &mapping, &image, boot_args).map(|a| {
-                a.iter()
-                    .map(|s| compose::manifest::shell_quote(s))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
+            let line = solo5_line(
+                &entry,
+                &manifest,
+                &mapping,
+                &image,
+                (net, block, secret),
+                boot_args,
+            )?;
+            Ok(line
+                .iter()
+                .map(|s| compose::manifest::shell_quote(s))
+                .collect::<Vec<_>>()
+                .join(" "))
         }
         DeployFormat::Albatross => {
             compose::manifest::albatross_create(&manifest, &mapping, &image, boot_args)
@@ -417,16 +543,27 @@ fn main() -> ExitCode {
             secret,
             boot_args,
         } => {
-            // Like `nix run`, running leaves no result link unless one is asked for.
-            let link = out.out_link != std::path::Path::new("result");
             let run = ops::RunOptions {
                 net: net.clone(),
                 block: block.clone(),
                 secrets: secret.clone(),
                 boot_args: boot_args.clone(),
             };
-            ops::run(&out.options(spec.load(), cli.verbose, link), &run)
+            if ops::is_result(&spec.spec) {
+                if spec.target.is_some() || !spec.args.is_empty() {
+                    eprintln!(
+                        "error: {} is a result, already built: --target and --arg apply to a spec",
+                        spec.spec.display()
+                    );
+                    return ExitCode::from(2);
+                }
+                ops::run_result(&spec.spec, &run, out.message_format, cli.verbose)
+            } else {
+                // Like `build`, running a spec leaves ./result (unless --no-out-link).
+                ops::run(&out.options(spec.load(), cli.verbose, true), &run)
+            }
         }
+        Command::Init { dir, template } => init(dir, *template),
         Command::Verify { path, key, rebuild } => verify(path, key.as_deref(), *rebuild),
         Command::Keygen { path } => compose::sign::keygen(path)
             .map(|k| {
@@ -460,8 +597,9 @@ fn main() -> ExitCode {
             format,
             net,
             block,
+            secret,
             boot_args,
-        } => deploy(path, *format, net, block, boot_args),
+        } => deploy(path, *format, net, block, secret, boot_args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,
