@@ -83,7 +83,13 @@ fn main() {
 }
 
 /// The directories of the source tree an installed compose carries.
-const TREE_DIRS: &[&str] = &["devices", "platforms", "templates", "specs/hello", "specs/echo"];
+const TREE_DIRS: &[&str] = &[
+    "devices",
+    "platforms",
+    "templates",
+    "specs/hello",
+    "specs/echo",
+];
 /// The single files it carries as they are.
 const TREE_FILES: &[&str] = &["Cargo.lock", "rust-toolchain.toml"];
 
@@ -95,7 +101,11 @@ fn tree_files(dir: &Path, out: &mut Vec<PathBuf>) {
         .collect();
     entries.sort();
     for p in entries {
-        let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if p.is_dir() {
             // Build products and generated glue are never part of the tree.
             if name != "target" && name != "_build" && !name.starts_with('.') {

@@ -146,14 +146,23 @@ fn init_writes_a_project_and_refuses_a_non_empty_directory() {
     files.sort();
     assert_eq!(
         files,
-        [".gitignore", "hello.kdl", "hello/Cargo.toml", "hello/src/lib.rs"]
+        [
+            ".gitignore",
+            "hello.kdl",
+            "hello/Cargo.toml",
+            "hello/src/lib.rs"
+        ]
     );
     let gitignore = std::fs::read_to_string(project.join(".gitignore")).unwrap();
     assert!(gitignore.lines().any(|l| l == "_build/"));
     assert!(gitignore.lines().any(|l| l == "result*"));
     // The sdk link leads to the compose tree the installed compose carries.
     let sdk = std::fs::read_link(project.join("_build/sdk")).unwrap();
-    assert!(sdk.starts_with(installed().cache.join("compose/src")), "{}", sdk.display());
+    assert!(
+        sdk.starts_with(installed().cache.join("compose/src")),
+        "{}",
+        sdk.display()
+    );
     assert!(project.join("_build/sdk/devices/base/Cargo.toml").is_file());
 
     // A non-empty directory is refused, and nothing is written into it or next to it.
@@ -166,7 +175,11 @@ fn init_writes_a_project_and_refuses_a_non_empty_directory() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("is not empty"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("is not empty"),
+        "{}",
+        text(&o.stderr)
+    );
     assert_eq!(walk(tmp.path()), before);
 
     // An unknown template is a usage error.
@@ -204,7 +217,10 @@ fn hello_builds_and_runs_anywhere_for_unix_and_spt() {
             .output()
             .unwrap(),
     );
-    assert_eq!(greeting_lines(&o), ["Hello, Ada! (1/2)", "Hello, Ada! (2/2)"]);
+    assert_eq!(
+        greeting_lines(&o),
+        ["Hello, Ada! (1/2)", "Hello, Ada! (2/2)"]
+    );
     let result = project.join("result");
     assert!(result.join("manifest.json").is_file());
     let image = std::fs::read(result.join("hello")).unwrap();
@@ -230,8 +246,16 @@ fn hello_builds_and_runs_anywhere_for_unix_and_spt() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("unknown boot argument --nmae"), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("--name=<string>"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("unknown boot argument --nmae"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stderr).contains("--name=<string>"),
+        "{}",
+        text(&o.stderr)
+    );
     // A result cannot take build options.
     let o = compose(elsewhere.path())
         .arg("run")
@@ -245,7 +269,12 @@ fn hello_builds_and_runs_anywhere_for_unix_and_spt() {
     let second = outside("compose-hello-again-");
     let copy = second.path().join("some/deeper/place");
     std::fs::create_dir_all(&copy).unwrap();
-    for f in ["hello.kdl", "hello/Cargo.toml", "hello/src/lib.rs", ".gitignore"] {
+    for f in [
+        "hello.kdl",
+        "hello/Cargo.toml",
+        "hello/src/lib.rs",
+        ".gitignore",
+    ] {
         std::fs::create_dir_all(copy.join(f).parent().unwrap()).unwrap();
         std::fs::copy(project.join(f), copy.join(f)).unwrap();
     }
@@ -286,11 +315,22 @@ fn hello_builds_and_runs_anywhere_for_unix_and_spt() {
     let o = ok(
         "compose run hello.kdl --target spt",
         compose(&project)
-            .args(["run", "hello.kdl", "--target", "spt", "--", "--name=spt", "--times=2"])
+            .args([
+                "run",
+                "hello.kdl",
+                "--target",
+                "spt",
+                "--",
+                "--name=spt",
+                "--times=2",
+            ])
             .output()
             .unwrap(),
     );
-    assert_eq!(greeting_lines(&o), ["Hello, spt! (1/2)", "Hello, spt! (2/2)"]);
+    assert_eq!(
+        greeting_lines(&o),
+        ["Hello, spt! (1/2)", "Hello, spt! (2/2)"]
+    );
     assert!(!text(&o.stderr).contains("tender"), "{}", text(&o.stderr));
     // deploy: a complete command line, the installed tender first.
     let o = ok(

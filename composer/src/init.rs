@@ -114,7 +114,8 @@ pub fn init(dir: &Path, template: &Template) -> Result<Initialized, String> {
     for (path, contents) in template.files {
         let p = tmp.path().join(path);
         if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
         }
         std::fs::write(&p, contents).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }

@@ -801,7 +801,10 @@ pub fn ensure_tender(name: &str, format: MessageFormat) -> Result<PathBuf, Failu
 fn tender_workspace(root: &Path, cache: &Path) -> Result<PathBuf, Failure> {
     let ws = cache.join("workspace");
     let io = |e: std::io::Error| {
-        Failure::Other(format!("cannot prepare {} to build tenders: {e}", ws.display()))
+        Failure::Other(format!(
+            "cannot prepare {} to build tenders: {e}",
+            ws.display()
+        ))
     };
     std::fs::create_dir_all(&ws).map_err(io)?;
     for dir in ["devices", "platforms", "specs"] {

@@ -32,16 +32,20 @@ pub fn cache_dir() -> Result<PathBuf, String> {
     }
     match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         Some(h) => Ok(PathBuf::from(h).join(".cache").join("compose")),
-        None => Err("neither $XDG_CACHE_HOME nor $HOME is set: compose has no cache directory \
+        None => Err(
+            "neither $XDG_CACHE_HOME nor $HOME is set: compose has no cache directory \
                      (or set $COMPOSE_ROOT to a compose source tree)"
-            .into()),
+                .into(),
+        ),
     }
 }
 
 /// The checkout this compose was built from, when the running binary is that checkout's own
 /// build (it lies in the checkout's `target/`) and the checkout is still there.
 pub fn checkout() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()?
+        .to_path_buf();
     let exe = std::env::current_exe().ok()?.canonicalize().ok()?;
     let target = root.join("target").canonicalize().ok()?;
     (exe.starts_with(&target) && root.join("Cargo.toml").is_file()).then_some(root)
@@ -54,8 +58,7 @@ pub fn unpack_into(cache: &Path) -> Result<PathBuf, String> {
     if dir.join("Cargo.toml").is_file() {
         return Ok(dir);
     }
-    std::fs::create_dir_all(&base)
-        .map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+    std::fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix(".unpack-")
         .tempdir_in(&base)
@@ -63,9 +66,12 @@ pub fn unpack_into(cache: &Path) -> Result<PathBuf, String> {
     let decoder = zstd::Decoder::new(TREE).map_err(|e| format!("the carried tree: {e}"))?;
     let mut archive = tar::Archive::new(decoder);
     archive.set_preserve_mtime(false);
-    archive
-        .unpack(tmp.path())
-        .map_err(|e| format!("cannot unpack compose's source tree into {}: {e}", base.display()))?;
+    archive.unpack(tmp.path()).map_err(|e| {
+        format!(
+            "cannot unpack compose's source tree into {}: {e}",
+            base.display()
+        )
+    })?;
     let tmp = tmp.keep();
     match std::fs::rename(&tmp, &dir) {
         Ok(()) => Ok(dir),
@@ -166,6 +172,9 @@ mod tests {
             hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
         });
         assert!(dirs.windows(2).all(|w| w[0] == w[1]));
-        assert_eq!(std::fs::read_dir(cache.path().join("src")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(cache.path().join("src")).unwrap().count(),
+            1
+        );
     }
 }

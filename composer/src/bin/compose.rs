@@ -423,9 +423,7 @@ fn solo5_line(
         .ok_or_else(|| Failure::Other(format!("no tender for target {}", manifest.target)))?;
     let tender = ops::ensure_tender(tender, MessageFormat::Human)?;
     let mut line = vec![tender.display().to_string()];
-    line.extend(
-        compose::manifest::solo5_args(manifest, mapping, image, boot_args).map_err(fail)?,
-    );
+    line.extend(compose::manifest::solo5_args(manifest, mapping, image, boot_args).map_err(fail)?);
     Ok(line)
 }
 
