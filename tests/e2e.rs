@@ -41,6 +41,7 @@ fn hello_runs_greets_and_exits_zero() {
     let o = compose(&[
         "run",
         "specs/hello.kdl",
+        "--no-out-link",
         "--out",
         out.to_str().unwrap(),
         "--",
@@ -239,6 +240,7 @@ fn every_subcommand_has_help_and_completions_work() {
         "describe",
         "build",
         "run",
+        "init",
         "verify",
         "keygen",
         "sign",

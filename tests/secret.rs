@@ -56,7 +56,7 @@ fn a_secret_reaches_the_running_unikernel_and_nothing_else() {
 
     // Launch through compose run, with the secret from a file; capture everything it prints.
     let mut child = Command::new(env!("CARGO_BIN_EXE_compose"))
-        .args(["run", "specs/echo-token.kdl", "--secret"])
+        .args(["run", "specs/echo-token.kdl", "--no-out-link", "--secret"])
         .arg(format!("token=@{}", token_file.display()))
         .args(["--", "--port=0"])
         .current_dir(root())
@@ -160,7 +160,7 @@ fn a_secret_reaches_the_running_unikernel_and_nothing_else() {
 
     // Without the secret, nothing starts, and the message names it.
     let o = Command::new(env!("CARGO_BIN_EXE_compose"))
-        .args(["run", "specs/echo-token.kdl"])
+        .args(["run", "specs/echo-token.kdl", "--no-out-link"])
         .current_dir(root())
         .env("COMPOSE_TARGET_DIR", root().join("target/compose-tests"))
         .env("COMPOSE_STORE", &store)

@@ -169,6 +169,7 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
         .args([
             "run",
             "specs/hello.kdl",
+            "--no-out-link",
             "--target",
             target,
             "--",
@@ -183,6 +184,7 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
         .args([
             "run",
             "specs/hello.kdl",
+            "--no-out-link",
             "--target",
             target,
             "--",
@@ -203,7 +205,7 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
         .output()
         .unwrap());
     let o = compose()
-        .args(["run", "specs/echo.kdl", "--target", target])
+        .args(["run", "specs/echo.kdl", "--no-out-link", "--target", target])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
@@ -224,6 +226,7 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
     let mut echo = ns.compose(&[
         "run",
         "specs/echo.kdl",
+        "--no-out-link",
         "--target",
         target,
         "--net",
@@ -278,6 +281,7 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
     let mut vault = ns.compose(&[
         "run",
         "specs/echo-token.kdl",
+        "--no-out-link",
         "--target",
         target,
         "--net",
@@ -341,6 +345,7 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
     let mut site = ns.compose(&[
         "run",
         "specs/site.kdl",
+        "--no-out-link",
         "--target",
         target,
         "--net",

@@ -60,6 +60,8 @@ pub struct Glue {
     /// The file, relative to the glue directory, that holds only the application call
     /// ([`APP_FILE`]); compile errors there are mapped back to the spec.
     pub app_file: PathBuf,
+    /// The user application's crate directory, if any (its lock file joins the glue's).
+    pub app_dir: Option<PathBuf>,
 }
 
 /// Why glue could not be generated.
@@ -97,15 +99,57 @@ struct DeviceCtx {
 /// The link, inside the glue directory, to the compose source root.
 pub const SRC_ROOT: &str = "src-root";
 
-/// The compose source root: where `devices/`, `platforms/` and the lock file are.
+/// The link, inside the glue directory, to the project (the spec's directory), through
+/// which an application crate inside the project is reached.
+pub const SRC_PROJECT: &str = "src-project";
+
+/// The link, inside a project's `_build/`, to the compose tree: an application crate's
+/// `[patch.crates-io]` points through it for plain `cargo check` (see docs/projects.md).
+pub const SDK_LINK: &str = "sdk";
+
+/// The compose crates an application may depend on by version (`compose-devices = "0.1"`);
+/// the glue redirects each to the compose tree with `[patch.crates-io]`.
+pub const PATCHED_CRATES: &[(&str, &str)] = &[
+    ("compose-devices", "devices/base"),
+    ("compose-netstack", "devices/netstack"),
+    ("compose-http", "devices/http"),
+    ("compose-assets", "devices/assets"),
+];
+
+/// The compose source root: where `devices/`, `platforms/` and the lock file are
+/// (see [`crate::tree`]: `$COMPOSE_ROOT`, the checkout, or the tree carried in the binary).
+/// Exits with a message when the carried tree cannot be unpacked.
 pub fn compose_root() -> PathBuf {
-    if let Some(root) = std::env::var_os("COMPOSE_ROOT") {
-        return PathBuf::from(root);
+    match crate::tree::root() {
+        Ok(root) => root,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+}
+
+/// (Re)creates `link` as a symbolic link to `target`, atomically, unless it already is one.
+pub fn ensure_link(link: &Path, target: &Path) -> std::io::Result<()> {
+    if std::fs::read_link(link).ok().as_deref() == Some(target) {
+        return Ok(());
+    }
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let name = link.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = link.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, link)
+}
+
+/// Makes `<project>/_build/sdk` a link to the compose tree (for `cargo check` in the
+/// project's application crate).
+pub fn ensure_sdk_link(project: &Path) -> std::io::Result<()> {
+    let root = compose_root();
+    let root = root.canonicalize().unwrap_or(root);
+    ensure_link(&project.join("_build").join(SDK_LINK), &root)
 }
 
 fn env() -> Result<Environment<'static>, GlueError> {
@@ -157,23 +201,35 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         deps.insert(package.clone(), dir.clone());
     }
     // Crates of the compose tree are reached through the `src-root` link in the glue
-    // directory, so that they lie inside the glue workspace: cargo then hashes their paths
-    // relative to it, and two checkouts in different places build identical code.
+    // directory, and an application inside the project through the `src-project` link, so
+    // that they lie inside the glue workspace: cargo then hashes their paths relative to
+    // it, and two checkouts or projects in different places build identical code.
     let root_abs = root.canonicalize().unwrap_or_else(|_| root.clone());
+    let project = std::path::absolute(spec_dir(spec_file)).unwrap_or_else(|_| spec_dir(spec_file));
+    let project = project.canonicalize().unwrap_or(project);
+    let glue_path = |path: &Path| -> PathBuf {
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        if let Ok(rel) = path.strip_prefix(&root_abs) {
+            Path::new(SRC_ROOT).join(rel)
+        } else if let Ok(rel) = path.strip_prefix(&project) {
+            Path::new(SRC_PROJECT).join(rel)
+        } else {
+            path
+        }
+    };
     let mut dependencies = Vec::new();
     for (name, path) in &deps {
         let version = crate_version(path, &root).map_err(GlueError::Manifest)?;
-        let path = path.canonicalize().unwrap_or_else(|_| path.clone());
-        let path = match path.strip_prefix(&root_abs) {
-            Ok(rel) => Path::new(SRC_ROOT).join(rel),
-            Err(_) => path,
-        };
         dependencies.push(Dep {
             name: name.clone(),
-            path: path.display().to_string(),
+            path: glue_path(path).display().to_string(),
             version,
         });
     }
+    let patches: Vec<_> = PATCHED_CRATES
+        .iter()
+        .map(|(name, rel)| context! { name => name, path => Path::new(SRC_ROOT).join(rel).display().to_string() })
+        .collect();
 
     // Devices, with their constructor snippets rendered. A device nothing uses is still
     // built (it may have effects, like a listening socket) but bound to `_name`.
@@ -376,6 +432,7 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         package => package,
         binary => binary,
         dependencies => dependencies,
+        patches => patches,
         devices => devices,
         params => params,
         bootargs => bootargs,
@@ -435,6 +492,10 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         binary,
         files,
         app_file: APP_FILE.into(),
+        app_dir: match &graph.app {
+            App::User { dir, .. } => Some(dir.clone()),
+            App::Builtin(_) => None,
+        },
     })
 }
 
@@ -488,26 +549,82 @@ pub fn write(glue: &Glue, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             written.push(f.path.clone());
         }
     }
-    // The link to the compose tree (replaced atomically if it points elsewhere).
-    let link = dir.join(SRC_ROOT);
+    // The links to the compose tree and to the project (replaced atomically if they point
+    // elsewhere). The glue directory is `<project>/_build/<name>-<target>`.
     let root = compose_root()
         .canonicalize()
         .unwrap_or_else(|_| compose_root());
-    if std::fs::read_link(&link).ok().as_deref() != Some(root.as_path()) {
-        let tmp = dir.join(format!(".{SRC_ROOT}.tmp-{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&root, &tmp)?;
-        std::fs::rename(&tmp, &link)?;
+    ensure_link(&dir.join(SRC_ROOT), &root)?;
+    if let Some(project) = dir.parent().and_then(Path::parent) {
+        ensure_link(&dir.join(SRC_PROJECT), &project.canonicalize()?)?;
+        ensure_sdk_link(project)?;
     }
     let lock = dir.join("Cargo.lock");
     if !lock.exists() {
         let root_lock = compose_root().join("Cargo.lock");
         if let Ok(bytes) = std::fs::read(root_lock) {
-            write_if_changed(&lock, &bytes)?;
+            // The application's own lock file, if it has one, pins its crates.io
+            // dependencies: its registry packages join compose's.
+            let app_lock = glue.app_dir.as_ref().and_then(|d| {
+                std::fs::read_to_string(d.join("Cargo.lock"))
+                    .ok()
+                    .or_else(|| std::fs::read_to_string(d.parent()?.join("Cargo.lock")).ok())
+            });
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let merged = match app_lock {
+                Some(app) => merge_locks(&text, &app),
+                None => text,
+            };
+            write_if_changed(&lock, merged.as_bytes())?;
             written.push("Cargo.lock".into());
         }
     }
     Ok(written)
+}
+
+/// The `[[package]]` blocks of a lock file, each with its (name, version, source) key;
+/// path packages (no `source`) have an empty source.
+fn lock_packages(text: &str) -> Vec<((String, String, String), String)> {
+    let mut out = Vec::new();
+    for block in text.split("\n[[package]]\n").skip(1) {
+        let block = block.split("\n\n").next().unwrap_or(block).trim_end();
+        let field = |k: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+                .map(|v| v.trim_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        out.push((
+            (field("name"), field("version"), field("source")),
+            block.to_string(),
+        ));
+    }
+    out
+}
+
+/// compose's lock file with the registry packages of `app` that it lacks appended (cargo
+/// reads packages in any order, prunes what the glue does not use, and rewrites it sorted).
+pub fn merge_locks(compose: &str, app: &str) -> String {
+    let have: std::collections::BTreeSet<_> =
+        lock_packages(compose).into_iter().map(|(k, _)| k).collect();
+    let mut out = compose.trim_end().to_string();
+    out.push('\n');
+    for (key, block) in lock_packages(app) {
+        if !key.2.is_empty() && !have.contains(&key) {
+            out.push_str("\n[[package]]\n");
+            out.push_str(&block);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The spec's directory (its project), as given.
+fn spec_dir(spec: &Path) -> PathBuf {
+    spec.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, unless it already holds
@@ -518,4 +635,26 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     }
     crate::atomic_write(path, bytes)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::merge_locks;
+
+    const COMPOSE: &str = "# This file is automatically @generated by Cargo.\nversion = 4\n\n[[package]]\nname = \"compose-devices\"\nversion = \"0.1.0\"\n\n[[package]]\nname = \"spin\"\nversion = \"0.10.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\nchecksum = \"aa\"\n";
+    const APP: &str = "version = 4\n\n[[package]]\nname = \"compose-devices\"\nversion = \"0.1.0\"\n\n[[package]]\nname = \"itoa\"\nversion = \"1.0.15\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\nchecksum = \"bb\"\n\n[[package]]\nname = \"myapp\"\nversion = \"0.1.0\"\ndependencies = [\n \"compose-devices\",\n \"itoa\",\n]\n\n[[package]]\nname = \"spin\"\nversion = \"0.10.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\nchecksum = \"aa\"\n";
+
+    #[test]
+    fn adds_only_the_registry_packages_compose_lacks() {
+        let merged = merge_locks(COMPOSE, APP);
+        assert!(merged.starts_with(COMPOSE.trim_end()));
+        assert_eq!(merged.matches("name = \"itoa\"").count(), 1);
+        assert_eq!(merged.matches("name = \"spin\"").count(), 1);
+        assert_eq!(merged.matches("name = \"compose-devices\"").count(), 1);
+        assert!(
+            !merged.contains("myapp"),
+            "path packages are the glue's to resolve"
+        );
+        assert_eq!(merge_locks(COMPOSE, COMPOSE).trim_end(), COMPOSE.trim_end());
+    }
 }

@@ -13,12 +13,15 @@ pub mod elfobj;
 pub mod glue;
 pub mod graph;
 pub mod image;
+pub mod init;
 pub mod manifest;
 pub mod ops;
 pub mod sign;
 pub mod spec;
 pub mod store;
 pub mod target;
+pub mod toolchain;
+pub mod tree;
 pub mod types;
 
 use std::io::Write as _;

@@ -1020,6 +1020,57 @@ pub fn solo5_args(
     Ok(out)
 }
 
+/// Checks boot arguments against the ones the image declares, exactly as the image will
+/// parse them (`--NAME=VALUE`, each declared, each value of its declared type, every
+/// required one given), so that a launch line is refused before it reaches a host.
+pub fn check_boot_args(manifest: &Manifest, args: &[String]) -> Result<(), String> {
+    use compose_devices::bootargs::{BootArgs, Error, Kind, Spec};
+    const KINDS: &[Kind] = &[
+        Kind::Str,
+        Kind::Bool,
+        Kind::U16,
+        Kind::U32,
+        Kind::U64,
+        Kind::I64,
+        Kind::Ipv4,
+        Kind::Ipv4Cidr,
+    ];
+    // The parser takes static specs; a CLI process checks once, so leaking them is fine.
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+    let mut specs = Vec::new();
+    for b in &manifest.bootargs {
+        // As in the glue: other types (paths, choices) are read as strings.
+        let kind = KINDS
+            .iter()
+            .copied()
+            .find(|k| k.name() == b.ty)
+            .unwrap_or(Kind::Str);
+        specs.push(Spec {
+            name: leak(&b.name),
+            kind,
+            default: b.default.as_deref().map(leak),
+            doc: leak(&b.doc),
+        });
+    }
+    match BootArgs::parse(&specs, args.iter().map(String::as_str)) {
+        Ok(_) => Ok(()),
+        // `--help` is the image's to answer.
+        Err(Error::Help(_)) => Ok(()),
+        Err(e) => {
+            let declared: Vec<String> = manifest
+                .bootargs
+                .iter()
+                .map(|b| format!("--{}=<{}>", b.name, b.ty))
+                .collect();
+            Err(if declared.is_empty() {
+                format!("{e} (the image declares no boot arguments)")
+            } else {
+                format!("{e} (the image declares {})", declared.join(" "))
+            })
+        }
+    }
+}
+
 /// Quotes a word for a POSIX shell (unchanged when it needs no quoting).
 pub fn shell_quote(word: &str) -> String {
     if !word.is_empty()

@@ -214,6 +214,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
         .join("_build")
         .join(format!("{}-{}", graph.name, graph.target));
     let store = crate::store::Store::open(opts.store.clone()).map_err(other)?;
+    crate::toolchain::ensure(&root, &root, info.triple(), &reporter).map_err(Failure::Other)?;
     let toolchain = toolchain_version(&root)?;
     let triple = info
         .triple()
@@ -565,10 +566,107 @@ pub struct RunOptions {
     pub boot_args: Vec<String>,
 }
 
+/// An image to launch, with what its launch is checked against.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The unikernel's name.
+    pub name: String,
+    /// Its target.
+    pub target: String,
+    /// The image.
+    pub image: PathBuf,
+    /// Its deployment manifest.
+    pub manifest: crate::manifest::Manifest,
+    /// The block-device images that ship with it: (device, file).
+    pub block_images: Vec<(String, PathBuf)>,
+}
+
+/// Whether `path` is a result (a store entry, or a link to one): a directory holding a
+/// deployment manifest, rather than a spec file.
+pub fn is_result(path: &Path) -> bool {
+    path.is_dir() && path.join(crate::manifest::JSON_FILE).is_file()
+}
+
+impl Launch {
+    /// The image a build made.
+    pub fn of_built(built: &Built) -> Launch {
+        Launch {
+            name: built.graph.name.clone(),
+            target: built.graph.target.clone(),
+            image: built.image.clone(),
+            manifest: built.manifest.clone(),
+            block_images: built.block_images.clone(),
+        }
+    }
+
+    /// The image of the result `path`, after checking that the image is the one its
+    /// manifest records (so a service manager never starts a tampered image).
+    pub fn of_result(path: &Path) -> Result<Launch, Failure> {
+        use crate::manifest::{JSON_FILE, Manifest};
+        let entry = path
+            .canonicalize()
+            .map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(entry.join(JSON_FILE))
+            .map_err(|e| Failure::Other(format!("{}: {e}", entry.join(JSON_FILE).display())))?;
+        let manifest = Manifest::from_json(&text).map_err(|e| {
+            Failure::Other(format!("{}: not a valid manifest: {e}", path.display()))
+        })?;
+        let image = entry.join(&manifest.image);
+        let bytes = std::fs::read(&image).map_err(|e| {
+            Failure::Other(format!("{}: cannot read the image: {e}", image.display()))
+        })?;
+        if manifest.image_sha256() != Some(crate::store::sha256_hex(&bytes).as_str()) {
+            return Err(Failure::Other(format!(
+                "refusing to start {}: the image is not the one its manifest records                  (`compose verify {}` says more)",
+                image.display(),
+                path.display()
+            )));
+        }
+        let block_images = manifest
+            .files
+            .keys()
+            .filter_map(|f| {
+                f.strip_suffix(".img")
+                    .map(|d| (d.to_string(), entry.join(f)))
+            })
+            .collect();
+        Ok(Launch {
+            name: manifest.name.clone(),
+            target: manifest.target.clone(),
+            image,
+            manifest,
+            block_images,
+        })
+    }
+}
+
 /// Builds (or finds) the image, checks the host mapping against its manifest, then runs
 /// it; returns its exit status.
 pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
     let built = build(opts)?;
+    launch(&Launch::of_built(&built), run, opts.format, opts.verbose)
+}
+
+/// `compose run RESULT`: runs an existing result, with no spec and no build.
+pub fn run_result(
+    path: &Path,
+    run: &RunOptions,
+    format: MessageFormat,
+    verbose: bool,
+) -> Result<i32, Failure> {
+    launch(&Launch::of_result(path)?, run, format, verbose)
+}
+
+/// Checks the host mapping and the boot arguments against the image's manifest, then
+/// runs it (replacing compose); returns only on failure.
+pub fn launch(
+    built: &Launch,
+    run: &RunOptions,
+    format: MessageFormat,
+    verbose: bool,
+) -> Result<i32, Failure> {
+    crate::manifest::check_boot_args(&built.manifest, &run.boot_args)
+        .map_err(|e| Failure::Other(format!("refusing to start {}: {e}", built.name)))?;
     let mut mapping = crate::manifest::Mapping::default();
     let mut problems = Vec::new();
     for n in &run.net {
@@ -593,8 +691,8 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
         }
     }
     let mut manifest = built.manifest.clone();
-    let target = crate::target::by_name(&built.graph.target)
-        .ok_or_else(|| Failure::Other(crate::target::no_platform(&built.graph.target)))?;
+    let target = crate::target::by_name(&built.target)
+        .ok_or_else(|| Failure::Other(crate::target::no_platform(&built.target)))?;
     if !target.attaches_net() {
         // A network interface is the host's networking: nothing to attach.
         if !mapping.net.is_empty() {
@@ -611,12 +709,12 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
     }
     mapping
         .validate(&manifest)
-        .map_err(|e| Failure::Other(format!("refusing to start {}:\n{e}", built.graph.name)))?;
-    Reporter::new(opts.format).stage("Running", &built.image.display().to_string());
+        .map_err(|e| Failure::Other(format!("refusing to start {}:\n{e}", built.name)))?;
+    Reporter::new(format).stage("Running", &built.image.display().to_string());
     match target.launcher() {
-        crate::target::Launcher::Exec => run_unix(&built, &mapping, &run.boot_args),
+        crate::target::Launcher::Exec => run_unix(&built.image, &mapping, &run.boot_args),
         crate::target::Launcher::Tender(tender) => {
-            let tender = ensure_tender(tender, opts.format)?;
+            let tender = ensure_tender(tender, format)?;
             let mut mapping = mapping;
             if manifest.devices_of("secret").next().is_some() {
                 // The secrets block device is built in memory and handed to the tender as an
@@ -657,8 +755,8 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
             let args =
                 crate::manifest::solo5_args(&manifest, &mapping, &built.image, &run.boot_args)
                     .map_err(|e| Failure::Other(e.to_string()))?;
-            if opts.verbose {
-                Reporter::new(opts.format).stage(
+            if verbose {
+                Reporter::new(format).stage(
                     "Running",
                     &format!("{} {}", tender.display(), args.join(" ")),
                 );
@@ -670,19 +768,42 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
     }
 }
 
-/// The tender binary `name` of the compose workspace, built (release) if needed. The
-/// environment variable `COMPOSE_TENDER_DIR` names a directory holding prebuilt tenders.
+/// The tender binary `name` (`compose-hvt`, `compose-spt`). Found, in order: in
+/// `$COMPOSE_TENDER_DIR` (an explicit choice wins); for the checkout's own compose, built
+/// (release) in the checkout, so that edits are seen; next to compose's executable (where
+/// `cargo install` puts it); else built from the compose tree into
+/// `<cache>/compose/tenders/<tree>/`, never into the tree itself.
 pub fn ensure_tender(name: &str, format: MessageFormat) -> Result<PathBuf, Failure> {
-    if let Some(dir) = std::env::var_os("COMPOSE_TENDER_DIR") {
+    if let Some(dir) = std::env::var_os("COMPOSE_TENDER_DIR").filter(|d| !d.is_empty()) {
         let p = PathBuf::from(dir).join(name);
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(Failure::Other(format!("COMPOSE_TENDER_DIR has no {name}")))
+            Err(Failure::Other(format!(
+                "COMPOSE_TENDER_DIR has no {name} (looked for {})",
+                p.display()
+            )))
         };
     }
     let root = crate::glue::compose_root();
-    let target_dir = root.join("target");
+    let checkout = crate::tree::checkout().is_some_and(|c| c == root);
+    if !checkout
+        && let Some(p) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join(name)))
+            .filter(|p| p.is_file())
+    {
+        return Ok(p);
+    }
+    let (workspace, target_dir) = if checkout {
+        (root.clone(), root.join("target"))
+    } else {
+        let cache = crate::tree::cache_dir()
+            .map_err(Failure::Other)?
+            .join("tenders")
+            .join(crate::tree::tree_key(&root));
+        (tender_workspace(&root, &cache)?, cache.join("target"))
+    };
     Reporter::new(format).stage("Building", &format!("the {name} tender"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = std::process::Command::new(cargo)
@@ -694,13 +815,13 @@ pub fn ensure_tender(name: &str, format: MessageFormat) -> Result<PathBuf, Failu
             name,
             "--manifest-path",
         ])
-        .arg(root.join("Cargo.toml"))
+        .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("RUSTC_WRAPPER")
         .env_remove(crate::build::WRAPPER_ENV)
-        .current_dir(&root)
+        .current_dir(&workspace)
         .output()
         .map_err(|e| Failure::Other(format!("cannot run cargo to build {name}: {e}")))?;
     if !out.status.success() {
@@ -712,12 +833,40 @@ pub fn ensure_tender(name: &str, format: MessageFormat) -> Result<PathBuf, Failu
     Ok(target_dir.join("release").join(name))
 }
 
+/// A workspace in `cache` that is a view of the compose tree `root` (its crate directories
+/// linked, its manifest, lock and toolchain files copied), so that cargo may rewrite the lock
+/// file there and never writes into the tree, which may be read-only or shared.
+fn tender_workspace(root: &Path, cache: &Path) -> Result<PathBuf, Failure> {
+    let ws = cache.join("workspace");
+    let io = |e: std::io::Error| {
+        Failure::Other(format!(
+            "cannot prepare {} to build tenders: {e}",
+            ws.display()
+        ))
+    };
+    std::fs::create_dir_all(&ws).map_err(io)?;
+    for dir in ["devices", "platforms", "specs"] {
+        crate::glue::ensure_link(&ws.join(dir), &root.join(dir)).map_err(io)?;
+    }
+    for file in ["Cargo.toml", "rust-toolchain.toml"] {
+        if let Ok(bytes) = std::fs::read(root.join(file)) {
+            crate::glue::write_if_changed(&ws.join(file), &bytes).map_err(io)?;
+        }
+    }
+    if !ws.join("Cargo.lock").exists()
+        && let Ok(bytes) = std::fs::read(root.join("Cargo.lock"))
+    {
+        crate::glue::write_if_changed(&ws.join("Cargo.lock"), &bytes).map_err(io)?;
+    }
+    Ok(ws)
+}
+
 fn run_unix(
-    built: &Built,
+    image: &Path,
     mapping: &crate::manifest::Mapping,
     boot_args: &[String],
 ) -> Result<i32, Failure> {
-    let mut cmd = std::process::Command::new(&built.image);
+    let mut cmd = std::process::Command::new(image);
     for (device, file) in &mapping.block {
         cmd.arg(format!("--block:{device}={}", file.display()));
     }
@@ -740,7 +889,7 @@ fn run_unix(
         cmd.arg(format!("--secret:{name}={}", path.display()));
     }
     cmd.args(boot_args);
-    Err(exec(cmd, &built.image))
+    Err(exec(cmd, image))
 }
 
 /// An anonymous in-memory file holding `bytes`, left open across exec; returns its fd.

@@ -44,7 +44,19 @@ enum Command {
         #[command(flatten)]
         out: OutArgs,
     },
+    /// Write a new project into DIR: a spec, its application crate and a .gitignore.
+    Init {
+        /// The project directory (new or empty).
+        dir: PathBuf,
+        /// What to start from.
+        #[arg(long, value_enum, default_value = "hello")]
+        template: InitTemplate,
+    },
     /// Build if needed, then run the unikernel; arguments after `--` are its boot arguments.
+    ///
+    /// Given a spec, it builds (or finds) the image and leaves ./result like `build`; given a
+    /// result (a store entry or a result link), it runs that image as it is, with no spec and
+    /// no build: what a service manager calls.
     Run {
         #[command(flatten)]
         spec: SpecArgs,
@@ -129,7 +141,11 @@ enum Command {
         /// Host file or volume for a block device.
         #[arg(long, value_name = "NAME=FILE")]
         block: Vec<String>,
-        /// Boot arguments.
+        /// Supply a secret the image declares (`NAME=@FILE` or `NAME=env:VAR`); the solo5
+        /// launch line then goes through `compose run RESULT`, which builds the secrets block.
+        #[arg(long, value_name = "NAME=@FILE")]
+        secret: Vec<String>,
+        /// Boot arguments (checked against the ones the image declares).
         #[arg(last = true)]
         boot_args: Vec<String>,
     },
@@ -142,7 +158,7 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct SpecArgs {
-    /// The spec file.
+    /// The spec file (for `run`, also a result: a store entry or a result link).
     spec: PathBuf,
     /// The target: unix, hvt, spt, xen or rpi4 (default: the spec's, else unix).
     #[arg(long, short)]
@@ -169,6 +185,16 @@ struct OutArgs {
     /// How to report progress and errors.
     #[arg(long, value_enum, default_value = "human")]
     message_format: MessageFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum InitTemplate {
+    /// A console greeting: spec and application crate.
+    Hello,
+    /// A TCP echo service: spec and application crate.
+    Echo,
+    /// A static website: spec and public/.
+    Site,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -310,17 +336,87 @@ fn pin(path: &std::path::Path, name: &str, store: Option<PathBuf>) -> Result<i32
     Ok(0)
 }
 
+fn init(dir: &std::path::Path, template: InitTemplate) -> Result<i32, Failure> {
+    let name = match template {
+        InitTemplate::Hello => "hello",
+        InitTemplate::Echo => "echo",
+        InitTemplate::Site => "site",
+    };
+    let t = compose::init::template(name)
+        .ok_or_else(|| Failure::Other(format!("no template {name}")))?;
+    let done = compose::init::init(dir, t).map_err(Failure::Other)?;
+    for f in &done.files {
+        eprintln!("     Created {}", done.dir.join(f).display());
+    }
+    eprintln!(
+        "\nNext: compose run {}    (docs/projects.md explains the layout)",
+        done.spec.display()
+    );
+    Ok(0)
+}
+
+/// The complete solo5-format launch line of a result on a Solo5 target: the tender and
+/// its arguments, or `compose run RESULT` when the image declares secrets (only compose
+/// builds the secrets block).
+fn solo5_line(
+    entry: &std::path::Path,
+    manifest: &compose::manifest::Manifest,
+    mapping: &compose::manifest::Mapping,
+    image: &std::path::Path,
+    raw: (&[String], &[String], &[String]),
+    boot_args: &[String],
+) -> Result<Vec<String>, Failure> {
+    let fail = |e: compose::manifest::MappingErrors| Failure::Other(e.to_string());
+    let (net, block, secret) = raw;
+    mapping.validate(manifest).map_err(fail)?;
+    if manifest.devices_of("secret").next().is_some() {
+        let exe = std::env::current_exe()
+            .and_then(|e| e.canonicalize())
+            .map_err(|e| Failure::Other(format!("cannot find compose's executable: {e}")))?;
+        let mut line = vec![exe.display().to_string(), "run".into()];
+        line.push(entry.display().to_string());
+        for (flag, values) in [("--net", net), ("--block", block), ("--secret", secret)] {
+            for v in values {
+                line.extend([flag.to_string(), v.clone()]);
+            }
+        }
+        if !boot_args.is_empty() {
+            line.push("--".into());
+            line.extend(boot_args.iter().cloned());
+        }
+        return Ok(line);
+    }
+    let tender = match compose::target::by_name(&manifest.target).map(|t| t.launcher()) {
+        Some(compose::target::Launcher::Tender(t)) => t,
+        _ => {
+            return Err(Failure::Other(format!(
+                "no tender for target {}",
+                manifest.target
+            )));
+        }
+    };
+    let tender = ops::ensure_tender(tender, MessageFormat::Human)?;
+    let mut line = vec![tender.display().to_string()];
+    line.extend(compose::manifest::solo5_args(manifest, mapping, image, boot_args).map_err(fail)?);
+    Ok(line)
+}
+
 fn deploy(
     path: &std::path::Path,
     format: compose::target::DeployFormat,
     net: &[String],
     block: &[String],
+    secret: &[String],
     boot_args: &[String],
 ) -> Result<i32, Failure> {
     use compose::manifest::{Manifest, Mapping};
     let text = std::fs::read_to_string(path.join(compose::manifest::JSON_FILE))
         .map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
     let manifest = Manifest::from_json(&text).map_err(|e| Failure::Other(e.to_string()))?;
+    let entry = path
+        .canonicalize()
+        .map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
+    compose::manifest::check_boot_args(&manifest, boot_args).map_err(Failure::Other)?;
     let mut mapping = Mapping::default();
     for n in net {
         mapping
@@ -332,22 +428,46 @@ fn deploy(
             .add_block(b)
             .map_err(|e| Failure::Other(e.to_string()))?;
     }
-    let image = path.join(&manifest.image);
+    for s in secret {
+        mapping
+            .add_secret(s)
+            .map_err(|e| Failure::Other(e.to_string()))?;
+    }
+    let image = entry.join(&manifest.image);
     let target = compose::target::by_name(&manifest.target).ok_or_else(|| {
         Failure::Other(compose::target::DeployError::Target(manifest.target.clone()).to_string())
     })?;
-    let out = target
-        .deploy(format, &manifest, &mapping, &image, boot_args)
-        .map_err(|e| match e {
-            // A format that does not apply is a usage error, like an unknown --target.
-            compose::target::DeployError::Format { .. } => {
-                Failure::Spec(vec![compose::diag::Diag::nowhere(
-                    "compose::bad-arg",
-                    e.to_string(),
-                )])
-            }
-            e => Failure::Other(e.to_string()),
-        })?;
+    let refuse = |e: compose::target::DeployError| match e {
+        // A format that does not apply is a usage error, like an unknown --target.
+        compose::target::DeployError::Format { .. } => Failure::Spec(vec![
+            compose::diag::Diag::nowhere("compose::bad-arg", e.to_string()),
+        ]),
+        e => Failure::Other(e.to_string()),
+    };
+    let out = match format {
+        compose::target::DeployFormat::Solo5 => {
+            // The target refuses the format if it does not apply; the line is then completed
+            // with the tender (or `compose run` when the image needs secrets).
+            target
+                .deploy(format, &manifest, &mapping, &image, boot_args)
+                .map_err(refuse)?;
+            let line = solo5_line(
+                &entry,
+                &manifest,
+                &mapping,
+                &image,
+                (net, block, secret),
+                boot_args,
+            )?;
+            line.iter()
+                .map(|s| compose::manifest::shell_quote(s))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+        _ => target
+            .deploy(format, &manifest, &mapping, &image, boot_args)
+            .map_err(refuse)?,
+    };
     println!("{out}");
     Ok(0)
 }
@@ -407,16 +527,27 @@ fn main() -> ExitCode {
             secret,
             boot_args,
         } => {
-            // Like `nix run`, running leaves no result link unless one is asked for.
-            let link = out.out_link != std::path::Path::new("result");
             let run = ops::RunOptions {
                 net: net.clone(),
                 block: block.clone(),
                 secrets: secret.clone(),
                 boot_args: boot_args.clone(),
             };
-            ops::run(&out.options(spec.load(), cli.verbose, link), &run)
+            if ops::is_result(&spec.spec) {
+                if spec.target.is_some() || !spec.args.is_empty() {
+                    eprintln!(
+                        "error: {} is a result, already built: --target and --arg apply to a spec",
+                        spec.spec.display()
+                    );
+                    return ExitCode::from(2);
+                }
+                ops::run_result(&spec.spec, &run, out.message_format, cli.verbose)
+            } else {
+                // Like `build`, running a spec leaves ./result (unless --no-out-link).
+                ops::run(&out.options(spec.load(), cli.verbose, true), &run)
+            }
         }
+        Command::Init { dir, template } => init(dir, *template),
         Command::Verify { path, key, rebuild } => verify(path, key.as_deref(), *rebuild),
         Command::Keygen { path } => compose::sign::keygen(path)
             .map(|k| {
@@ -450,8 +581,9 @@ fn main() -> ExitCode {
             format,
             net,
             block,
+            secret,
             boot_args,
-        } => deploy(path, *format, net, block, boot_args),
+        } => deploy(path, *format, net, block, secret, boot_args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,
