@@ -13,6 +13,7 @@ pub mod elfobj;
 pub mod glue;
 pub mod graph;
 pub mod image;
+pub mod inputs;
 pub mod manifest;
 pub mod ops;
 pub mod sign;
