@@ -104,13 +104,23 @@ fn every_transitive_input_changes_the_store_path() {
     rebuild("devices/netstack", &[]);
     rebuild("SOURCE_DATE_EPOCH", &[("SOURCE_DATE_EPOCH", "1700000000")]);
     // Unchanged inputs: the same path, and no work.
-    let o = build(&tree, &store, &spec, &spt, &[("SOURCE_DATE_EPOCH", "1700000000")]);
+    let o = build(
+        &tree,
+        &store,
+        &spec,
+        &spt,
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
     assert_eq!(&built(&o), seen.last().unwrap());
     assert!(text(&o.stderr).contains("unchanged"), "{}", text(&o.stderr));
     // The build information names inputs by relative paths only.
-    let info = std::fs::read_to_string(Path::new(seen.last().unwrap()).join("buildinfo.json"))
-        .unwrap();
-    for crate_dir in ["platforms/solo5/abi", "platforms/solo5/guest", "devices/netstack"] {
+    let info =
+        std::fs::read_to_string(Path::new(seen.last().unwrap()).join("buildinfo.json")).unwrap();
+    for crate_dir in [
+        "platforms/solo5/abi",
+        "platforms/solo5/guest",
+        "devices/netstack",
+    ] {
         assert!(
             info.contains(&format!("\"crate/{crate_dir}\"")),
             "{crate_dir} not among the inputs"

@@ -316,7 +316,9 @@ struct ClosureCache {
 }
 
 fn sha_of(path: &Path) -> Option<String> {
-    std::fs::read(path).ok().map(|b| crate::store::sha256_hex(&b))
+    std::fs::read(path)
+        .ok()
+        .map(|b| crate::store::sha256_hex(&b))
 }
 
 /// The path crates of the glue's closure: from the cache when it still holds, else from
@@ -396,16 +398,15 @@ fn closure_from_cargo(k: &KeyInputs<'_>) -> Result<Vec<(String, PathBuf)>, Strin
     let meta = {
         std::fs::create_dir_all(k.target_dir)
             .map_err(|e| format!("cannot create {}: {e}", k.target_dir.display()))?;
-        let lock = std::fs::File::create(k.target_dir.join(format!(
-            ".compose-{}-{}.lock",
-            k.graph.name, k.graph.target
-        )))
+        let lock = std::fs::File::create(
+            k.target_dir
+                .join(format!(".compose-{}-{}.lock", k.graph.name, k.graph.target)),
+        )
         .map_err(|e| format!("cannot create the build lock: {e}"))?;
         lock.lock()
             .map_err(|e| format!("cannot take the build lock: {e}"))?;
-        crate::glue::write(k.glue, k.glue_dir).map_err(|e| {
-            format!("cannot write glue to {}: {e}", k.glue_dir.display())
-        })?;
+        crate::glue::write(k.glue, k.glue_dir)
+            .map_err(|e| format!("cannot write glue to {}: {e}", k.glue_dir.display()))?;
         if let Ok(bytes) = std::fs::read(k.root.join("rust-toolchain.toml")) {
             crate::glue::write_if_changed(&k.glue_dir.join("rust-toolchain.toml"), &bytes)
                 .map_err(|e| e.to_string())?;

@@ -322,8 +322,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
             reporter.stage("Storing", &format!("{name} ({target})"));
             let sbom = crate::image::sbom(&glue_dir, &triple, &name).map_err(other)?;
             let spec_dir = crate::inputs::spec_dir(&opts.load.spec);
-            let (spec_base, spec_path) =
-                crate::inputs::portable(&opts.load.spec, &root, &spec_dir);
+            let (spec_base, spec_path) = crate::inputs::portable(&opts.load.spec, &root, &spec_dir);
             let mut command = vec![
                 "compose".to_string(),
                 "build".into(),

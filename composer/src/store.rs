@@ -1486,6 +1486,47 @@ mod tests {
     }
 
     #[test]
+    fn listed_files_are_a_tree_of_exactly_them() {
+        let d = tmp();
+        write(&d.path().join("a.html"), b"a");
+        write(&d.path().join("sub/b.css"), b"b");
+        let files = vec![
+            ("sub/b.css".to_string(), d.path().join("sub/b.css")),
+            ("a.html".to_string(), d.path().join("a.html")),
+        ];
+        let out = key_of(|b| b.add_files("assets/public", &files).unwrap());
+        let labels: Vec<&str> = out.inputs.iter().map(|i| i.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "assets/public",
+                "assets/public/a.html",
+                "assets/public/sub/b.css"
+            ]
+        );
+        assert_eq!(out.inputs[0].size, 2);
+        // The order given does not matter; a file left out changes the key.
+        let rev: Vec<_> = files.iter().rev().cloned().collect();
+        assert_eq!(
+            key_of(|b| b.add_files("assets/public", &rev).unwrap()).key,
+            out.key
+        );
+        assert_ne!(
+            key_of(|b| b.add_files("assets/public", &files[..1]).unwrap()).key,
+            out.key
+        );
+        // A file's key (its path in the archive) is part of the key.
+        let renamed = vec![
+            ("c.html".to_string(), d.path().join("a.html")),
+            files[0].clone(),
+        ];
+        assert_ne!(
+            key_of(|b| b.add_files("assets/public", &renamed).unwrap()).key,
+            out.key
+        );
+    }
+
+    #[test]
     fn hash_cache_hit_does_not_read_the_file() {
         let d = tmp();
         let assets = d.path().join("assets");

@@ -917,7 +917,10 @@ mod tests {
         assert_eq!(home.path, fs::canonicalize(t.join("index.html")).unwrap());
         // The tree given through a link of its own is the same tree.
         link(&t, d.path().join("via"));
-        assert_eq!(select(&d.path().join("via"), &PackOptions::default()).unwrap(), files);
+        assert_eq!(
+            select(&d.path().join("via"), &PackOptions::default()).unwrap(),
+            files
+        );
         let out = d.path().join("a.kv");
         let summary = pack(&t, &PackOptions::default(), &out).unwrap();
         assert_eq!(summary.files, 6);
@@ -992,7 +995,10 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         let err = select(&t, &PackOptions::default()).unwrap_err();
         assert!(matches!(err, PackError::NotAFile(..)), "{err}");
-        assert!(err.to_string().contains("docs/pipe") && err.to_string().contains("FIFO"), "{err}");
+        assert!(
+            err.to_string().contains("docs/pipe") && err.to_string().contains("FIFO"),
+            "{err}"
+        );
         // A link to it, inside the tree, is refused the same way.
         fs::remove_file(&fifo).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
@@ -1000,7 +1006,11 @@ mod tests {
             exclude: vec!["docs/pipe".into()],
             ..Default::default()
         };
-        assert_eq!(select(&t, &opts).unwrap().len(), 3, "an excluded FIFO is skipped");
+        assert_eq!(
+            select(&t, &opts).unwrap().len(),
+            3,
+            "an excluded FIFO is skipped"
+        );
         link("docs/pipe", t.join("p"));
         let err = select(&t, &opts).unwrap_err();
         assert!(err.to_string().contains("FIFO"), "{err}");
