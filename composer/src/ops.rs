@@ -807,9 +807,15 @@ pub fn rebuild_and_compare(path: &Path, format: MessageFormat) -> Result<Option<
             ))
         })?;
     let root = crate::glue::compose_root();
+    // A spec outside the compose tree is recorded relative to its own directory: rebuild
+    // it from there (the current directory).
+    let base = match info["spec_base"].as_str() {
+        Some("spec-dir") => PathBuf::from("."),
+        _ => root,
+    };
     let spec = info["spec"]
         .as_str()
-        .map(|s| root.join(s))
+        .map(|s| base.join(s))
         .ok_or_else(|| Failure::Other("build information names no spec".into()))?;
     let args: Vec<(String, String)> = info["args"]
         .as_array()

@@ -489,7 +489,7 @@ impl Walk<'_> {
             .map_err(io_at(shown))?
             .file_type();
         if kind.is_dir() {
-            if self.active.iter().any(|a| *a == target) {
+            if self.active.contains(&target) {
                 return Err(escapes("a directory it is itself inside (a loop)"));
             }
             self.dir(shown, &target, &format!("{key}/"))
@@ -1001,6 +1001,7 @@ mod tests {
         );
         // A link to it, inside the tree, is refused the same way.
         fs::remove_file(&fifo).unwrap();
+        // SAFETY: as above.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         let opts = PackOptions {
             exclude: vec!["docs/pipe".into()],
