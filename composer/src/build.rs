@@ -187,6 +187,19 @@ pub fn cargo_args(target: &dyn Target) -> Vec<String> {
     v
 }
 
+/// Environment variables removed before cargo runs (an outer cargo's, when compose itself
+/// runs under cargo): they never reach the build, so they are not part of its key.
+pub const REMOVED_ENV: &[&str] = &[
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_MAKEFLAGS",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_BUILD_RUSTFLAGS",
+];
+
 /// Builds the glue crate in `glue_dir` and returns the binary's path.
 pub fn cargo_build(
     glue: &Glue,
@@ -213,16 +226,7 @@ pub fn cargo_build(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // Variables of an outer cargo (when compose itself runs under cargo) must not leak in.
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_MAKEFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_BUILD_RUSTFLAGS",
-    ] {
+    for var in REMOVED_ENV {
         cmd.env_remove(var);
     }
     if !opts.rustflags.is_empty() {

@@ -35,8 +35,12 @@ pub struct BuildInfo<'a> {
     pub triple: &'a str,
     /// The `compose build` command that reproduces it, with paths relative to the compose root.
     pub command: Vec<String>,
-    /// The spec, relative to the compose root where it is inside it.
+    /// The spec, relative to `spec_base`.
     pub spec: String,
+    /// What `spec` (and the command's spec) is relative to: `compose-root` when the spec is
+    /// inside the compose tree, else `spec-dir` (the spec's own directory: `spec` is then
+    /// its file name). Never an absolute path.
+    pub spec_base: &'a str,
     /// `--arg`s.
     pub args: &'a [(String, String)],
     /// The store key and its inputs.
@@ -57,6 +61,7 @@ impl BuildInfo<'_> {
             "toolchain": self.toolchain,
             "triple": self.triple,
             "spec": self.spec,
+            "spec_base": self.spec_base,
             "args": self.args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "command": self.command,
             "cargo": self.cargo,
@@ -67,15 +72,33 @@ impl BuildInfo<'_> {
     }
 }
 
+/// `cargo metadata` of the glue crate in `glue_dir`, its resolve filtered for `triple`;
+/// with `offline`, without touching the network (the store key's closure and the SBOM
+/// both read it: see [`crate::inputs`]).
+pub fn metadata(
+    glue_dir: &Path,
+    triple: &str,
+    offline: bool,
+) -> Result<cargo_metadata::Metadata, String> {
+    let mut cmd = cargo_metadata::MetadataCommand::new();
+    cmd.manifest_path(glue_dir.join("Cargo.toml"));
+    cmd.current_dir(glue_dir);
+    let mut opts = vec!["--filter-platform".to_string(), triple.to_string()];
+    if offline {
+        opts.push("--offline".into());
+    }
+    cmd.other_options(opts);
+    for var in crate::build::REMOVED_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.exec().map_err(|e| format!("cargo metadata: {e}"))
+}
+
 /// A CycloneDX 1.5 SBOM of the crates linked into the image, from cargo's resolved graph
 /// (normal dependencies of the glue crate, for the target platform). No timestamps, no
 /// random serial: the document is a function of the lock file.
 pub fn sbom(glue_dir: &Path, triple: &str, name: &str) -> Result<String, String> {
-    let mut cmd = cargo_metadata::MetadataCommand::new();
-    cmd.manifest_path(glue_dir.join("Cargo.toml"));
-    cmd.other_options(vec!["--filter-platform".into(), triple.into()]);
-    cmd.env_remove("CARGO_TARGET_DIR");
-    let meta = cmd.exec().map_err(|e| format!("cargo metadata: {e}"))?;
+    let meta = metadata(glue_dir, triple, true).or_else(|_| metadata(glue_dir, triple, false))?;
     let resolve = meta
         .resolve
         .as_ref()

@@ -14,6 +14,7 @@ pub mod glue;
 pub mod graph;
 pub mod image;
 pub mod init;
+pub mod inputs;
 pub mod manifest;
 pub mod ops;
 pub mod sign;

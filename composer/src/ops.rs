@@ -146,16 +146,6 @@ fn toolchain_version(root: &Path) -> Result<String, Failure> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A path relative to the compose root when it is inside it, for records that must not
-/// depend on where the repository is checked out.
-fn portable(path: &Path, root: &Path) -> String {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    match abs.strip_prefix(root) {
-        Ok(rel) => rel.display().to_string(),
-        Err(_) => abs.display().to_string(),
-    }
-}
-
 /// rustc flags that keep build paths out of the image: the compose tree, cargo's registry
 /// and the target directory are remapped to fixed names.
 fn reproducible_rustflags(
@@ -222,65 +212,26 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
         .unwrap_or_else(|| host_triple(&toolchain));
 
     // The key: everything that can change the output, and nothing that depends on where
-    // the sources are (paths are replaced or made relative).
-    let mut kb = store.key_builder();
-    let root_text = root.display().to_string();
-    let add = |kb: &mut crate::store::KeyBuilder, label: &str, bytes: &[u8]| {
-        kb.add_bytes(label, bytes).map_err(other)
-    };
-    add(
-        &mut kb,
-        "compose-version",
-        env!("CARGO_PKG_VERSION").as_bytes(),
-    )?;
-    add(
-        &mut kb,
-        "spec",
-        serde_json::to_string(&crate::describe::json(&graph))
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
-    for f in &glue.files {
-        add(
-            &mut kb,
-            &format!("glue/{}", f.path.display()),
-            f.contents.replace(&root_text, "/compose").as_bytes(),
-        )?;
-    }
-    add(
-        &mut kb,
-        "toolchain",
-        format!("{toolchain}target: {triple}\n").as_bytes(),
-    )?;
-    kb.add_file("Cargo.lock", &root.join("Cargo.lock"))
-        .map_err(other)?;
-    let mut trees: Vec<(String, PathBuf)> = Vec::new();
-    for d in &graph.devices {
-        trees.push((format!("crate/{}", d.imp.krate), root.join(&d.imp.path)));
-    }
-    trees.push(("crate/compose-devices".into(), root.join("devices/base")));
-    trees.push((
-        format!("crate/{}", info.platform().krate),
-        root.join(info.platform().path),
-    ));
+    // the sources are (see crate::inputs).
     let app_dir = match &graph.app {
-        crate::graph::App::User { package, dir, .. } => {
-            trees.push((format!("app/{package}"), dir.clone()));
-            Some(dir.canonicalize().unwrap_or(dir.clone()))
-        }
+        crate::graph::App::User { dir, .. } => Some(dir.canonicalize().unwrap_or(dir.clone())),
         crate::graph::App::Builtin(_) => None,
     };
-    for step in &glue.steps {
-        if let crate::glue::Step::PackAssets { device, dir, .. } = step {
-            trees.push((format!("assets/{device}"), dir.clone()));
-        }
-    }
-    trees.sort();
-    trees.dedup_by(|a, b| a.0 == b.0);
-    for (label, tree) in &trees {
-        kb.add_tree(label, tree, &[]).map_err(other)?;
-    }
-    let key = kb.finish();
+    let key = crate::inputs::key(
+        &store,
+        &crate::inputs::KeyInputs {
+            graph: &graph,
+            glue: &glue,
+            glue_dir: &glue_dir,
+            spec: &opts.load.spec,
+            root: &root,
+            toolchain: &toolchain,
+            triple: &triple,
+            target_dir: &target_dir(&opts.load.spec),
+        },
+    )
+    .map_err(other)?
+    .outcome;
 
     let _lock = store.lock().map_err(other)?;
     let name = graph.name.clone();
@@ -377,10 +328,12 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
             drop(image_bytes);
             reporter.stage("Storing", &format!("{name} ({target})"));
             let sbom = crate::image::sbom(&glue_dir, &triple, &name).map_err(other)?;
+            let spec_dir = crate::inputs::spec_dir(&opts.load.spec);
+            let (spec_base, spec_path) = crate::inputs::portable(&opts.load.spec, &root, &spec_dir);
             let mut command = vec![
                 "compose".to_string(),
                 "build".into(),
-                portable(&opts.load.spec, &root),
+                spec_path.clone(),
                 "--target".into(),
                 target.clone(),
             ];
@@ -393,7 +346,8 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
                 toolchain: &toolchain,
                 triple: &triple,
                 command,
-                spec: portable(&opts.load.spec, &root),
+                spec: spec_path,
+                spec_base,
                 args: &opts.load.args,
                 key: &key,
                 cargo: crate::build::cargo_args(info),
@@ -1040,9 +994,15 @@ pub fn rebuild_and_compare(path: &Path, format: MessageFormat) -> Result<Option<
             ))
         })?;
     let root = crate::glue::compose_root();
+    // A spec outside the compose tree is recorded relative to its own directory: rebuild
+    // it from there (the current directory).
+    let base = match info["spec_base"].as_str() {
+        Some("spec-dir") => PathBuf::from("."),
+        _ => root,
+    };
     let spec = info["spec"]
         .as_str()
-        .map(|s| root.join(s))
+        .map(|s| base.join(s))
         .ok_or_else(|| Failure::Other("build information names no spec".into()))?;
     let args: Vec<(String, String)> = info["args"]
         .as_array()

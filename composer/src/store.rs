@@ -30,12 +30,12 @@ use std::time::{Duration, SystemTime};
 /// The environment variable naming the store root.
 pub const STORE_ENV: &str = "COMPOSE_STORE";
 
-/// Names skipped at the top level of every tree given to [`KeyBuilder::add_tree`]: build
-/// products and `result` links. A trailing `*` matches any suffix.
-pub const DEFAULT_EXCLUDES: &[&str] = &["target", "_build", "dist", "result*", ".git"];
+/// Directories skipped at the top level of a crate tree given to [`KeyBuilder::add_tree`]:
+/// the crate's own build output (cargo's `target`, compose's `_build`).
+pub const CRATE_BUILD_DIRS: &[&str] = &["target", "_build"];
 
-/// Names skipped at every depth of a tree.
-const EXCLUDED_EVERYWHERE: &[&str] = &[".git"];
+/// Names skipped at every depth of a tree: version-control metadata.
+const EXCLUDED_EVERYWHERE: &[&str] = &[".git", ".hg", ".svn", ".jj"];
 
 const TMP_DIR: &str = ".tmp";
 const CACHE_DIR: &str = ".cache";
@@ -380,11 +380,17 @@ impl KeyBuilder {
         self.insert(label.to_string(), InputKind::File, digest, size)
     }
 
-    /// Adds every file under `dir`, walked in sorted order, following symlinks (a build
-    /// reads through them) and hashing dangling ones as their target's text. Empty
-    /// directories do not count. Skipped: [`DEFAULT_EXCLUDES`] at the top level, `.git`
-    /// everywhere, and each of `excludes`: a path relative to `dir` (`assets/tmp`), with
-    /// an optional trailing `*` matching any suffix of its last component.
+    /// Adds every file of the crate (or other source tree) under `dir`, walked in sorted
+    /// order, following symlinks (a build reads through them) and hashing dangling ones as
+    /// their target's text. Empty directories do not count. Skipped: the crate's own build
+    /// output ([`CRATE_BUILD_DIRS`]) and `result*` symlinks at the top level, VCS
+    /// directories (`.git`, `.hg`, `.svn`, `.jj`) everywhere, nested packages (a
+    /// subdirectory with a `Cargo.toml` of its own: a crate of its own, as cargo packages
+    /// it), and each of `excludes`: a path relative to `dir` (`assets/tmp`), with an
+    /// optional trailing `*` matching any suffix of its last component.
+    ///
+    /// Asset trees are not added this way but with [`KeyBuilder::add_files`], over exactly
+    /// the files the packer packs.
     ///
     /// Each file becomes an input labelled `LABEL/relative/path`; `LABEL` itself is an
     /// input of kind [`InputKind::Tree`] whose hash covers the listing.
@@ -397,7 +403,11 @@ impl KeyBuilder {
             .sort_by_file_name()
             .into_iter();
         let walker = walker.filter_entry(|e| {
-            e.depth() == 0 || !excluded(e.path().strip_prefix(&root).unwrap_or(e.path()), excludes)
+            let rel = e.path().strip_prefix(&root).unwrap_or(e.path());
+            e.depth() == 0
+                || !(excluded(rel, excludes)
+                    || (e.depth() == 1 && e.path_is_symlink() && is_result_link(rel))
+                    || (e.file_type().is_dir() && e.path().join("Cargo.toml").is_file()))
         });
         for entry in walker {
             let (path, kind, digest, size) = match entry {
@@ -420,7 +430,8 @@ impl KeyBuilder {
                         });
                     };
                     // Errors bypass filter_entry: apply the exclusions here too.
-                    if excluded(path.strip_prefix(&root).unwrap_or(&path), excludes) {
+                    let rel = path.strip_prefix(&root).unwrap_or(&path);
+                    if excluded(rel, excludes) || is_result_link(rel) {
                         continue;
                     }
                     match fs::read_link(&path) {
@@ -462,6 +473,34 @@ impl KeyBuilder {
         )
     }
 
+    /// Adds exactly `files`, each `(relative key, regular file)`, as the tree `label`: each
+    /// becomes an input `LABEL/key`, and `LABEL` one of kind [`InputKind::Tree`] over the
+    /// listing. For asset directories, with the list [`compose_assets::select`] gives, so
+    /// that the key covers what is packed and nothing else.
+    pub fn add_files(&mut self, label: &str, files: &[(String, PathBuf)]) -> Result<()> {
+        let mut listing = Sha256::new();
+        let mut sorted: Vec<&(String, PathBuf)> = files.iter().collect();
+        sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (rel, path) in &sorted {
+            let abs = std::path::absolute(path).map_err(io_err("cannot find", path))?;
+            let (digest, size) = self
+                .cache
+                .hash(&abs)
+                .map_err(io_err("cannot hash input file", path))?;
+            listing.update((rel.len() as u64).to_le_bytes());
+            listing.update(rel.as_bytes());
+            listing.update([InputKind::File.tag()]);
+            listing.update(digest);
+            self.insert(format!("{label}/{rel}"), InputKind::File, digest, size)?;
+        }
+        self.insert(
+            label.to_string(),
+            InputKind::Tree,
+            listing.finalize().into(),
+            sorted.len() as u64,
+        )
+    }
+
     /// The key, the sorted input list and the hashing counters. Saves the hash cache (a
     /// failure to save only costs time later, so it is ignored).
     pub fn finish(mut self) -> KeyOutcome {
@@ -497,14 +536,18 @@ fn name_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// A `result*` name at the top level; callers apply it to symlinks only (compose's
+/// result links, which lead into the store and are no source).
+fn is_result_link(rel: &Path) -> bool {
+    rel.components().count() == 1 && rel.to_str().is_some_and(|n| n.starts_with("result"))
+}
+
 fn excluded(rel: &Path, excludes: &[&str]) -> bool {
     let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
     let top = rel.components().count() == 1;
-    if EXCLUDED_EVERYWHERE.contains(&name)
-        || (top && DEFAULT_EXCLUDES.iter().any(|p| name_matches(p, name)))
-    {
+    if EXCLUDED_EVERYWHERE.contains(&name) || (top && CRATE_BUILD_DIRS.contains(&name)) {
         return true;
     }
     excludes.iter().any(|pat| {
@@ -1384,7 +1427,12 @@ mod tests {
         write(&app.join("Cargo.toml"), b"[package]");
         write(&app.join("target/debug/x"), b"junk");
         write(&app.join("_build/y"), b"junk");
-        write(&app.join("dist/z"), b"junk");
+        // `dist` is source like any other name: only build output is skipped.
+        write(&app.join("dist/z"), b"kept");
+        // A nested package is a crate of its own.
+        write(&app.join("tender/Cargo.toml"), b"[package]");
+        write(&app.join("tender/src/main.rs"), b"fn main() {}");
+        write(&app.join("src/.hg/x"), b"junk");
         write(&app.join(".git/HEAD"), b"junk");
         write(&app.join("src/.git/HEAD"), b"junk");
         write(&app.join("assets/tmp/scratch"), b"junk");
@@ -1405,11 +1453,12 @@ mod tests {
                 "app/assets/dist/keep",
                 "app/assets/logo.png",
                 "app/dangling",
+                "app/dist/z",
                 "app/src/main.rs"
             ]
         );
         assert_eq!(out.inputs[0].kind, InputKind::Tree);
-        assert_eq!(out.inputs[0].size, 5);
+        assert_eq!(out.inputs[0].size, 6);
         assert_eq!(out.inputs[4].kind, InputKind::Symlink);
         // Excluded files do not change the key; included ones do.
         write(&app.join("target/debug/x"), b"other junk");
@@ -1434,6 +1483,47 @@ mod tests {
         let e = key_of(|b| b.add_tree("assets", &d.path().join("empty"), &[]).unwrap());
         assert_eq!(e.inputs.len(), 1);
         assert_ne!(e.key, key_of(|_| {}).key);
+    }
+
+    #[test]
+    fn listed_files_are_a_tree_of_exactly_them() {
+        let d = tmp();
+        write(&d.path().join("a.html"), b"a");
+        write(&d.path().join("sub/b.css"), b"b");
+        let files = vec![
+            ("sub/b.css".to_string(), d.path().join("sub/b.css")),
+            ("a.html".to_string(), d.path().join("a.html")),
+        ];
+        let out = key_of(|b| b.add_files("assets/public", &files).unwrap());
+        let labels: Vec<&str> = out.inputs.iter().map(|i| i.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "assets/public",
+                "assets/public/a.html",
+                "assets/public/sub/b.css"
+            ]
+        );
+        assert_eq!(out.inputs[0].size, 2);
+        // The order given does not matter; a file left out changes the key.
+        let rev: Vec<_> = files.iter().rev().cloned().collect();
+        assert_eq!(
+            key_of(|b| b.add_files("assets/public", &rev).unwrap()).key,
+            out.key
+        );
+        assert_ne!(
+            key_of(|b| b.add_files("assets/public", &files[..1]).unwrap()).key,
+            out.key
+        );
+        // A file's key (its path in the archive) is part of the key.
+        let renamed = vec![
+            ("c.html".to_string(), d.path().join("a.html")),
+            files[0].clone(),
+        ];
+        assert_ne!(
+            key_of(|b| b.add_files("assets/public", &renamed).unwrap()).key,
+            out.key
+        );
     }
 
     #[test]

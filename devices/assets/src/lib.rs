@@ -74,7 +74,8 @@ pub use block::{CacheStats, OnBlock};
 pub use embedded::Embedded;
 #[cfg(feature = "pack")]
 pub use pack::{
-    PackError, PackOptions, PackSummary, is_compressible, pack, source_date_epoch_from_env,
+    AssetFile, PackError, PackOptions, PackSummary, is_compressible, pack, select,
+    source_date_epoch_from_env,
 };
 
 use compose_devices::block::BlockError;

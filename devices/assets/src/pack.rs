@@ -100,8 +100,21 @@ pub enum PackError {
     },
     /// A path is not UTF-8 and so cannot be a key.
     NotUtf8(PathBuf),
-    /// A path is neither a regular file nor a directory (a socket, a device, a FIFO).
-    NotAFile(PathBuf),
+    /// A path is neither a regular file nor a directory: what it is (`a FIFO`, `a socket`,
+    /// `a character device`, ...).
+    NotAFile(PathBuf, &'static str),
+    /// A symbolic link whose target is outside the packed directory (or leads nowhere,
+    /// or into a loop); the link's text is given, nothing behind it is read.
+    Escapes {
+        /// The link.
+        path: PathBuf,
+        /// What the link says (its text, as `readlink` gives it).
+        target: PathBuf,
+        /// Why it is refused.
+        why: &'static str,
+    },
+    /// A file name that cannot be part of a URL path (a control character such as a newline).
+    BadName(PathBuf, &'static str),
     /// A file changed while it was being packed.
     Changed(PathBuf),
     /// The index would exceed the format's limits (4 GiB of keys and types).
@@ -116,9 +129,18 @@ impl fmt::Display for PackError {
             PackError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             PackError::Glob { pattern, source } => write!(f, "bad glob `{pattern}`: {source}"),
             PackError::NotUtf8(p) => write!(f, "{}: path is not UTF-8", p.display()),
-            PackError::NotAFile(p) => {
-                write!(f, "{}: not a regular file or directory", p.display())
-            }
+            PackError::NotAFile(p, what) => write!(
+                f,
+                "{}: is {what}; an assets directory may hold only regular files and directories",
+                p.display()
+            ),
+            PackError::Escapes { path, target, why } => write!(
+                f,
+                "{}: a symbolic link to {}, {why}; refusing to pack it",
+                path.display(),
+                target.display()
+            ),
+            PackError::BadName(p, why) => write!(f, "{:?}: {why}", p.as_os_str()),
             PackError::Changed(p) => write!(f, "{}: file changed while being packed", p.display()),
             PackError::TooLarge => f.write_str("too many or too long paths for one archive"),
             PackError::InvalidOption(why) => write!(f, "invalid pack option: {why}"),
@@ -199,8 +221,9 @@ fn is_textual(essence: &str) -> bool {
 ///
 /// The archive depends only on the selected files' paths (relative to `dir`) and
 /// contents, and on `options`: not on `dir` itself, file times, permissions, owners or the
-/// order the file system lists entries in. Symbolic links are followed. `out` is replaced
-/// atomically; on error it is left as it was.
+/// order the file system lists entries in. The files are those [`select`] lists (see there
+/// for symbolic links and what is refused). `out` is replaced atomically; on error it is
+/// left as it was.
 pub fn pack(dir: &Path, options: &PackOptions, out: &Path) -> Result<PackSummary, PackError> {
     if !options.align.is_power_of_two() || options.align > MAX_ALIGN {
         return Err(PackError::InvalidOption(
@@ -213,7 +236,7 @@ pub fn pack(dir: &Path, options: &PackOptions, out: &Path) -> Result<PackSummary
     if !(1..=19).contains(&options.zstd_level) {
         return Err(PackError::InvalidOption("zstd level must be 1..=19"));
     }
-    let files = collect(dir, options)?;
+    let files = select(dir, options)?;
 
     let name = out
         .file_name()
@@ -257,11 +280,18 @@ pub fn pack(dir: &Path, options: &PackOptions, out: &Path) -> Result<PackSummary
     Ok(summary)
 }
 
-/// A file to pack: its key and where it is.
-struct Source {
-    key: String,
-    path: PathBuf,
+/// A file [`select`] chose: its key in the archive and where its bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssetFile {
+    /// The `/`-separated path relative to the packed directory: the archive key (for a
+    /// symbolic link, the link's own path).
+    pub key: String,
+    /// The regular file to read: the file itself, or where a link inside the tree leads
+    /// (canonical, inside the tree).
+    pub path: PathBuf,
 }
+
+type Source = AssetFile;
 
 /// Compiles `patterns` into one set; `None` if there are none.
 fn glob_set(patterns: &[String]) -> Result<Option<GlobSet>, PackError> {
@@ -293,25 +323,63 @@ fn glob_set(patterns: &[String]) -> Result<Option<GlobSet>, PackError> {
     })
 }
 
-/// The `/`-separated key of `path` relative to `root`.
-fn key_of(root: &Path, path: &Path) -> Result<String, PackError> {
-    let rel = path.strip_prefix(root).unwrap_or(path);
-    let mut key = String::new();
-    for part in rel.components() {
-        let part = part
-            .as_os_str()
-            .to_str()
-            .ok_or_else(|| PackError::NotUtf8(path.to_owned()))?;
-        if !key.is_empty() {
-            key.push('/');
+/// What a file type is, for messages.
+fn describe(kind: fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO (named pipe)";
         }
-        key.push_str(part);
+        if kind.is_socket() {
+            return "a socket";
+        }
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
     }
-    Ok(key)
+    if kind.is_symlink() {
+        return "a symbolic link";
+    }
+    "not a regular file or directory"
 }
 
-/// Lists the files to pack, sorted by key.
-fn collect(dir: &Path, options: &PackOptions) -> Result<Vec<Source>, PackError> {
+/// Checks that a file name can be a URL path component and returns it as UTF-8.
+fn check_name<'a>(path: &Path, name: &'a std::ffi::OsStr) -> Result<&'a str, PackError> {
+    let name = name
+        .to_str()
+        .ok_or_else(|| PackError::NotUtf8(path.to_owned()))?;
+    if name.chars().any(char::is_control) {
+        return Err(PackError::BadName(
+            path.to_owned(),
+            "the file name contains a control character (such as a newline), which cannot be part of a URL path",
+        ));
+    }
+    Ok(name)
+}
+
+/// Lists the files of `dir` that [`pack`] packs with `options`, sorted by key: the one
+/// definition of "the files of an assets directory", used by the packer and by anything
+/// that must hash exactly what is packed.
+///
+/// The directory is read as a tree of regular files and directories, checked with
+/// `symlink_metadata` before anything is opened (a FIFO is never opened):
+///
+/// - a symbolic link whose target resolves inside `dir` is followed: a link to a file is
+///   packed under the link's own path with the target's contents, a link to a directory
+///   is walked as if the directory were there;
+/// - a symbolic link that resolves outside `dir`, leads nowhere or into a loop is an
+///   error naming the link and its text ([`PackError::Escapes`]); nothing behind it is read;
+/// - a FIFO, a socket or a device is an error ([`PackError::NotAFile`]);
+/// - a name that is not UTF-8 or holds a control character (a newline, a tab) is an error
+///   ([`PackError::NotUtf8`], [`PackError::BadName`]).
+///
+/// Excluded paths are skipped before they are examined, so an `exclude` pattern also
+/// removes an unpackable entry from consideration. `include` selects among the rest.
+pub fn select(dir: &Path, options: &PackOptions) -> Result<Vec<AssetFile>, PackError> {
     let include = glob_set(&options.include)?;
     let exclude = glob_set(&options.exclude)?;
     let meta = fs::metadata(dir).map_err(io_at(dir))?;
@@ -321,29 +389,71 @@ fn collect(dir: &Path, options: &PackOptions) -> Result<Vec<Source>, PackError> 
             source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
         });
     }
-    let excluded = |path: &Path| match (&exclude, path.strip_prefix(dir)) {
-        (Some(set), Ok(rel)) => set.is_match(rel),
-        _ => false,
+    let root = fs::canonicalize(dir).map_err(io_at(dir))?;
+    let mut walk = Walk {
+        root: &root,
+        include: include.as_ref(),
+        exclude: exclude.as_ref(),
+        files: Vec::new(),
+        active: Vec::new(),
     };
-    let mut files = Vec::new();
-    let walk = walkdir::WalkDir::new(dir).follow_links(true).min_depth(1);
-    for entry in walk.into_iter().filter_entry(|e| !excluded(e.path())) {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(dir).to_owned();
-            PackError::Io {
-                path,
-                source: e.into(),
+    walk.dir(dir, &root, "")?;
+    let mut files = walk.files;
+    files.sort_unstable_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+    Ok(files)
+}
+
+/// The state of one [`select`] walk.
+struct Walk<'a> {
+    /// The tree's canonical root: links must resolve inside it.
+    root: &'a Path,
+    include: Option<&'a GlobSet>,
+    exclude: Option<&'a GlobSet>,
+    files: Vec<AssetFile>,
+    /// Canonical directories being walked (to refuse a link back into one: a loop).
+    active: Vec<PathBuf>,
+}
+
+impl Walk<'_> {
+    /// Walks the directory shown at `shown` (the path to name in errors), whose canonical
+    /// path is `real`, at key prefix `prefix` (empty or ending in `/`).
+    fn dir(&mut self, shown: &Path, real: &Path, prefix: &str) -> Result<(), PackError> {
+        self.active.push(real.to_owned());
+        let mut entries = Vec::new();
+        for entry in fs::read_dir(real).map_err(io_at(shown))? {
+            let entry = entry.map_err(io_at(shown))?;
+            entries.push(entry.file_name());
+        }
+        entries.sort();
+        for name in entries {
+            let path = shown.join(&name);
+            // Exclusion first: an excluded entry is not examined at all.
+            let lossy_key = format!("{prefix}{}", name.to_string_lossy());
+            if self.exclude.is_some_and(|set| set.is_match(&lossy_key)) {
+                continue;
             }
-        })?;
-        let kind = entry.file_type();
-        if kind.is_dir() {
-            continue;
+            let name = check_name(&path, &name)?;
+            let key = format!("{prefix}{name}");
+            let entry_real = real.join(name);
+            let kind = fs::symlink_metadata(&entry_real)
+                .map_err(io_at(&path))?
+                .file_type();
+            if kind.is_dir() {
+                self.dir(&path, &entry_real, &format!("{key}/"))?;
+            } else if kind.is_file() {
+                self.file(key, entry_real);
+            } else if kind.is_symlink() {
+                self.link(&path, &entry_real, key)?;
+            } else {
+                return Err(PackError::NotAFile(path, describe(kind)));
+            }
         }
-        if !kind.is_file() {
-            return Err(PackError::NotAFile(entry.path().to_owned()));
-        }
-        let key = key_of(dir, entry.path())?;
-        let included = match &include {
+        self.active.pop();
+        Ok(())
+    }
+
+    fn file(&mut self, key: String, path: PathBuf) {
+        let included = match self.include {
             None => true,
             // The file, or a directory it is in, matches.
             Some(set) => {
@@ -351,14 +461,64 @@ fn collect(dir: &Path, options: &PackOptions) -> Result<Vec<Source>, PackError> 
             }
         };
         if included {
-            files.push(Source {
-                key,
-                path: entry.into_path(),
-            });
+            self.files.push(AssetFile { key, path });
         }
     }
-    files.sort_unstable_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
-    Ok(files)
+
+    /// A symbolic link at `real` (shown as `shown`): followed only if it resolves inside
+    /// the tree. Resolving reads links, never the contents of what they point to.
+    fn link(&mut self, shown: &Path, real: &Path, key: String) -> Result<(), PackError> {
+        let text = fs::read_link(real).map_err(io_at(shown))?;
+        let escapes = |why| PackError::Escapes {
+            path: shown.to_owned(),
+            target: text.clone(),
+            why,
+        };
+        let target = match fs::canonicalize(real) {
+            Ok(t) => t,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(escapes("which loops (ELOOP)"));
+            }
+            Err(_) => return Err(escapes("which leads nowhere")),
+        };
+        if !target.starts_with(self.root) {
+            return Err(escapes("which leads outside the assets directory"));
+        }
+        // Canonical: no link left in the path, so this is the target's own type.
+        let kind = fs::symlink_metadata(&target)
+            .map_err(io_at(shown))?
+            .file_type();
+        if kind.is_dir() {
+            if self.active.contains(&target) {
+                return Err(escapes("a directory it is itself inside (a loop)"));
+            }
+            self.dir(shown, &target, &format!("{key}/"))
+        } else if kind.is_file() {
+            self.file(key, target);
+            Ok(())
+        } else {
+            Err(PackError::NotAFile(shown.to_owned(), describe(kind)))
+        }
+    }
+}
+
+/// Opens a file [`select`] chose, for reading: without following a link in its last
+/// component and without blocking (should it have been replaced by a FIFO since), and
+/// only if it is still a regular file.
+fn open_regular(path: &Path) -> Result<File, PackError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = opts.open(path).map_err(io_at(path))?;
+    let kind = file.metadata().map_err(io_at(path))?.file_type();
+    if !kind.is_file() {
+        return Err(PackError::NotAFile(path.to_owned(), describe(kind)));
+    }
+    Ok(file)
 }
 
 /// The output: a buffered file and the position in it.
@@ -500,7 +660,7 @@ fn write_variant<W: Write + Seek>(
     w.pad_to(options.align as u64)?;
     let start = w.pos;
     let path = source.path.as_path();
-    let mut tee = Tee::new(File::open(path).map_err(io_at(path))?);
+    let mut tee = Tee::new(open_regular(path)?);
     match codec {
         Codec::Gzip => {
             let mut enc = flate2::GzBuilder::new()
@@ -568,7 +728,7 @@ fn write_archive<W: Write + Seek>(
         w.pad_to(align)?;
         let start = w.pos;
         let path = source.path.as_path();
-        let mut tee = Tee::new(File::open(path).map_err(io_at(path))?);
+        let mut tee = Tee::new(open_regular(path)?);
         io::copy(&mut tee, w).map_err(io_at(path))?;
         let size = tee.len;
         let sha256: [u8; 32] = tee.sha.clone().finalize().into();
@@ -667,6 +827,7 @@ fn write_archive<W: Write + Seek>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec;
 
     #[test]
     fn utf8_check_across_chunks() {
@@ -711,6 +872,185 @@ mod tests {
         ] {
             assert!(!is_compressible(t), "{t}");
         }
+    }
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("t");
+        fs::create_dir_all(t.join("docs/deep")).unwrap();
+        fs::write(t.join("index.html"), "<p>home</p>").unwrap();
+        fs::write(t.join("docs/a.html"), "<p>a</p>").unwrap();
+        fs::write(t.join("docs/deep/b.txt"), "b").unwrap();
+        fs::write(d.path().join("outside.txt"), "SECRET-OUTSIDE").unwrap();
+        d
+    }
+
+    fn keys(files: &[AssetFile]) -> Vec<&str> {
+        files.iter().map(|f| f.key.as_str()).collect()
+    }
+
+    fn link(target: impl AsRef<Path>, at: impl AsRef<Path>) {
+        std::os::unix::fs::symlink(target, at).unwrap();
+    }
+
+    #[test]
+    fn links_inside_the_tree_are_followed() {
+        let d = tree();
+        let t = d.path().join("t");
+        link("index.html", t.join("home.html"));
+        link("docs/deep", t.join("alias"));
+        // A relative link that climbs out and back in is still inside.
+        link("../t/docs/a.html", t.join("again.html"));
+        let files = select(&t, &PackOptions::default()).unwrap();
+        assert_eq!(
+            keys(&files),
+            [
+                "again.html",
+                "alias/b.txt",
+                "docs/a.html",
+                "docs/deep/b.txt",
+                "home.html",
+                "index.html"
+            ]
+        );
+        let home = files.iter().find(|f| f.key == "home.html").unwrap();
+        assert_eq!(home.path, fs::canonicalize(t.join("index.html")).unwrap());
+        // The tree given through a link of its own is the same tree.
+        link(&t, d.path().join("via"));
+        assert_eq!(
+            select(&d.path().join("via"), &PackOptions::default()).unwrap(),
+            files
+        );
+        let out = d.path().join("a.kv");
+        let summary = pack(&t, &PackOptions::default(), &out).unwrap();
+        assert_eq!(summary.files, 6);
+    }
+
+    #[test]
+    fn links_out_of_the_tree_are_refused_and_not_read() {
+        for (name, target) in [
+            ("passwd", PathBuf::new()),
+            ("etc", PathBuf::from("/etc")),
+            ("dangling", PathBuf::from("/nonexistent/compose-test")),
+        ] {
+            let d = tree();
+            let t = d.path().join("t");
+            let target = if name == "passwd" {
+                d.path().join("outside.txt")
+            } else {
+                target
+            };
+            link(&target, t.join("docs").join(name));
+            let err = select(&t, &PackOptions::default()).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, PackError::Escapes { .. }), "{msg}");
+            assert!(msg.contains(&format!("docs/{name}")), "{msg}");
+            assert!(msg.contains(&target.display().to_string()), "{msg}");
+            let out = d.path().join("a.kv");
+            assert!(pack(&t, &PackOptions::default(), &out).is_err());
+            assert!(!out.exists(), "nothing half-written");
+            assert_eq!(
+                fs::read_dir(d.path()).unwrap().count(),
+                2,
+                "no temporary file left"
+            );
+        }
+        // A relative link that climbs out.
+        let d = tree();
+        let t = d.path().join("t");
+        link("../../outside.txt", t.join("docs/up.txt"));
+        assert!(matches!(
+            select(&t, &PackOptions::default()),
+            Err(PackError::Escapes { .. })
+        ));
+        // An excluded link is not examined.
+        let opts = PackOptions {
+            exclude: vec!["up.txt".into()],
+            ..Default::default()
+        };
+        assert_eq!(select(&t, &opts).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn link_loops_are_refused() {
+        let d = tree();
+        let t = d.path().join("t");
+        link("..", t.join("docs/deep/parent"));
+        let err = select(&t, &PackOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("loop"), "{err}");
+        let d = tree();
+        let t = d.path().join("t");
+        link("self", t.join("self"));
+        let err = select(&t, &PackOptions::default()).unwrap_err();
+        assert!(matches!(err, PackError::Escapes { .. }), "{err}");
+    }
+
+    #[test]
+    fn fifos_sockets_and_odd_names_are_refused_without_blocking() {
+        let d = tree();
+        let t = d.path().join("t");
+        let fifo = t.join("docs/pipe");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; the result is checked.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let err = select(&t, &PackOptions::default()).unwrap_err();
+        assert!(matches!(err, PackError::NotAFile(..)), "{err}");
+        assert!(
+            err.to_string().contains("docs/pipe") && err.to_string().contains("FIFO"),
+            "{err}"
+        );
+        // A link to it, inside the tree, is refused the same way.
+        fs::remove_file(&fifo).unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let opts = PackOptions {
+            exclude: vec!["docs/pipe".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            select(&t, &opts).unwrap().len(),
+            3,
+            "an excluded FIFO is skipped"
+        );
+        link("docs/pipe", t.join("p"));
+        let err = select(&t, &opts).unwrap_err();
+        assert!(err.to_string().contains("FIFO"), "{err}");
+        fs::remove_file(t.join("p")).unwrap();
+
+        let sock = t.join("docs/sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let err = select(&t, &opts).unwrap_err();
+        assert!(err.to_string().contains("socket"), "{err}");
+        fs::remove_file(&sock).unwrap();
+
+        fs::write(t.join("docs/two\nlines.html"), "x").unwrap();
+        let err = select(&t, &opts).unwrap_err();
+        assert!(matches!(err, PackError::BadName(..)), "{err}");
+        assert!(err.to_string().contains("two\\nlines"), "{err}");
+        fs::remove_file(t.join("docs/two\nlines.html")).unwrap();
+
+        use std::os::unix::ffi::OsStrExt;
+        let bad = t.join(std::ffi::OsStr::from_bytes(b"caf\xe9.html"));
+        fs::write(&bad, "x").unwrap();
+        let err = select(&t, &opts).unwrap_err();
+        assert!(matches!(err, PackError::NotUtf8(_)), "{err}");
+        fs::remove_file(&bad).unwrap();
+        assert_eq!(select(&t, &opts).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn select_is_what_pack_packs() {
+        let d = tree();
+        let t = d.path().join("t");
+        let opts = PackOptions {
+            include: vec!["docs".into(), "*.html".into()],
+            exclude: vec!["deep".into()],
+            ..Default::default()
+        };
+        let files = select(&t, &opts).unwrap();
+        assert_eq!(keys(&files), ["docs/a.html", "index.html"]);
+        let summary = pack(&t, &opts, &d.path().join("a.kv")).unwrap();
+        assert_eq!(summary.files, 2);
     }
 
     #[test]
