@@ -758,6 +758,18 @@ fn read_artifact(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, Failure> {
 
 use std::collections::BTreeMap;
 
+/// Who signed what `compose verify` checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Trust {
+    /// There is no signature.
+    #[default]
+    Unsigned,
+    /// An intact signature by a key that is not trusted (its id).
+    Untrusted(String),
+    /// An intact signature by a trusted key (its id).
+    Trusted(String),
+}
+
 /// What `compose verify` checks and found.
 #[derive(Debug, Default)]
 pub struct Verified {
@@ -765,11 +777,26 @@ pub struct Verified {
     pub ok: Vec<String>,
     /// Lines naming what is wrong.
     pub problems: Vec<String>,
+    /// Who signed it (meaningful when there are no problems).
+    pub trust: Trust,
+}
+
+impl Verified {
+    /// The exit status of `compose verify`: 0 intact and signed by a trusted key, 1 not
+    /// intact (altered, malformed, a bad signature), 3 intact but unsigned or signed by a
+    /// key that is not trusted.
+    pub fn exit_code(&self) -> i32 {
+        match (&self.problems.is_empty(), &self.trust) {
+            (false, _) => 1,
+            (true, Trust::Trusted(_)) => 0,
+            (true, _) => 3,
+        }
+    }
 }
 
 /// Checks a bundle or a result: the manifest's own consistency, every file's sha256
-/// against it, and the signature (against `key` when given).
-pub fn verify(path: &Path, key: Option<&Path>) -> Result<Verified, Failure> {
+/// against it, and the signature, whose key is checked against `trusted`.
+pub fn verify(path: &Path, trusted: &crate::sign::TrustedKeys) -> Result<Verified, Failure> {
     use crate::manifest::{JSON_FILE, KDL_FILE, Manifest, SIGNATURE_FILE};
     let files = read_artifact(path)?;
     let mut v = Verified::default();
@@ -813,27 +840,27 @@ pub fn verify(path: &Path, key: Option<&Path>) -> Result<Verified, Failure> {
         )),
         Err(problems) => v.problems.extend(problems.iter().map(|p| p.to_string())),
     }
-    let trusted = match key {
-        Some(k) => Some(
-            crate::sign::PublicKey::load(k)
-                .map_err(|e| Failure::Other(format!("cannot load the public key: {e}")))?,
-        ),
-        None => None,
-    };
-    match (files.get(SIGNATURE_FILE), &trusted) {
-        (Some(sig), Some(k)) => match crate::sign::verify_text(k, json.as_bytes(), &String::from_utf8_lossy(sig)) {
-            Ok(()) => v.ok.push(format!("{SIGNATURE_FILE}: a valid signature of the manifest by the trusted key {}", k.fingerprint())),
-            Err(e) => v.problems.push(format!("{SIGNATURE_FILE}: {e}")),
-        },
-        (Some(sig), None) => match crate::sign::Signature::parse(&String::from_utf8_lossy(sig)) {
-            Ok(s) => match crate::sign::verify(s.key(), json.as_bytes(), &s) {
-                Ok(()) => v.ok.push(format!("{SIGNATURE_FILE}: valid, by key {} (not checked against a trusted key: pass --key)", s.key().fingerprint())),
+    match files.get(SIGNATURE_FILE) {
+        Some(sig) => {
+            match crate::sign::check(trusted, json.as_bytes(), &String::from_utf8_lossy(sig)) {
+                Ok(crate::sign::SignedBy::Trusted(k)) => {
+                    v.ok.push(format!(
+                        "{SIGNATURE_FILE}: a valid signature of the manifest by the trusted key {}",
+                        k.id()
+                    ));
+                    v.trust = Trust::Trusted(k.id());
+                }
+                Ok(crate::sign::SignedBy::Untrusted(k)) => {
+                    v.ok.push(format!(
+                        "{SIGNATURE_FILE}: a valid signature of the manifest by key {}",
+                        k.id()
+                    ));
+                    v.trust = Trust::Untrusted(k.id());
+                }
                 Err(e) => v.problems.push(format!("{SIGNATURE_FILE}: {e}")),
-            },
-            Err(e) => v.problems.push(format!("{SIGNATURE_FILE}: {e}")),
-        },
-        (None, Some(_)) => v.problems.push(format!("{SIGNATURE_FILE} is missing: the bundle is not signed")),
-        (None, None) => v.ok.push("not signed (compose sign adds a signature)".into()),
+            }
+        }
+        None => v.trust = Trust::Unsigned,
     }
     Ok(v)
 }
