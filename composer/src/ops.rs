@@ -530,6 +530,11 @@ pub struct RunOptions {
 /// Builds (or finds) the image, checks the host mapping against its manifest, then runs
 /// it; returns its exit status.
 pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
+    // Held from the build until the launch is recorded (released at exec: the descriptor
+    // is close-on-exec), so that no gc runs in between and takes the entry.
+    let _store_lock = crate::store::Store::open(opts.store.clone())
+        .and_then(|s| s.lock())
+        .map_err(other)?;
     let built = build(opts)?;
     let mut mapping = crate::manifest::Mapping::default();
     let mut problems = Vec::new();
@@ -572,11 +577,15 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
     mapping
         .validate(&manifest)
         .map_err(|e| Failure::Other(format!("refusing to start {}:\n{e}", built.graph.name)))?;
+    // Every secret readable and not empty before anything is said to run.
+    for (name, source) in &mapping.secrets {
+        secret_value(name, source)?;
+    }
     Reporter::new(opts.format).stage("Running", &built.image.display().to_string());
     let info = crate::glue::target_info(&built.graph.target)
         .ok_or_else(|| Failure::Other(format!("no launcher for {}", built.graph.target)))?;
     match info.tender {
-        None => run_unix(&built, &mapping, &run.boot_args),
+        None => run_unix(opts, &built, &mapping, &run.boot_args),
         Some(tender) => {
             let tender = ensure_tender(tender, opts.format)?;
             let mut mapping = mapping;
@@ -585,28 +594,7 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
                 // inherited file: the values touch no disk and no command line.
                 let mut values = Vec::new();
                 for (name, source) in &mapping.secrets {
-                    let value = match source {
-                        crate::manifest::SecretSource::File(p) => {
-                            let mut v = std::fs::read(p).map_err(|e| {
-                                Failure::Other(format!(
-                                    "secret `{name}`: cannot read {}: {e}",
-                                    p.display()
-                                ))
-                            })?;
-                            if v.last() == Some(&b'\n') {
-                                v.pop();
-                            }
-                            v
-                        }
-                        crate::manifest::SecretSource::Env(var) => std::env::var_os(var)
-                            .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
-                            .ok_or_else(|| {
-                                Failure::Other(format!(
-                                    "secret `{name}`: the environment variable {var} is not set"
-                                ))
-                            })?,
-                    };
-                    values.push((name.clone(), value));
+                    values.push((name.clone(), secret_value(name, source)?));
                 }
                 let refs: Vec<(&str, &[u8])> = values
                     .iter()
@@ -627,7 +615,11 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
             }
             let mut cmd = std::process::Command::new(&tender);
             cmd.args(&args);
-            Err(exec(cmd, &tender))
+            remove_secret_vars(&mut cmd, &mapping);
+            let record = record_launch(opts, &built);
+            let e = exec(cmd, &tender);
+            forget_launch(record);
+            Err(e)
         }
     }
 }
@@ -674,7 +666,37 @@ pub fn ensure_tender(name: &str, format: MessageFormat) -> Result<PathBuf, Failu
     Ok(target_dir.join("release").join(name))
 }
 
+/// Records this process (which is about to exec the unikernel, keeping its pid) as
+/// running `built`'s entry, so that `compose gc` keeps the entry. Best effort: a store this
+/// user cannot write (read-only) cannot be collected from here either.
+fn record_launch(opts: &BuildOptions, built: &Built) -> Option<PathBuf> {
+    let store = crate::store::Store::open(opts.store.clone()).ok()?;
+    let pid = std::process::id();
+    let start = crate::store::process_start_time(pid)?;
+    match store.record_launch(&built.entry, pid, start) {
+        Ok(p) => Some(p),
+        Err(crate::store::StoreError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied
+                || source.raw_os_error() == Some(libc::EROFS) =>
+        {
+            None
+        }
+        Err(e) => {
+            eprintln!("warning: compose gc may remove the running image: {e}");
+            None
+        }
+    }
+}
+
+/// Removes a launch record after a failed exec.
+fn forget_launch(record: Option<PathBuf>) {
+    if let Some(p) = record {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 fn run_unix(
+    opts: &BuildOptions,
     built: &Built,
     mapping: &crate::manifest::Mapping,
     boot_args: &[String],
@@ -687,22 +709,66 @@ fn run_unix(
     // through an anonymous in-memory file the unikernel inherits. Only paths are on the
     // command line, never values, and nothing is written to disk.
     for (name, source) in &mapping.secrets {
+        // Checked here (readable, not empty), so that nothing starts with a bad secret.
+        let value = secret_value(name, source)?;
         let path = match source {
             crate::manifest::SecretSource::File(p) => p.clone(),
-            crate::manifest::SecretSource::Env(var) => {
-                let value = std::env::var_os(var).ok_or_else(|| {
-                    Failure::Other(format!(
-                        "secret `{name}`: the environment variable {var} is not set"
-                    ))
-                })?;
-                let fd = memfd_with(std::os::unix::ffi::OsStrExt::as_bytes(value.as_os_str()))?;
+            crate::manifest::SecretSource::Env(_) => {
+                let fd = memfd_with(&value)?;
                 PathBuf::from(format!("/proc/self/fd/{fd}"))
             }
         };
         cmd.arg(format!("--secret:{name}={}", path.display()));
     }
+    remove_secret_vars(&mut cmd, mapping);
     cmd.args(boot_args);
-    Err(exec(cmd, &built.image))
+    let record = record_launch(opts, built);
+    let e = exec(cmd, &built.image);
+    forget_launch(record);
+    Err(e)
+}
+
+/// The value of secret `name` as the unikernel gets it: the file's or the variable's bytes
+/// without one trailing newline. An empty value is refused, naming the secret.
+fn secret_value(name: &str, source: &crate::manifest::SecretSource) -> Result<Vec<u8>, Failure> {
+    use crate::manifest::SecretSource;
+    let (mut value, from) = match source {
+        SecretSource::File(p) => (
+            std::fs::read(p).map_err(|e| {
+                Failure::Other(format!("secret `{name}`: cannot read {}: {e}", p.display()))
+            })?,
+            format!("the file {}", p.display()),
+        ),
+        SecretSource::Env(var) => (
+            std::env::var_os(var)
+                .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
+                .ok_or_else(|| {
+                    Failure::Other(format!(
+                        "secret `{name}`: the environment variable {var} is not set"
+                    ))
+                })?,
+            format!("the environment variable {var}"),
+        ),
+    };
+    if value.last() == Some(&b'\n') {
+        value.pop();
+    }
+    if value.is_empty() {
+        return Err(Failure::Other(format!(
+            "secret `{name}` is empty ({from} holds no value); refusing to start"
+        )));
+    }
+    Ok(value)
+}
+
+/// Removes from `cmd`'s environment every variable an `env:` secret came from, so that the
+/// value is only where the unikernel was told to find it.
+fn remove_secret_vars(cmd: &mut std::process::Command, mapping: &crate::manifest::Mapping) {
+    for source in mapping.secrets.values() {
+        if let crate::manifest::SecretSource::Env(var) = source {
+            cmd.env_remove(var);
+        }
+    }
 }
 
 /// An anonymous in-memory file holding `bytes`, left open across exec; returns its fd.

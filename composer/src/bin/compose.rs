@@ -103,11 +103,14 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// Remove store entries that no `result` link or pin refers to.
+    /// Remove store entries that no `result` link, pin or running unikernel refers to.
     Gc {
         /// The store.
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
+        /// Only list what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Keep a result from `compose gc` under a name, with no result link needed.
     Pin {
@@ -330,18 +333,33 @@ fn sign(
     Ok(0)
 }
 
-fn gc(store: Option<PathBuf>) -> Result<i32, Failure> {
+fn gc(store: Option<PathBuf>, dry_run: bool) -> Result<i32, Failure> {
     let store = compose::store::Store::open(store).map_err(|e| Failure::Other(e.to_string()))?;
-    let report = store.gc().map_err(|e| Failure::Other(e.to_string()))?;
-    for r in &report.removed {
-        eprintln!("removed {r}");
+    let report = store
+        .gc_with(dry_run)
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    for (pid, entry) in &report.running {
+        eprintln!("keeping {entry} (running, pid {pid})");
     }
-    println!(
-        "{} entries removed, {} bytes freed, {} live",
-        report.removed.len(),
-        report.bytes,
-        report.live.len()
-    );
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for r in &report.removed {
+        eprintln!("{verb} {r}");
+    }
+    if dry_run {
+        println!(
+            "{} entries would be removed, {} bytes would be freed, {} live (dry run: nothing removed)",
+            report.removed.len(),
+            report.bytes,
+            report.live.len()
+        );
+    } else {
+        println!(
+            "{} entries removed, {} bytes freed, {} live",
+            report.removed.len(),
+            report.bytes,
+            report.live.len()
+        );
+    }
     Ok(0)
 }
 
@@ -485,7 +503,7 @@ fn main() -> ExitCode {
             })
             .map_err(|e| Failure::Other(e.to_string())),
         Command::Sign { path, key, output } => sign(path, key, output.as_deref()),
-        Command::Gc { store } => gc(store.clone()),
+        Command::Gc { store, dry_run } => gc(store.clone(), *dry_run),
         Command::Pin { path, name, store } => pin(path, name, store.clone()),
         Command::Unpin { name, store } => {
             let store = compose::store::Store::open(store.clone())
