@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -301,4 +301,170 @@ fn a_read_only_store_runs_what_it_holds() {
     .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("Locked"), "{}", text(&o.stdout));
+}
+
+/// A spec (in `dir`, a directory of the compose tree's `target/compose-tests`) whose
+/// application reads sector 0 of block device `disk`, then tries to overwrite it, and
+/// prints what happened. (An application outside the compose tree cannot name
+/// compose-devices by its absolute path: cargo sees two copies, one through the glue's
+/// `src-root` link.)
+fn writer_spec(dir: &Path, writable: bool) -> PathBuf {
+    let app = dir.join("writer");
+    std::fs::create_dir_all(app.join("src")).unwrap();
+    std::fs::write(
+        app.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"writer\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\ncompose-devices = {{ path = \"{}devices/base\" }}\n",
+            "../".repeat(app.strip_prefix(root()).unwrap().components().count())
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        app.join("src/lib.rs"),
+        r#"#![no_std]
+extern crate alloc;
+use compose_devices::block::Block;
+use compose_devices::console::Console;
+
+/// Reads sector 0, then tries to overwrite it with 0x42.
+pub async fn start<C: Console, B: Block>(console: &'static C, disk: &'static B) {
+    let mut buf = alloc::vec![0u8; 512];
+    let read = disk.read(0, &mut buf).await;
+    console.log(&alloc::format!("read: {read:?} {:#x}", buf[0]));
+    let write = disk.write(0, &[0x42u8; 512]).await;
+    console.log(&alloc::format!("write: {write:?}"));
+}
+"#,
+    )
+    .unwrap();
+    let spec = dir.join(format!("writer-{writable}.kdl"));
+    std::fs::write(
+        &spec,
+        format!(
+            "unikernel writer {{\n    memory \"32MiB\"\n}}\nconsole\nblock disk{}\napplication writer {{\n    crate \"writer\"\n    entry \"writer::start\"\n    use console disk\n}}\n",
+            if writable { " writable=#true" } else { "" }
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+fn guest_writes(target: &str) {
+    let base = root().join("target/compose-tests");
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::tempdir_in(&base).unwrap();
+    let store = dir.path().join("store");
+    for writable in [false, true] {
+        let spec = writer_spec(dir.path(), writable);
+        let disk = dir.path().join(format!("disk-{writable}.img"));
+        std::fs::write(&disk, [0x11u8; 4096]).unwrap();
+        let o = compose(&store)
+            .arg("run")
+            .arg(&spec)
+            .args(["--target", target, "--block"])
+            .arg(format!("disk={}", disk.display()))
+            .output()
+            .unwrap();
+        let (out, err) = (text(&o.stdout), text(&o.stderr));
+        assert!(o.status.success(), "{target}, writable={writable}: {err}");
+        assert!(out.contains("read: Ok(()) 0x11"), "{target}: {out}\n{err}");
+        let after = std::fs::read(&disk).unwrap();
+        if writable {
+            assert!(out.contains("write: Ok(())"), "{target}: {out}");
+            assert_eq!(after[..512], [0x42u8; 512]);
+        } else {
+            // unix reports ReadOnly; a Solo5 guest gets SOLO5_R_EUNSPEC, an I/O error.
+            let want = if target == "unix" {
+                "write: Err(ReadOnly)"
+            } else {
+                "write: Err(Io)"
+            };
+            assert!(out.contains(want), "{target}: {out}\n{err}");
+            assert_eq!(after, vec![0x11u8; 4096], "{target}: the file was written");
+        }
+        // The manifest records it.
+        let entry = std::fs::read_dir(&store)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .ends_with(&format!("-writer-{target}"))
+                    && std::fs::read_to_string(p.join("manifest.kdl"))
+                        .is_ok_and(|k| k.contains("writable=#true") == writable)
+            });
+        assert!(
+            entry.is_some(),
+            "no {target} entry whose manifest says writable={writable}"
+        );
+    }
+}
+
+#[test]
+fn a_guest_writes_only_to_a_block_device_declared_writable_on_unix() {
+    guest_writes("unix");
+}
+
+#[test]
+fn a_guest_writes_only_to_a_block_device_declared_writable_on_spt() {
+    guest_writes("spt");
+}
+
+#[test]
+fn a_guest_writes_only_to_a_block_device_declared_writable_on_hvt() {
+    if !Path::new("/dev/kvm").exists() {
+        println!(
+            "\n*** SKIPPED: no /dev/kvm on this machine: the hvt target cannot run here ***\n"
+        );
+        return;
+    }
+    guest_writes("hvt");
+}
+
+#[test]
+fn a_block_image_from_the_store_is_attached_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (child, _line) = start(
+        &store,
+        &["specs/site.kdl", "--arg", "backend=block", "--", "--port=0"],
+        &[],
+    );
+    let pid = child.0.id();
+    let cmdline = text(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap());
+    assert!(cmdline.contains("--block-ro:public="), "{cmdline:?}");
+    // The unikernel holds the store's image open read-only (O_ACCMODE of the descriptor).
+    let mut seen = false;
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        if target.starts_with(&store) && target.ends_with("public.img") {
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+                .unwrap();
+            assert_eq!(
+                flags & libc::O_ACCMODE as u32,
+                libc::O_RDONLY as u32,
+                "{info}"
+            );
+            seen = true;
+        }
+    }
+    assert!(
+        seen,
+        "the unikernel has no descriptor of the store's public.img"
+    );
 }

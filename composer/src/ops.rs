@@ -554,12 +554,21 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
         }
     }
     // Block images the build made are attached unless the user maps them elsewhere.
+    let mut from_store = Vec::new();
     for (device, file) in &built.block_images {
         if !mapping.block.contains_key(device) {
             mapping.block.insert(device.clone(), file.clone());
+            from_store.push(device.clone());
         }
     }
     let mut manifest = built.manifest.clone();
+    // Store images are sealed: always read-only. A user's file is written only if the spec
+    // declares the device writable.
+    for device in mapping.set_read_only(&manifest, &from_store) {
+        eprintln!(
+            "note: block device `{device}` is writable, but its image is in the store: attached read-only (pass --block {device}=FILE with a copy to write to it)"
+        );
+    }
     if built.graph.target == "unix" {
         // On unix a network interface is the host's networking: nothing to attach.
         if !mapping.net.is_empty() {
@@ -703,7 +712,11 @@ fn run_unix(
 ) -> Result<i32, Failure> {
     let mut cmd = std::process::Command::new(&built.image);
     for (device, file) in &mapping.block {
-        cmd.arg(format!("--block:{device}={}", file.display()));
+        cmd.arg(format!(
+            "{}{device}={}",
+            mapping.block_flag(device),
+            file.display()
+        ));
     }
     // Secrets reach the unikernel as files: a named file as it is, an environment variable
     // through an anonymous in-memory file the unikernel inherits. Only paths are on the

@@ -2,7 +2,12 @@
 //!
 //! ```text
 //! TENDER [--mem=MiB] [--net:NAME=IFACE]... [--net-mac:NAME=xx:xx:xx:xx:xx:xx]...
-//!        [--block:NAME=PATH]... [--block-sector-size:NAME=N]... [--] KERNEL [ARGS...]
+//!        [--block:NAME=PATH]... [--block-ro:NAME=PATH]... [--block-sector-size:NAME=N]...
+//!        [--] KERNEL [ARGS...]
+//!
+//! `--block-ro:NAME=PATH` is compose's addition to the Solo5 options: the image is opened
+//! read-only and every guest write to it fails with `SOLO5_R_EUNSPEC` (Solo5's ABI has no
+//! read-only flag in `solo5_block_info`, so the guest learns it from the failed write).
 //! ```
 //!
 //! [`parse`] mirrors Solo5's two passes: the first finds KERNEL (the first
@@ -11,7 +16,7 @@
 //! the `=` forms exist, and options must come before KERNEL. Device names are
 //! then checked against the kernel's manifest by [`Invocation::devices`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -46,8 +51,10 @@ pub struct Invocation {
     pub nets: Vec<(String, String)>,
     /// `--net-mac:NAME=MAC`.
     pub net_macs: BTreeMap<String, [u8; 6]>,
-    /// `--block:NAME=PATH` in command-line order.
+    /// `--block:NAME=PATH` and `--block-ro:NAME=PATH` in command-line order.
     pub blocks: Vec<(String, PathBuf)>,
+    /// The names attached with `--block-ro:`.
+    pub read_only: BTreeSet<String>,
     /// `--block-sector-size:NAME=N`.
     pub sector_sizes: BTreeMap<String, u16>,
     /// Tender-specific flags that were given (from the `extra_flags` of [`parse`]).
@@ -82,6 +89,8 @@ pub enum DeviceArg {
         path: PathBuf,
         /// Block size (512 unless `--block-sector-size` says otherwise).
         sector_size: u16,
+        /// Attached with `--block-ro:`: opened read-only, writes refused.
+        read_only: bool,
     },
 }
 
@@ -185,6 +194,7 @@ pub fn usage(program: &str, extra: &str) -> String {
          \x20   --net:NAME=IFACE (attach tap at IFACE as network NAME)\n\
          \x20   --net-mac:NAME=HWADDR (set HWADDR for network NAME)\n\
          \x20   --block:NAME=PATH (attach block device/file at PATH as block storage NAME)\n\
+         \x20   --block-ro:NAME=PATH (the same, read-only: guest writes fail)\n\
          \x20   --block-sector-size:NAME=SIZE (set sector size for block storage NAME)\n"
     )
 }
@@ -223,6 +233,7 @@ pub fn parse(args: &[OsString], extra_flags: &[&'static str]) -> Result<Command,
         nets: Vec::new(),
         net_macs: BTreeMap::new(),
         blocks: Vec::new(),
+        read_only: BTreeSet::new(),
         sector_sizes: BTreeMap::new(),
         flags: Vec::new(),
         kernel: PathBuf::from(&args[kernel_at]),
@@ -264,7 +275,13 @@ fn parse_option(
         return Ok(());
     }
     // Module options: --PREFIX:NAME=VALUE.
-    const PREFIXES: [&str; 4] = ["--net:", "--net-mac:", "--block:", "--block-sector-size:"];
+    const PREFIXES: [&str; 5] = [
+        "--net:",
+        "--net-mac:",
+        "--block:",
+        "--block-ro:",
+        "--block-sector-size:",
+    ];
     let Some(prefix) = PREFIXES.iter().find(|p| bytes.starts_with(p.as_bytes())) else {
         return Err(invalid());
     };
@@ -306,12 +323,15 @@ fn parse_option(
                 return Err(dup("--net-mac:"));
             }
         }
-        "--block:" => {
+        "--block:" | "--block-ro:" => {
             if value.is_empty() {
                 return Err(invalid());
             }
             if inv.blocks.iter().any(|(n, _)| *n == name) {
                 return Err(dup("--block:"));
+            }
+            if *prefix == "--block-ro:" {
+                inv.read_only.insert(name.clone());
             }
             inv.blocks.push((name, PathBuf::from(value)));
         }
@@ -405,6 +425,7 @@ impl Invocation {
                     .get(name)
                     .copied()
                     .unwrap_or(DEFAULT_SECTOR_SIZE),
+                read_only: self.read_only.contains(name),
             });
         }
         for name in self.sector_sizes.keys() {
@@ -605,7 +626,7 @@ mod tests {
         ])
         .unwrap();
         let inv = run(&[
-            "--block:logs=/l",
+            "--block-ro:logs=/l",
             "--net:service=tap0",
             "--block-sector-size:storage=4096",
             "--net-mac:service=02:00:00:00:00:01",
@@ -627,13 +648,15 @@ mod tests {
                     handle: 2,
                     name: "storage".into(),
                     path: "/s".into(),
-                    sector_size: 4096
+                    sector_size: 4096,
+                    read_only: false
                 },
                 DeviceArg::Block {
                     handle: 3,
                     name: "logs".into(),
                     path: "/l".into(),
-                    sector_size: 512
+                    sector_size: 512,
+                    read_only: true
                 },
             ]
         );
