@@ -303,6 +303,29 @@ fn a_read_only_store_runs_what_it_holds() {
     assert!(text(&o.stdout).contains("Locked"), "{}", text(&o.stdout));
 }
 
+/// A directory for test applications inside the compose tree (see [`writer_spec`]), kept
+/// between runs: cargo's cached build-script output of the platform crates names the glue
+/// directory of the build that ran it, so a glue directory must not vanish under it.
+fn fixtures(name: &str) -> PathBuf {
+    let dir = root()
+        .join("target/compose-tests/launch-fixtures")
+        .join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `bytes` to `path` unless it holds them already (atomically: tests running in
+/// parallel write the same fixtures).
+fn put(path: &Path, bytes: &[u8]) {
+    if std::fs::read(path).is_ok_and(|b| b == bytes) {
+        return;
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// A spec (in `dir`, a directory of the compose tree's `target/compose-tests`) whose
 /// application reads sector 0 of block device `disk`, then tries to overwrite it, and
 /// prints what happened. (An application outside the compose tree cannot name
@@ -310,17 +333,16 @@ fn a_read_only_store_runs_what_it_holds() {
 /// `src-root` link.)
 fn writer_spec(dir: &Path, writable: bool) -> PathBuf {
     let app = dir.join("writer");
-    std::fs::create_dir_all(app.join("src")).unwrap();
-    std::fs::write(
-        app.join("Cargo.toml"),
+    put(
+        &app.join("Cargo.toml"),
         format!(
             "[package]\nname = \"writer\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\ncompose-devices = {{ path = \"{}devices/base\" }}\n",
             "../".repeat(app.strip_prefix(root()).unwrap().components().count())
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        app.join("src/lib.rs"),
+        )
+        .as_bytes(),
+    );
+    put(
+        &app.join("src/lib.rs"),
         r#"#![no_std]
 extern crate alloc;
 use compose_devices::block::Block;
@@ -334,28 +356,26 @@ pub async fn start<C: Console, B: Block>(console: &'static C, disk: &'static B) 
     let write = disk.write(0, &[0x42u8; 512]).await;
     console.log(&alloc::format!("write: {write:?}"));
 }
-"#,
-    )
-    .unwrap();
+"#
+        .as_bytes(),
+    );
     let spec = dir.join(format!("writer-{writable}.kdl"));
-    std::fs::write(
+    put(
         &spec,
         format!(
             "unikernel writer {{\n    memory \"32MiB\"\n}}\nconsole\nblock disk{}\napplication writer {{\n    crate \"writer\"\n    entry \"writer::start\"\n    use console disk\n}}\n",
             if writable { " writable=#true" } else { "" }
-        ),
-    )
-    .unwrap();
+        )
+        .as_bytes(),
+    );
     spec
 }
 
 fn guest_writes(target: &str) {
-    let base = root().join("target/compose-tests");
-    std::fs::create_dir_all(&base).unwrap();
-    let dir = tempfile::tempdir_in(&base).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     for writable in [false, true] {
-        let spec = writer_spec(dir.path(), writable);
+        let spec = writer_spec(&fixtures("writer"), writable);
         let disk = dir.path().join(format!("disk-{writable}.img"));
         std::fs::write(&disk, [0x11u8; 4096]).unwrap();
         let o = compose(&store)
@@ -467,4 +487,95 @@ fn a_block_image_from_the_store_is_attached_read_only() {
         seen,
         "the unikernel has no descriptor of the store's public.img"
     );
+}
+
+/// A spec (in `dir`, inside the compose tree as for [`writer_spec`]) whose application
+/// prints the length of secret `token`, then waits a minute.
+fn sleeper_spec(dir: &Path) -> PathBuf {
+    let app = dir.join("sleeper");
+    put(
+        &app.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"sleeper\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\ncompose-devices = {{ path = \"{}devices/base\" }}\n",
+            "../".repeat(app.strip_prefix(root()).unwrap().components().count())
+        )
+        .as_bytes(),
+    );
+    put(
+        &app.join("src/lib.rs"),
+        r#"#![no_std]
+extern crate alloc;
+use compose_devices::console::Console;
+use compose_devices::secret::Secret;
+use compose_devices::time::MonotonicClock;
+
+/// Says how long the secret is, then sleeps for a minute.
+pub async fn start<C: Console, T: MonotonicClock, S: Secret>(
+    console: &'static C,
+    clock: &'static T,
+    token: &'static S,
+) {
+    console.log(&alloc::format!("secret of {} bytes", token.value().len()));
+    clock.sleep(core::time::Duration::from_secs(60)).await;
+}
+"#
+        .as_bytes(),
+    );
+    let spec = dir.join("sleeper.kdl");
+    put(
+        &spec,
+        b"unikernel sleeper {\n    memory \"32MiB\"\n}\nconsole\nclock\nsecret token\napplication sleeper {\n    crate \"sleeper\"\n    entry \"sleeper::start\"\n    use console clock token\n}\n",
+    );
+    spec
+}
+
+/// On a Solo5 target compose execs the tender: the variable is not in its environment.
+fn env_secret_not_in_the_tenders_environment(target: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = sleeper_spec(&fixtures("sleeper"));
+    let store = dir.path().join("store");
+    let var = "COMPOSE_TEST_TENDER_TOKEN";
+    let value = format!("tender-tok-{}", std::process::id());
+    let (child, line) = start(
+        &store,
+        &[
+            spec.to_str().unwrap(),
+            "--target",
+            target,
+            "--secret",
+            &format!("token=env:{var}"),
+        ],
+        &[(var, &value), ("COMPOSE_TEST_OTHER_VAR", "kept")],
+    );
+    assert_eq!(line.trim(), format!("secret of {} bytes", value.len()));
+    let pid = child.0.id();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().contains(&format!("compose-{target}")),
+        "not the tender: {}",
+        exe.display()
+    );
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(contains(&environ, b"COMPOSE_TEST_OTHER_VAR=kept"));
+    assert!(
+        !contains(&environ, var.as_bytes()),
+        "{var} is in the tender's environment"
+    );
+    assert!(!contains(&environ, value.as_bytes()));
+}
+
+#[test]
+fn an_env_secret_is_not_in_the_spt_tenders_environment() {
+    env_secret_not_in_the_tenders_environment("spt");
+}
+
+#[test]
+fn an_env_secret_is_not_in_the_hvt_tenders_environment() {
+    if !Path::new("/dev/kvm").exists() {
+        println!(
+            "\n*** SKIPPED: no /dev/kvm on this machine: the hvt target cannot run here ***\n"
+        );
+        return;
+    }
+    env_secret_not_in_the_tenders_environment("hvt");
 }

@@ -82,6 +82,16 @@ fn signed_bundles_verify_and_tampering_is_named() {
     );
     let public = dir.path().join("release.key.pub");
 
+    // The outcomes are documented where a user looks.
+    let help = text(&compose(&["verify", "--help"], &store).stdout);
+    for code in [
+        "0 intact and signed by a trusted key",
+        "1 does not verify",
+        "3 intact but unsigned",
+    ] {
+        assert!(help.contains(code), "{help}");
+    }
+
     // An unsigned result is intact but says nothing about who made it: exit 3.
     let o = compose(&["verify", entry.to_str().unwrap()], &store);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
