@@ -89,7 +89,8 @@ fn empty_secrets_are_refused_before_anything_starts() {
     let store = dir.path().join("store");
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "\n").unwrap();
-    let cases: [(String, &[(&str, &str)], &str); 2] = [
+    type Case<'a> = (String, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 2] = [
         (format!("token=@{}", empty.display()), &[], "the file"),
         (
             "token=env:COMPOSE_TEST_EMPTY_TOKEN".to_string(),

@@ -16,7 +16,7 @@
 //! the `=` forms exist, and options must come before KERNEL. Device names are
 //! then checked against the kernel's manifest by [`Invocation::devices`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -51,10 +51,9 @@ pub struct Invocation {
     pub nets: Vec<(String, String)>,
     /// `--net-mac:NAME=MAC`.
     pub net_macs: BTreeMap<String, [u8; 6]>,
-    /// `--block:NAME=PATH` and `--block-ro:NAME=PATH` in command-line order.
-    pub blocks: Vec<(String, PathBuf)>,
-    /// The names attached with `--block-ro:`.
-    pub read_only: BTreeSet<String>,
+    /// `--block:NAME=PATH` and `--block-ro:NAME=PATH` in command-line order: name, path,
+    /// and whether it was `--block-ro:`.
+    pub blocks: Vec<(String, PathBuf, bool)>,
     /// `--block-sector-size:NAME=N`.
     pub sector_sizes: BTreeMap<String, u16>,
     /// Tender-specific flags that were given (from the `extra_flags` of [`parse`]).
@@ -233,7 +232,6 @@ pub fn parse(args: &[OsString], extra_flags: &[&'static str]) -> Result<Command,
         nets: Vec::new(),
         net_macs: BTreeMap::new(),
         blocks: Vec::new(),
-        read_only: BTreeSet::new(),
         sector_sizes: BTreeMap::new(),
         flags: Vec::new(),
         kernel: PathBuf::from(&args[kernel_at]),
@@ -327,13 +325,11 @@ fn parse_option(
             if value.is_empty() {
                 return Err(invalid());
             }
-            if inv.blocks.iter().any(|(n, _)| *n == name) {
+            if inv.blocks.iter().any(|(n, _, _)| *n == name) {
                 return Err(dup("--block:"));
             }
-            if *prefix == "--block-ro:" {
-                inv.read_only.insert(name.clone());
-            }
-            inv.blocks.push((name, PathBuf::from(value)));
+            let read_only = *prefix == "--block-ro:";
+            inv.blocks.push((name, PathBuf::from(value), read_only));
         }
         _ => {
             let size = value
@@ -415,7 +411,7 @@ impl Invocation {
         for name in self.net_macs.keys() {
             lookup(name, DeviceType::Net)?;
         }
-        for (name, path) in &self.blocks {
+        for (name, path, read_only) in &self.blocks {
             out.push(DeviceArg::Block {
                 handle: lookup(name, DeviceType::Block)?,
                 name: name.clone(),
@@ -425,7 +421,7 @@ impl Invocation {
                     .get(name)
                     .copied()
                     .unwrap_or(DEFAULT_SECTOR_SIZE),
-                read_only: self.read_only.contains(name),
+                read_only: *read_only,
             });
         }
         for name in self.sector_sizes.keys() {
