@@ -301,7 +301,7 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
         "the secret is on the tender's command line"
     );
     assert!(
-        String::from_utf8_lossy(&cmdline).contains("--block:secrets="),
+        String::from_utf8_lossy(&cmdline).contains("--block-ro:secrets="),
         "{}",
         String::from_utf8_lossy(&cmdline)
     );

@@ -12,13 +12,23 @@ fn root() -> PathBuf {
 }
 
 fn compose(args: &[&str], store: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_compose"))
-        .args(args)
+    compose_env(args, store, &[])
+}
+
+/// Runs compose with no trust file but the one `env` names (the user's own is never read:
+/// XDG_CONFIG_HOME points into the test's directory).
+fn compose_env(args: &[&str], store: &Path, env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_compose"));
+    cmd.args(args)
         .current_dir(root())
         .env("COMPOSE_TARGET_DIR", root().join("target/compose-tests"))
         .env("COMPOSE_STORE", store)
-        .output()
-        .unwrap()
+        .env("XDG_CONFIG_HOME", store.with_extension("config"))
+        .env_remove("COMPOSE_TRUSTED_KEYS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -36,6 +46,22 @@ fn tamper(bundle: &Path, out: &Path, edit: impl Fn(&str, &mut Vec<u8>)) {
     w.write(out).unwrap();
 }
 
+/// The id on the `id: ` line that `compose keygen` prints.
+fn key_id(stdout: &str) -> String {
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("keygen printed no id: {stdout}"))
+        .to_string();
+    assert!(
+        id.starts_with("compose:")
+            && id.len() == 24
+            && id[8..].bytes().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
+    id
+}
+
 #[test]
 fn signed_bundles_verify_and_tampering_is_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,6 +74,7 @@ fn signed_bundles_verify_and_tampering_is_named() {
     let key = dir.path().join("release.key");
     let o = compose(&["keygen", key.to_str().unwrap()], &store);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    let release_id = key_id(&text(&o.stdout));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
@@ -55,9 +82,25 @@ fn signed_bundles_verify_and_tampering_is_named() {
     );
     let public = dir.path().join("release.key.pub");
 
-    // An unsigned result verifies its integrity; a signed bundle verifies against the key.
+    // The outcomes are documented where a user looks.
+    let help = text(&compose(&["verify", "--help"], &store).stdout);
+    for code in [
+        "0 intact and signed by a trusted key",
+        "1 does not verify",
+        "3 intact but unsigned",
+    ] {
+        assert!(help.contains(code), "{help}");
+    }
+
+    // An unsigned result is intact but says nothing about who made it: exit 3.
     let o = compose(&["verify", entry.to_str().unwrap()], &store);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("not signed"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(text(&o.stdout).is_empty(), "{}", text(&o.stdout));
     let signed = dir.path().join("hello-unix.tar.zst");
     let o = compose(
         &[
@@ -89,9 +132,14 @@ fn signed_bundles_verify_and_tampering_is_named() {
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(
-        text(&o.stderr).contains("trusted key"),
-        "{}",
+        text(&o.stderr).contains(&format!("by the trusted key {release_id}")),
+        "verify names the key keygen printed ({release_id}):\n{}",
         text(&o.stderr)
+    );
+    assert!(
+        text(&o.stdout).contains(&format!("verified, signed by trusted key {release_id}")),
+        "{}",
+        text(&o.stdout)
     );
 
     // Each kind of tampering fails, exit 1, naming what is wrong.
@@ -162,23 +210,109 @@ fn signed_bundles_verify_and_tampering_is_named() {
             "tampered {what}: the message should name {named}:\n{err}"
         );
     }
-    // A different trusted key is refused.
+    // Trusting only another key: the signature is intact but not trusted, exit 3.
     let other = dir.path().join("other.key");
-    assert!(
-        compose(&["keygen", other.to_str().unwrap()], &store)
-            .status
-            .success()
-    );
+    let o = compose(&["keygen", other.to_str().unwrap()], &store);
+    assert!(o.status.success());
+    let other_id = key_id(&text(&o.stdout));
+    let other_pub = dir.path().join("other.key.pub");
     let o = compose(
         &[
             "verify",
             signed.to_str().unwrap(),
             "--key",
-            dir.path().join("other.key.pub").to_str().unwrap(),
+            other_pub.to_str().unwrap(),
         ],
         &store,
     );
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!("signed by key {release_id}, which is not trusted"))
+            && err.contains(&other_id),
+        "{err}"
+    );
+
+    // Without --key, nothing is trusted until a trust file says so.
+    let o = compose(&["verify", signed.to_str().unwrap()], &store);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+
+    // The bundle re-signed by an attacker's key (every hash still right): not exit 0
+    // against the trust file that lists the release key, exit 0 once it lists theirs.
+    let resigned = dir.path().join("resigned.tar.zst");
+    let o = compose(
+        &[
+            "sign",
+            signed.to_str().unwrap(),
+            "--key",
+            other.to_str().unwrap(),
+            "-o",
+            resigned.to_str().unwrap(),
+        ],
+        &store,
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let trust = dir.path().join("trusted-keys");
+    std::fs::write(
+        &trust,
+        format!(
+            "# release keys\n\n{}",
+            std::fs::read_to_string(&public).unwrap()
+        ),
+    )
+    .unwrap();
+    let env = [("COMPOSE_TRUSTED_KEYS", trust.as_path())];
+    let o = compose_env(&["verify", resigned.to_str().unwrap()], &store, &env);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains(&format!("signed by key {other_id}, which is not trusted")),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = compose_env(&["verify", signed.to_str().unwrap()], &store, &env);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // The trust file in the default place (XDG_CONFIG_HOME) is read as well.
+    let config = store.with_extension("config").join("compose");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("trusted-keys"),
+        std::fs::read_to_string(&other_pub).unwrap(),
+    )
+    .unwrap();
+    let o = compose(&["verify", resigned.to_str().unwrap()], &store);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains(&other_id), "{}", text(&o.stderr));
+    std::fs::remove_dir_all(&config).unwrap();
+
+    // A key that cannot be read, and a trust file with a bad line: exit 2, named.
+    let o = compose(
+        &[
+            "verify",
+            signed.to_str().unwrap(),
+            "--key",
+            dir.path().join("missing.pub").to_str().unwrap(),
+        ],
+        &store,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("missing.pub"),
+        "{}",
+        text(&o.stderr)
+    );
+    std::fs::write(&trust, "# ok\nssh-ed25519 AAAA\n").unwrap();
+    let o = compose_env(&["verify", signed.to_str().unwrap()], &store, &env);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("trusted-keys:2"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A trust file named by $COMPOSE_TRUSTED_KEYS must exist.
+    let nope = dir.path().join("nope");
+    let gone = [("COMPOSE_TRUSTED_KEYS", nope.as_path())];
+    let o = compose_env(&["verify", signed.to_str().unwrap()], &store, &gone);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
 
     // An honest bundle rebuilds bit for bit from its recorded inputs.
     let o = compose(
@@ -320,9 +454,10 @@ fn an_interrupted_build_leaves_no_partial_entry_and_no_dangling_result() {
             if name.starts_with('.') || name == "gcroots" || name == "pins" {
                 continue;
             }
+            // Intact (exit 3: intact but unsigned; 1 would mean a damaged entry).
             let o = compose(&["verify", e.path().to_str().unwrap()], &store);
             assert!(
-                o.status.success(),
+                o.status.code() == Some(3),
                 "after a kill at {delay} ms, {name} is not a complete entry: {}",
                 text(&o.stderr)
             );

@@ -167,6 +167,8 @@ pub enum HostCap {
         sector_size: Option<IntSource>,
         /// Size in bytes, when fixed at build time.
         size: Option<IntSource>,
+        /// The bool property that lets the image write to it; absent: never writable.
+        writable: Option<String>,
     },
     /// A secret supplied at launch.
     Secret,
@@ -413,6 +415,7 @@ fn parse_descriptor(node: &KdlNode, file: &str) -> Result<Descriptor, String> {
                     "block" => HostCap::Block {
                         sector_size: int("sector-size")?,
                         size: int("size")?,
+                        writable: prop_str(c, "writable"),
                     },
                     "secret" => HostCap::Secret,
                     other => {
@@ -527,11 +530,18 @@ fn check_inputs(d: &Descriptor) -> Result<(), String> {
         }
         match &h.cap {
             HostCap::Net { mac: Some(m) } => need(m, "host net mac=", &|t| *t == Ty::Mac)?,
-            HostCap::Block { sector_size, size } => {
+            HostCap::Block {
+                sector_size,
+                size,
+                writable,
+            } => {
                 for s in [sector_size, size].into_iter().flatten() {
                     if let IntSource::Property(p) = s {
                         need(p, "host block", &is_int)?;
                     }
+                }
+                if let Some(w) = writable {
+                    need(w, "host block writable=", &|t| *t == Ty::Bool)?;
                 }
             }
             _ => {}

@@ -229,6 +229,7 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
                 d.kind = DeviceKind::Block {
                     size: Some(size),
                     sector_size: Some(512),
+                    writable: false,
                 }
             }
             None => manifest.devices.push(Device {
@@ -236,6 +237,7 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
                 kind: DeviceKind::Block {
                     size: Some(size),
                     sector_size: Some(512),
+                    writable: false,
                 },
             }),
         }

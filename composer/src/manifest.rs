@@ -72,6 +72,10 @@ pub enum DeviceKind {
             skip_serializing_if = "Option::is_none"
         )]
         sector_size: Option<u32>,
+        /// Whether the image may write to it (the spec's `writable=#true`). A launcher
+        /// attaches a device that is not writable read-only; absent in JSON when false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        writable: bool,
     },
     /// A secret, by name only: its value is supplied at run or deploy time.
     Secret,
@@ -192,9 +196,14 @@ impl Manifest {
                     name,
                     sector_size,
                     size,
+                    writable,
                 } => Device {
                     name,
-                    kind: DeviceKind::Block { size, sector_size },
+                    kind: DeviceKind::Block {
+                        size,
+                        sector_size,
+                        writable,
+                    },
                 },
                 HostDevice::Secret { name } => Device {
                     name,
@@ -407,12 +416,19 @@ impl Manifest {
                         let _ = write!(s, " mac={}", kdl_str(mac));
                     }
                 }
-                DeviceKind::Block { size, sector_size } => {
+                DeviceKind::Block {
+                    size,
+                    sector_size,
+                    writable,
+                } => {
                     if let Some(size) = size {
                         let _ = write!(s, " size={size}");
                     }
                     if let Some(ss) = sector_size {
                         let _ = write!(s, " sector-size={ss}");
+                    }
+                    if *writable {
+                        s.push_str(" writable=#true");
                     }
                 }
                 DeviceKind::Secret => {}
@@ -475,6 +491,7 @@ impl Manifest {
                     kind: DeviceKind::Block {
                         size: n.prop_int("size")?,
                         sector_size: n.prop_int("sector-size")?,
+                        writable: n.prop_bool("writable")?.unwrap_or(false),
                     },
                 }),
                 "secret" => m.devices.push(Device {
@@ -579,6 +596,17 @@ impl KdlNode<'_> {
         }
     }
 
+    fn prop_bool(&self, key: &str) -> Result<Option<bool>, ManifestError> {
+        match self.prop(key) {
+            None => Ok(None),
+            Some(kdl::KdlValue::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ManifestError::Kdl(format!(
+                "{key}= on {} takes #true or #false",
+                self.what()
+            ))),
+        }
+    }
+
     fn prop_int<T: TryFrom<i128>>(&self, key: &str) -> Result<Option<T>, ManifestError> {
         match self.prop(key) {
             None => Ok(None),
@@ -658,6 +686,11 @@ pub struct Mapping {
     /// For Solo5 targets: the block image holding the secrets' values (see
     /// [`secrets_block_image`]), attached as `--block:secrets=FILE`.
     pub secrets_image: Option<PathBuf>,
+    /// Block devices (and [`SECRETS_BLOCK`]) to attach read-only: `--block-ro:NAME=FILE`
+    /// for compose's tenders and the unix platform. `compose run` fills it (see
+    /// [`Mapping::set_read_only`]); `compose deploy` leaves it empty, as Solo5's own
+    /// tenders have no such option.
+    pub read_only: BTreeSet<String>,
 }
 
 /// One thing wrong with a [`Mapping`]. Each message names the device and the flag to fix.
@@ -797,6 +830,37 @@ impl Mapping {
             });
         }
         Ok(())
+    }
+
+    /// Decides which block devices are attached read-only, as `compose run` does: an image
+    /// from the sealed store always (`from_store`: the devices whose file the build made and
+    /// the user did not map), a file the user mapped unless the manifest says the device
+    /// is `writable`, and the secrets device always. Returns the writable devices whose
+    /// image comes from the store (attached read-only all the same), for a note.
+    pub fn set_read_only(&mut self, manifest: &Manifest, from_store: &[String]) -> Vec<String> {
+        let mut notes = Vec::new();
+        for d in &manifest.devices {
+            if let DeviceKind::Block { writable, .. } = d.kind {
+                let stored = from_store.contains(&d.name);
+                if stored && writable {
+                    notes.push(d.name.clone());
+                }
+                if stored || !writable {
+                    self.read_only.insert(d.name.clone());
+                }
+            }
+        }
+        self.read_only.insert(SECRETS_BLOCK.to_string());
+        notes
+    }
+
+    /// `--block:` or, for a device attached read-only, `--block-ro:`.
+    pub fn block_flag(&self, name: &str) -> &'static str {
+        if self.read_only.contains(name) {
+            "--block-ro:"
+        } else {
+            "--block:"
+        }
     }
 
     /// Adds `--block NAME=FILE`.
@@ -1000,7 +1064,8 @@ pub fn solo5_args(
                 }
             }
             DeviceKind::Block { .. } => out.push(format!(
-                "--block:{}={}",
+                "{}{}={}",
+                mapping.block_flag(&d.name),
                 d.name,
                 utf8_path(&mapping.block[&d.name])?
             )),
@@ -1012,7 +1077,11 @@ pub fn solo5_args(
         .as_deref()
         .filter(|_| manifest.devices_of("secret").next().is_some())
     {
-        out.push(format!("--block:{SECRETS_BLOCK}={}", utf8_path(secrets)?));
+        out.push(format!(
+            "{}{SECRETS_BLOCK}={}",
+            mapping.block_flag(SECRETS_BLOCK),
+            utf8_path(secrets)?
+        ));
     }
     out.push("--".into());
     out.push(utf8_path(image)?.to_string());
@@ -1182,10 +1251,12 @@ pub fn xen_xl(
                     xl_str(&spec, '\'')?,
                 ));
             }
-            DeviceKind::Block { size, .. } => {
+            DeviceKind::Block { size, writable, .. } => {
                 let vdev = format!("xvd{}", disk_letters(disks.len()));
+                // A device the spec does not declare writable is attached read-only.
+                let access = if *writable { "rw" } else { "ro" };
                 let spec = format!(
-                    "format=raw,vdev={vdev},access=rw,target={}",
+                    "format=raw,vdev={vdev},access={access},target={}",
                     utf8_path(&mapping.block[&d.name])?
                 );
                 let size = size.map_or(String::new(), |b| format!(", expected size {b} bytes"));
@@ -1394,6 +1465,7 @@ mod tests {
                     kind: DeviceKind::Block {
                         size: Some(1 << 30),
                         sector_size: Some(4096),
+                        writable: true,
                     },
                 },
                 Device {
@@ -1405,6 +1477,7 @@ mod tests {
                     kind: DeviceKind::Block {
                         size: None,
                         sector_size: None,
+                        writable: false,
                     },
                 },
                 Device {
@@ -1454,7 +1527,12 @@ mod tests {
         );
         assert_eq!(
             v["devices"][1],
-            serde_json::json!({"name": "storage", "kind": "block", "size": 1u64 << 30, "sector-size": 4096})
+            serde_json::json!({"name": "storage", "kind": "block", "size": 1u64 << 30, "sector-size": 4096, "writable": true})
+        );
+        // Not writable is the default, and is left out.
+        assert_eq!(
+            v["devices"][3],
+            serde_json::json!({"name": "logs", "kind": "block"})
         );
         assert_eq!(
             v["devices"][4],
@@ -1505,8 +1583,17 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("block \"storage\" size=1073741824 sector-size=4096\n"),
+            text.contains("block \"storage\" size=1073741824 sector-size=4096 writable=#true\n"),
             "{text}"
+        );
+        assert!(text.contains("block \"logs\"\n"), "{text}");
+        // writable= must be a boolean.
+        let bad = text.replace("writable=#true", "writable=\"yes\"");
+        assert!(
+            Manifest::from_kdl(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("writable= on `block` takes #true or #false")
         );
         assert!(text.contains("secret \"api-token\"\n"), "{text}");
         // Parsed by the kdl crate itself, then back into the same manifest.
@@ -1650,6 +1737,25 @@ mod tests {
             !args.iter().any(|a| a.contains("/run/token")),
             "secret sources stay off the command line"
         );
+        // As compose run attaches them: the store's image read-only even though the spec
+        // says writable, the user's file read-only as the spec does not, the secrets too.
+        let mut run_map = map.clone();
+        let notes = run_map.set_read_only(&m, &["storage".to_string()]);
+        assert_eq!(notes, ["storage"]);
+        let args = solo5_args(&m, &run_map, Path::new("web.hvt"), &[]).unwrap();
+        for flag in [
+            "--block-ro:storage=/srv/disk.img",
+            "--block-ro:logs=logs.img",
+            "--block-ro:secrets=/tmp/s.img",
+        ] {
+            assert!(args.contains(&flag.to_string()), "{flag}: {args:?}");
+        }
+        // A user's file for a writable device is attached read-write.
+        let mut run_map = map.clone();
+        assert!(run_map.set_read_only(&m, &[]).is_empty());
+        let args = solo5_args(&m, &run_map, Path::new("web.hvt"), &[]).unwrap();
+        assert!(args.contains(&"--block:storage=/srv/disk.img".to_string()));
+        assert!(args.contains(&"--block-ro:logs=logs.img".to_string()));
         map.block.remove("logs");
         let err = solo5_args(&m, &map, Path::new("web.hvt"), &[]).unwrap_err();
         assert_eq!(
@@ -1705,7 +1811,7 @@ memory = 97
 vif = [ 'bridge=xenbr0,mac=02:00:00:00:00:01', 'bridge=xenbr1' ]
 # xvda: block device storage, expected size 1073741824 bytes
 # xvdb: block device logs
-disk = [ 'format=raw,vdev=xvda,access=rw,target=/srv/disk.img', 'format=raw,vdev=xvdb,access=rw,target=logs.img' ]
+disk = [ 'format=raw,vdev=xvda,access=rw,target=/srv/disk.img', 'format=raw,vdev=xvdb,access=ro,target=logs.img' ]
 extra = \"--port=80 --greeting=hi\"
 ";
         assert_eq!(xl, expected);

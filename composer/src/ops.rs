@@ -527,6 +527,8 @@ pub struct Launch {
     pub name: String,
     /// Its target.
     pub target: String,
+    /// The store entry that holds it.
+    pub entry: PathBuf,
     /// The image.
     pub image: PathBuf,
     /// Its deployment manifest.
@@ -547,6 +549,7 @@ impl Launch {
         Launch {
             name: built.graph.name.clone(),
             target: built.graph.target.clone(),
+            entry: built.entry.clone(),
             image: built.image.clone(),
             manifest: built.manifest.clone(),
             block_images: built.block_images.clone(),
@@ -590,6 +593,7 @@ impl Launch {
             image,
             manifest,
             block_images,
+            entry,
         })
     }
 }
@@ -597,6 +601,11 @@ impl Launch {
 /// Builds (or finds) the image, checks the host mapping against its manifest, then runs
 /// it; returns its exit status.
 pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
+    // Held from the build until the launch is recorded (released at exec: the descriptor
+    // is close-on-exec), so that no gc runs in between and takes the entry.
+    let _store_lock = crate::store::Store::open(opts.store.clone())
+        .and_then(|s| s.lock())
+        .map_err(other)?;
     let built = build(opts)?;
     launch(&Launch::of_built(&built), run, opts.format, opts.verbose)
 }
@@ -639,12 +648,21 @@ pub fn launch(
         }
     }
     // Block images the build made are attached unless the user maps them elsewhere.
+    let mut from_store = Vec::new();
     for (device, file) in &built.block_images {
         if !mapping.block.contains_key(device) {
             mapping.block.insert(device.clone(), file.clone());
+            from_store.push(device.clone());
         }
     }
     let mut manifest = built.manifest.clone();
+    // Store images are sealed: always read-only. A user's file is written only if the spec
+    // declares the device writable.
+    for device in mapping.set_read_only(&manifest, &from_store) {
+        eprintln!(
+            "note: block device `{device}` is writable, but its image is in the store: attached read-only (pass --block {device}=FILE with a copy to write to it)"
+        );
+    }
     let target = crate::target::by_name(&built.target)
         .ok_or_else(|| Failure::Other(crate::target::no_platform(&built.target)))?;
     if !target.attaches_net() {
@@ -664,9 +682,13 @@ pub fn launch(
     mapping
         .validate(&manifest)
         .map_err(|e| Failure::Other(format!("refusing to start {}:\n{e}", built.name)))?;
+    // Every secret readable and not empty before anything is said to run.
+    for (name, source) in &mapping.secrets {
+        secret_value(name, source)?;
+    }
     Reporter::new(format).stage("Running", &built.image.display().to_string());
     match target.launcher() {
-        crate::target::Launcher::Exec => run_unix(&built.image, &mapping, &run.boot_args),
+        crate::target::Launcher::Exec => run_unix(built, &mapping, &run.boot_args),
         crate::target::Launcher::Tender(tender) => {
             let tender = ensure_tender(tender, format)?;
             let mut mapping = mapping;
@@ -675,28 +697,7 @@ pub fn launch(
                 // inherited file: the values touch no disk and no command line.
                 let mut values = Vec::new();
                 for (name, source) in &mapping.secrets {
-                    let value = match source {
-                        crate::manifest::SecretSource::File(p) => {
-                            let mut v = std::fs::read(p).map_err(|e| {
-                                Failure::Other(format!(
-                                    "secret `{name}`: cannot read {}: {e}",
-                                    p.display()
-                                ))
-                            })?;
-                            if v.last() == Some(&b'\n') {
-                                v.pop();
-                            }
-                            v
-                        }
-                        crate::manifest::SecretSource::Env(var) => std::env::var_os(var)
-                            .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
-                            .ok_or_else(|| {
-                                Failure::Other(format!(
-                                    "secret `{name}`: the environment variable {var} is not set"
-                                ))
-                            })?,
-                    };
-                    values.push((name.clone(), value));
+                    values.push((name.clone(), secret_value(name, source)?));
                 }
                 let refs: Vec<(&str, &[u8])> = values
                     .iter()
@@ -717,7 +718,11 @@ pub fn launch(
             }
             let mut cmd = std::process::Command::new(&tender);
             cmd.args(&args);
-            Err(exec(cmd, &tender))
+            remove_secret_vars(&mut cmd, &mapping);
+            let record = record_launch(built);
+            let e = exec(cmd, &tender);
+            forget_launch(record);
+            Err(e)
         }
     }
 }
@@ -815,35 +820,113 @@ fn tender_workspace(root: &Path, cache: &Path) -> Result<PathBuf, Failure> {
     Ok(ws)
 }
 
+/// Records this process (which is about to exec the unikernel, keeping its pid) as
+/// running `built`'s entry, so that `compose gc` keeps the entry. Best effort: a store this
+/// user cannot write (read-only) cannot be collected from here either.
+fn record_launch(built: &Launch) -> Option<PathBuf> {
+    // An entry's store is the directory that holds it.
+    let store = crate::store::Store::at(built.entry.parent()?).ok()?;
+    let pid = std::process::id();
+    let start = crate::store::process_start_time(pid)?;
+    match store.record_launch(&built.entry, pid, start) {
+        Ok(p) => Some(p),
+        Err(crate::store::StoreError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied
+                || source.raw_os_error() == Some(libc::EROFS) =>
+        {
+            None
+        }
+        Err(e) => {
+            eprintln!("warning: compose gc may remove the running image: {e}");
+            None
+        }
+    }
+}
+
+/// Removes a launch record after a failed exec.
+fn forget_launch(record: Option<PathBuf>) {
+    if let Some(p) = record {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 fn run_unix(
-    image: &Path,
+    built: &Launch,
     mapping: &crate::manifest::Mapping,
     boot_args: &[String],
 ) -> Result<i32, Failure> {
-    let mut cmd = std::process::Command::new(image);
+    let mut cmd = std::process::Command::new(&built.image);
     for (device, file) in &mapping.block {
-        cmd.arg(format!("--block:{device}={}", file.display()));
+        cmd.arg(format!(
+            "{}{device}={}",
+            mapping.block_flag(device),
+            file.display()
+        ));
     }
     // Secrets reach the unikernel as files: a named file as it is, an environment variable
     // through an anonymous in-memory file the unikernel inherits. Only paths are on the
     // command line, never values, and nothing is written to disk.
     for (name, source) in &mapping.secrets {
+        // Checked here (readable, not empty), so that nothing starts with a bad secret.
+        let value = secret_value(name, source)?;
         let path = match source {
             crate::manifest::SecretSource::File(p) => p.clone(),
-            crate::manifest::SecretSource::Env(var) => {
-                let value = std::env::var_os(var).ok_or_else(|| {
-                    Failure::Other(format!(
-                        "secret `{name}`: the environment variable {var} is not set"
-                    ))
-                })?;
-                let fd = memfd_with(std::os::unix::ffi::OsStrExt::as_bytes(value.as_os_str()))?;
+            crate::manifest::SecretSource::Env(_) => {
+                let fd = memfd_with(&value)?;
                 PathBuf::from(format!("/proc/self/fd/{fd}"))
             }
         };
         cmd.arg(format!("--secret:{name}={}", path.display()));
     }
+    remove_secret_vars(&mut cmd, mapping);
     cmd.args(boot_args);
-    Err(exec(cmd, image))
+    let record = record_launch(built);
+    let e = exec(cmd, &built.image);
+    forget_launch(record);
+    Err(e)
+}
+
+/// The value of secret `name` as the unikernel gets it: the file's or the variable's bytes
+/// without one trailing newline. An empty value is refused, naming the secret.
+fn secret_value(name: &str, source: &crate::manifest::SecretSource) -> Result<Vec<u8>, Failure> {
+    use crate::manifest::SecretSource;
+    let (mut value, from) = match source {
+        SecretSource::File(p) => (
+            std::fs::read(p).map_err(|e| {
+                Failure::Other(format!("secret `{name}`: cannot read {}: {e}", p.display()))
+            })?,
+            format!("the file {}", p.display()),
+        ),
+        SecretSource::Env(var) => (
+            std::env::var_os(var)
+                .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
+                .ok_or_else(|| {
+                    Failure::Other(format!(
+                        "secret `{name}`: the environment variable {var} is not set"
+                    ))
+                })?,
+            format!("the environment variable {var}"),
+        ),
+    };
+    if value.last() == Some(&b'\n') {
+        value.pop();
+    }
+    if value.is_empty() {
+        return Err(Failure::Other(format!(
+            "secret `{name}` is empty ({from} holds no value); refusing to start"
+        )));
+    }
+    Ok(value)
+}
+
+/// Removes from `cmd`'s environment every variable an `env:` secret came from, so that the
+/// value is only where the unikernel was told to find it.
+fn remove_secret_vars(cmd: &mut std::process::Command, mapping: &crate::manifest::Mapping) {
+    for source in mapping.secrets.values() {
+        if let crate::manifest::SecretSource::Env(var) = source {
+            cmd.env_remove(var);
+        }
+    }
 }
 
 /// An anonymous in-memory file holding `bytes`, left open across exec; returns its fd.
@@ -899,6 +982,18 @@ fn read_artifact(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, Failure> {
 
 use std::collections::BTreeMap;
 
+/// Who signed what `compose verify` checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Trust {
+    /// There is no signature.
+    #[default]
+    Unsigned,
+    /// An intact signature by a key that is not trusted (its id).
+    Untrusted(String),
+    /// An intact signature by a trusted key (its id).
+    Trusted(String),
+}
+
 /// What `compose verify` checks and found.
 #[derive(Debug, Default)]
 pub struct Verified {
@@ -906,11 +1001,26 @@ pub struct Verified {
     pub ok: Vec<String>,
     /// Lines naming what is wrong.
     pub problems: Vec<String>,
+    /// Who signed it (meaningful when there are no problems).
+    pub trust: Trust,
+}
+
+impl Verified {
+    /// The exit status of `compose verify`: 0 intact and signed by a trusted key, 1 not
+    /// intact (altered, malformed, a bad signature), 3 intact but unsigned or signed by a
+    /// key that is not trusted.
+    pub fn exit_code(&self) -> i32 {
+        match (&self.problems.is_empty(), &self.trust) {
+            (false, _) => 1,
+            (true, Trust::Trusted(_)) => 0,
+            (true, _) => 3,
+        }
+    }
 }
 
 /// Checks a bundle or a result: the manifest's own consistency, every file's sha256
-/// against it, and the signature (against `key` when given).
-pub fn verify(path: &Path, key: Option<&Path>) -> Result<Verified, Failure> {
+/// against it, and the signature, whose key is checked against `trusted`.
+pub fn verify(path: &Path, trusted: &crate::sign::TrustedKeys) -> Result<Verified, Failure> {
     use crate::manifest::{JSON_FILE, KDL_FILE, Manifest, SIGNATURE_FILE};
     let files = read_artifact(path)?;
     let mut v = Verified::default();
@@ -954,27 +1064,27 @@ pub fn verify(path: &Path, key: Option<&Path>) -> Result<Verified, Failure> {
         )),
         Err(problems) => v.problems.extend(problems.iter().map(|p| p.to_string())),
     }
-    let trusted = match key {
-        Some(k) => Some(
-            crate::sign::PublicKey::load(k)
-                .map_err(|e| Failure::Other(format!("cannot load the public key: {e}")))?,
-        ),
-        None => None,
-    };
-    match (files.get(SIGNATURE_FILE), &trusted) {
-        (Some(sig), Some(k)) => match crate::sign::verify_text(k, json.as_bytes(), &String::from_utf8_lossy(sig)) {
-            Ok(()) => v.ok.push(format!("{SIGNATURE_FILE}: a valid signature of the manifest by the trusted key {}", k.fingerprint())),
-            Err(e) => v.problems.push(format!("{SIGNATURE_FILE}: {e}")),
-        },
-        (Some(sig), None) => match crate::sign::Signature::parse(&String::from_utf8_lossy(sig)) {
-            Ok(s) => match crate::sign::verify(s.key(), json.as_bytes(), &s) {
-                Ok(()) => v.ok.push(format!("{SIGNATURE_FILE}: valid, by key {} (not checked against a trusted key: pass --key)", s.key().fingerprint())),
+    match files.get(SIGNATURE_FILE) {
+        Some(sig) => {
+            match crate::sign::check(trusted, json.as_bytes(), &String::from_utf8_lossy(sig)) {
+                Ok(crate::sign::SignedBy::Trusted(k)) => {
+                    v.ok.push(format!(
+                        "{SIGNATURE_FILE}: a valid signature of the manifest by the trusted key {}",
+                        k.id()
+                    ));
+                    v.trust = Trust::Trusted(k.id());
+                }
+                Ok(crate::sign::SignedBy::Untrusted(k)) => {
+                    v.ok.push(format!(
+                        "{SIGNATURE_FILE}: a valid signature of the manifest by key {}",
+                        k.id()
+                    ));
+                    v.trust = Trust::Untrusted(k.id());
+                }
                 Err(e) => v.problems.push(format!("{SIGNATURE_FILE}: {e}")),
-            },
-            Err(e) => v.problems.push(format!("{SIGNATURE_FILE}: {e}")),
-        },
-        (None, Some(_)) => v.problems.push(format!("{SIGNATURE_FILE} is missing: the bundle is not signed")),
-        (None, None) => v.ok.push("not signed (compose sign adds a signature)".into()),
+            }
+        }
+        None => v.trust = Trust::Unsigned,
     }
     Ok(v)
 }

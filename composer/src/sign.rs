@@ -8,6 +8,13 @@
 //! * A signature is one line: `compose-ed25519-signature <public key hex> <signature
 //!   hex>`. Naming the key lets [`verify`] say "signed by another key" rather than just
 //!   "bad signature"; the key in a signature is never trusted by itself.
+//! * A key's id is `compose:` followed by the first 16 hex digits of the sha256 of its 32
+//!   raw bytes ([`PublicKey::id`]); `compose keygen` prints it and `compose verify` names
+//!   the key it checked by it.
+//! * Trusted keys ([`TrustedKeys`]) are the `--key` files given to `compose verify`, or else
+//!   the trust file: `$COMPOSE_TRUSTED_KEYS` if set, else
+//!   `$XDG_CONFIG_HOME/compose/trusted-keys`, else `~/.config/compose/trusted-keys`, one
+//!   public key per line in the `.pub` form, `#` comments and blank lines ignored.
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
@@ -20,6 +27,10 @@ use std::path::{Path, PathBuf};
 pub const PUBLIC_KEY_TAG: &str = "compose-ed25519";
 /// The first word of a signature line.
 pub const SIGNATURE_TAG: &str = "compose-ed25519-signature";
+/// What a key id starts with.
+pub const KEY_ID_PREFIX: &str = "compose:";
+/// The environment variable naming the trust file.
+pub const TRUST_ENV: &str = "COMPOSE_TRUSTED_KEYS";
 /// What marks PEM private keys; bundles and store entries must never contain it.
 pub const PRIVATE_KEY_MARKER: &[u8] = b"PRIVATE KEY-----";
 
@@ -107,9 +118,17 @@ impl PublicKey {
         self.0.to_bytes()
     }
 
-    /// A short name for messages: the first 16 hex digits of the sha256 of the key.
+    /// The key's id: `compose:` and the first 16 hex digits of the sha256 of its raw bytes.
+    pub fn id(&self) -> String {
+        format!(
+            "{KEY_ID_PREFIX}{}",
+            &crate::store::sha256_hex(self.0.as_bytes())[..16]
+        )
+    }
+
+    /// The same as [`PublicKey::id`].
     pub fn fingerprint(&self) -> String {
-        crate::store::sha256_hex(self.0.as_bytes())[..16].to_string()
+        self.id()
     }
 
     /// The one-line text form, `compose-ed25519 <hex>`, without a newline.
@@ -298,6 +317,126 @@ pub fn verify_text(trusted: &PublicKey, bytes: &[u8], sig: &str) -> Result<(), V
     verify(trusted, bytes, &Signature::parse(sig)?)
 }
 
+/// Where the trust file is, given a way to read the environment: `$COMPOSE_TRUSTED_KEYS`,
+/// else `$XDG_CONFIG_HOME/compose/trusted-keys` (if absolute), else
+/// `$HOME/.config/compose/trusted-keys`. The bool says whether the place was named
+/// explicitly (then a missing file is an error, not an empty set).
+pub fn trust_file(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<(PathBuf, bool)> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    if let Some(f) = var(TRUST_ENV) {
+        return Some((PathBuf::from(f), true));
+    }
+    let config = var("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some((config.join("compose").join("trusted-keys"), false))
+}
+
+/// The keys a signature may be by for `compose verify` to accept it.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys {
+    keys: Vec<PublicKey>,
+    /// Where they came from, for messages.
+    pub source: String,
+}
+
+impl TrustedKeys {
+    /// Exactly the keys in these `.pub` files.
+    pub fn from_files(paths: &[PathBuf]) -> Result<TrustedKeys, KeyError> {
+        let keys = paths
+            .iter()
+            .map(|p| PublicKey::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let source = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(TrustedKeys {
+            keys,
+            source: format!("--key {source}"),
+        })
+    }
+
+    /// The keys of the trust file [`trust_file`] names; none if it is not named and absent.
+    pub fn from_trust_file(
+        env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<TrustedKeys, KeyError> {
+        let Some((path, explicit)) = trust_file(env) else {
+            return Ok(TrustedKeys {
+                keys: Vec::new(),
+                source: "no trust file (neither $COMPOSE_TRUSTED_KEYS nor $HOME is set)".into(),
+            });
+        };
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !explicit => {
+                return Ok(TrustedKeys {
+                    keys: Vec::new(),
+                    source: format!("the trust file {} (absent)", path.display()),
+                });
+            }
+            Err(source) => {
+                return Err(KeyError::Io {
+                    what: "cannot read the trust file",
+                    path,
+                    source,
+                });
+            }
+        };
+        let mut keys = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let key = PublicKey::parse(line).map_err(|why| KeyError::Malformed {
+                path: PathBuf::from(format!("{}:{}", path.display(), i + 1)),
+                what: "compose public key",
+                why,
+            })?;
+            keys.push(key);
+        }
+        Ok(TrustedKeys {
+            keys,
+            source: format!("the trust file {}", path.display()),
+        })
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.keys
+    }
+
+    /// Whether `key` is one of them.
+    pub fn contains(&self, key: &PublicKey) -> bool {
+        self.keys.contains(key)
+    }
+}
+
+/// What a signature that is intact says about who made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedBy {
+    /// A valid signature by a trusted key.
+    Trusted(PublicKey),
+    /// A valid signature by a key that is not trusted.
+    Untrusted(PublicKey),
+}
+
+/// Checks the signature text over `bytes`: a malformed or mismatching signature is an
+/// error whoever made it; an intact one says whether its key is trusted.
+pub fn check(trusted: &TrustedKeys, bytes: &[u8], sig: &str) -> Result<SignedBy, VerifyError> {
+    let sig = Signature::parse(sig)?;
+    let key = *sig.key();
+    verify(&key, bytes, &sig)?;
+    Ok(if trusted.contains(&key) {
+        SignedBy::Trusted(key)
+    } else {
+        SignedBy::Untrusted(key)
+    })
+}
+
 /// The public key file that goes with a private key file: `<path>.pub`.
 pub fn public_path(private: &Path) -> PathBuf {
     let mut s = private.as_os_str().to_os_string();
@@ -439,6 +578,64 @@ mod tests {
                 && err.to_string().contains(&other.fingerprint()),
             "{err}"
         );
+    }
+
+    #[test]
+    fn trust_file_place_and_contents() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        assert_eq!(
+            trust_file(env(&[("COMPOSE_TRUSTED_KEYS", "/t"), ("HOME", "/h")])),
+            Some((PathBuf::from("/t"), true))
+        );
+        assert_eq!(
+            trust_file(env(&[("XDG_CONFIG_HOME", "/x"), ("HOME", "/h")])),
+            Some((PathBuf::from("/x/compose/trusted-keys"), false))
+        );
+        assert_eq!(
+            trust_file(env(&[("XDG_CONFIG_HOME", "rel"), ("HOME", "/h")])),
+            Some((PathBuf::from("/h/.config/compose/trusted-keys"), false))
+        );
+        assert_eq!(trust_file(env(&[])), None);
+
+        let d = tempfile::tempdir().unwrap();
+        let a = keygen(&d.path().join("a")).unwrap();
+        let b = keygen(&d.path().join("b")).unwrap();
+        assert!(a.id().starts_with("compose:") && a.id().len() == 24);
+        assert_ne!(a.id(), b.id());
+        let file = d.path().join("trusted");
+        fs::write(&file, format!("# ours\n\n  {} laptop\n", a.to_text())).unwrap();
+        let f = file.to_str().unwrap().to_string();
+        let t = TrustedKeys::from_trust_file(move |k| {
+            (k == TRUST_ENV).then(|| std::ffi::OsString::from(&f))
+        })
+        .unwrap();
+        assert!(t.contains(&a) && !t.contains(&b));
+        // Absent in the default place: nothing trusted, no error.
+        let home = d.path().to_str().unwrap().to_string();
+        let t = TrustedKeys::from_trust_file(move |k| {
+            (k == "HOME").then(|| std::ffi::OsString::from(&home))
+        })
+        .unwrap();
+        assert!(t.keys().is_empty());
+
+        let sk = PrivateKey::load(&d.path().join("b")).unwrap();
+        let sig = sk.sign(b"m").to_text();
+        let only_a = TrustedKeys::from_files(&[public_path(&d.path().join("a"))]).unwrap();
+        assert_eq!(check(&only_a, b"m", &sig), Ok(SignedBy::Untrusted(b)));
+        assert_eq!(check(&only_a, b"x", &sig), Err(VerifyError::Mismatch));
+        let both = TrustedKeys::from_files(&[
+            public_path(&d.path().join("a")),
+            public_path(&d.path().join("b")),
+        ])
+        .unwrap();
+        assert_eq!(check(&both, b"m", &sig), Ok(SignedBy::Trusted(b)));
     }
 
     #[test]

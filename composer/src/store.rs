@@ -11,6 +11,10 @@
 //! * `gcroots/<sha256 of a link's path>`: a symlink to each `result` link made by
 //!   [`Store::link_result`]; an entry that such a link still points to is live;
 //! * `pins/<name>`: a symlink to a pinned entry, live until unpinned;
+//! * `launches/<pid>`: a running unikernel's entry, written by `compose run` just before
+//!   it execs the unikernel (same pid), with the process's start time so that a recycled
+//!   pid does not keep the entry alive ([`Store::record_launch`]); live while that process
+//!   runs;
 //! * `.lock`: builds hold it shared ([`Store::lock`], and [`Store::commit`] and
 //!   [`Store::link_result`] take it themselves), [`Store::gc`] exclusively.
 //!
@@ -43,6 +47,7 @@ const CACHE_FILE: &str = "hashes-v1";
 const CACHE_HEADER: &str = "compose-hash-cache v1";
 const GCROOTS_DIR: &str = "gcroots";
 const PINS_DIR: &str = "pins";
+const LAUNCHES_DIR: &str = "launches";
 const LOCK_FILE: &str = ".lock";
 /// Hex digits of the key in an entry's directory name.
 const HASH_LEN: usize = 32;
@@ -803,7 +808,7 @@ pub struct Store {
 /// Hold one from the [`Store::lookup`] of a build until its [`Store::link_result`].
 #[derive(Debug)]
 pub struct StoreLock {
-    _file: fs::File,
+    _file: Option<fs::File>,
 }
 
 /// A committed entry.
@@ -830,6 +835,21 @@ pub struct GcReport {
     pub stale_roots: Vec<PathBuf>,
     /// Leftovers of interrupted builds removed from `.tmp`.
     pub tmp_removed: usize,
+    /// Entries kept because a unikernel launched from them is still running: (pid, entry
+    /// directory name).
+    pub running: Vec<(u32, String)>,
+    /// Whether nothing was removed (`compose gc --dry-run`): the lists say what would go.
+    pub dry_run: bool,
+}
+
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`, clock ticks since boot),
+/// if it exists.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces: count fields
+    // from the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Where the store is when nothing says otherwise, given a way to read the environment:
@@ -945,12 +965,23 @@ impl Store {
             .then_some(path))
     }
 
-    /// Takes the store lock shared; see [`StoreLock`].
+    /// Takes the store lock shared; see [`StoreLock`]. A store this process may not write
+    /// (a read-only mount, another user's store) is locked through a read-only descriptor,
+    /// or not at all if it has no lock file: nothing here can change it then.
     pub fn lock(&self) -> Result<StoreLock> {
-        let file = self.lock_file()?;
-        file.lock_shared()
-            .map_err(io_err("cannot lock", &self.root.join(LOCK_FILE)))?;
-        Ok(StoreLock { _file: file })
+        let path = self.root.join(LOCK_FILE);
+        let file = match self.lock_file() {
+            Ok(f) => f,
+            Err(StoreError::Io { source, .. }) if read_only_error(&source) => {
+                match fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(_) => return Ok(StoreLock { _file: None }),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        file.lock_shared().map_err(io_err("cannot lock", &path))?;
+        Ok(StoreLock { _file: Some(file) })
     }
 
     fn lock_file(&self) -> Result<fs::File> {
@@ -962,6 +993,47 @@ impl Store {
             .truncate(false)
             .open(&path)
             .map_err(io_err("cannot open", &path))
+    }
+
+    /// Records that process `pid` (started at `start_time`, see [`process_start_time`])
+    /// runs the unikernel of `entry`, so that [`Store::gc`] keeps it while it runs.
+    pub fn record_launch(&self, entry: &Path, pid: u32, start_time: u64) -> Result<PathBuf> {
+        let entry = self.require_entry(entry)?;
+        let dir = self.root.join(LAUNCHES_DIR);
+        fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+        let file = dir.join(pid.to_string());
+        let text = format!("{start_time} {}\n", entry.display());
+        write_atomic(&file, text.as_bytes(), 0o644)
+            .map_err(io_err("cannot record the launch in", &file))?;
+        Ok(file)
+    }
+
+    /// The recorded launches: (pid, entry, whether that process still runs).
+    pub fn launches(&self) -> Result<Vec<(u32, PathBuf, bool)>> {
+        let dir = self.root.join(LAUNCHES_DIR);
+        let mut out = Vec::new();
+        let read = match fs::read_dir(&dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err("cannot read", &dir)(e)),
+        };
+        for e in read {
+            let e = e.map_err(io_err("cannot read", &dir))?;
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let text = fs::read_to_string(e.path()).unwrap_or_default();
+            let (start, entry) = text
+                .trim_end_matches('\n')
+                .split_once(' ')
+                .unwrap_or(("", ""));
+            let live = start
+                .parse::<u64>()
+                .is_ok_and(|s| process_start_time(pid) == Some(s));
+            out.push((pid, PathBuf::from(entry), live));
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Adds the entry for `key` unless it exists: `fill` writes the output into an empty
@@ -1167,9 +1239,20 @@ impl Store {
     /// elsewhere, and the leftovers of interrupted builds; prunes the hash cache. Each
     /// entry is first renamed into `.tmp/`, so an interrupted GC never leaves a partial
     /// entry. Refuses to run while any [`StoreLock`] is held ([`StoreError::Busy`]).
+    /// Entries of running unikernels ([`Store::record_launch`]) are live too.
     pub fn gc(&self) -> Result<GcReport> {
+        self.gc_with(false)
+    }
+
+    /// [`Store::gc`], or with `dry_run` only the report of what it would remove.
+    pub fn gc_with(&self, dry_run: bool) -> Result<GcReport> {
         let lock = self.lock_file()?;
-        match lock.try_lock() {
+        let locked = if dry_run {
+            lock.try_lock_shared()
+        } else {
+            lock.try_lock()
+        };
+        match locked {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Busy(self.root.clone())),
             Err(fs::TryLockError::Error(e)) => {
@@ -1180,8 +1263,27 @@ impl Store {
                 });
             }
         }
-        let mut report = GcReport::default();
+        let mut report = GcReport {
+            dry_run,
+            ..GcReport::default()
+        };
         let mut live = std::collections::BTreeSet::new();
+        for (pid, entry, running) in self.launches()? {
+            let entry = self.entry_of(&entry).filter(|p| p.is_dir());
+            match (running, entry) {
+                (true, Some(entry)) => {
+                    if let Some(name) = entry.file_name().and_then(|n| n.to_str()) {
+                        report.running.push((pid, name.to_string()));
+                    }
+                    live.insert(entry);
+                }
+                _ if !dry_run => {
+                    let file = self.root.join(LAUNCHES_DIR).join(pid.to_string());
+                    let _ = fs::remove_file(&file);
+                }
+                _ => {}
+            }
+        }
         let gcroots = self.root.join(GCROOTS_DIR);
         for e in fs::read_dir(&gcroots).map_err(io_err("cannot read", &gcroots))? {
             let e = e.map_err(io_err("cannot read", &gcroots))?;
@@ -1199,8 +1301,10 @@ impl Store {
                     live.insert(entry);
                 }
                 None => {
-                    fs::remove_file(e.path())
-                        .map_err(io_err("cannot remove the stale root", &e.path()))?;
+                    if !dry_run {
+                        fs::remove_file(e.path())
+                            .map_err(io_err("cannot remove the stale root", &e.path()))?;
+                    }
                     report.stale_roots.push(link.unwrap_or_else(|| e.path()));
                 }
             }
@@ -1218,6 +1322,10 @@ impl Store {
                 continue;
             }
             report.bytes += tree_size(&path);
+            if dry_run {
+                report.removed.push(name);
+                continue;
+            }
             // Renaming a directory to a new parent needs write permission on it.
             let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o755));
             let doomed = tmp_dir.join(format!("gc-{}", random_suffix()));
@@ -1228,13 +1336,24 @@ impl Store {
         for e in fs::read_dir(&tmp_dir).map_err(io_err("cannot read", &tmp_dir))? {
             let e = e.map_err(io_err("cannot read", &tmp_dir))?;
             report.bytes += tree_size(&e.path());
-            remove_tree(&e.path()).map_err(io_err("cannot remove", &e.path()))?;
+            if !dry_run {
+                remove_tree(&e.path()).map_err(io_err("cannot remove", &e.path()))?;
+            }
             report.tmp_removed += 1;
         }
         report.stale_roots.sort();
-        let _ = self.hash_cache().prune();
+        if !dry_run {
+            let _ = self.hash_cache().prune();
+        }
         Ok(report)
     }
+}
+
+/// Whether `e` says the file system or the file may not be written.
+fn read_only_error(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::PermissionDenied
+        || e.kind() == io::ErrorKind::ReadOnlyFilesystem
+        || e.raw_os_error() == Some(libc::EROFS)
 }
 
 /// The bytes of the regular files under `path`.

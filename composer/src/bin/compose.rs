@@ -76,18 +76,29 @@ enum Command {
         #[arg(last = true)]
         boot_args: Vec<String>,
     },
-    /// Check a bundle or a result: manifest, file hashes, signature.
+    /// Check a bundle or a result: manifest, file hashes, signature, and who signed it.
+    ///
+    /// The signature must be by a trusted key: one given with --key, or else one listed in
+    /// the trust file ($COMPOSE_TRUSTED_KEYS, else $XDG_CONFIG_HOME/compose/trusted-keys,
+    /// else ~/.config/compose/trusted-keys; one KEY.pub line per key, # comments).
+    ///
+    /// Exit status: 0 intact and signed by a trusted key; 1 does not verify (a file, the
+    /// manifest or the signature was altered, or a --rebuild differs); 2 a --key or the trust
+    /// file cannot be read; 3 intact but unsigned, or signed by a key that is not trusted.
+    #[command(verbatim_doc_comment)]
     Verify {
         /// A bundle (`NAME-TARGET.tar.zst`) or a result (link or store entry).
         path: PathBuf,
-        /// The trusted public key (`compose keygen` wrote it as KEY.pub).
+        /// A trusted public key (`compose keygen` wrote it as KEY.pub); repeatable. When
+        /// given, only these keys are trusted and the trust file is not read.
         #[arg(long, value_name = "KEY.pub")]
-        key: Option<PathBuf>,
+        key: Vec<PathBuf>,
         /// Also rebuild from the recorded inputs and compare bit for bit.
         #[arg(long)]
         rebuild: bool,
     },
-    /// Make an ed25519 signing key (private key mode 0600) and its KEY.pub.
+    /// Make an ed25519 signing key (private key mode 0600) and its KEY.pub; prints the
+    /// public key line and the key's id (`compose:` and 16 hex digits).
     Keygen {
         /// Where to write the private key.
         #[arg(default_value = "compose.key")]
@@ -104,11 +115,14 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// Remove store entries that no `result` link or pin refers to.
+    /// Remove store entries that no `result` link, pin or running unikernel refers to.
     Gc {
         /// The store.
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
+        /// Only list what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Keep a result from `compose gc` under a name, with no result link needed.
     Pin {
@@ -240,12 +254,22 @@ fn report(f: &Failure) {
     }
 }
 
-fn verify(
-    path: &std::path::Path,
-    key: Option<&std::path::Path>,
-    rebuild: bool,
-) -> Result<i32, Failure> {
-    let v = ops::verify(path, key)?;
+fn verify(path: &std::path::Path, keys: &[PathBuf], rebuild: bool) -> Result<i32, Failure> {
+    use compose::ops::Trust;
+    use compose::sign::TrustedKeys;
+    let trusted = if keys.is_empty() {
+        TrustedKeys::from_trust_file(|k| std::env::var_os(k))
+    } else {
+        TrustedKeys::from_files(keys)
+    };
+    let trusted = match trusted {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    };
+    let v = ops::verify(path, &trusted)?;
     for line in &v.ok {
         eprintln!("  ok: {line}");
     }
@@ -264,8 +288,31 @@ fn verify(
             Some(diff) => return Err(Failure::Other(format!("not reproducible: {diff}"))),
         }
     }
-    println!("{}: verified", path.display());
-    Ok(0)
+    let how = "pass --key KEY.pub, or add the key's .pub line to the trust file";
+    match &v.trust {
+        Trust::Trusted(id) => {
+            println!("{}: verified, signed by trusted key {id}", path.display());
+        }
+        Trust::Untrusted(id) => eprintln!(
+            "error: {} is intact, but signed by key {id}, which is not trusted (trusted keys: {}); {how}",
+            path.display(),
+            trusted_list(&trusted),
+        ),
+        Trust::Unsigned => eprintln!(
+            "error: {} is intact, but not signed, so nothing says who made it (compose sign adds a signature)",
+            path.display()
+        ),
+    }
+    Ok(v.exit_code())
+}
+
+fn trusted_list(t: &compose::sign::TrustedKeys) -> String {
+    if t.keys().is_empty() {
+        format!("none, from {}", t.source)
+    } else {
+        let ids: Vec<String> = t.keys().iter().map(|k| k.id()).collect();
+        format!("{}, from {}", ids.join(", "), t.source)
+    }
 }
 
 fn sign(
@@ -276,7 +323,7 @@ fn sign(
     let out = match output {
         Some(o) => o.to_path_buf(),
         None => {
-            let m = ops::verify(path, None)?;
+            let m = ops::verify(path, &compose::sign::TrustedKeys::default())?;
             if !m.problems.is_empty() {
                 return Err(Failure::Other(format!(
                     "{} does not verify; not signing it",
@@ -302,18 +349,33 @@ fn sign(
     Ok(0)
 }
 
-fn gc(store: Option<PathBuf>) -> Result<i32, Failure> {
+fn gc(store: Option<PathBuf>, dry_run: bool) -> Result<i32, Failure> {
     let store = compose::store::Store::open(store).map_err(|e| Failure::Other(e.to_string()))?;
-    let report = store.gc().map_err(|e| Failure::Other(e.to_string()))?;
-    for r in &report.removed {
-        eprintln!("removed {r}");
+    let report = store
+        .gc_with(dry_run)
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    for (pid, entry) in &report.running {
+        eprintln!("keeping {entry} (running, pid {pid})");
     }
-    println!(
-        "{} entries removed, {} bytes freed, {} live",
-        report.removed.len(),
-        report.bytes,
-        report.live.len()
-    );
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for r in &report.removed {
+        eprintln!("{verb} {r}");
+    }
+    if dry_run {
+        println!(
+            "{} entries would be removed, {} bytes would be freed, {} live (dry run: nothing removed)",
+            report.removed.len(),
+            report.bytes,
+            report.live.len()
+        );
+    } else {
+        println!(
+            "{} entries removed, {} bytes freed, {} live",
+            report.removed.len(),
+            report.bytes,
+            report.live.len()
+        );
+    }
     Ok(0)
 }
 
@@ -548,7 +610,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Init { dir, template } => init(dir, *template),
-        Command::Verify { path, key, rebuild } => verify(path, key.as_deref(), *rebuild),
+        Command::Verify { path, key, rebuild } => verify(path, key, *rebuild),
         Command::Keygen { path } => compose::sign::keygen(path)
             .map(|k| {
                 eprintln!(
@@ -557,11 +619,12 @@ fn main() -> ExitCode {
                     compose::sign::public_path(path).display()
                 );
                 println!("{}", k.to_text());
+                println!("id: {}", k.id());
                 0
             })
             .map_err(|e| Failure::Other(e.to_string())),
         Command::Sign { path, key, output } => sign(path, key, output.as_deref()),
-        Command::Gc { store } => gc(store.clone()),
+        Command::Gc { store, dry_run } => gc(store.clone(), *dry_run),
         Command::Pin { path, name, store } => pin(path, name, store.clone()),
         Command::Unpin { name, store } => {
             let store = compose::store::Store::open(store.clone())

@@ -108,6 +108,8 @@ pub enum HostDevice {
         sector_size: Option<u32>,
         /// Its size in bytes, if fixed at build time.
         size: Option<u64>,
+        /// Whether the image may write to it (otherwise it is attached read-only).
+        writable: bool,
     },
     /// A secret supplied at launch.
     Secret {
@@ -293,10 +295,17 @@ pub fn host_devices(graph: &Graph) -> Vec<HostDevice> {
                 name,
                 mac: mac.as_ref().and_then(|k| prop(d, k)).map(|v| v.text()),
             },
-            HostCap::Block { sector_size, size } => HostDevice::Block {
+            HostCap::Block {
+                sector_size,
+                size,
+                writable,
+            } => HostDevice::Block {
                 name,
                 sector_size: int(d, sector_size).and_then(|n| u32::try_from(n).ok()),
                 size: int(d, size),
+                writable: writable.as_ref().is_some_and(|k| {
+                    matches!(prop(d, k), Some(crate::types::Value::Bool(true)))
+                }),
             },
             HostCap::Secret => HostDevice::Secret { name },
         });

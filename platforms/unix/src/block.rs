@@ -1,4 +1,6 @@
-//! Block devices backed by host files, attached with `--block:NAME=PATH`.
+//! Block devices backed by host files, attached with `--block:NAME=PATH` (read-write if
+//! the host allows) or `--block-ro:NAME=PATH` (read-only: opened `O_RDONLY`, and every
+//! write fails with [`BlockError::ReadOnly`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
@@ -17,7 +19,8 @@ pub struct Block {
 }
 
 impl Block {
-    /// Opens the file attached as `name`, read-write if the host allows, else read-only.
+    /// Opens the file attached as `name`: read-only if it was attached with `--block-ro:`,
+    /// else read-write if the host allows, else read-only.
     ///
     /// Fails if nothing is attached as `name`, if `sector_size` is not a power of two of
     /// at least 512, or if the file's size is not a whole number of sectors.
@@ -33,8 +36,12 @@ impl Block {
             ))
         })?;
         let fail = |e: io::Error| Error::new(format!("{}: {e}", path.display()));
-        let (mut file, read_only) = match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(f) => (f, false),
+        let (mut file, read_only) = match OpenOptions::new()
+            .read(true)
+            .write(!boot.block_read_only(name))
+            .open(path)
+        {
+            Ok(f) => (f, boot.block_read_only(name)),
             Err(e)
                 if e.kind() == io::ErrorKind::PermissionDenied
                     || e.raw_os_error() == Some(libc::EROFS) =>

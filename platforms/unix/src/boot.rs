@@ -1,6 +1,8 @@
 //! The command line: boot arguments and attachments.
 //!
-//! Like a Solo5 tender, the process takes its attachments as `--block:NAME=PATH`; every
+//! Like a Solo5 tender, the process takes its attachments as `--block:NAME=PATH` (or
+//! `--block-ro:NAME=PATH`, attached read-only: the file is opened read-only and every write
+//! fails with [`BlockError::ReadOnly`](compose_devices::block::BlockError::ReadOnly)); every
 //! other argument is a boot argument, checked against the spec's declarations by
 //! [`BootArgs::parse`].
 
@@ -16,6 +18,8 @@ pub struct Boot {
     pub args: BootArgs,
     /// Block attachments: device name and host file.
     blocks: Vec<(String, PathBuf)>,
+    /// The block devices attached with `--block-ro:`.
+    read_only: Vec<String>,
     /// Secret attachments: secret name and the file holding its value.
     secrets: Vec<(String, PathBuf)>,
 }
@@ -41,6 +45,7 @@ impl fmt::Display for BootError {
 impl std::error::Error for BootError {}
 
 const BLOCK_FLAG: &str = "--block:";
+const BLOCK_RO_FLAG: &str = "--block-ro:";
 const SECRET_FLAG: &str = "--secret:";
 
 impl Boot {
@@ -55,10 +60,16 @@ impl Boot {
         }
         let mut blocks: Vec<(String, PathBuf)> = Vec::new();
         let mut secrets: Vec<(String, PathBuf)> = Vec::new();
+        let mut read_only = Vec::new();
         let mut rest = Vec::with_capacity(args.len());
         for arg in &args {
             let arg = arg.as_ref();
             let (flag, what, list) = if let Some(a) = arg.strip_prefix(BLOCK_FLAG) {
+                (a, "block device", &mut blocks)
+            } else if let Some(a) = arg.strip_prefix(BLOCK_RO_FLAG) {
+                if let Some((n, _)) = a.split_once('=') {
+                    read_only.push(n.to_string());
+                }
                 (a, "block device", &mut blocks)
             } else if let Some(a) = arg.strip_prefix(SECRET_FLAG) {
                 (a, "secret", &mut secrets)
@@ -86,6 +97,7 @@ impl Boot {
         Ok(Boot {
             args,
             blocks,
+            read_only,
             secrets,
         })
     }
@@ -105,12 +117,18 @@ impl Boot {
             .find(|(n, _)| n == name)
             .map(|(_, p)| p.as_path())
     }
+
+    /// Whether block device `name` was attached read-only (`--block-ro:NAME=PATH`).
+    pub fn block_read_only(&self, name: &str) -> bool {
+        self.read_only.iter().any(|n| n == name)
+    }
 }
 
 /// The `--help` text.
 fn usage(specs: &[Spec]) -> String {
     let mut s = bootargs::usage(specs);
     s.push_str("attachments:\n  --block:NAME=PATH  the file backing block device NAME\n");
+    s.push_str("  --block-ro:NAME=PATH  the same, read-only: writes fail\n");
     s.push_str("  --secret:NAME=PATH  the file holding the value of secret NAME\n");
     s
 }

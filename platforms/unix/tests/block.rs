@@ -89,3 +89,32 @@ fn open_errors_name_the_device() {
         .to_string();
     assert!(err.starts_with("/nonexistent/compose.img: "), "{err}");
 }
+
+#[test]
+fn attached_read_only_refuses_writes_even_to_a_writable_file() {
+    let image = Image::new("ro", 4 * 512);
+    std::fs::write(&image.0, vec![7u8; 4 * 512]).unwrap();
+    let boot = Boot::parse(&[], [format!("--block-ro:disk={}", image.0.display())]).unwrap();
+    assert!(boot.block_read_only("disk"));
+    let disk = Block::open(&boot, "disk", 512).unwrap();
+    assert!(disk.info().read_only);
+    run(async {
+        let mut buf = vec![0u8; 512];
+        disk.read(1, &mut buf).await.unwrap();
+        assert_eq!(buf, vec![7u8; 512]);
+        assert_eq!(disk.write(1, &[0u8; 512]).await, Err(BlockError::ReadOnly));
+    });
+    assert_eq!(std::fs::read(&image.0).unwrap(), vec![7u8; 4 * 512]);
+    // The same name cannot be attached both ways.
+    let twice = Boot::parse(
+        &[],
+        [
+            format!("--block-ro:disk={}", image.0.display()),
+            format!("--block:disk={}", image.0.display()),
+        ],
+    );
+    assert!(twice.is_err());
+    // And --block: stays read-write.
+    let rw = Block::open(&image.boot("disk"), "disk", 512).unwrap();
+    assert!(!rw.info().read_only);
+}

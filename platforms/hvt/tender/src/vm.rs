@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_regs, kvm_segment, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use solo5_abi::hvt::{self, HvtBootInfo};
-use solo5_abi::{SOLO5_R_AGAIN, SOLO5_R_EINVAL, SOLO5_R_OK};
+use solo5_abi::{SOLO5_R_AGAIN, SOLO5_R_EINVAL, SOLO5_R_EUNSPEC, SOLO5_R_OK};
 use solo5_tender::devices::{Attachment, BlockDevice, BlockIoError, TapDevice};
 use solo5_tender::{LoadPlan, Manifest};
 
@@ -364,6 +364,9 @@ fn execute(call: Hypercall<'_>, devices: &[Option<Device>]) -> Result<Reply, Str
             Some(Device::Block(b)) => match b.write_at(offset, data) {
                 Ok(()) => Reply::Ret(SOLO5_R_OK),
                 Err(BlockIoError::OutOfRange) => Reply::Ret(SOLO5_R_EINVAL),
+                // Attached read-only (`--block-ro:`): Solo5 has no read-only flag to
+                // report, so the write fails as an unspecified error.
+                Err(BlockIoError::ReadOnly) => Reply::Ret(SOLO5_R_EUNSPEC),
                 Err(BlockIoError::Io(e)) => return Err(format!("block write failed: {e}")),
             },
             _ => Reply::Ret(SOLO5_R_EINVAL),
@@ -376,6 +379,7 @@ fn execute(call: Hypercall<'_>, devices: &[Option<Device>]) -> Result<Reply, Str
             Some(Device::Block(b)) => match b.read_at(offset, buf) {
                 Ok(()) => Reply::Ret(SOLO5_R_OK),
                 Err(BlockIoError::OutOfRange) => Reply::Ret(SOLO5_R_EINVAL),
+                Err(BlockIoError::ReadOnly) => Reply::Ret(SOLO5_R_EUNSPEC),
                 Err(BlockIoError::Io(e)) => return Err(format!("block read failed: {e}")),
             },
             _ => Reply::Ret(SOLO5_R_EINVAL),

@@ -2,7 +2,12 @@
 //!
 //! ```text
 //! TENDER [--mem=MiB] [--net:NAME=IFACE]... [--net-mac:NAME=xx:xx:xx:xx:xx:xx]...
-//!        [--block:NAME=PATH]... [--block-sector-size:NAME=N]... [--] KERNEL [ARGS...]
+//!        [--block:NAME=PATH]... [--block-ro:NAME=PATH]... [--block-sector-size:NAME=N]...
+//!        [--] KERNEL [ARGS...]
+//!
+//! `--block-ro:NAME=PATH` is compose's addition to the Solo5 options: the image is opened
+//! read-only and every guest write to it fails with `SOLO5_R_EUNSPEC` (Solo5's ABI has no
+//! read-only flag in `solo5_block_info`, so the guest learns it from the failed write).
 //! ```
 //!
 //! [`parse`] mirrors Solo5's two passes: the first finds KERNEL (the first
@@ -46,8 +51,9 @@ pub struct Invocation {
     pub nets: Vec<(String, String)>,
     /// `--net-mac:NAME=MAC`.
     pub net_macs: BTreeMap<String, [u8; 6]>,
-    /// `--block:NAME=PATH` in command-line order.
-    pub blocks: Vec<(String, PathBuf)>,
+    /// `--block:NAME=PATH` and `--block-ro:NAME=PATH` in command-line order: name, path,
+    /// and whether it was `--block-ro:`.
+    pub blocks: Vec<(String, PathBuf, bool)>,
     /// `--block-sector-size:NAME=N`.
     pub sector_sizes: BTreeMap<String, u16>,
     /// Tender-specific flags that were given (from the `extra_flags` of [`parse`]).
@@ -82,6 +88,8 @@ pub enum DeviceArg {
         path: PathBuf,
         /// Block size (512 unless `--block-sector-size` says otherwise).
         sector_size: u16,
+        /// Attached with `--block-ro:`: opened read-only, writes refused.
+        read_only: bool,
     },
 }
 
@@ -185,6 +193,7 @@ pub fn usage(program: &str, extra: &str) -> String {
          \x20   --net:NAME=IFACE (attach tap at IFACE as network NAME)\n\
          \x20   --net-mac:NAME=HWADDR (set HWADDR for network NAME)\n\
          \x20   --block:NAME=PATH (attach block device/file at PATH as block storage NAME)\n\
+         \x20   --block-ro:NAME=PATH (the same, read-only: guest writes fail)\n\
          \x20   --block-sector-size:NAME=SIZE (set sector size for block storage NAME)\n"
     )
 }
@@ -264,7 +273,13 @@ fn parse_option(
         return Ok(());
     }
     // Module options: --PREFIX:NAME=VALUE.
-    const PREFIXES: [&str; 4] = ["--net:", "--net-mac:", "--block:", "--block-sector-size:"];
+    const PREFIXES: [&str; 5] = [
+        "--net:",
+        "--net-mac:",
+        "--block:",
+        "--block-ro:",
+        "--block-sector-size:",
+    ];
     let Some(prefix) = PREFIXES.iter().find(|p| bytes.starts_with(p.as_bytes())) else {
         return Err(invalid());
     };
@@ -306,14 +321,15 @@ fn parse_option(
                 return Err(dup("--net-mac:"));
             }
         }
-        "--block:" => {
+        "--block:" | "--block-ro:" => {
             if value.is_empty() {
                 return Err(invalid());
             }
-            if inv.blocks.iter().any(|(n, _)| *n == name) {
+            if inv.blocks.iter().any(|(n, _, _)| *n == name) {
                 return Err(dup("--block:"));
             }
-            inv.blocks.push((name, PathBuf::from(value)));
+            let read_only = *prefix == "--block-ro:";
+            inv.blocks.push((name, PathBuf::from(value), read_only));
         }
         _ => {
             let size = value
@@ -395,7 +411,7 @@ impl Invocation {
         for name in self.net_macs.keys() {
             lookup(name, DeviceType::Net)?;
         }
-        for (name, path) in &self.blocks {
+        for (name, path, read_only) in &self.blocks {
             out.push(DeviceArg::Block {
                 handle: lookup(name, DeviceType::Block)?,
                 name: name.clone(),
@@ -405,6 +421,7 @@ impl Invocation {
                     .get(name)
                     .copied()
                     .unwrap_or(DEFAULT_SECTOR_SIZE),
+                read_only: *read_only,
             });
         }
         for name in self.sector_sizes.keys() {
@@ -605,7 +622,7 @@ mod tests {
         ])
         .unwrap();
         let inv = run(&[
-            "--block:logs=/l",
+            "--block-ro:logs=/l",
             "--net:service=tap0",
             "--block-sector-size:storage=4096",
             "--net-mac:service=02:00:00:00:00:01",
@@ -627,13 +644,15 @@ mod tests {
                     handle: 2,
                     name: "storage".into(),
                     path: "/s".into(),
-                    sector_size: 4096
+                    sector_size: 4096,
+                    read_only: false
                 },
                 DeviceArg::Block {
                     handle: 3,
                     name: "logs".into(),
                     path: "/l".into(),
-                    sector_size: 512
+                    sector_size: 512,
+                    read_only: true
                 },
             ]
         );

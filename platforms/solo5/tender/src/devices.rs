@@ -59,31 +59,43 @@ pub enum BlockIoError {
     /// `offset >= capacity` or `offset + len > capacity`: the guest gets EINVAL.
     #[error("transfer outside the device")]
     OutOfRange,
+    /// A write to a device attached read-only (`--block-ro:`): the guest gets
+    /// `SOLO5_R_EUNSPEC`, the tender goes on.
+    #[error("the device is attached read-only")]
+    ReadOnly,
     /// The host read or write failed or was short: the tender exits.
     #[error("{0}")]
     Io(#[from] io::Error),
 }
 
-/// A block device backed by a host file opened read-write.
+/// A block device backed by a host file, opened read-write, or read-only for a device
+/// attached with `--block-ro:` (then the descriptor itself cannot write, and
+/// [`BlockDevice::write_at`] refuses before trying).
 #[derive(Debug)]
 pub struct BlockDevice {
     file: File,
     path: PathBuf,
     capacity: u64,
     block_size: u16,
+    read_only: bool,
 }
 
 impl BlockDevice {
     /// Opens `path` O_RDWR; the capacity is the file size, which must be a
     /// non-zero multiple of `block_size`.
     pub fn open(path: &Path, block_size: u16) -> Result<Self, DeviceError> {
+        BlockDevice::open_with(path, block_size, false)
+    }
+
+    /// Opens `path` O_RDONLY if `read_only`, else O_RDWR; see [`BlockDevice::open`].
+    pub fn open_with(path: &Path, block_size: u16, read_only: bool) -> Result<Self, DeviceError> {
         let open_err = |source| DeviceError::BlockOpen {
             path: path.to_owned(),
             source,
         };
         let mut file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(!read_only)
             .open(path)
             .map_err(open_err)?;
         // Seek rather than stat: a block special file has st_size 0.
@@ -100,7 +112,13 @@ impl BlockDevice {
             path: path.to_owned(),
             capacity,
             block_size,
+            read_only,
         })
+    }
+
+    /// Whether the device was attached read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// Size in bytes.
@@ -135,10 +153,13 @@ impl BlockDevice {
         Ok(self.file.read_exact_at(buf, offset)?)
     }
 
-    /// Writes `data` at `offset` (pwrite).
+    /// Writes `data` at `offset` (pwrite); refused on a read-only device.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), BlockIoError> {
         if !self.in_range(offset, data.len() as u64) {
             return Err(BlockIoError::OutOfRange);
+        }
+        if self.read_only {
+            return Err(BlockIoError::ReadOnly);
         }
         Ok(self.file.write_all_at(data, offset)?)
     }
@@ -402,10 +423,11 @@ pub fn attach(args: &[DeviceArg], manifest: &mut Manifest) -> Result<Vec<Attachm
                 handle,
                 path,
                 sector_size,
+                read_only,
                 ..
             } => Attachment::Block {
                 handle: *handle,
-                dev: BlockDevice::open(path, *sector_size)?,
+                dev: BlockDevice::open_with(path, *sector_size, *read_only)?,
             },
         };
         record(&attachment, manifest)?;
@@ -467,6 +489,26 @@ mod tests {
     }
 
     #[test]
+    fn a_read_only_device_refuses_writes_and_cannot_write() {
+        let path = temp_image("ro", 2048);
+        std::fs::write(&path, [5u8; 2048]).unwrap();
+        let dev = BlockDevice::open_with(&path, 512, true).unwrap();
+        assert!(dev.is_read_only());
+        let mut buf = [0u8; 512];
+        dev.read_at(512, &mut buf).unwrap();
+        assert_eq!(buf, [5u8; 512]);
+        assert!(matches!(
+            dev.write_at(512, &[0; 512]),
+            Err(BlockIoError::ReadOnly)
+        ));
+        // The descriptor itself is read-only: even a direct pwrite (what an spt guest
+        // does) fails.
+        assert!(dev.file.write_all_at(&[0; 512], 0).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), vec![5u8; 2048]);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
     fn block_device_capacity_rules() {
         let odd = temp_image("odd", 1000);
         assert!(matches!(
@@ -499,6 +541,7 @@ mod tests {
             name: "storage".into(),
             path: path.clone(),
             sector_size: 1024,
+            read_only: false,
         }];
         let att = attach(&args, &mut m).unwrap();
         let e = m.entry(1).unwrap();
