@@ -44,7 +44,7 @@ impl Drop for Running {
 /// Starts `compose run ARGS` and waits (with a deadline) for the unikernel's first line.
 fn start(store: &Path, args: &[&str], env: &[(&str, &str)]) -> (Running, String) {
     let mut cmd = compose(store);
-    cmd.arg("run")
+    cmd.args(["run", "--no-out-link"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -102,6 +102,7 @@ fn empty_secrets_are_refused_before_anything_starts() {
         let mut cmd = compose(&store);
         cmd.args([
             "run",
+            "--no-out-link",
             "specs/echo-token.kdl",
             "--secret",
             &flag,
@@ -281,7 +282,7 @@ fn a_read_only_store_runs_what_it_holds() {
     let before = entries(&store);
     let Some(o) = in_read_only_mount(
         &store,
-        "exec \"$COMPOSE\" run specs/hello.kdl -- --name=ReadOnly",
+        "exec \"$COMPOSE\" run --no-out-link specs/hello.kdl -- --name=ReadOnly",
     ) else {
         println!("\n*** SKIPPED: cannot make a read-only mount (root and unshare needed) ***\n");
         return;
@@ -297,7 +298,7 @@ fn a_read_only_store_runs_what_it_holds() {
     std::fs::write(store.join(".lock"), "").unwrap();
     let o = in_read_only_mount(
         &store,
-        "exec \"$COMPOSE\" run specs/hello.kdl -- --name=Locked",
+        "exec \"$COMPOSE\" run --no-out-link specs/hello.kdl -- --name=Locked",
     )
     .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -380,7 +381,7 @@ fn guest_writes(target: &str) {
         let disk = dir.path().join(format!("disk-{writable}.img"));
         std::fs::write(&disk, [0x11u8; 4096]).unwrap();
         let o = compose(&store)
-            .arg("run")
+            .args(["run", "--no-out-link"])
             .arg(&spec)
             .args(["--target", target, "--block"])
             .arg(format!("disk={}", disk.display()))

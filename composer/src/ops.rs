@@ -606,7 +606,18 @@ pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
     let _store_lock = crate::store::Store::open(opts.store.clone())
         .and_then(|s| s.lock())
         .map_err(other)?;
-    let built = build(opts)?;
+    let built = build(&BuildOptions {
+        out_link: None,
+        ..opts.clone()
+    })?;
+    // The result link is a convenience here: a store this user cannot write (read-only)
+    // still runs what it holds, with no link.
+    if let Some(link) = &opts.out_link
+        && let Err(e) = crate::store::Store::open(opts.store.clone())
+            .and_then(|s| s.link_result(&built.entry, link))
+    {
+        eprintln!("warning: no result link at {}: {e}", link.display());
+    }
     launch(&Launch::of_built(&built), run, opts.format, opts.verbose)
 }
 
