@@ -51,7 +51,8 @@ rec {
       specFile = lib.removePrefix "${srcText}/" specText;
       composeTarget = target;
       composeArgs = argLines args;
-      cargoVendorDir = vendorCrates ([ "${compose}/share/compose/Cargo.lock" ] ++ cargoLocks);
+      # compose's own lock file from the source (not from the package: no import from derivation).
+      cargoVendorDir = vendorCrates ([ ../Cargo.lock ] ++ cargoLocks);
       composeBin = lib.getExe compose;
       composeRootFromSrc = if composeRootFromSrc then "1" else "";
       nativeBuildInputs = [ compose ];

@@ -9,15 +9,17 @@
 mod sandbox;
 
 use sandbox::Entry;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Mounts the sources read-only in a private mount namespace, checks that they are
 /// read-only and that there is no network, then runs the builder.
 const SANDBOX: &str = r#"set -eu
-mount --bind "$src" "$src"
-mount -o remount,bind,ro "$src"
-if touch "$src/.write-probe" 2>/dev/null; then echo "sandbox: the sources are writable" >&2; exit 97; fi
+for tree in "$src" ${COMPOSE_ROOT:+"$COMPOSE_ROOT"}; do
+    mount --bind "$tree" "$tree"
+    mount -o remount,bind,ro "$tree"
+    if touch "$tree/.write-probe" 2>/dev/null; then echo "sandbox: $tree is writable" >&2; exit 97; fi
+done
 if awk 'NR > 2 && $1 != "lo:" { found = 1 } END { exit !found }' /proc/net/dev; then
     echo "sandbox: a network interface is present" >&2; exit 98
 fi
@@ -25,13 +27,26 @@ exec bash "$1"
 "#;
 
 struct Sandbox {
-    src: tempfile::TempDir,
-    vendor: tempfile::TempDir,
-    toolchain: std::path::PathBuf,
+    /// The sources of the build (read-only in the sandbox).
+    src: PathBuf,
+    vendor: PathBuf,
+    toolchain: PathBuf,
+    /// compose's tree when it is not `src` (read-only too), as the package's share/compose.
+    compose_root: Option<PathBuf>,
 }
 
 impl Sandbox {
-    /// Builds `spec` for `target` in the sandbox; returns the output directory ($out).
+    fn new(src: &Path, vendor: &Path, compose_root: Option<&Path>) -> Sandbox {
+        Sandbox {
+            src: src.to_path_buf(),
+            vendor: vendor.to_path_buf(),
+            toolchain: sandbox::toolchain_bin(),
+            compose_root: compose_root.map(Path::to_path_buf),
+        }
+    }
+
+    /// Builds `spec` for `target` in the sandbox; returns the scratch directory, whose
+    /// `out` is the builder's $out.
     fn build(&self, spec: &str, target: &str, index_dir: Option<&str>) -> tempfile::TempDir {
         let scratch = tempfile::Builder::new()
             .prefix("compose-offline-")
@@ -48,13 +63,16 @@ impl Sandbox {
             .env_clear()
             .env("PATH", format!("{}:/usr/bin:/bin", self.toolchain.display()))
             .env("TMPDIR", &tmp)
-            .env("src", self.src.path())
+            .env("src", &self.src)
             .env("specFile", spec)
             .env("composeTarget", target)
-            .env("cargoVendorDir", self.vendor.path())
+            .env("cargoVendorDir", &self.vendor)
             .env("composeBin", sandbox::compose())
-            .env("composeRootFromSrc", "1")
             .env("out", &out);
+        match &self.compose_root {
+            Some(root) => cmd.env("COMPOSE_ROOT", root),
+            None => cmd.env("composeRootFromSrc", "1"),
+        };
         if let Some(dir) = index_dir {
             cmd.env("cargoIndexDir", dir);
         }
@@ -67,7 +85,7 @@ impl Sandbox {
         );
         assert!(out.is_dir(), "the builder wrote no {}", out.display());
         // Nothing was written into the sources, and HOME was never created.
-        assert!(!self.src.path().join("specs/_build").exists());
+        assert!(!self.src.join("specs/_build").exists() && !self.src.join("_build").exists());
         assert!(!Path::new("/homeless-shelter").exists());
         scratch
     }
@@ -90,19 +108,17 @@ fn verify(entry: &Path) {
 
 #[test]
 fn offline_sandboxed_build_gives_the_checkout_image() {
-    let sandbox = Sandbox {
-        src: tempfile::Builder::new()
-            .prefix("compose-offline-src-")
-            .tempdir()
-            .unwrap(),
-        vendor: tempfile::Builder::new()
-            .prefix("compose-vendor-")
-            .tempdir()
-            .unwrap(),
-        toolchain: sandbox::toolchain_bin(),
-    };
-    sandbox::copy_sources(sandbox.src.path());
-    sandbox::vendor_crates(sandbox.vendor.path());
+    let src = tempfile::Builder::new()
+        .prefix("compose-offline-src-")
+        .tempdir()
+        .unwrap();
+    let vendor = tempfile::Builder::new()
+        .prefix("compose-vendor-")
+        .tempdir()
+        .unwrap();
+    sandbox::copy_sources(src.path());
+    sandbox::vendor_crates(vendor.path());
+    let sandbox = Sandbox::new(src.path(), vendor.path(), None);
     let store = tempfile::tempdir().unwrap();
 
     for target in ["unix", "spt"] {
@@ -130,4 +146,97 @@ fn offline_sandboxed_build_gives_the_checkout_image() {
             );
         }
     }
+}
+
+/// Ends the child when dropped, even when an assertion fails.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn copy_template(dest: &Path) {
+    let status = Command::new("cp")
+        .arg("-R")
+        .arg(sandbox::root().join("nix/templates/site/."))
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The flake's template as a consumer builds it: its own directory as the sources, compose's
+/// tree read-only beside it (as the package's share/compose). The image equals a plain
+/// `compose build` of the template from a writable copy, and it serves the template's page.
+#[test]
+fn template_site_builds_offline_against_a_read_only_compose_tree() {
+    let tree = tempfile::Builder::new()
+        .prefix("compose-share-")
+        .tempdir()
+        .unwrap();
+    let vendor = tempfile::Builder::new()
+        .prefix("compose-vendor-")
+        .tempdir()
+        .unwrap();
+    let consumer = tempfile::Builder::new()
+        .prefix("compose-consumer-")
+        .tempdir()
+        .unwrap();
+    sandbox::copy_sources(tree.path());
+    sandbox::vendor_crates(vendor.path());
+    copy_template(consumer.path());
+    let sandbox = Sandbox::new(consumer.path(), vendor.path(), Some(tree.path()));
+    let built = sandbox.build("site.kdl", "unix", None);
+    let out = built.path().join("out");
+
+    let plain = tempfile::tempdir().unwrap();
+    copy_template(plain.path());
+    let store = tempfile::tempdir().unwrap();
+    let run = Command::new(sandbox::compose())
+        .args(["build", "site.kdl", "--target", "unix", "--no-out-link", "--store"])
+        .arg(store.path())
+        .current_dir(plain.path())
+        .env("COMPOSE_ROOT", sandbox::root())
+        .env_remove("COMPOSE_STORE")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "plain build of the template: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let entry = PathBuf::from(String::from_utf8_lossy(&run.stdout).trim());
+    assert_eq!(
+        Entry::read(&out, "site", "unix"),
+        Entry::read(&entry, "site", "unix"),
+        "the template's sandboxed image differs from its plain build"
+    );
+    verify(&out);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _site = Child(
+        Command::new(out.join("site"))
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}/");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let page = loop {
+        match ureq::get(&url).call() {
+            Ok(mut r) => break r.body_mut().read_to_string().unwrap(),
+            Err(e) if std::time::Instant::now() > deadline => panic!("GET {url}: {e}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    };
+    assert!(page.contains("Served by a unikernel"), "{page}");
 }
