@@ -32,7 +32,14 @@ set -euo pipefail
 index_dir=${cargoIndexDir:-index.crates.io-1949cf8c6b5b557f}
 compose=${composeBin:-compose}
 top=${NIX_BUILD_TOP:-${TMPDIR:-/tmp}}
-work=$(mktemp -d "$top/compose-build.XXXXXX")
+# A fixed path (in Nix's sandbox /build/compose-build): compose records the spec's path in
+# buildinfo.json when the spec lies outside its tree, so `nix build --rebuild` needs it stable.
+work="$top/compose-build"
+if [ -e "$work" ]; then
+    echo "build-image: $work exists already" >&2
+    exit 1
+fi
+mkdir "$work"
 
 # A writable copy of the sources: compose writes its glue next to the spec.
 cp -R "$src" "$work/source"

@@ -179,11 +179,11 @@ in
     networking.interfaces = lib.mkMerge (
       lib.mapAttrsToList (
         name: u:
-        lib.mapAttrs (_: _: {
+        lib.genAttrs (lib.attrValues u.nets) (_: {
           virtual = true;
           virtualType = "tap";
           virtualOwner = user name;
-        }) (lib.listToAttrs (lib.mapAttrsToList (_: tap: lib.nameValuePair tap null) u.nets))
+        })
       ) cfg.unikernels
     );
 

@@ -33,7 +33,13 @@ pub fn sha256(path: &Path) -> String {
 /// flake's filtered source holds.
 pub fn copy_sources(dest: &Path) {
     let out = Command::new("git")
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
         .current_dir(root())
         .output()
         .expect("git ls-files");
@@ -67,7 +73,11 @@ pub fn vendor_crates(dest: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
     let crates = std::fs::read_dir(dest).map_or(0, |d| d.count());
-    assert!(crates > 0, "cargo vendor wrote no crates into {}", dest.display());
+    assert!(
+        crates > 0,
+        "cargo vendor wrote no crates into {}",
+        dest.display()
+    );
 }
 
 /// The bin directory of the toolchain rust-toolchain.toml pins (what the flake puts on PATH
@@ -103,7 +113,14 @@ impl Entry {
 /// The ordinary build from the checkout, as a developer runs it, into a fresh store.
 pub fn checkout_build(spec: &str, target: &str, store: &Path) -> PathBuf {
     let out = Command::new(compose())
-        .args(["build", spec, "--target", target, "--no-out-link", "--store"])
+        .args([
+            "build",
+            spec,
+            "--target",
+            target,
+            "--no-out-link",
+            "--store",
+        ])
         .arg(store)
         .current_dir(root())
         .env_remove("COMPOSE_ROOT")
