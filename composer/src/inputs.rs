@@ -13,9 +13,10 @@
 //!   tree or the user's tree (normal and build dependencies, for the target platform, as
 //!   `cargo metadata` resolves them), less each crate's build output (`target/`,
 //!   `_build/`), VCS directories and nested packages;
-//! * the compose workspace's `Cargo.toml` (crates inherit from it) and every cargo
+//! * the compose workspace's `Cargo.toml` (crates inherit from it) and, of every cargo
 //!   configuration file cargo reads for the glue (`.cargo/config.toml` in the glue
-//!   directory's ancestors and in `$CARGO_HOME`);
+//!   directory's ancestors and in `$CARGO_HOME`), the tables that can change the output
+//!   (not where crates come from: a vendored, offline build has the key of an online one);
 //! * the environment variables that reach the build ([`ENV_VARS`], and the
 //!   `CARGO_PROFILE_*`, `CARGO_TARGET_*`, `CARGO_BUILD_*` and `CARGO_UNSTABLE_*`
 //!   families cargo honours, less those compose removes before running cargo);
@@ -142,8 +143,16 @@ pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
         kb.add_file("glue/Cargo.lock", &glue_lock)
             .map_err(|e| e.to_string())?;
     }
-    for (label, file) in cargo_configs(k.glue_dir, &spec_dir) {
-        kb.add_file(&label, &file).map_err(|e| e.to_string())?;
+    // Of cargo's configuration, what can change the output, wherever the files are.
+    let mut effects = Vec::new();
+    for file in cargo_configs(k.glue_dir) {
+        if let Some(effect) = config_effect(&file)? {
+            effects.push(effect);
+        }
+    }
+    if !effects.is_empty() {
+        kb.add_bytes("cargo-config", effects.join("\n").as_bytes())
+            .map_err(|e| e.to_string())?;
     }
     for c in &crates {
         kb.add_tree(&c.label, &c.dir, &[])
@@ -269,37 +278,72 @@ fn crate_label(dir: &Path, root: &Path, spec_dir: &Path) -> String {
 }
 
 /// cargo configuration files cargo reads for a build in `glue_dir`, outside the glue
-/// itself (whose `.cargo/config.toml` is a glue file): `(label, file)`.
-fn cargo_configs(glue_dir: &Path, spec_dir: &Path) -> Vec<(String, PathBuf)> {
+/// itself (whose `.cargo/config.toml` is a glue file), nearest first.
+fn cargo_configs(glue_dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let glue_abs = std::path::absolute(glue_dir).unwrap_or(glue_dir.to_path_buf());
-    for dir in glue_abs.ancestors().skip(1) {
-        for name in ["config.toml", "config"] {
-            let f = dir.join(".cargo").join(name);
-            if f.is_file() {
-                let d = dir.canonicalize().unwrap_or(dir.to_path_buf());
-                out.push((
-                    format!(
-                        "cargo-config/{}/.cargo/{name}",
-                        relative(spec_dir, &d).display()
-                    ),
-                    f,
-                ));
-            }
-        }
-    }
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
-    if let Some(home) = home {
+    let dirs = glue_abs
+        .ancestors()
+        .skip(1)
+        .map(|d| d.join(".cargo"))
+        .chain(home);
+    for dir in dirs {
         for name in ["config.toml", "config"] {
-            let f = home.join(name);
-            if f.is_file() && !out.iter().any(|(_, o)| *o == f) {
-                out.push((format!("cargo-home/{name}"), f));
+            let f = dir.join(name);
+            if f.is_file() && !out.contains(&f) {
+                out.push(f);
             }
         }
     }
     out
+}
+
+/// Tables of a cargo configuration file that cannot change what is built: where crates
+/// come from (the lock file's checksums pin their contents), networking, aliases, the
+/// terminal, and how many jobs run or where output goes.
+const CONFIG_WITHOUT_EFFECT: &[&str] = &[
+    "source",
+    "net",
+    "http",
+    "registries",
+    "registry",
+    "credential-alias",
+    "alias",
+    "term",
+    "cargo-new",
+    "install",
+    "future-incompat-report",
+    "cache",
+];
+
+/// The part of the cargo configuration `file` that can change the output (profiles,
+/// target and build flags, `[env]`, `[patch]`, unstable features), canonically serialised;
+/// `None` when it has none (a source replacement, as vendored builds have, is not one).
+fn config_effect(file: &Path) -> Result<Option<String>, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let mut table: toml::Table = toml::from_str(&text)
+        .map_err(|e| format!("{} is not valid TOML: {e}", file.display()))?;
+    for key in CONFIG_WITHOUT_EFFECT {
+        table.remove(*key);
+    }
+    if let Some(toml::Value::Table(build)) = table.get_mut("build") {
+        for key in ["jobs", "target-dir", "build-dir"] {
+            build.remove(key);
+        }
+        if build.is_empty() {
+            table.remove("build");
+        }
+    }
+    if table.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(&table)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", file.display()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -364,7 +408,7 @@ fn closure(store: &Store, k: &KeyInputs<'_>, spec_dir: &Path) -> Result<Vec<Path
                 k.glue_dir.join("Cargo.lock"),
             ];
             manifests.extend(crates.iter().map(|(_, d)| d.join("Cargo.toml")));
-            manifests.extend(cargo_configs(k.glue_dir, spec_dir).into_iter().map(|x| x.1));
+            manifests.extend(cargo_configs(k.glue_dir));
             let record = ClosureCache {
                 manifests: manifests
                     .into_iter()
@@ -467,6 +511,23 @@ fn closure_from_cargo(k: &KeyInputs<'_>) -> Result<Vec<(String, PathBuf)>, Strin
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_cargo_configuration_that_changes_the_output_is_an_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("config.toml");
+        std::fs::write(
+            &f,
+            "[source.crates-io]\nreplace-with = \"vendored\"\n[source.vendored]\ndirectory = \"/v\"\n[net]\noffline = true\n[build]\njobs = 2\n",
+        )
+        .unwrap();
+        assert_eq!(super::config_effect(&f).unwrap(), None);
+        std::fs::write(&f, "[build]\njobs = 2\nrustflags = [\"-Ctarget-cpu=native\"]\n").unwrap();
+        let effect = super::config_effect(&f).unwrap().unwrap();
+        assert!(effect.contains("target-cpu") && !effect.contains("jobs"), "{effect}");
+        std::fs::write(&f, "[profile.release\n").unwrap();
+        assert!(super::config_effect(&f).is_err());
+    }
+
     use super::*;
 
     #[test]
