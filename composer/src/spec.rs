@@ -151,6 +151,8 @@ struct Loader<'r> {
     stack: Vec<PathBuf>,
     /// The main spec's text, as read (never read twice).
     main: Option<Source>,
+    /// The `unikernel` node of each file that has one (file index, node name).
+    unikernels: Vec<(usize, Span)>,
 }
 
 /// Reads the spec at `path` and everything it imports, then applies `--arg NAME=VALUE`s.
@@ -175,6 +177,7 @@ pub fn load(
         files: Vec::new(),
         stack: Vec::new(),
         main: None,
+        unikernels: Vec::new(),
     };
     loader.file(path, text, None);
     let mut diags = match loader.finish(path, args) {
@@ -359,6 +362,21 @@ impl Loader<'_> {
         match kind {
             "import" => self.import(node, source, dir),
             "unikernel" => {
+                if let Some(first) = self.unikernels.iter().find(|(f, _)| *f == file) {
+                    let first = first.1.clone();
+                    self.err(
+                        Diag::new(
+                            "compose::two-unikernels",
+                            "a spec has one `unikernel` node",
+                            &name_span,
+                            "second unikernel",
+                        )
+                        .also(&first, "first unikernel")
+                        .help("merge the two; a spec that imports this one may declare its own `unikernel` to replace it"),
+                    );
+                    return;
+                }
+                self.unikernels.push((file, name_span.clone()));
                 if let Some((name, at)) = self.name_arg(node, source, "unikernel", None) {
                     self.defs
                         .push((file, name, at, Def::Unikernel(node.clone(), source.clone())));
@@ -525,6 +543,35 @@ impl Loader<'_> {
             });
         }
         out
+    }
+
+    /// Whether `child` repeats a setting given once already in this block (reported, with
+    /// both places); otherwise records it.
+    fn repeated(
+        &mut self,
+        seen: &mut Vec<(String, Span)>,
+        child: &KdlNode,
+        source: &Source,
+        block: &str,
+    ) -> bool {
+        let name = child.name().value();
+        let at = span(source, child.span());
+        if let Some((_, first)) = seen.iter().find(|(n, _)| n == name) {
+            let first = first.clone();
+            self.err(
+                Diag::new(
+                    "compose::repeated-setting",
+                    format!("`{name}` is given twice in `{block}`"),
+                    &at,
+                    "given again here",
+                )
+                .also(&first, "first given here")
+                .help(format!("`{name}` is set once; keep one of them")),
+            );
+            return true;
+        }
+        seen.push((name.to_string(), at));
+        false
     }
 
     fn no_children(&mut self, node: &KdlNode, source: &Source, what: &str) {
@@ -801,9 +848,15 @@ impl Loader<'_> {
                 );
             }
         }
+        let mut seen = Vec::new();
         for child in node.children().map(|c| c.nodes()).unwrap_or_default() {
             let cname = child.name().value();
             let cspan = span(source, child.span());
+            if matches!(cname, "crate" | "entry")
+                && self.repeated(&mut seen, child, source, "application")
+            {
+                continue;
+            }
             let strings: Vec<(String, Span)> = child
                 .entries()
                 .iter()
@@ -862,8 +915,14 @@ impl Loader<'_> {
         let mut target = None;
         let mut memory = None;
         let _ = self.props(node, source, Some(&[]));
+        let mut seen = Vec::new();
         for child in node.children().map(|c| c.nodes()).unwrap_or_default() {
             let cname = child.name().value();
+            if matches!(cname, "target" | "memory")
+                && self.repeated(&mut seen, child, source, "unikernel")
+            {
+                continue;
+            }
             let at = span(source, child.span());
             let value = child
                 .entries()
