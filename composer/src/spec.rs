@@ -292,6 +292,15 @@ impl Loader<'_> {
                         "unmatched",
                         "remove it, or open its block with `{`",
                     ),
+                    ScanError::SlashdashNesting(at) => (
+                        "compose::nesting-too-deep",
+                        at,
+                        format!(
+                            "blocks commented out with `/-` nest deeper than {MAX_SLASHDASH_NESTING} levels"
+                        ),
+                        "too deep",
+                        "one `/-` comments out a whole block, with every block inside it",
+                    ),
                     ScanError::Slashdashes(at) => (
                         "compose::syntax",
                         at,
@@ -1161,6 +1170,10 @@ pub const MAX_NESTING: usize = 64;
 /// the KDL parser recurses per marker.
 pub const MAX_SLASHDASH_RUN: usize = 16;
 
+/// The deepest nesting of blocks commented out with `/-` (the KDL parser's time doubles
+/// with each level).
+pub const MAX_SLASHDASH_NESTING: usize = 4;
+
 /// What reading a spec file can go wrong with. None of them shows the file's content.
 #[derive(Debug)]
 enum FileError {
@@ -1260,6 +1273,8 @@ enum ScanError {
     Unmatched(usize),
     /// The `/-` that makes a run longer than [`MAX_SLASHDASH_RUN`].
     Slashdashes(usize),
+    /// A `{` nesting commented-out blocks deeper than [`MAX_SLASHDASH_NESTING`].
+    SlashdashNesting(usize),
 }
 
 /// KDL's newlines, as byte sequences.
@@ -1290,6 +1305,11 @@ fn scan(src: &str) -> Result<String, ScanError> {
     let b = src.as_bytes();
     let mut out = b.to_vec();
     let (mut i, mut depth, mut run) = (0usize, 0usize, 0usize);
+    // Whether each open block is commented out, and how many are; whether a `/-` is
+    // pending (it applies to the node, entry or block that follows it), and whether a
+    // token has come since (after which a newline ends the node).
+    let (mut blocks, mut slashed): (Vec<bool>, usize) = (Vec::new(), 0);
+    let (mut pending, mut token) = (false, false);
     while i < b.len() {
         let c = b[i];
         let next = b.get(i + 1).copied();
@@ -1326,6 +1346,7 @@ fn scan(src: &str) -> Result<String, ScanError> {
             }
             b'/' if next == Some(b'-') => {
                 run += 1;
+                (pending, token) = (true, false);
                 if run > MAX_SLASHDASH_RUN {
                     return Err(ScanError::Slashdashes(i));
                 }
@@ -1333,6 +1354,7 @@ fn scan(src: &str) -> Result<String, ScanError> {
             }
             b'"' | b'#' => {
                 run = 0;
+                token = true;
                 let hashes = b[i..].iter().take_while(|&&x| x == b'#').count();
                 let q = i + hashes;
                 if b.get(q) != Some(&b'"') {
@@ -1369,6 +1391,15 @@ fn scan(src: &str) -> Result<String, ScanError> {
                 if depth > MAX_NESTING {
                     return Err(ScanError::TooDeep(i));
                 }
+                let inside = blocks.last().copied().unwrap_or(false);
+                blocks.push(pending || inside);
+                if pending || inside {
+                    slashed += 1;
+                    if slashed > MAX_SLASHDASH_NESTING {
+                        return Err(ScanError::SlashdashNesting(i));
+                    }
+                }
+                (pending, token) = (false, false);
                 i += 1;
             }
             b'}' => {
@@ -1377,19 +1408,34 @@ fn scan(src: &str) -> Result<String, ScanError> {
                     return Err(ScanError::Unmatched(i));
                 };
                 depth = d;
+                if blocks.pop() == Some(true) {
+                    slashed -= 1;
+                }
+                (pending, token) = (false, false);
+                i += 1;
+            }
+            b';' => {
+                (run, pending, token) = (0, false, false);
                 i += 1;
             }
             b' ' | b'\t' | b'\\' => i += 1,
-            _ if newline_at(b, i).is_some() => i += newline_at(b, i).unwrap_or(1),
+            _ if newline_at(b, i).is_some() => {
+                if pending && token {
+                    (pending, token) = (false, false);
+                }
+                i += newline_at(b, i).unwrap_or(1);
+            }
             _ if c >= 0x80 => {
                 let ch = src.get(i..).and_then(|t| t.chars().next()).unwrap_or(' ');
                 if !ch.is_whitespace() {
                     run = 0;
+                    token = true;
                 }
                 i += ch.len_utf8();
             }
             _ => {
                 run = 0;
+                token = true;
                 i += 1;
             }
         }
@@ -1412,5 +1458,80 @@ pub fn parse_arg(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((n, v)) if !n.is_empty() => Ok((n.to_string(), v.to_string())),
         _ => Err(format!("expected NAME=VALUE, found `{s}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scan_skips_strings_and_comments() {
+        let ok = "a \"{{{\" #\"}}}\"# ##\"\"#}\"## \"\\\"{\" /* { /* } */ { */ // {{{\nb \"\"\"\n}}}\n\"\"\" { c }";
+        let out = scan(ok).unwrap();
+        assert_eq!(out.len(), ok.len());
+        assert!(out.contains("/*") && !out.contains("/* {"));
+        assert_eq!(scan("}"), Err(ScanError::Unmatched(0)));
+        let deep = format!("{}{}", "a {".repeat(MAX_NESTING), "}".repeat(MAX_NESTING));
+        assert!(scan(&deep).is_ok());
+        let deeper = format!("a {{ {deep} }}");
+        assert_eq!(
+            scan(&deeper),
+            Err(ScanError::TooDeep(2 + 3 * MAX_NESTING + 1))
+        );
+        let run = "/- ".repeat(MAX_SLASHDASH_RUN);
+        assert!(scan(&format!("{run}a")).is_ok());
+        assert!(matches!(
+            scan(&format!("{run}/- a")),
+            Err(ScanError::Slashdashes(_))
+        ));
+        // Whitespace and comments do not break a run; a node does.
+        assert!(scan(&format!("{run}a\n{run}b")).is_ok());
+        assert!(matches!(
+            scan(&format!("{run}/* x */ /-a")),
+            Err(ScanError::Slashdashes(_))
+        ));
+        // Unterminated strings and comments end the scan; the parser reports them.
+        assert!(scan("a \"{{{").is_ok());
+        assert!(scan("a /* {{{").is_ok());
+    }
+
+    #[test]
+    fn every_example_and_ui_spec_passes_the_scan() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        let mut dirs = vec![root.join("specs"), root.join("tests/ui")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "kdl") {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(files.len() > 50, "{files:?}");
+        for f in files {
+            let Ok(text) = std::fs::read_to_string(&f) else {
+                continue;
+            };
+            let expect_deep = f.to_string_lossy().contains("nesting-too-deep");
+            let expect_other = ["unmatched-brace", "slashdash-run"]
+                .iter()
+                .any(|c| f.to_string_lossy().contains(c));
+            match scan(&text) {
+                Ok(blanked) => {
+                    assert!(!expect_deep && !expect_other, "{}", f.display());
+                    // Blanking comments keeps every node the parser would see.
+                    if let Ok(doc) = KdlDocument::parse(&text) {
+                        let again = KdlDocument::parse(&blanked).unwrap();
+                        assert_eq!(doc.nodes().len(), again.nodes().len(), "{}", f.display());
+                    }
+                }
+                Err(ScanError::TooDeep(_)) => assert!(expect_deep, "{}", f.display()),
+                Err(_) => assert!(expect_other, "{}", f.display()),
+            }
+        }
     }
 }
