@@ -108,6 +108,25 @@ fn node(depth: u32) -> BoxedStrategy<String> {
         .boxed()
 }
 
+/// Nesting `depth` levels deep, each level a node, maybe a string or comment holding braces
+/// (which do not count), maybe a slashdash.
+fn nested(depth: usize, decor: &[u8]) -> String {
+    let mut s = String::from("unikernel u\n");
+    for (i, d) in (0..depth).zip(decor.iter().cycle()) {
+        let extra = match d % 6 {
+            0 => "\"{{\" ",
+            1 => "#\"}}\"# ",
+            2 => "/* { /* } */ */ ",
+            3 => "/-{} ",
+            4 => "\"\"\"\n}\n\"\"\" ",
+            _ => "",
+        };
+        s.push_str(&format!("n{i} {extra}{{\n"));
+    }
+    s.push_str(&"}\n".repeat(depth));
+    s
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
 
@@ -134,5 +153,20 @@ proptest! {
         }
         doc.push_str("application app {\n crate \"../specs/hello\"\n entry \"hello::start\"\n use console a b\n}\n");
         check(dir.path(), doc.as_bytes());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    #[test]
+    fn deep_nesting_is_a_diagnostic(depth in 0usize..1200, decor in prop::collection::vec(any::<u8>(), 1..8)) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = nested(depth, &decor);
+        check(dir.path(), text.as_bytes());
+        let registry = Registry::builtin().unwrap();
+        let diags = compose::spec::load(&dir.path().join("spec.kdl"), &[], &registry).unwrap_err();
+        let deep = diags.iter().any(|d| d.code == "compose::nesting-too-deep");
+        prop_assert_eq!(deep, depth > compose::spec::MAX_NESTING, "{:?}", diags.iter().map(|d| d.code).collect::<Vec<_>>());
     }
 }

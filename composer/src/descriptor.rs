@@ -20,12 +20,17 @@
 //! construct=...` line overrides the constructor on one target.
 //!
 //! Capabilities replace matching kind names in the generic stages:
-//! `host net mac=PROPERTY`, `host block sector-size=PROPERTY|N size=PROPERTY|N` and
+//! `host net mac=PROPERTY`, `host block sector-size=PROPERTY|N size=PROPERTY|N writable=PROPERTY` and
 //! `host secret` say the launcher attaches the device (each may be conditional,
 //! `when="PROPERTY=VALUE"`); `build pack-assets dir=P include=P exclude=P compress=P
 //! image-when="PROPERTY=VALUE"` is a build step whose typed inputs are properties.
+//!
+//! A `property` may add constraints on its value beyond its type, each checked where the
+//! spec gives the value (a located diagnostic) and on the descriptor's own default:
+//! `min=N` (an integer at least N), `power-of-two=#true`, and for a `mac`, `unicast=#true`
+//! (not a multicast or the broadcast address).
 
-use crate::types::{Ty, Value};
+use crate::types::{Constraint, Ty, Value};
 use kdl::{KdlDocument, KdlNode, KdlValue};
 use serde::Serialize;
 
@@ -90,6 +95,9 @@ pub struct PropSpec {
     pub default: Option<Value>,
     /// Whether the spec must give it.
     pub required: bool,
+    /// Rules on the value beyond its type.
+    #[serde(skip)]
+    pub constraints: Vec<Constraint>,
     /// Documentation.
     pub doc: String,
 }
@@ -371,11 +379,30 @@ fn parse_descriptor(node: &KdlNode, file: &str) -> Result<Descriptor, String> {
                     None => None,
                 };
                 let required = matches!(prop(c, "required"), Some(KdlValue::Bool(true)));
+                let mut constraints = Vec::new();
+                for e in c.entries() {
+                    let Some(key) = e.name() else { continue };
+                    let Some(parsed) = Constraint::parse(key.value(), e.value()) else {
+                        continue;
+                    };
+                    let k = parsed.map_err(|e| format!("property {name}: {e}"))?;
+                    if !k.fits(&ty) {
+                        return Err(format!(
+                            "property {name}: {} does not apply to {ty}",
+                            key.value()
+                        ));
+                    }
+                    if let Some(Err(e)) = default.as_ref().map(|v| k.check(v)) {
+                        return Err(format!("property {name}: default: {}", e.message));
+                    }
+                    constraints.push(k);
+                }
                 d.properties.push(PropSpec {
                     name,
                     ty,
                     default,
                     required,
+                    constraints,
                     doc,
                 });
             }

@@ -324,7 +324,27 @@ impl Resolver<'_> {
                         );
                         continue;
                     }
-                    Some(v) => v,
+                    Some(v) => {
+                        if let PropValue::Given(x) | PropValue::Param(_, x) = &v
+                            && let Some(e) = spec.constraints.iter().find_map(|k| k.check(x).err())
+                        {
+                            let via = match &v {
+                                PropValue::Param(name, _) => format!(" (from param `{name}`)"),
+                                _ => String::new(),
+                            };
+                            self.err(
+                                Diag::new(
+                                    e.code,
+                                    format!("`{}` {}{via}", spec.name, e.message),
+                                    &p.span,
+                                    "not allowed here",
+                                )
+                                .help(e.hint),
+                            );
+                            continue;
+                        }
+                        v
+                    }
                     None => continue,
                 },
                 None => match (&spec.default, spec.required) {

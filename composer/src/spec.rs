@@ -146,6 +146,10 @@ struct Loader<'r> {
     files: Vec<PathBuf>,
     /// Import chain, for cycle detection: canonical path and the span of the import.
     stack: Vec<PathBuf>,
+    /// The main spec's text, as read (never read twice).
+    main: Option<Source>,
+    /// The `unikernel` node of each file that has one (file index, node name).
+    unikernels: Vec<(usize, Span)>,
 }
 
 /// Reads the spec at `path` and everything it imports, then applies `--arg NAME=VALUE`s.
@@ -154,11 +158,11 @@ pub fn load(
     args: &[(String, String)],
     registry: &Registry,
 ) -> Result<Spec, Vec<Diag>> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_spec_file(path) {
         Ok(t) => t,
         Err(e) => {
             return Err(vec![Diag::nowhere(
-                "compose::io",
+                e.code(),
                 format!("cannot read spec {}: {e}", path.display()),
             )]);
         }
@@ -169,10 +173,60 @@ pub fn load(
         defs: Vec::new(),
         files: Vec::new(),
         stack: Vec::new(),
+        main: None,
+        unikernels: Vec::new(),
     };
-    loader.file(path, text);
-    loader.finish(path, args)
+    loader.file(path, text, None);
+    let mut diags = match loader.finish(path, args) {
+        Ok(spec) => return Ok(spec),
+        Err(d) => d,
+    };
+    // Thousands of errors help no one, and rendering each costs a pass over its file.
+    if diags.len() > MAX_DIAGNOSTICS {
+        let more = diags.len() - MAX_DIAGNOSTICS;
+        diags.truncate(MAX_DIAGNOSTICS);
+        diags.push(Diag::nowhere(
+            "compose::too-many-errors",
+            format!("{more} more errors not shown"),
+        ));
+    }
+    Err(diags)
 }
+
+/// The most diagnostics one `load` reports; the rest are counted.
+pub const MAX_DIAGNOSTICS: usize = 50;
+
+/// How the import of a file went wrong, for a diagnostic at the import node.
+fn import_not_kdl(at: &Span, rel: &str, path: &Path, why: String) -> Diag {
+    Diag::new(
+        "compose::not-kdl",
+        format!("cannot import {rel:?}: not a KDL spec"),
+        at,
+        "imported here",
+    )
+    .help(format!(
+        "{why}; its content is not shown (run `compose check {}` to see it)",
+        path.display()
+    ))
+}
+
+/// Parses checked text on a thread with a large stack: the KDL parser recurses, and the
+/// scan bounds only the recursion it knows of.
+fn parse_kdl(text: &str) -> Result<KdlDocument, kdl::KdlError> {
+    std::thread::scope(|s| {
+        let parser = std::thread::Builder::new()
+            .name("kdl-parse".into())
+            .stack_size(PARSER_STACK)
+            .spawn_scoped(s, || KdlDocument::parse(text));
+        match parser {
+            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(_) => KdlDocument::parse(text),
+        }
+    })
+}
+
+/// The parser thread's stack (reserved, touched only as deep as the parse goes).
+const PARSER_STACK: usize = 256 << 20;
 
 /// Converts the KDL parser's errors into compose diagnostics.
 fn syntax_errors(err: kdl::KdlError, source: &Source) -> Vec<Diag> {
@@ -203,20 +257,90 @@ fn span(source: &Source, s: miette::SourceSpan) -> Span {
 }
 
 impl Loader<'_> {
-    fn file(&mut self, path: &Path, text: String) {
+    /// Reads one file's nodes. `import` is the import node's value and the name written
+    /// there, for a file that another imports: its problems are reported at the import,
+    /// without showing its content.
+    fn file(&mut self, path: &Path, text: String, import: Option<(&Span, &str)>) {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        self.stack.push(canonical);
-        self.files.push(path.to_path_buf());
-        let file_index = self.files.len() - 1;
         let source = Source::new(path, text);
-        let doc = match KdlDocument::parse(&source.text) {
-            Ok(doc) => doc,
-            Err(e) => {
-                self.diags.extend(syntax_errors(e, &source));
-                self.stack.pop();
+        if import.is_none() {
+            self.main = Some(source.clone());
+        }
+        let checked = scan(&source.text);
+        let parsed = match &checked {
+            Ok(blanked) => Some(parse_kdl(blanked)),
+            Err(_) => None,
+        };
+        let doc = match (checked, parsed) {
+            (_, Some(Ok(doc))) => doc,
+            (Err(limit), _) => {
+                let (code, offset, message, label, help) = match limit {
+                    ScanError::TooDeep(at) => (
+                        "compose::nesting-too-deep",
+                        at,
+                        format!("blocks nest deeper than {MAX_NESTING} levels"),
+                        "too deep",
+                        "a spec nests one or two levels of `{ ... }`",
+                    ),
+                    ScanError::Unmatched(at) => (
+                        "compose::syntax",
+                        at,
+                        "invalid KDL: a `}` that closes no block".to_string(),
+                        "unmatched",
+                        "remove it, or open its block with `{`",
+                    ),
+                    ScanError::SlashdashNesting(at) => (
+                        "compose::nesting-too-deep",
+                        at,
+                        format!(
+                            "blocks commented out with `/-` nest deeper than {MAX_SLASHDASH_NESTING} levels"
+                        ),
+                        "too deep",
+                        "one `/-` comments out a whole block, with every block inside it",
+                    ),
+                    ScanError::Slashdashes(at) => (
+                        "compose::syntax",
+                        at,
+                        format!("more than {MAX_SLASHDASH_RUN} `/-` in a row"),
+                        "one too many",
+                        "one `/-` comments out the node, entry or block that follows",
+                    ),
+                };
+                let at = span(&source, (offset, 1).into());
+                match import {
+                    Some((node, rel)) => {
+                        let (line, col) = at.line_col();
+                        let why = format!("{}:{line}:{col}: {message}", path.display());
+                        self.err(import_not_kdl(node, rel, path, why));
+                    }
+                    None => self.err(Diag::new(code, message, &at, label).help(help)),
+                }
+                return;
+            }
+            (Ok(_), parsed) => {
+                let e = match parsed {
+                    Some(Err(e)) => e,
+                    _ => unreachable!("a scanned file is parsed"),
+                };
+                match import {
+                    Some((node, rel)) => {
+                        let first = syntax_errors(e, &source).into_iter().next();
+                        let why = match first.as_ref().and_then(|d| d.location().zip(Some(d))) {
+                            Some(((file, line, col), d)) => {
+                                format!("{file}:{line}:{col}: {}", d.message)
+                            }
+                            None => "it does not parse as KDL".to_string(),
+                        };
+                        self.err(import_not_kdl(node, rel, path, why));
+                    }
+                    None => self.diags.extend(syntax_errors(e, &source)),
+                }
                 return;
             }
         };
+        self.stack.push(canonical);
+        self.files.push(path.to_path_buf());
+        let file_index = self.files.len() - 1;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for node in doc.nodes() {
             self.node(node, &source, &dir, file_index);
@@ -244,6 +368,21 @@ impl Loader<'_> {
         match kind {
             "import" => self.import(node, source, dir),
             "unikernel" => {
+                if let Some(first) = self.unikernels.iter().find(|(f, _)| *f == file) {
+                    let first = first.1.clone();
+                    self.err(
+                        Diag::new(
+                            "compose::two-unikernels",
+                            "a spec has one `unikernel` node",
+                            &name_span,
+                            "second unikernel",
+                        )
+                        .also(&first, "first unikernel")
+                        .help("merge the two; a spec that imports this one may declare its own `unikernel` to replace it"),
+                    );
+                    return;
+                }
+                self.unikernels.push((file, name_span.clone()));
                 if let Some((name, at)) = self.name_arg(node, source, "unikernel", None) {
                     self.defs
                         .push((file, name, at, Def::Unikernel(node.clone(), source.clone())));
@@ -412,6 +551,35 @@ impl Loader<'_> {
         out
     }
 
+    /// Whether `child` repeats a setting given once already in this block (reported, with
+    /// both places); otherwise records it.
+    fn repeated(
+        &mut self,
+        seen: &mut Vec<(String, Span)>,
+        child: &KdlNode,
+        source: &Source,
+        block: &str,
+    ) -> bool {
+        let name = child.name().value();
+        let at = span(source, child.span());
+        if let Some((_, first)) = seen.iter().find(|(n, _)| n == name) {
+            let first = first.clone();
+            self.err(
+                Diag::new(
+                    "compose::repeated-setting",
+                    format!("`{name}` is given twice in `{block}`"),
+                    &at,
+                    "given again here",
+                )
+                .also(&first, "first given here")
+                .help(format!("`{name}` is set once; keep one of them")),
+            );
+            return true;
+        }
+        seen.push((name.to_string(), at));
+        false
+    }
+
     fn no_children(&mut self, node: &KdlNode, source: &Source, what: &str) {
         if let Some(children) = node.children() {
             let at = span(source, children.span());
@@ -465,25 +633,35 @@ impl Loader<'_> {
             );
             return;
         }
-        match std::fs::read_to_string(&path) {
-            Ok(text) => self.file(&path, text),
+        match read_spec_file(&path) {
+            Ok(text) => self.file(&path, text, Some((&at, rel))),
+            Err(FileError::NotText) => self.err(import_not_kdl(
+                &at,
+                rel,
+                &path,
+                FileError::NotText.to_string(),
+            )),
             Err(e) => {
-                let msg = if e.kind() == std::io::ErrorKind::NotFound {
-                    "no such file".to_string()
-                } else {
-                    e.to_string()
+                let help = match &e {
+                    FileError::Io(_) => format!(
+                        "paths are relative to the importing file: looked for {}",
+                        path.display()
+                    ),
+                    FileError::NotRegular(_) => "an import names a spec file".to_string(),
+                    _ => format!("a spec file is at most {} KiB", MAX_SPEC_BYTES >> 10),
+                };
+                let code = match &e {
+                    FileError::Io(_) => "compose::missing-import",
+                    e => e.code(),
                 };
                 self.err(
                     Diag::new(
-                        "compose::missing-import",
-                        format!("cannot import {rel:?}: {msg}"),
+                        code,
+                        format!("cannot import {rel:?}: {e}"),
                         &at,
                         "imported here",
                     )
-                    .help(format!(
-                        "paths are relative to the importing file: looked for {}",
-                        path.display()
-                    )),
+                    .help(help),
                 );
             }
         }
@@ -676,9 +854,15 @@ impl Loader<'_> {
                 );
             }
         }
+        let mut seen = Vec::new();
         for child in node.children().map(|c| c.nodes()).unwrap_or_default() {
             let cname = child.name().value();
             let cspan = span(source, child.span());
+            if matches!(cname, "crate" | "entry")
+                && self.repeated(&mut seen, child, source, "application")
+            {
+                continue;
+            }
             let strings: Vec<(String, Span)> = child
                 .entries()
                 .iter()
@@ -737,8 +921,14 @@ impl Loader<'_> {
         let mut target = None;
         let mut memory = None;
         let _ = self.props(node, source, Some(&[]));
+        let mut seen = Vec::new();
         for child in node.children().map(|c| c.nodes()).unwrap_or_default() {
             let cname = child.name().value();
+            if matches!(cname, "target" | "memory")
+                && self.repeated(&mut seen, child, source, "unikernel")
+            {
+                continue;
+            }
             let at = span(source, child.span());
             let value = child
                 .entries()
@@ -847,7 +1037,7 @@ impl Loader<'_> {
                 Def::App(a) => apps.push(a),
             }
         }
-        let main_source = Source::new(main, std::fs::read_to_string(main).unwrap_or_default());
+        let main_source = self.main.clone().unwrap_or_else(|| Source::new(main, ""));
         let whole_main = Span {
             source: main_source.clone(),
             span: (0, 0).into(),
@@ -964,6 +1154,293 @@ fn string_prop(props: &[PropDecl], key: &str) -> Option<String> {
         })
 }
 
+/// The largest spec file compose reads (64 KiB, some thirty times the largest example); a
+/// larger one is refused, and never read beyond this. The limit also bounds the time and
+/// stack the KDL parser spends on a hostile file.
+pub const MAX_SPEC_BYTES: u64 = 64 << 10;
+
+/// The deepest nesting of `{ ... }` blocks a spec may have. Specs nest one or two levels;
+/// the KDL parser recurses per level, so a deeper file is refused before it is parsed.
+pub const MAX_NESTING: usize = 64;
+
+/// The longest run of `/-` (slashdash) markers with nothing but whitespace between them;
+/// the KDL parser recurses per marker.
+pub const MAX_SLASHDASH_RUN: usize = 16;
+
+/// The deepest nesting of blocks commented out with `/-` (the KDL parser's time doubles
+/// with each level).
+pub const MAX_SLASHDASH_NESTING: usize = 4;
+
+/// What reading a spec file can go wrong with. None of them shows the file's content.
+#[derive(Debug)]
+enum FileError {
+    /// Opening or reading failed (`NotFound` among them).
+    Io(std::io::Error),
+    /// Not a regular file: a directory, a FIFO, a device, a socket.
+    NotRegular(&'static str),
+    /// Larger than [`MAX_SPEC_BYTES`].
+    TooLarge,
+    /// Not UTF-8 text.
+    NotText,
+}
+
+impl FileError {
+    fn code(&self) -> &'static str {
+        match self {
+            FileError::Io(_) => "compose::io",
+            FileError::NotRegular(_) => "compose::not-a-file",
+            FileError::TooLarge => "compose::spec-too-large",
+            FileError::NotText => "compose::not-kdl",
+        }
+    }
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                f.write_str("no such file")
+            }
+            FileError::Io(e) => write!(f, "{e}"),
+            FileError::NotRegular(what) => write!(f, "it is {what}, not a regular file"),
+            FileError::TooLarge => write!(
+                f,
+                "it is larger than {} KiB, the limit for a spec file",
+                MAX_SPEC_BYTES >> 10
+            ),
+            FileError::NotText => f.write_str("it is not UTF-8 text, so not a KDL spec"),
+        }
+    }
+}
+
+fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Reads a spec file: only a regular file (checked before it is opened, so a FIFO is never
+/// opened and a device never read, and again on the open file), at most
+/// [`MAX_SPEC_BYTES`], and only UTF-8 text. Symbolic links are followed.
+fn read_spec_file(path: &Path) -> Result<String, FileError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let meta = std::fs::metadata(path).map_err(FileError::Io)?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular(file_kind(meta.file_type())));
+    }
+    // O_NONBLOCK: should the file be swapped for a FIFO after the check, opening it does
+    // not wait for a writer; the check on the open file then refuses it.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(FileError::Io)?;
+    let meta = file.metadata().map_err(FileError::Io)?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular(file_kind(meta.file_type())));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SPEC_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(FileError::Io)?;
+    if bytes.len() as u64 > MAX_SPEC_BYTES {
+        return Err(FileError::TooLarge);
+    }
+    String::from_utf8(bytes).map_err(|_| FileError::NotText)
+}
+
+/// A limit the pre-parse scan found exceeded, at a byte offset.
+#[derive(Debug, PartialEq, Eq)]
+enum ScanError {
+    /// A `{` opening level [`MAX_NESTING`] + 1.
+    TooDeep(usize),
+    /// A `}` that closes nothing.
+    Unmatched(usize),
+    /// The `/-` that makes a run longer than [`MAX_SLASHDASH_RUN`].
+    Slashdashes(usize),
+    /// A `{` nesting commented-out blocks deeper than [`MAX_SLASHDASH_NESTING`].
+    SlashdashNesting(usize),
+}
+
+/// KDL's newlines, as byte sequences.
+const NEWLINES: &[&[u8]] = &[
+    b"\r",
+    b"\n",
+    "\u{85}".as_bytes(),
+    b"\x0b",
+    b"\x0c",
+    "\u{2028}".as_bytes(),
+    "\u{2029}".as_bytes(),
+];
+
+fn newline_at(b: &[u8], i: usize) -> Option<usize> {
+    NEWLINES
+        .iter()
+        .find(|n| b[i..].starts_with(n))
+        .map(|n| n.len())
+}
+
+/// Scans KDL v2 text before it reaches the parser, which recurses per nesting level, per
+/// `/-` in a run and per piece of a block comment: checks nesting and slashdash runs, and
+/// returns the text with the inside of every block comment blanked to spaces (newlines
+/// kept, so every byte offset and line stays where it was). Strings (`"..."` with escapes,
+/// `"""` multi-line, `#"..."#` raw with any number of `#`) and `//` comments are skipped;
+/// an unterminated string or comment ends the scan (the parser reports it).
+fn scan(src: &str) -> Result<String, ScanError> {
+    let b = src.as_bytes();
+    let mut out = b.to_vec();
+    let (mut i, mut depth, mut run) = (0usize, 0usize, 0usize);
+    // Whether each open block is commented out, and how many are; whether a `/-` is
+    // pending (it applies to the node, entry or block that follows it), and whether a
+    // token has come since (after which a newline ends the node).
+    let (mut blocks, mut slashed): (Vec<bool>, usize) = (Vec::new(), 0);
+    let (mut pending, mut token) = (false, false);
+    while i < b.len() {
+        let c = b[i];
+        let next = b.get(i + 1).copied();
+        match c {
+            b'/' if next == Some(b'/') => {
+                i += 2;
+                while i < b.len() && newline_at(b, i).is_none() {
+                    i += 1;
+                }
+            }
+            b'/' if next == Some(b'*') => {
+                let start = i + 2;
+                let (mut j, mut level) = (start, 1usize);
+                while j < b.len() {
+                    if b[j..].starts_with(b"/*") {
+                        level += 1;
+                        j += 2;
+                    } else if b[j..].starts_with(b"*/") {
+                        level -= 1;
+                        if level == 0 {
+                            break;
+                        }
+                        j += 2;
+                    } else {
+                        j += 1;
+                    }
+                }
+                for x in &mut out[start..j] {
+                    if *x != b'\n' && *x != b'\r' {
+                        *x = b' ';
+                    }
+                }
+                i = j + 2;
+            }
+            b'/' if next == Some(b'-') => {
+                run += 1;
+                (pending, token) = (true, false);
+                if run > MAX_SLASHDASH_RUN {
+                    return Err(ScanError::Slashdashes(i));
+                }
+                i += 2;
+            }
+            b'"' | b'#' => {
+                run = 0;
+                token = true;
+                let hashes = b[i..].iter().take_while(|&&x| x == b'#').count();
+                let q = i + hashes;
+                if b.get(q) != Some(&b'"') {
+                    // A keyword (`#true`) or a stray `#`: the parser judges it.
+                    i = q.max(i + 1);
+                    continue;
+                }
+                let multi = b[q..].starts_with(b"\"\"\"");
+                let mut close = if multi {
+                    b"\"\"\"".to_vec()
+                } else {
+                    b"\"".to_vec()
+                };
+                close.extend(std::iter::repeat_n(b'#', hashes));
+                let mut j = q + if multi { 3 } else { 1 };
+                loop {
+                    if j >= b.len() {
+                        return Ok(String::from_utf8(out).unwrap_or_default());
+                    }
+                    if hashes == 0 && b[j] == b'\\' {
+                        j += 2;
+                    } else if b[j..].starts_with(&close) {
+                        j += close.len();
+                        break;
+                    } else {
+                        j += 1;
+                    }
+                }
+                i = j;
+            }
+            b'{' => {
+                run = 0;
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(ScanError::TooDeep(i));
+                }
+                let inside = blocks.last().copied().unwrap_or(false);
+                blocks.push(pending || inside);
+                if pending || inside {
+                    slashed += 1;
+                    if slashed > MAX_SLASHDASH_NESTING {
+                        return Err(ScanError::SlashdashNesting(i));
+                    }
+                }
+                (pending, token) = (false, false);
+                i += 1;
+            }
+            b'}' => {
+                run = 0;
+                let Some(d) = depth.checked_sub(1) else {
+                    return Err(ScanError::Unmatched(i));
+                };
+                depth = d;
+                if blocks.pop() == Some(true) {
+                    slashed -= 1;
+                }
+                (pending, token) = (false, false);
+                i += 1;
+            }
+            b';' => {
+                (run, pending, token) = (0, false, false);
+                i += 1;
+            }
+            b' ' | b'\t' | b'\\' => i += 1,
+            _ if newline_at(b, i).is_some() => {
+                if pending && token {
+                    (pending, token) = (false, false);
+                }
+                i += newline_at(b, i).unwrap_or(1);
+            }
+            _ if c >= 0x80 => {
+                let ch = src.get(i..).and_then(|t| t.chars().next()).unwrap_or(' ');
+                if !ch.is_whitespace() {
+                    run = 0;
+                    token = true;
+                }
+                i += ch.len_utf8();
+            }
+            _ => {
+                run = 0;
+                token = true;
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII spaces replaced whole bytes inside comments; the text stays UTF-8.
+    Ok(String::from_utf8(out).unwrap_or_default())
+}
+
 /// Names of devices, params, boot arguments and applications: lowercase, digits, `-`.
 pub fn valid_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -978,5 +1455,80 @@ pub fn parse_arg(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((n, v)) if !n.is_empty() => Ok((n.to_string(), v.to_string())),
         _ => Err(format!("expected NAME=VALUE, found `{s}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scan_skips_strings_and_comments() {
+        let ok = "a \"{{{\" #\"}}}\"# ##\"\"#}\"## \"\\\"{\" /* { /* } */ { */ // {{{\nb \"\"\"\n}}}\n\"\"\" { c }";
+        let out = scan(ok).unwrap();
+        assert_eq!(out.len(), ok.len());
+        assert!(out.contains("/*") && !out.contains("/* {"));
+        assert_eq!(scan("}"), Err(ScanError::Unmatched(0)));
+        let deep = format!("{}{}", "a {".repeat(MAX_NESTING), "}".repeat(MAX_NESTING));
+        assert!(scan(&deep).is_ok());
+        let deeper = format!("a {{ {deep} }}");
+        assert_eq!(
+            scan(&deeper),
+            Err(ScanError::TooDeep(2 + 3 * MAX_NESTING + 1))
+        );
+        let run = "/- ".repeat(MAX_SLASHDASH_RUN);
+        assert!(scan(&format!("{run}a")).is_ok());
+        assert!(matches!(
+            scan(&format!("{run}/- a")),
+            Err(ScanError::Slashdashes(_))
+        ));
+        // Whitespace and comments do not break a run; a node does.
+        assert!(scan(&format!("{run}a\n{run}b")).is_ok());
+        assert!(matches!(
+            scan(&format!("{run}/* x */ /-a")),
+            Err(ScanError::Slashdashes(_))
+        ));
+        // Unterminated strings and comments end the scan; the parser reports them.
+        assert!(scan("a \"{{{").is_ok());
+        assert!(scan("a /* {{{").is_ok());
+    }
+
+    #[test]
+    fn every_example_and_ui_spec_passes_the_scan() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        let mut dirs = vec![root.join("specs"), root.join("tests/ui")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "kdl") {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(files.len() > 50, "{files:?}");
+        for f in files {
+            let Ok(text) = std::fs::read_to_string(&f) else {
+                continue;
+            };
+            let expect_deep = f.to_string_lossy().contains("nesting-too-deep");
+            let expect_other = ["unmatched-brace", "slashdash-run"]
+                .iter()
+                .any(|c| f.to_string_lossy().contains(c));
+            match scan(&text) {
+                Ok(blanked) => {
+                    assert!(!expect_deep && !expect_other, "{}", f.display());
+                    // Blanking comments keeps every node the parser would see.
+                    if let Ok(doc) = KdlDocument::parse(&text) {
+                        let again = KdlDocument::parse(&blanked).unwrap();
+                        assert_eq!(doc.nodes().len(), again.nodes().len(), "{}", f.display());
+                    }
+                }
+                Err(ScanError::TooDeep(_)) => assert!(expect_deep, "{}", f.display()),
+                Err(_) => assert!(expect_other, "{}", f.display()),
+            }
+        }
     }
 }

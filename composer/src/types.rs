@@ -304,6 +304,100 @@ impl Value {
     }
 }
 
+/// A rule a descriptor puts on a property's value beyond its type, written as an attribute
+/// of the `property` node: `min=512`, `power-of-two=#true`, `unicast=#true`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Constraint {
+    /// An integer at least this large.
+    Min(i128),
+    /// An integer that is a power of two.
+    PowerOfTwo,
+    /// A MAC address of one interface: neither multicast (nor so broadcast).
+    Unicast,
+}
+
+/// A value that breaks a [`Constraint`].
+#[derive(Clone, Debug)]
+pub struct ConstraintError {
+    /// The diagnostic code.
+    pub code: &'static str,
+    /// What is wrong, for a person.
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
+}
+
+/// The descriptor attributes that are constraints.
+pub const CONSTRAINT_ATTRIBUTES: &[&str] = &["min", "power-of-two", "unicast"];
+
+impl Constraint {
+    /// The constraint a descriptor attribute declares, if `key` is one.
+    pub fn parse(key: &str, v: &KdlValue) -> Option<Result<Constraint, String>> {
+        Some(match (key, v) {
+            ("min", KdlValue::Integer(i)) => Ok(Constraint::Min(*i)),
+            ("power-of-two", KdlValue::Bool(true)) => Ok(Constraint::PowerOfTwo),
+            ("unicast", KdlValue::Bool(true)) => Ok(Constraint::Unicast),
+            ("min", _) => Err("min= takes an integer".into()),
+            ("power-of-two" | "unicast", _) => Err(format!("{key}= takes #true")),
+            _ => return None,
+        })
+    }
+
+    /// The type a constraint applies to, for checking descriptors.
+    pub fn fits(&self, ty: &Ty) -> bool {
+        match self {
+            Constraint::Min(_) | Constraint::PowerOfTwo => {
+                matches!(
+                    ty,
+                    Ty::U8 | Ty::U16 | Ty::U32 | Ty::U64 | Ty::I64 | Ty::Size
+                )
+            }
+            Constraint::Unicast => *ty == Ty::Mac,
+        }
+    }
+
+    /// Checks a value of the property's type.
+    pub fn check(&self, v: &Value) -> Result<(), ConstraintError> {
+        match (self, v) {
+            (Constraint::Min(min), Value::Int(i)) if i < min => Err(ConstraintError {
+                code: "compose::out-of-range",
+                message: format!("must be at least {min}, found {i}"),
+                hint: format!("the smallest value is {min}"),
+            }),
+            (Constraint::PowerOfTwo, Value::Int(i)) if *i <= 0 || i & (i - 1) != 0 => {
+                let up = if *i <= 0 {
+                    1
+                } else {
+                    (*i as u128).next_power_of_two()
+                };
+                let down = if *i <= 1 { 1 } else { up / 2 };
+                Err(ConstraintError {
+                    code: "compose::not-power-of-two",
+                    message: format!("must be a power of two, found {i}"),
+                    hint: if down == up {
+                        format!("the nearest power of two is {up}")
+                    } else {
+                        format!("the nearest powers of two are {down} and {up}")
+                    },
+                })
+            }
+            (Constraint::Unicast, Value::Mac(m)) if m[0] & 1 == 1 => {
+                let what = if m.iter().all(|b| *b == 0xff) {
+                    "the broadcast address"
+                } else {
+                    "a multicast address"
+                };
+                Err(ConstraintError {
+                    code: "compose::multicast-mac",
+                    message: format!("must be one interface's address, found {what}"),
+                    hint: "the lowest bit of the first byte marks multicast; a locally administered unicast address looks like 02:00:00:00:00:01".into(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 fn ipv4_expr(a: &Ipv4Addr) -> String {
     let [x, y, z, w] = a.octets();
     format!("core::net::Ipv4Addr::new({x}, {y}, {z}, {w})")
@@ -378,6 +472,38 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("64MB").unwrap_err().contains("64MiB"));
         assert!(parse_size("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn constraints() {
+        let p2 = Constraint::PowerOfTwo;
+        assert!(p2.check(&Value::Int(512)).is_ok());
+        assert!(p2.check(&Value::Int(4096)).is_ok());
+        for bad in [0, -8, 3, 1000, 513] {
+            assert_eq!(
+                p2.check(&Value::Int(bad)).unwrap_err().code,
+                "compose::not-power-of-two"
+            );
+        }
+        assert!(
+            p2.check(&Value::Int(1000))
+                .unwrap_err()
+                .hint
+                .contains("512 and 1024")
+        );
+        let min = Constraint::Min(512);
+        assert!(min.check(&Value::Int(512)).is_ok());
+        assert_eq!(
+            min.check(&Value::Int(256)).unwrap_err().code,
+            "compose::out-of-range"
+        );
+        let u = Constraint::Unicast;
+        assert!(u.check(&Value::Mac([2, 0, 0, 0, 0, 1])).is_ok());
+        assert!(u.check(&Value::Mac([0xfe, 0, 0, 0, 0, 1])).is_ok());
+        let bc = u.check(&Value::Mac([0xff; 6])).unwrap_err();
+        assert!(bc.message.contains("broadcast"));
+        let mc = u.check(&Value::Mac([0x01, 0, 0x5e, 0, 0, 1])).unwrap_err();
+        assert!(mc.message.contains("multicast"));
     }
 
     #[test]
