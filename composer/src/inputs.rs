@@ -37,15 +37,14 @@ use crate::store::{KeyBuilder, KeyOutcome, Store};
 use std::path::{Component, Path, PathBuf};
 
 /// Environment variables that reach the build and so are part of its key (when set):
-/// the bundle's and asset archive's time, the compiler, the toolchain choice, and the
-/// switch that unlocks unstable features.
-pub const ENV_VARS: &[&str] = &[
-    "SOURCE_DATE_EPOCH",
-    "RUSTC",
-    "RUSTUP_TOOLCHAIN",
-    "RUSTC_BOOTSTRAP",
-    "CARGO_INCREMENTAL",
-];
+/// the bundle's and asset archive's time and the switch that unlocks unstable features.
+/// The variables that choose the compiler (`RUSTC`, `RUSTUP_TOOLCHAIN`, which rustup sets
+/// for every command it proxies) are not: the key has the chosen compiler's own `rustc
+/// -vV`, which says the same without depending on how it was found.
+pub const ENV_VARS: &[&str] = &["SOURCE_DATE_EPOCH", "RUSTC_BOOTSTRAP", "CARGO_INCREMENTAL"];
+
+/// Members of [`ENV_PREFIXES`]' families that cannot change the output.
+const ENV_WITHOUT_EFFECT: &[&str] = &["CARGO_BUILD_JOBS", "CARGO_BUILD_TARGET_DIR", "CARGO_BUILD_BUILD_DIR"];
 
 /// Families of cargo's configuration variables, which override profile, target and build
 /// settings.
@@ -203,7 +202,8 @@ pub fn key_env() -> Vec<(String, String)> {
             let k = k.into_string().ok()?;
             let wanted = ENV_VARS.contains(&k.as_str())
                 || (ENV_PREFIXES.iter().any(|p| k.starts_with(p))
-                    && !crate::build::REMOVED_ENV.contains(&k.as_str()));
+                    && !crate::build::REMOVED_ENV.contains(&k.as_str())
+                    && !ENV_WITHOUT_EFFECT.contains(&k.as_str()));
             wanted.then(|| (k, v.to_string_lossy().into_owned()))
         })
         .collect();
