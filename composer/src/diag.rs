@@ -99,10 +99,10 @@ impl Diag {
         }
     }
 
-    /// Whether this is a mistake on the command line (a `compose::bad-arg` with no place in
-    /// a file) rather than in the spec.
+    /// Whether this is a mistake on the command line (a `compose::bad-arg`; it may point at
+    /// the spec line the argument contradicts) rather than in the spec.
     pub fn is_command_line(&self) -> bool {
-        self.at.is_none() && self.code == BAD_ARG
+        self.code == BAD_ARG
     }
 
     /// Adds a help line.

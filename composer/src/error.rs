@@ -230,7 +230,7 @@ impl Error {
     }
 
     /// Diagnostics from loading a spec: a usage error when every one is about the command
-    /// line (a `compose::bad-arg` with no place in a file), else spec mistakes.
+    /// line (`compose::bad-arg`), else spec mistakes.
     pub fn from_diags(diags: Vec<Diag>) -> Error {
         if !diags.is_empty() && diags.iter().all(Diag::is_command_line) {
             Error::Usage(diags)
@@ -416,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn a_located_bad_arg_or_a_mix_is_a_spec_error() {
+    fn only_bad_args_are_a_usage_error() {
         let usage = Diag::nowhere("compose::bad-arg", "--arg x=1: no param `x`");
         let other = Diag::nowhere("compose::cannot-read", "cannot read spec");
         assert!(matches!(

@@ -256,15 +256,19 @@ fn report(e: &Error, format: MessageFormat, verbose: bool) {
     }) = e
     {
         if format == MessageFormat::Human {
-            if !spec.is_empty() && !verbose {
-                eprintln!("(compose -v build shows the compiler's own messages)");
-            }
             for r in rendered {
                 eprint!("{r}");
             }
             if rendered.is_empty() {
                 eprint!("{stderr}");
             }
+            if !spec.is_empty() && !verbose {
+                eprintln!("(compose -v build shows the compiler's own messages)");
+            }
+        }
+        if !spec.is_empty() {
+            // Mapped to the spec: reported like the spec's own mistakes.
+            return;
         }
     } else if !diags.is_empty() {
         // The diagnostics are the whole report.
@@ -280,7 +284,8 @@ fn report(e: &Error, format: MessageFormat, verbose: bool) {
             // Not wrapped: messages name paths and key ids, which must stay whole.
             let handler = miette::GraphicalReportHandler::new_themed(theme)
                 .with_links(false)
-                .with_wrap_lines(false);
+                .with_wrap_lines(false)
+                .without_cause_chain();
             let mut out = String::new();
             match handler.render_report(&mut out, e) {
                 Ok(()) => eprint!("{out}"),
