@@ -321,7 +321,10 @@ fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
 fn a_usage_error_is_printed_once_with_exit_2() {
     let cases: [(&[&str], &str); 4] = [
         (&["--target", "vmx"], "--target vmx: unknown target"),
-        (&["--arg", "nope=1"], "--arg nope=1: the spec has no param `nope`"),
+        (
+            &["--arg", "nope=1"],
+            "--arg nope=1: the spec has no param `nope`",
+        ),
         (&["--arg", "nope"], "expected NAME=VALUE"),
         (&["--target", "xen64"], "--target xen64: unknown target"),
     ];
@@ -386,6 +389,11 @@ fn a_stage_error_is_one_report_human_or_json() {
     assert_eq!(last["reason"], "compose-error", "{lines:?}");
     assert_eq!(last["code"], "compose::store");
     assert_eq!(last["exit"], 1);
-    assert!(last["message"].as_str().unwrap().contains(store.to_str().unwrap()));
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains(store.to_str().unwrap())
+    );
     assert!(lines.iter().all(|l| l["reason"] != "compose-result"));
 }

@@ -203,10 +203,7 @@ pub enum Error {
     },
     /// Intact, but not signed.
     #[error("{} is intact, but not signed, so nothing says who made it", .0.display())]
-    #[diagnostic(
-        code(compose::verify::unsigned),
-        help("compose sign adds a signature")
-    )]
+    #[diagnostic(code(compose::verify::unsigned), help("compose sign adds a signature"))]
     Unsigned(PathBuf),
     /// `compose unpin` of a name that is not pinned.
     #[error("no pin named {0}")]
@@ -250,7 +247,10 @@ impl Error {
     }
 
     /// A file system error on `path` while doing `what`.
-    pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub fn io(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { what, path, source }
     }
@@ -389,7 +389,10 @@ mod tests {
                 Error::TrustedKeys(KeyError::Exists(PathBuf::from("k"))),
                 Kind::Usage,
             ),
-            (Error::Key(KeyError::Exists(PathBuf::from("k"))), Kind::Failure),
+            (
+                Error::Key(KeyError::Exists(PathBuf::from("k"))),
+                Kind::Failure,
+            ),
             (Error::Unsigned(PathBuf::from("b")), Kind::NotTrusted),
             (
                 Error::Untrusted {

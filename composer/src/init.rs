@@ -135,8 +135,7 @@ pub fn init(dir: &Path, template: &Template) -> Result<Initialized, InitError> {
     let parent = abs
         .parent()
         .ok_or_else(|| InitError::NoParent(dir.to_path_buf()))?;
-    std::fs::create_dir_all(parent)
-        .map_err(io_error("create", parent))?;
+    std::fs::create_dir_all(parent).map_err(io_error("create", parent))?;
     let tmp = tempfile::Builder::new()
         .prefix(".compose-init-")
         .tempdir_in(parent)
@@ -144,17 +143,14 @@ pub fn init(dir: &Path, template: &Template) -> Result<Initialized, InitError> {
     for (path, contents) in template.files {
         let p = tmp.path().join(path);
         if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d)
-                .map_err(io_error("create", d))?;
+            std::fs::create_dir_all(d).map_err(io_error("create", d))?;
         }
         std::fs::write(&p, contents).map_err(io_error("write", &p))?;
     }
     // rename(2) replaces DIR only if it is (still) empty, so nothing of the user's is lost.
-    std::fs::rename(tmp.path(), &abs)
-        .map_err(io_error("move the project into", dir))?;
+    std::fs::rename(tmp.path(), &abs).map_err(io_error("move the project into", dir))?;
     let _ = tmp.keep();
-    crate::glue::ensure_sdk_link(&abs)
-        .map_err(io_error("link _build/sdk in", dir))?;
+    crate::glue::ensure_sdk_link(&abs).map_err(io_error("link _build/sdk in", dir))?;
     let spec = template
         .files
         .iter()

@@ -306,21 +306,20 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
             .to_json();
             let epoch = crate::bundle::source_date_epoch()?;
             let manifest = crate::manifest::Manifest::from_graph(&graph, &image_file);
-            let committed = store
-                .commit(&key.key, &name, &target, |tmp: &Path| {
-                    crate::image::fill_entry(
-                        tmp,
-                        crate::image::EntryContents {
-                            image: (&image_file, &artifact),
-                            block_images: &images,
-                            manifest,
-                            buildinfo,
-                            sbom,
-                            epoch,
-                        },
-                    )
-                    .map(|_| ())
-                })?;
+            let committed = store.commit(&key.key, &name, &target, |tmp: &Path| {
+                crate::image::fill_entry(
+                    tmp,
+                    crate::image::EntryContents {
+                        image: (&image_file, &artifact),
+                        block_images: &images,
+                        manifest,
+                        buildinfo,
+                        sbom,
+                        epoch,
+                    },
+                )
+                .map(|_| ())
+            })?;
             drop(build_lock);
             (committed.path, committed.fresh)
         }
@@ -328,12 +327,11 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
     let manifest_path = entry.join(crate::manifest::JSON_FILE);
     let manifest_text =
         std::fs::read_to_string(&manifest_path).map_err(Error::io("read", &manifest_path))?;
-    let manifest = crate::manifest::Manifest::from_json(&manifest_text).map_err(|source| {
-        Error::Manifest {
+    let manifest =
+        crate::manifest::Manifest::from_json(&manifest_text).map_err(|source| Error::Manifest {
             path: manifest_path.clone(),
             source,
-        }
-    })?;
+        })?;
     let image = entry.join(&manifest.image);
     let block_images: Vec<(String, PathBuf)> = manifest
         .files
@@ -935,7 +933,10 @@ fn read_artifact(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, Error> {
     let meta = std::fs::metadata(path).map_err(Error::io("read", path))?;
     if meta.is_dir() {
         let mut files = BTreeMap::new();
-        for e in std::fs::read_dir(path).map_err(Error::io("read", path))?.flatten() {
+        for e in std::fs::read_dir(path)
+            .map_err(Error::io("read", path))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             if e.path().is_file() && !name.ends_with(".tar.zst") {
                 let bytes = std::fs::read(e.path()).map_err(Error::io("read", e.path()))?;
@@ -975,19 +976,6 @@ pub struct Verified {
     pub problems: Vec<String>,
     /// Who signed it (meaningful when there are no problems).
     pub trust: Trust,
-}
-
-impl Verified {
-    /// The exit status of `compose verify`: 0 intact and signed by a trusted key, 1 not
-    /// intact (altered, malformed, a bad signature), 3 intact but unsigned or signed by a
-    /// key that is not trusted.
-    pub fn exit_code(&self) -> i32 {
-        match (&self.problems.is_empty(), &self.trust) {
-            (false, _) => 1,
-            (true, Trust::Trusted(_)) => 0,
-            (true, _) => 3,
-        }
-    }
 }
 
 /// Checks a bundle or a result: the manifest's own consistency, every file's sha256

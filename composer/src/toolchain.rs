@@ -82,11 +82,10 @@ pub fn pinned_channel(dir: &Path) -> Result<Option<String>, ToolchainError> {
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(None);
     };
-    let file: ToolchainFile =
-        toml::from_str(&text).map_err(|e| ToolchainError::File {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
+    let file: ToolchainFile = toml::from_str(&text).map_err(|e| ToolchainError::File {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
     Ok(Some(file.toolchain.channel))
 }
 

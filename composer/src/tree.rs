@@ -91,7 +91,8 @@ pub fn unpack_into(cache: &Path) -> Result<PathBuf, TreeError> {
         .prefix(".unpack-")
         .tempdir_in(&base)
         .map_err(unpack_error("create a directory in", &base))?;
-    let decoder = zstd::Decoder::new(TREE).map_err(unpack_error("decompress the tree for", &base))?;
+    let decoder =
+        zstd::Decoder::new(TREE).map_err(unpack_error("decompress the tree for", &base))?;
     let mut archive = tar::Archive::new(decoder);
     archive.set_preserve_mtime(false);
     archive

@@ -415,12 +415,13 @@ fn gc(store: Option<PathBuf>, dry_run: bool) -> Result<i32, Error> {
 fn pin(path: &std::path::Path, name: &str, store: Option<PathBuf>) -> Result<i32, Error> {
     let store = compose::store::Store::open(store)?;
     let resolved = path.canonicalize().map_err(Error::io("resolve", path))?;
-    let entry = store
-        .entry_of(&resolved)
-        .ok_or_else(|| compose::store::StoreError::NotAnEntry {
-            path: path.to_path_buf(),
-            root: store.root().to_path_buf(),
-        })?;
+    let entry =
+        store
+            .entry_of(&resolved)
+            .ok_or_else(|| compose::store::StoreError::NotAnEntry {
+                path: path.to_path_buf(),
+                root: store.root().to_path_buf(),
+            })?;
     store.pin(name, &entry)?;
     println!("{}", entry.display());
     Ok(0)
@@ -531,9 +532,12 @@ fn deploy(
         .ok_or_else(|| compose::target::DeployError::Target(manifest.target.clone()))?;
     let refuse = |e: compose::target::DeployError| match e {
         // A format that does not apply is a usage error, like an unknown --target.
-        compose::target::DeployError::Format { .. } => Error::Usage(vec![
-            compose::diag::Diag::nowhere(compose::diag::BAD_ARG, e.to_string()),
-        ]),
+        compose::target::DeployError::Format { .. } => {
+            Error::Usage(vec![compose::diag::Diag::nowhere(
+                compose::diag::BAD_ARG,
+                e.to_string(),
+            )])
+        }
         e => e.into(),
     };
     let out = match format {
@@ -664,18 +668,16 @@ fn main() -> ExitCode {
         Command::Sign { path, key, output } => sign(path, key, output.as_deref()),
         Command::Gc { store, dry_run } => gc(store.clone(), *dry_run),
         Command::Pin { path, name, store } => pin(path, name, store.clone()),
-        Command::Unpin { name, store } => {
-            compose::store::Store::open(store.clone())
-                .and_then(|s| s.unpin(name))
-                .map_err(Error::from)
-                .and_then(|removed| {
-                    if removed {
-                        Ok(0)
-                    } else {
-                        Err(Error::NoPin(name.clone()))
-                    }
-                })
-        }
+        Command::Unpin { name, store } => compose::store::Store::open(store.clone())
+            .and_then(|s| s.unpin(name))
+            .map_err(Error::from)
+            .and_then(|removed| {
+                if removed {
+                    Ok(0)
+                } else {
+                    Err(Error::NoPin(name.clone()))
+                }
+            }),
         Command::Deploy {
             path,
             format,
