@@ -308,3 +308,92 @@ fn a_missing_spec_is_an_error_not_a_panic() {
     assert!(text(&o.stderr).contains("cannot read spec"));
     let _ = Path::new("");
 }
+
+/// Every line of `stdout` as JSON; fails on a line that is not.
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    text(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+        .collect()
+}
+
+#[test]
+fn a_usage_error_is_printed_once_with_exit_2() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--target", "vmx"], "--target vmx: unknown target"),
+        (
+            &["--arg", "nope=1"],
+            "--arg nope=1: the spec has no param `nope`",
+        ),
+        (&["--arg", "nope"], "expected NAME=VALUE"),
+        (&["--target", "xen64"], "--target xen64: unknown target"),
+    ];
+    for command in ["build", "run"] {
+        for (flags, message) in cases {
+            let mut args = vec![command, "specs/hello.kdl", "--no-out-link"];
+            args.extend_from_slice(flags);
+            let o = compose(&args);
+            let err = text(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+            assert_eq!(err.matches(message).count(), 1, "{args:?}: {err}");
+            assert_eq!(text(&o.stdout), "", "{args:?}");
+            // Nothing was started: no stage line before the error.
+            assert!(!err.contains("Generating"), "{args:?}: {err}");
+
+            // As JSON: stdout is only JSON lines, one diagnostic, and stderr says nothing.
+            if flags[1] == "nope" {
+                continue; // clap's own parse error: reported by clap before compose runs
+            }
+            args.extend(["--message-format", "json"]);
+            let o = compose(&args);
+            assert_eq!(o.status.code(), Some(2), "{args:?}");
+            assert_eq!(text(&o.stderr), "", "{args:?}");
+            let lines = json_lines(&o.stdout);
+            assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+            assert_eq!(lines[0]["reason"], "compose-diagnostic");
+            assert_eq!(lines[0]["code"], "compose::bad-arg");
+            assert!(
+                lines[0]["message"].as_str().unwrap().contains(message),
+                "{lines:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_stage_error_is_one_report_human_or_json() {
+    let store = out_dir("bad-store").join("a-file");
+    std::fs::write(&store, "not a directory").unwrap();
+    let store = store.join("store");
+    let base = [
+        "build",
+        "specs/hello.kdl",
+        "--no-out-link",
+        "--store",
+        store.to_str().unwrap(),
+    ];
+    let o = compose(&base);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("compose::store").count(), 1, "{err}");
+    assert_eq!(err.matches(store.to_str().unwrap()).count(), 1, "{err}");
+    assert_eq!(text(&o.stdout), "");
+
+    let mut args = base.to_vec();
+    args.extend(["--message-format", "json"]);
+    let o = compose(&args);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o.stderr), "", "no human text after JSON");
+    let lines = json_lines(&o.stdout);
+    let last = lines.last().expect("an error line");
+    assert_eq!(last["reason"], "compose-error", "{lines:?}");
+    assert_eq!(last["code"], "compose::store");
+    assert_eq!(last["exit"], 1);
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains(store.to_str().unwrap())
+    );
+    assert!(lines.iter().all(|l| l["reason"] != "compose-result"));
+}

@@ -61,6 +61,15 @@ impl std::fmt::Display for BuildError {
     }
 }
 
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Reports progress to the user.
 pub struct Reporter {
     format: MessageFormat,

@@ -49,6 +49,9 @@ impl Span {
     }
 }
 
+/// The code of a command-line mistake (`--arg`, `--target`, `--format`).
+pub const BAD_ARG: &str = "compose::bad-arg";
+
 /// One spec error.
 #[derive(Debug, Clone)]
 pub struct Diag {
@@ -94,6 +97,12 @@ impl Diag {
             others: Vec::new(),
             help: None,
         }
+    }
+
+    /// Whether this is a mistake on the command line (a `compose::bad-arg`; it may point at
+    /// the spec line the argument contradicts) rather than in the spec.
+    pub fn is_command_line(&self) -> bool {
+        self.code == BAD_ARG
     }
 
     /// Adds a help line.

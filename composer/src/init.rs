@@ -84,47 +84,73 @@ pub struct Initialized {
     pub files: Vec<String>,
 }
 
+/// Why `compose init` wrote no project.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum InitError {
+    /// The directory holds files already.
+    #[error("{} is not empty: compose init writes a new project into an empty or new directory", .0.display())]
+    #[diagnostic(code("compose::init::not-empty"))]
+    NotEmpty(PathBuf),
+    /// The path is a file, not a directory.
+    #[error("{} exists and is not a directory", .0.display())]
+    #[diagnostic(code("compose::init::not-a-directory"))]
+    NotADirectory(PathBuf),
+    /// The path has no parent to create the project in.
+    #[error("{} has no parent directory", .0.display())]
+    #[diagnostic(code("compose::init::no-parent"))]
+    NoParent(PathBuf),
+    /// A file system operation failed.
+    #[error("cannot {what} {}: {source}", path.display())]
+    #[diagnostic(code(compose::init::io))]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InitError {
+    let path = path.to_path_buf();
+    move |source| InitError::Io { what, path, source }
+}
+
 /// Writes the project `template` into `dir`.
-pub fn init(dir: &Path, template: &Template) -> Result<Initialized, String> {
+pub fn init(dir: &Path, template: &Template) -> Result<Initialized, InitError> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(format!(
-                    "{} is not empty: compose init writes a new project into an empty or new directory",
-                    dir.display()
-                ));
+                return Err(InitError::NotEmpty(dir.to_path_buf()));
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-            return Err(format!("{} exists and is not a directory", dir.display()));
+            return Err(InitError::NotADirectory(dir.to_path_buf()));
         }
-        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+        Err(e) => return Err(io_error("read", dir)(e)),
     }
-    let abs = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let abs = std::path::absolute(dir).map_err(io_error("resolve", dir))?;
     let parent = abs
         .parent()
-        .ok_or_else(|| format!("{} has no parent directory", dir.display()))?;
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        .ok_or_else(|| InitError::NoParent(dir.to_path_buf()))?;
+    std::fs::create_dir_all(parent).map_err(io_error("create", parent))?;
     let tmp = tempfile::Builder::new()
         .prefix(".compose-init-")
         .tempdir_in(parent)
-        .map_err(|e| format!("cannot write in {}: {e}", parent.display()))?;
+        .map_err(io_error("write in", parent))?;
     for (path, contents) in template.files {
         let p = tmp.path().join(path);
         if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d)
-                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            std::fs::create_dir_all(d).map_err(io_error("create", d))?;
         }
-        std::fs::write(&p, contents).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+        std::fs::write(&p, contents).map_err(io_error("write", &p))?;
     }
     // rename(2) replaces DIR only if it is (still) empty, so nothing of the user's is lost.
-    std::fs::rename(tmp.path(), &abs)
-        .map_err(|e| format!("cannot move the project into {}: {e}", dir.display()))?;
+    std::fs::rename(tmp.path(), &abs).map_err(io_error("move the project into", dir))?;
     let _ = tmp.keep();
-    crate::glue::ensure_sdk_link(&abs)
-        .map_err(|e| format!("cannot link {}/_build/sdk: {e}", dir.display()))?;
+    crate::glue::ensure_sdk_link(&abs).map_err(io_error("link _build/sdk in", dir))?;
     let spec = template
         .files
         .iter()
@@ -160,7 +186,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("mine.txt"), "keep").unwrap();
         let e = init(d.path(), &TEMPLATES[0]).unwrap_err();
-        assert!(e.contains("is not empty"), "{e}");
+        assert!(e.to_string().contains("is not empty"), "{e}");
         let names: Vec<_> = std::fs::read_dir(d.path())
             .unwrap()
             .flatten()

@@ -10,6 +10,7 @@ pub mod describe;
 pub mod descriptor;
 pub mod diag;
 pub mod elfobj;
+pub mod error;
 pub mod glue;
 pub mod graph;
 pub mod image;

@@ -1,9 +1,12 @@
 //! The operations behind the CLI's commands. They take option structs and never touch
-//! clap, so tests and other front ends call them directly.
+//! clap, so tests and other front ends call them directly. They return
+//! [`Error`](crate::error::Error) and never print it: the caller reports it once.
 
 use crate::build::{BuildError, CargoOptions, MessageFormat, Reporter};
 use crate::descriptor::Registry;
 use crate::diag::Diag;
+pub use crate::error::Error;
+use crate::error::LaunchError;
 use crate::graph::Graph;
 use crate::spec::Spec;
 use std::path::{Path, PathBuf};
@@ -19,46 +22,19 @@ pub struct LoadOptions {
     pub args: Vec<(String, String)>,
 }
 
-/// Why an operation failed; [`Failure::exit_code`] maps it to the process status.
-#[derive(Debug)]
-pub enum Failure {
-    /// The spec (or a `--arg`) is wrong.
-    Spec(Vec<Diag>),
-    /// Compilation failed.
-    Build(BuildError),
-    /// Anything else, already worded for the user.
-    Other(String),
-}
-
-impl Failure {
-    /// 2 for command-line mistakes, 1 for everything else.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Failure::Spec(d) if !d.is_empty() && d.iter().all(|d| d.code == "compose::bad-arg") => {
-                2
-            }
-            _ => 1,
-        }
-    }
-}
-
-impl From<Vec<Diag>> for Failure {
-    fn from(d: Vec<Diag>) -> Self {
-        Failure::Spec(d)
-    }
-}
-
 /// Loads the spec and resolves its graph: the whole of `compose check`.
-pub fn check(opts: &LoadOptions) -> Result<(Spec, Graph), Failure> {
-    let registry = Registry::builtin()
-        .map_err(|e| Failure::Other(format!("internal error: bad device descriptor: {e}")))?;
+pub fn check(opts: &LoadOptions) -> Result<(Spec, Graph), Error> {
+    let registry = Registry::builtin().map_err(|e| Error::Descriptor(e.to_string()))?;
     let spec = crate::spec::load(&opts.spec, &opts.args, &registry)?;
     let target = match &opts.target {
         Some(t) if !crate::target::is_known(t) => {
             let help = crate::diag::suggest(t, crate::target::names());
-            return Err(Failure::Spec(vec![
-                Diag::nowhere("compose::bad-arg", format!("--target {t}: unknown target"))
-                    .help(help),
+            return Err(Error::Usage(vec![
+                Diag::nowhere(
+                    crate::diag::BAD_ARG,
+                    format!("--target {t}: unknown target"),
+                )
+                .help(help),
             ]));
         }
         Some(t) => t.clone(),
@@ -125,23 +101,24 @@ pub fn target_dir(spec: &Path) -> PathBuf {
     }
 }
 
-fn other(e: impl std::fmt::Display) -> Failure {
-    Failure::Other(e.to_string())
-}
-
 /// `rustc -vV` of the toolchain the compose root pins.
-fn toolchain_version(root: &Path) -> Result<String, Failure> {
-    let out =
-        std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
-            .arg("-vV")
-            .current_dir(root)
-            .output()
-            .map_err(|e| Failure::Other(format!("cannot run rustc: {e}")))?;
+fn toolchain_version(root: &Path) -> Result<String, Error> {
+    use crate::toolchain::ToolchainError;
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = std::process::Command::new(&rustc)
+        .arg("-vV")
+        .current_dir(root)
+        .output()
+        .map_err(|source| ToolchainError::Spawn {
+            program: rustc.to_string_lossy().into_owned(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(Failure::Other(format!(
-            "rustc -vV failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )));
+        return Err(ToolchainError::Rustc {
+            channel: None,
+            why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }
+        .into());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -179,32 +156,20 @@ fn reproducible_rustflags(
 
 /// Parse, resolve, generate, then either find the result in the store or compile it and
 /// add it: `compose build`.
-pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
+pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
     let mut reporter = Reporter::new(opts.format);
-    let (spec, graph) = match check(&opts.load) {
-        Ok(x) => x,
-        Err(Failure::Spec(d)) => {
-            reporter.diagnostics(&d);
-            let code = Failure::Spec(d.clone()).exit_code();
-            return Err(if code == 2 {
-                Failure::Spec(d)
-            } else {
-                Failure::Spec(Vec::new())
-            });
-        }
-        Err(e) => return Err(e),
-    };
+    let (spec, graph) = check(&opts.load)?;
     let info = crate::target::by_name(&graph.target)
-        .ok_or_else(|| Failure::Other(crate::target::no_platform(&graph.target)))?;
-    let root = crate::glue::compose_root();
+        .ok_or_else(|| Error::NoPlatform(crate::target::no_platform(&graph.target)))?;
+    let root = crate::tree::root()?;
     let root = root.canonicalize().unwrap_or(root);
-    let glue = crate::glue::generate(&graph, &opts.load.spec).map_err(other)?;
+    let glue = crate::glue::generate(&graph, &opts.load.spec)?;
     let dir = spec_dir(&opts.load.spec);
     let glue_dir = dir
         .join("_build")
         .join(format!("{}-{}", graph.name, graph.target));
-    let store = crate::store::Store::open(opts.store.clone()).map_err(other)?;
-    crate::toolchain::ensure(&root, &root, info.triple(), &reporter).map_err(Failure::Other)?;
+    let store = crate::store::Store::open(opts.store.clone())?;
+    crate::toolchain::ensure(&root, &root, info.triple(), &reporter)?;
     let toolchain = toolchain_version(&root)?;
     let triple = info
         .triple()
@@ -230,14 +195,14 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
             target_dir: &target_dir(&opts.load.spec),
         },
     )
-    .map_err(other)?
+    .map_err(Error::Inputs)?
     .outcome;
 
-    let _lock = store.lock().map_err(other)?;
+    let _lock = store.lock()?;
     let name = graph.name.clone();
     let image_file = info.image_file(&name);
     let target = graph.target.clone();
-    let (entry, fresh) = match store.lookup(&key.key, &name, &target).map_err(other)? {
+    let (entry, fresh) = match store.lookup(&key.key, &name, &target)? {
         Some(entry) => {
             reporter.stage(
                 "Found",
@@ -249,17 +214,17 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
             // Builds of one unikernel share its glue directory and cargo's output binary:
             // one at a time, from writing the glue until the image is in the store.
             let target_dir = target_dir(&opts.load.spec);
-            std::fs::create_dir_all(&target_dir).map_err(other)?;
-            let build_lock =
-                std::fs::File::create(target_dir.join(format!(".compose-{name}-{target}.lock")))
-                    .map_err(other)?;
-            build_lock.lock().map_err(other)?;
-            crate::glue::write(&glue, &glue_dir).map_err(|e| {
-                Failure::Other(format!("cannot write glue to {}: {e}", glue_dir.display()))
-            })?;
+            std::fs::create_dir_all(&target_dir).map_err(Error::io("create", &target_dir))?;
+            let lock_path = target_dir.join(format!(".compose-{name}-{target}.lock"));
+            let build_lock = std::fs::File::create(&lock_path)
+                .map_err(Error::io("create the build lock", &lock_path))?;
+            build_lock
+                .lock()
+                .map_err(Error::io("take the build lock", &lock_path))?;
+            crate::glue::write(&glue, &glue_dir).map_err(Error::io("write glue to", &glue_dir))?;
             if let Ok(bytes) = std::fs::read(root.join("rust-toolchain.toml")) {
-                crate::glue::write_if_changed(&glue_dir.join("rust-toolchain.toml"), &bytes)
-                    .map_err(other)?;
+                let path = glue_dir.join("rust-toolchain.toml");
+                crate::glue::write_if_changed(&path, &bytes).map_err(Error::io("write", &path))?;
             }
             reporter.stage("Generating", &format!("glue for {name} ({target})"));
             let mut images = Vec::new();
@@ -292,42 +257,28 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
                 &mut reporter,
             ) {
                 Ok(a) => a,
-                Err(BuildError::Compile {
-                    spec,
-                    rendered,
-                    stderr,
-                }) => {
-                    if !spec.is_empty() {
-                        reporter.diagnostics(&spec);
-                    }
-                    if opts.format == MessageFormat::Human && !spec.is_empty() && !opts.verbose {
-                        eprintln!("(compose -v build shows the compiler's own messages)");
-                    } else if opts.format == MessageFormat::Human {
-                        for r in &rendered {
-                            eprint!("{r}");
-                        }
-                        if rendered.is_empty() {
-                            eprint!("{stderr}");
-                        }
-                    }
-                    return Err(Failure::Build(BuildError::Compile {
+                // The compiler's own messages are noise next to the spec's diagnostics:
+                // shown with -v only.
+                Err(BuildError::Compile { spec, .. }) if !spec.is_empty() && !opts.verbose => {
+                    return Err(BuildError::Compile {
                         spec,
                         rendered: Vec::new(),
                         stderr: String::new(),
-                    }));
+                    }
+                    .into());
                 }
-                Err(e) => return Err(Failure::Build(e)),
+                Err(e) => return Err(e.into()),
             };
-            let image_bytes = std::fs::read(&artifact).map_err(other)?;
-            info.check_image(&image_bytes).map_err(|e| {
-                Failure::Other(format!(
-                    "the {target} image {} failed its check: {e}",
-                    artifact.display()
-                ))
-            })?;
+            let image_bytes = std::fs::read(&artifact).map_err(Error::io("read", &artifact))?;
+            info.check_image(&image_bytes)
+                .map_err(|why| Error::ImageCheck {
+                    target: target.clone(),
+                    path: artifact.clone(),
+                    why: why.to_string(),
+                })?;
             drop(image_bytes);
             reporter.stage("Storing", &format!("{name} ({target})"));
-            let sbom = crate::image::sbom(&glue_dir, &triple, &name).map_err(other)?;
+            let sbom = crate::image::sbom(&glue_dir, &triple, &name).map_err(Error::Image)?;
             let spec_dir = crate::inputs::spec_dir(&opts.load.spec);
             let (spec_base, spec_path) = crate::inputs::portable(&opts.load.spec, &root, &spec_dir);
             let mut command = vec![
@@ -353,31 +304,34 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
                 cargo: crate::build::cargo_args(info),
             }
             .to_json();
-            let epoch = crate::bundle::source_date_epoch().map_err(other)?;
+            let epoch = crate::bundle::source_date_epoch()?;
             let manifest = crate::manifest::Manifest::from_graph(&graph, &image_file);
-            let committed = store
-                .commit(&key.key, &name, &target, |tmp: &Path| {
-                    crate::image::fill_entry(
-                        tmp,
-                        crate::image::EntryContents {
-                            image: (&image_file, &artifact),
-                            block_images: &images,
-                            manifest,
-                            buildinfo,
-                            sbom,
-                            epoch,
-                        },
-                    )
-                    .map(|_| ())
-                })
-                .map_err(other)?;
+            let committed = store.commit(&key.key, &name, &target, |tmp: &Path| {
+                crate::image::fill_entry(
+                    tmp,
+                    crate::image::EntryContents {
+                        image: (&image_file, &artifact),
+                        block_images: &images,
+                        manifest,
+                        buildinfo,
+                        sbom,
+                        epoch,
+                    },
+                )
+                .map(|_| ())
+            })?;
             drop(build_lock);
             (committed.path, committed.fresh)
         }
     };
+    let manifest_path = entry.join(crate::manifest::JSON_FILE);
     let manifest_text =
-        std::fs::read_to_string(entry.join(crate::manifest::JSON_FILE)).map_err(other)?;
-    let manifest = crate::manifest::Manifest::from_json(&manifest_text).map_err(other)?;
+        std::fs::read_to_string(&manifest_path).map_err(Error::io("read", &manifest_path))?;
+    let manifest =
+        crate::manifest::Manifest::from_json(&manifest_text).map_err(|source| Error::Manifest {
+            path: manifest_path.clone(),
+            source,
+        })?;
     let image = entry.join(&manifest.image);
     let block_images: Vec<(String, PathBuf)> = manifest
         .files
@@ -388,14 +342,14 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Failure> {
         })
         .collect();
     if let Some(link) = &opts.out_link {
-        store.link_result(&entry, link).map_err(other)?;
+        store.link_result(&entry, link)?;
     }
     if let Some(out) = &opts.out {
-        crate::image::place(&image, out, &manifest.image).map_err(|e| {
-            Failure::Other(format!("cannot copy the image to {}: {e}", out.display()))
-        })?;
+        crate::image::place(&image, out, &manifest.image)
+            .map_err(Error::io("copy the image to", out))?;
         for (device, file) in &block_images {
-            crate::image::place(file, out, &format!("{device}.img")).map_err(other)?;
+            crate::image::place(file, out, &format!("{device}.img"))
+                .map_err(Error::io("copy a block image to", out))?;
         }
     }
     reporter.stage("Finished", &entry.display().to_string());
@@ -421,7 +375,7 @@ fn check_memory(
     target: &dyn crate::target::Target,
     spec: &crate::spec::Spec,
     graph: &Graph,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let Err(why) = target.check_memory(graph.memory) else {
         return Ok(());
     };
@@ -444,7 +398,7 @@ fn check_memory(
         label,
     )
     .help(why);
-    Err(Failure::Spec(vec![d]))
+    Err(Error::Spec(vec![d]))
 }
 
 fn host_triple(rustc_vv: &str) -> String {
@@ -461,7 +415,7 @@ fn run_step(
     glue_dir: &Path,
     triple: Option<&str>,
     reporter: &Reporter,
-) -> Result<Option<(String, PathBuf)>, Failure> {
+) -> Result<Option<(String, PathBuf)>, Error> {
     match step {
         crate::glue::Step::PackAssets {
             device,
@@ -477,17 +431,18 @@ fn run_step(
                 include: include.clone(),
                 exclude: exclude.clone(),
                 compress: *compress,
-                source_date_epoch: compose_assets::source_date_epoch_from_env().map_err(other)?,
+                source_date_epoch: compose_assets::source_date_epoch_from_env()
+                    .map_err(Error::PackEpoch)?,
                 ..Default::default()
             };
             let out = glue_dir.join(archive);
             if let Some(parent) = out.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    Failure::Other(format!("cannot create {}: {e}", parent.display()))
-                })?;
+                std::fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
             }
-            compose_assets::pack(dir, &options, &out)
-                .map_err(|e| Failure::Other(format!("cannot pack assets `{device}`: {e}")))?;
+            compose_assets::pack(dir, &options, &out).map_err(|source| Error::Pack {
+                device: device.clone(),
+                source,
+            })?;
             Ok(block.then(|| (device.clone(), out)))
         }
         crate::glue::Step::AssetsObject {
@@ -501,7 +456,7 @@ fn run_step(
                 crate::elfobj::Machine::of(triple),
                 &glue_dir.join(object),
             )
-            .map_err(|e| Failure::Other(format!("cannot write {}: {e}", object.display())))?;
+            .map_err(Error::io("write", glue_dir.join(object)))?;
             Ok(None)
         }
     }
@@ -558,26 +513,24 @@ impl Launch {
 
     /// The image of the result `path`, after checking that the image is the one its
     /// manifest records (so a service manager never starts a tampered image).
-    pub fn of_result(path: &Path) -> Result<Launch, Failure> {
+    pub fn of_result(path: &Path) -> Result<Launch, Error> {
         use crate::manifest::{JSON_FILE, Manifest};
-        let entry = path
-            .canonicalize()
-            .map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
-        let text = std::fs::read_to_string(entry.join(JSON_FILE))
-            .map_err(|e| Failure::Other(format!("{}: {e}", entry.join(JSON_FILE).display())))?;
-        let manifest = Manifest::from_json(&text).map_err(|e| {
-            Failure::Other(format!("{}: not a valid manifest: {e}", path.display()))
+        let entry = path.canonicalize().map_err(Error::io("resolve", path))?;
+        let manifest_path = entry.join(JSON_FILE);
+        let text =
+            std::fs::read_to_string(&manifest_path).map_err(Error::io("read", &manifest_path))?;
+        let manifest = Manifest::from_json(&text).map_err(|source| Error::Manifest {
+            path: manifest_path.clone(),
+            source,
         })?;
         let image = entry.join(&manifest.image);
-        let bytes = std::fs::read(&image).map_err(|e| {
-            Failure::Other(format!("{}: cannot read the image: {e}", image.display()))
-        })?;
+        let bytes = std::fs::read(&image).map_err(Error::io("read the image", &image))?;
         if manifest.image_sha256() != Some(crate::store::sha256_hex(&bytes).as_str()) {
-            return Err(Failure::Other(format!(
-                "refusing to start {}: the image is not the one its manifest records                  (`compose verify {}` says more)",
-                image.display(),
-                path.display()
-            )));
+            return Err(LaunchError::Tampered {
+                image,
+                result: path.to_path_buf(),
+            }
+            .into());
         }
         let block_images = manifest
             .files
@@ -600,12 +553,10 @@ impl Launch {
 
 /// Builds (or finds) the image, checks the host mapping against its manifest, then runs
 /// it; returns its exit status.
-pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Failure> {
+pub fn run(opts: &BuildOptions, run: &RunOptions) -> Result<i32, Error> {
     // Held from the build until the launch is recorded (released at exec: the descriptor
     // is close-on-exec), so that no gc runs in between and takes the entry.
-    let _store_lock = crate::store::Store::open(opts.store.clone())
-        .and_then(|s| s.lock())
-        .map_err(other)?;
+    let _store_lock = crate::store::Store::open(opts.store.clone()).and_then(|s| s.lock())?;
     let built = build(&BuildOptions {
         out_link: None,
         ..opts.clone()
@@ -627,7 +578,7 @@ pub fn run_result(
     run: &RunOptions,
     format: MessageFormat,
     verbose: bool,
-) -> Result<i32, Failure> {
+) -> Result<i32, Error> {
     launch(&Launch::of_result(path)?, run, format, verbose)
 }
 
@@ -638,9 +589,13 @@ pub fn launch(
     run: &RunOptions,
     format: MessageFormat,
     verbose: bool,
-) -> Result<i32, Failure> {
-    crate::manifest::check_boot_args(&built.manifest, &run.boot_args)
-        .map_err(|e| Failure::Other(format!("refusing to start {}: {e}", built.name)))?;
+) -> Result<i32, Error> {
+    crate::manifest::check_boot_args(&built.manifest, &run.boot_args).map_err(|why| {
+        LaunchError::BootArgs {
+            name: built.name.clone(),
+            why,
+        }
+    })?;
     let mut mapping = crate::manifest::Mapping::default();
     let mut problems = Vec::new();
     for n in &run.net {
@@ -675,7 +630,7 @@ pub fn launch(
         );
     }
     let target = crate::target::by_name(&built.target)
-        .ok_or_else(|| Failure::Other(crate::target::no_platform(&built.target)))?;
+        .ok_or_else(|| Error::NoPlatform(crate::target::no_platform(&built.target)))?;
     if !target.attaches_net() {
         // A network interface is the host's networking: nothing to attach.
         if !mapping.net.is_empty() {
@@ -686,13 +641,14 @@ pub fn launch(
             .retain(|d| !matches!(d.kind, crate::manifest::DeviceKind::Net { .. }));
     }
     if !problems.is_empty() {
-        return Err(Failure::Other(
-            crate::manifest::MappingErrors(problems).to_string(),
-        ));
+        return Err(crate::manifest::MappingErrors(problems).into());
     }
     mapping
         .validate(&manifest)
-        .map_err(|e| Failure::Other(format!("refusing to start {}:\n{e}", built.name)))?;
+        .map_err(|source| LaunchError::Mapping {
+            name: built.name.clone(),
+            source,
+        })?;
     // Every secret readable and not empty before anything is said to run.
     for (name, source) in &mapping.secrets {
         secret_value(name, source)?;
@@ -714,13 +670,12 @@ pub fn launch(
                     .iter()
                     .map(|(n, v)| (n.as_str(), v.as_slice()))
                     .collect();
-                let image = crate::manifest::secrets_block_image(&refs).map_err(other)?;
+                let image = crate::manifest::secrets_block_image(&refs)?;
                 let fd = memfd_with(&image)?;
                 mapping.secrets_image = Some(PathBuf::from(format!("/proc/self/fd/{fd}")));
             }
             let args =
-                crate::manifest::solo5_args(&manifest, &mapping, &built.image, &run.boot_args)
-                    .map_err(|e| Failure::Other(e.to_string()))?;
+                crate::manifest::solo5_args(&manifest, &mapping, &built.image, &run.boot_args)?;
             if verbose {
                 Reporter::new(format).stage(
                     "Running",
@@ -743,19 +698,20 @@ pub fn launch(
 /// (release) in the checkout, so that edits are seen; next to compose's executable (where
 /// `cargo install` puts it); else built from the compose tree into
 /// `<cache>/compose/tenders/<tree>/`, never into the tree itself.
-pub fn ensure_tender(name: &str, format: MessageFormat) -> Result<PathBuf, Failure> {
+pub fn ensure_tender(name: &str, format: MessageFormat) -> Result<PathBuf, Error> {
     if let Some(dir) = std::env::var_os("COMPOSE_TENDER_DIR").filter(|d| !d.is_empty()) {
         let p = PathBuf::from(dir).join(name);
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(Failure::Other(format!(
-                "COMPOSE_TENDER_DIR has no {name} (looked for {})",
-                p.display()
-            )))
+            Err(LaunchError::NoTender {
+                name: name.to_string(),
+                path: p,
+            }
+            .into())
         };
     }
-    let root = crate::glue::compose_root();
+    let root = crate::tree::root()?;
     let checkout = crate::tree::checkout().is_some_and(|c| c == root);
     if !checkout
         && let Some(p) = std::env::current_exe()
@@ -768,8 +724,7 @@ pub fn ensure_tender(name: &str, format: MessageFormat) -> Result<PathBuf, Failu
     let (workspace, target_dir) = if checkout {
         (root.clone(), root.join("target"))
     } else {
-        let cache = crate::tree::cache_dir()
-            .map_err(Failure::Other)?
+        let cache = crate::tree::cache_dir()?
             .join("tenders")
             .join(crate::tree::tree_key(&root));
         (tender_workspace(&root, &cache)?, cache.join("target"))
@@ -793,12 +748,16 @@ pub fn ensure_tender(name: &str, format: MessageFormat) -> Result<PathBuf, Failu
         .env_remove(crate::build::WRAPPER_ENV)
         .current_dir(&workspace)
         .output()
-        .map_err(|e| Failure::Other(format!("cannot run cargo to build {name}: {e}")))?;
+        .map_err(|source| LaunchError::TenderSpawn {
+            name: name.to_string(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(Failure::Other(format!(
-            "building the {name} tender failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )));
+        return Err(LaunchError::TenderBuild {
+            name: name.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+        .into());
     }
     Ok(target_dir.join("release").join(name))
 }
@@ -806,14 +765,9 @@ pub fn ensure_tender(name: &str, format: MessageFormat) -> Result<PathBuf, Failu
 /// A workspace in `cache` that is a view of the compose tree `root` (its crate directories
 /// linked, its manifest, lock and toolchain files copied), so that cargo may rewrite the lock
 /// file there and never writes into the tree, which may be read-only or shared.
-fn tender_workspace(root: &Path, cache: &Path) -> Result<PathBuf, Failure> {
+fn tender_workspace(root: &Path, cache: &Path) -> Result<PathBuf, Error> {
     let ws = cache.join("workspace");
-    let io = |e: std::io::Error| {
-        Failure::Other(format!(
-            "cannot prepare {} to build tenders: {e}",
-            ws.display()
-        ))
-    };
+    let io = |e: std::io::Error| Error::io("prepare a workspace to build tenders in", &ws)(e);
     std::fs::create_dir_all(&ws).map_err(io)?;
     for dir in ["devices", "platforms", "specs"] {
         crate::glue::ensure_link(&ws.join(dir), &root.join(dir)).map_err(io)?;
@@ -865,7 +819,7 @@ fn run_unix(
     built: &Launch,
     mapping: &crate::manifest::Mapping,
     boot_args: &[String],
-) -> Result<i32, Failure> {
+) -> Result<i32, Error> {
     let mut cmd = std::process::Command::new(&built.image);
     for (device, file) in &mapping.block {
         cmd.arg(format!(
@@ -899,22 +853,23 @@ fn run_unix(
 
 /// The value of secret `name` as the unikernel gets it: the file's or the variable's bytes
 /// without one trailing newline. An empty value is refused, naming the secret.
-fn secret_value(name: &str, source: &crate::manifest::SecretSource) -> Result<Vec<u8>, Failure> {
+fn secret_value(name: &str, source: &crate::manifest::SecretSource) -> Result<Vec<u8>, Error> {
     use crate::manifest::SecretSource;
     let (mut value, from) = match source {
         SecretSource::File(p) => (
-            std::fs::read(p).map_err(|e| {
-                Failure::Other(format!("secret `{name}`: cannot read {}: {e}", p.display()))
+            std::fs::read(p).map_err(|source| LaunchError::UnreadableSecret {
+                name: name.to_string(),
+                path: p.clone(),
+                source,
             })?,
             format!("the file {}", p.display()),
         ),
         SecretSource::Env(var) => (
             std::env::var_os(var)
                 .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
-                .ok_or_else(|| {
-                    Failure::Other(format!(
-                        "secret `{name}`: the environment variable {var} is not set"
-                    ))
+                .ok_or_else(|| LaunchError::UnsetSecret {
+                    name: name.to_string(),
+                    var: var.clone(),
                 })?,
             format!("the environment variable {var}"),
         ),
@@ -923,9 +878,11 @@ fn secret_value(name: &str, source: &crate::manifest::SecretSource) -> Result<Ve
         value.pop();
     }
     if value.is_empty() {
-        return Err(Failure::Other(format!(
-            "secret `{name}` is empty ({from} holds no value); refusing to start"
-        )));
+        return Err(LaunchError::EmptySecret {
+            name: name.to_string(),
+            from,
+        }
+        .into());
     }
     Ok(value)
 }
@@ -941,51 +898,56 @@ fn remove_secret_vars(cmd: &mut std::process::Command, mapping: &crate::manifest
 }
 
 /// An anonymous in-memory file holding `bytes`, left open across exec; returns its fd.
-fn memfd_with(bytes: &[u8]) -> Result<i32, Failure> {
+fn memfd_with(bytes: &[u8]) -> Result<i32, Error> {
     // SAFETY: memfd_create with a NUL-terminated name and no flags (so the descriptor
     // survives exec, which is the point); the result is checked.
     let fd = unsafe { libc::memfd_create(c"compose-secret".as_ptr(), 0) };
     if fd < 0 {
-        return Err(Failure::Other(format!(
-            "memfd_create: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(LaunchError::Memfd(std::io::Error::last_os_error()).into());
     }
     // SAFETY: `fd` was just created and is owned here; the File takes it over for the
     // write, and `into_raw_fd` hands it back without closing it.
     let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    std::io::Write::write_all(&mut file, bytes).map_err(other)?;
+    std::io::Write::write_all(&mut file, bytes).map_err(LaunchError::Memfd)?;
     Ok(std::os::fd::IntoRawFd::into_raw_fd(file))
 }
 
 /// Replaces compose with `cmd`, so that signals (Ctrl-C, a supervisor's SIGTERM) reach the
 /// unikernel or its tender directly and its exit status is the process's. Returns only on
 /// failure.
-fn exec(mut cmd: std::process::Command, what: &Path) -> Failure {
+fn exec(mut cmd: std::process::Command, what: &Path) -> Error {
     use std::io::Write as _;
     use std::os::unix::process::CommandExt;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     let err = cmd.exec();
-    Failure::Other(format!("cannot start {}: {err}", what.display()))
+    LaunchError::Exec {
+        what: what.to_path_buf(),
+        source: err,
+    }
+    .into()
 }
 
 /// The files of a bundle or a store entry, by name.
-fn read_artifact(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, Failure> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Failure::Other(format!("cannot read {}: {e}", path.display())))?;
+fn read_artifact(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    let meta = std::fs::metadata(path).map_err(Error::io("read", path))?;
     if meta.is_dir() {
         let mut files = BTreeMap::new();
-        for e in std::fs::read_dir(path).map_err(other)?.flatten() {
+        for e in std::fs::read_dir(path)
+            .map_err(Error::io("read", path))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             if e.path().is_file() && !name.ends_with(".tar.zst") {
-                files.insert(name, std::fs::read(e.path()).map_err(other)?);
+                let bytes = std::fs::read(e.path()).map_err(Error::io("read", e.path()))?;
+                files.insert(name, bytes);
             }
         }
         Ok(files)
     } else {
-        let entries = crate::bundle::read(path).map_err(|e| {
-            Failure::Other(format!("{} is not a readable bundle: {e}", path.display()))
+        let entries = crate::bundle::read(path).map_err(|source| Error::NotABundle {
+            path: path.to_path_buf(),
+            source,
         })?;
         Ok(entries.into_iter().collect())
     }
@@ -1016,22 +978,9 @@ pub struct Verified {
     pub trust: Trust,
 }
 
-impl Verified {
-    /// The exit status of `compose verify`: 0 intact and signed by a trusted key, 1 not
-    /// intact (altered, malformed, a bad signature), 3 intact but unsigned or signed by a
-    /// key that is not trusted.
-    pub fn exit_code(&self) -> i32 {
-        match (&self.problems.is_empty(), &self.trust) {
-            (false, _) => 1,
-            (true, Trust::Trusted(_)) => 0,
-            (true, _) => 3,
-        }
-    }
-}
-
 /// Checks a bundle or a result: the manifest's own consistency, every file's sha256
 /// against it, and the signature, whose key is checked against `trusted`.
-pub fn verify(path: &Path, trusted: &crate::sign::TrustedKeys) -> Result<Verified, Failure> {
+pub fn verify(path: &Path, trusted: &crate::sign::TrustedKeys) -> Result<Verified, Error> {
     use crate::manifest::{JSON_FILE, KDL_FILE, Manifest, SIGNATURE_FILE};
     let files = read_artifact(path)?;
     let mut v = Verified::default();
@@ -1102,19 +1051,16 @@ pub fn verify(path: &Path, trusted: &crate::sign::TrustedKeys) -> Result<Verifie
 
 /// `compose verify --rebuild`: rebuilds from the recorded inputs into a scratch store and
 /// compares every file bit for bit; returns the first difference, if any.
-pub fn rebuild_and_compare(path: &Path, format: MessageFormat) -> Result<Option<String>, Failure> {
+pub fn rebuild_and_compare(path: &Path, format: MessageFormat) -> Result<Option<String>, Error> {
     let files = read_artifact(path)?;
     let info: serde_json::Value = files
         .get(crate::image::BUILDINFO_FILE)
         .and_then(|b| serde_json::from_slice(b).ok())
-        .ok_or_else(|| {
-            Failure::Other(format!(
-                "{} has no readable {}",
-                path.display(),
-                crate::image::BUILDINFO_FILE
-            ))
+        .ok_or_else(|| Error::Artifact {
+            path: path.to_path_buf(),
+            what: format!("has no readable {}", crate::image::BUILDINFO_FILE),
         })?;
-    let root = crate::glue::compose_root();
+    let root = crate::tree::root()?;
     // A spec outside the compose tree is recorded relative to its own directory: rebuild
     // it from there (the current directory).
     let base = match info["spec_base"].as_str() {
@@ -1124,7 +1070,10 @@ pub fn rebuild_and_compare(path: &Path, format: MessageFormat) -> Result<Option<
     let spec = info["spec"]
         .as_str()
         .map(|s| base.join(s))
-        .ok_or_else(|| Failure::Other("build information names no spec".into()))?;
+        .ok_or_else(|| Error::Artifact {
+            path: path.to_path_buf(),
+            what: format!("has a {} that names no spec", crate::image::BUILDINFO_FILE),
+        })?;
     let args: Vec<(String, String)> = info["args"]
         .as_array()
         .map(|a| {
@@ -1133,7 +1082,8 @@ pub fn rebuild_and_compare(path: &Path, format: MessageFormat) -> Result<Option<
                 .collect()
         })
         .unwrap_or_default();
-    let scratch = tempfile::tempdir().map_err(other)?;
+    let scratch = tempfile::tempdir()
+        .map_err(Error::io("create a scratch store in", std::env::temp_dir()))?;
     let opts = BuildOptions {
         load: LoadOptions {
             spec,
@@ -1172,26 +1122,25 @@ pub fn rebuild_and_compare(path: &Path, format: MessageFormat) -> Result<Option<
 }
 
 /// `compose sign`: writes a signed bundle of a bundle or result to `out`.
-pub fn sign(path: &Path, key: &Path, out: &Path) -> Result<PathBuf, Failure> {
+pub fn sign(path: &Path, key: &Path, out: &Path) -> Result<PathBuf, Error> {
     use crate::manifest::{JSON_FILE, SIGNATURE_FILE};
-    let key = crate::sign::PrivateKey::load(key)
-        .map_err(|e| Failure::Other(format!("cannot load the signing key: {e}")))?;
+    let key = crate::sign::PrivateKey::load(key)?;
     let files = read_artifact(path)?;
-    let json = files
-        .get(JSON_FILE)
-        .ok_or_else(|| Failure::Other(format!("{} has no {JSON_FILE}", path.display())))?;
+    let json = files.get(JSON_FILE).ok_or_else(|| Error::Artifact {
+        path: path.to_path_buf(),
+        what: format!("has no {JSON_FILE}"),
+    })?;
     let sig = key.sign(json).to_text();
-    let epoch = crate::bundle::source_date_epoch().map_err(other)?;
+    let epoch = crate::bundle::source_date_epoch()?;
     let mut w = crate::bundle::BundleWriter::new(epoch);
     for (name, bytes) in &files {
         if name != SIGNATURE_FILE {
             let exec = crate::manifest::Manifest::from_json(&String::from_utf8_lossy(json))
                 .is_ok_and(|m| m.image == *name);
-            w.add_bytes(name, bytes.clone(), exec).map_err(other)?;
+            w.add_bytes(name, bytes.clone(), exec)?;
         }
     }
-    w.add_bytes(SIGNATURE_FILE, sig.into_bytes(), false)
-        .map_err(other)?;
-    w.write(out).map_err(other)?;
+    w.add_bytes(SIGNATURE_FILE, sig.into_bytes(), false)?;
+    w.write(out)?;
     Ok(out.to_path_buf())
 }

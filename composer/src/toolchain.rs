@@ -16,14 +16,76 @@ struct Toolchain {
     channel: String,
 }
 
+/// Why the pinned toolchain or a target's standard library is not available.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ToolchainError {
+    /// The toolchain file is not TOML of the expected shape.
+    #[error("{}: {why}", path.display())]
+    #[diagnostic(code(compose::toolchain::file))]
+    File {
+        /// The `rust-toolchain.toml`.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A program (rustc, rustup) cannot be started.
+    #[error("cannot run {program}: {source}")]
+    #[diagnostic(code(compose::toolchain::spawn))]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `rustup ARGS` ran and failed.
+    #[error("`rustup {args}` failed ({status}); run it yourself and try again")]
+    #[diagnostic(code(compose::toolchain::rustup))]
+    Rustup {
+        /// Its arguments.
+        args: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+    },
+    /// rustc ran and failed.
+    #[error("{}: {why}", match channel { Some(c) => format!("the pinned toolchain {c} does not run"), None => "rustc does not run".to_string() })]
+    #[diagnostic(
+        code(compose::toolchain::rustc),
+        help("{}", channel.as_ref().map_or_else(String::new, |c| format!("install it with: rustup toolchain install {c}")))
+    )]
+    Rustc {
+        /// The pinned channel, if any.
+        channel: Option<String>,
+        /// What rustc said.
+        why: String,
+    },
+    /// The sysroot has no standard library for the triple.
+    #[error("{} has no standard library for {triple}{}", sysroot.display(), if *rustup { ", even after `rustup target add`" } else { ", and there is no rustup to install it" })]
+    #[diagnostic(
+        code("compose::toolchain::no-std"),
+        help("install it with: rustup {add} (or use a toolchain that includes {triple})")
+    )]
+    NoStd {
+        /// The toolchain's sysroot.
+        sysroot: PathBuf,
+        /// The target triple.
+        triple: String,
+        /// The rustup command that adds it.
+        add: String,
+        /// Whether rustup ran.
+        rustup: bool,
+    },
+}
+
 /// The channel `dir/rust-toolchain.toml` pins, if it pins one.
-pub fn pinned_channel(dir: &Path) -> Result<Option<String>, String> {
+pub fn pinned_channel(dir: &Path) -> Result<Option<String>, ToolchainError> {
     let path = dir.join("rust-toolchain.toml");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(None);
     };
-    let file: ToolchainFile =
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: ToolchainFile = toml::from_str(&text).map_err(|e| ToolchainError::File {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
     Ok(Some(file.toolchain.channel))
 }
 
@@ -35,32 +97,45 @@ fn rustup() -> Option<PathBuf> {
 }
 
 /// `rustc --print sysroot` as rustup resolves it in `dir` (with its rust-toolchain.toml).
-fn sysroot(dir: &Path) -> Result<PathBuf, String> {
+fn sysroot(dir: &Path, channel: &Option<String>) -> Result<PathBuf, ToolchainError> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let out = Command::new(&rustc)
         .args(["--print", "sysroot"])
         .current_dir(dir)
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", rustc.to_string_lossy()))?;
+        .map_err(|source| ToolchainError::Spawn {
+            program: rustc.to_string_lossy().into_owned(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        return Err(ToolchainError::Rustc {
+            channel: channel.clone(),
+            why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
-fn run_rustup(rustup: &Path, args: &[&str], reporter: &Reporter) -> Result<(), String> {
+fn spawn_rustup(source: std::io::Error) -> ToolchainError {
+    ToolchainError::Spawn {
+        program: "rustup".into(),
+        source,
+    }
+}
+
+fn run_rustup(rustup: &Path, args: &[&str], reporter: &Reporter) -> Result<(), ToolchainError> {
     reporter.stage("Installing", &format!("`rustup {}`", args.join(" ")));
     let status = Command::new(rustup)
         .args(args)
         .status()
-        .map_err(|e| format!("cannot run rustup: {e}"))?;
+        .map_err(spawn_rustup)?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "`rustup {}` failed ({status}); run it yourself and try again",
-            args.join(" ")
-        ))
+        Err(ToolchainError::Rustup {
+            args: args.join(" "),
+            status,
+        })
     }
 }
 
@@ -72,7 +147,7 @@ pub fn ensure(
     dir: &Path,
     triple: Option<&str>,
     reporter: &Reporter,
-) -> Result<(), String> {
+) -> Result<(), ToolchainError> {
     let channel = pinned_channel(root)?;
     let rustup = rustup();
     // The toolchain itself.
@@ -80,7 +155,7 @@ pub fn ensure(
         let listed = Command::new(rustup)
             .args(["toolchain", "list"])
             .output()
-            .map_err(|e| format!("cannot run rustup: {e}"))?;
+            .map_err(spawn_rustup)?;
         let listed = String::from_utf8_lossy(&listed.stdout);
         let installed = listed
             .lines()
@@ -95,14 +170,9 @@ pub fn ensure(
         }
     }
     let Some(triple) = triple else {
-        return sysroot(dir).map(|_| ());
+        return sysroot(dir, &channel).map(|_| ());
     };
-    let sysroot = sysroot(dir).map_err(|e| match &channel {
-        Some(c) => format!(
-            "the pinned toolchain {c} does not run: {e}\nInstall it with: rustup toolchain install {c}"
-        ),
-        None => format!("rustc does not run: {e}"),
-    })?;
+    let sysroot = sysroot(dir, &channel)?;
     let has_target = |s: &Path| s.join("lib/rustlib").join(triple).join("lib").is_dir();
     if has_target(&sysroot) {
         return Ok(());
@@ -111,25 +181,21 @@ pub fn ensure(
         Some(c) => vec!["target", "add", triple, "--toolchain", c],
         None => vec!["target", "add", triple],
     };
+    let no_std = |rustup| ToolchainError::NoStd {
+        sysroot: sysroot.clone(),
+        triple: triple.to_string(),
+        add: add.join(" "),
+        rustup,
+    };
     match &rustup {
         Some(rustup) => {
             run_rustup(rustup, &add, reporter)?;
             if has_target(&sysroot) {
                 Ok(())
             } else {
-                Err(format!(
-                    "after `rustup {}`, {} still has no standard library for {triple}",
-                    add.join(" "),
-                    sysroot.display()
-                ))
+                Err(no_std(true))
             }
         }
-        None => Err(format!(
-            "the toolchain at {} has no standard library for {triple}, and there is no rustup \
-             to install it.\nInstall it with: rustup {}\n(or use a toolchain that includes \
-             {triple})",
-            sysroot.display(),
-            add.join(" ")
-        )),
+        None => Err(no_std(false)),
     }
 }

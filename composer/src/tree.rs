@@ -13,7 +13,39 @@
 //! carried tree.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+/// Why compose has no source tree to build from.
+#[derive(Debug, Clone, thiserror::Error, miette::Diagnostic)]
+pub enum TreeError {
+    /// Neither `$XDG_CACHE_HOME` nor `$HOME` is set.
+    #[error("neither $XDG_CACHE_HOME nor $HOME is set: compose has no cache directory")]
+    #[diagnostic(
+        code("compose::tree::no-cache"),
+        help("set $HOME, or set $COMPOSE_ROOT to a compose source tree")
+    )]
+    NoCache,
+    /// Unpacking the carried tree failed.
+    #[error("cannot {what} {}: {source}", path.display())]
+    #[diagnostic(code(compose::tree::unpack))]
+    Unpack {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The error.
+        source: Arc<std::io::Error>,
+    },
+}
+
+fn unpack_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TreeError {
+    let path = path.to_path_buf();
+    move |e| TreeError::Unpack {
+        what,
+        path,
+        source: Arc::new(e),
+    }
+}
 
 include!(concat!(env!("OUT_DIR"), "/tree.rs"));
 
@@ -26,17 +58,13 @@ pub fn tree_id() -> &'static str {
 }
 
 /// compose's cache directory: `$XDG_CACHE_HOME/compose`, else `~/.cache/compose`.
-pub fn cache_dir() -> Result<PathBuf, String> {
+pub fn cache_dir() -> Result<PathBuf, TreeError> {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
         return Ok(PathBuf::from(x).join("compose"));
     }
     match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         Some(h) => Ok(PathBuf::from(h).join(".cache").join("compose")),
-        None => Err(
-            "neither $XDG_CACHE_HOME nor $HOME is set: compose has no cache directory \
-                     (or set $COMPOSE_ROOT to a compose source tree)"
-                .into(),
-        ),
+        None => Err(TreeError::NoCache),
     }
 }
 
@@ -52,26 +80,24 @@ pub fn checkout() -> Option<PathBuf> {
 }
 
 /// Unpacks the carried tree into `cache` (if it is not there yet) and returns its directory.
-pub fn unpack_into(cache: &Path) -> Result<PathBuf, String> {
+pub fn unpack_into(cache: &Path) -> Result<PathBuf, TreeError> {
     let base = cache.join("src");
     let dir = base.join(tree_id());
     if dir.join("Cargo.toml").is_file() {
         return Ok(dir);
     }
-    std::fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+    std::fs::create_dir_all(&base).map_err(unpack_error("create", &base))?;
     let tmp = tempfile::Builder::new()
         .prefix(".unpack-")
         .tempdir_in(&base)
-        .map_err(|e| format!("cannot create a directory in {}: {e}", base.display()))?;
-    let decoder = zstd::Decoder::new(TREE).map_err(|e| format!("the carried tree: {e}"))?;
+        .map_err(unpack_error("create a directory in", &base))?;
+    let decoder =
+        zstd::Decoder::new(TREE).map_err(unpack_error("decompress the tree for", &base))?;
     let mut archive = tar::Archive::new(decoder);
     archive.set_preserve_mtime(false);
-    archive.unpack(tmp.path()).map_err(|e| {
-        format!(
-            "cannot unpack compose's source tree into {}: {e}",
-            base.display()
-        )
-    })?;
+    archive
+        .unpack(tmp.path())
+        .map_err(unpack_error("unpack compose's source tree into", &base))?;
     let tmp = tmp.keep();
     match std::fs::rename(&tmp, &dir) {
         Ok(()) => Ok(dir),
@@ -82,15 +108,12 @@ pub fn unpack_into(cache: &Path) -> Result<PathBuf, String> {
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
-            Err(format!(
-                "cannot move compose's source tree into {}: {e}",
-                dir.display()
-            ))
+            Err(unpack_error("move compose's source tree into", &dir)(e))
         }
     }
 }
 
-fn find_root() -> Result<PathBuf, String> {
+fn find_root() -> Result<PathBuf, TreeError> {
     if let Some(root) = std::env::var_os("COMPOSE_ROOT").filter(|r| !r.is_empty()) {
         return Ok(PathBuf::from(root));
     }
@@ -102,8 +125,8 @@ fn find_root() -> Result<PathBuf, String> {
 
 /// The compose source tree (see the module documentation), found or unpacked once per
 /// process.
-pub fn root() -> Result<PathBuf, String> {
-    static ROOT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+pub fn root() -> Result<PathBuf, TreeError> {
+    static ROOT: OnceLock<Result<PathBuf, TreeError>> = OnceLock::new();
     ROOT.get_or_init(find_root).clone()
 }
 

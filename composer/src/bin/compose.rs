@@ -2,7 +2,8 @@
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use compose::build::MessageFormat;
-use compose::ops::{self, BuildOptions, Failure, LoadOptions};
+use compose::error::{Error, LaunchError};
+use compose::ops::{self, BuildOptions, LoadOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -242,19 +243,69 @@ impl SpecArgs {
     }
 }
 
-fn report(f: &Failure) {
-    match f {
-        Failure::Spec(diags) => {
-            for d in diags {
-                eprintln!("{:?}", miette::Report::new(d.clone()));
+/// Prints an error, once: spec and usage diagnostics with miette (or as
+/// `compose-diagnostic` JSON lines), anything else as miette's report (or one
+/// `compose-error` JSON line on stdout, so that stdout is only JSON).
+fn report(e: &Error, format: MessageFormat, verbose: bool) {
+    let diags = e.diagnostics();
+    compose::build::Reporter::new(format).diagnostics(diags);
+    if let Error::Build(compose::build::BuildError::Compile {
+        spec,
+        rendered,
+        stderr,
+    }) = e
+    {
+        if format == MessageFormat::Human {
+            for r in rendered {
+                eprint!("{r}");
+            }
+            if rendered.is_empty() {
+                eprint!("{stderr}");
+            }
+            if !spec.is_empty() && !verbose {
+                eprintln!("(compose -v build shows the compiler's own messages)");
             }
         }
-        Failure::Build(e) => eprintln!("error: {e}"),
-        Failure::Other(m) => eprintln!("error: {m}"),
+        if !spec.is_empty() {
+            // Mapped to the spec: reported like the spec's own mistakes.
+            return;
+        }
+    } else if !diags.is_empty() {
+        // The diagnostics are the whole report.
+        return;
+    }
+    match format {
+        MessageFormat::Human => {
+            let theme = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                miette::GraphicalTheme::default()
+            } else {
+                miette::GraphicalTheme::unicode_nocolor()
+            };
+            // Not wrapped: messages name paths and key ids, which must stay whole.
+            let handler = miette::GraphicalReportHandler::new_themed(theme)
+                .with_links(false)
+                .with_wrap_lines(false)
+                .without_cause_chain();
+            let mut out = String::new();
+            match handler.render_report(&mut out, e) {
+                Ok(()) => eprint!("{out}"),
+                Err(_) => eprintln!("error: {e}"),
+            }
+        }
+        MessageFormat::Json => {
+            use miette::Diagnostic;
+            compose::build::json_line(&serde_json::json!({
+                "reason": "compose-error",
+                "code": e.code().map(|c| c.to_string()),
+                "message": e.to_string(),
+                "help": e.help().map(|h| h.to_string()),
+                "exit": e.exit_code(),
+            }));
+        }
     }
 }
 
-fn verify(path: &std::path::Path, keys: &[PathBuf], rebuild: bool) -> Result<i32, Failure> {
+fn verify(path: &std::path::Path, keys: &[PathBuf], rebuild: bool) -> Result<i32, Error> {
     use compose::ops::Trust;
     use compose::sign::TrustedKeys;
     let trusted = if keys.is_empty() {
@@ -262,13 +313,7 @@ fn verify(path: &std::path::Path, keys: &[PathBuf], rebuild: bool) -> Result<i32
     } else {
         TrustedKeys::from_files(keys)
     };
-    let trusted = match trusted {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(2);
-        }
-    };
+    let trusted = trusted.map_err(Error::TrustedKeys)?;
     let v = ops::verify(path, &trusted)?;
     for line in &v.ok {
         eprintln!("  ok: {line}");
@@ -277,33 +322,26 @@ fn verify(path: &std::path::Path, keys: &[PathBuf], rebuild: bool) -> Result<i32
         eprintln!("  FAILED: {line}");
     }
     if !v.problems.is_empty() {
-        return Err(Failure::Other(format!(
-            "{} does not verify",
-            path.display()
-        )));
+        return Err(Error::NotVerified(path.to_path_buf()));
     }
     if rebuild {
         match ops::rebuild_and_compare(path, MessageFormat::Human)? {
             None => eprintln!("  ok: a rebuild from the recorded inputs is bit-for-bit identical"),
-            Some(diff) => return Err(Failure::Other(format!("not reproducible: {diff}"))),
+            Some(diff) => return Err(Error::NotReproducible(diff)),
         }
     }
-    let how = "pass --key KEY.pub, or add the key's .pub line to the trust file";
     match &v.trust {
         Trust::Trusted(id) => {
             println!("{}: verified, signed by trusted key {id}", path.display());
+            Ok(0)
         }
-        Trust::Untrusted(id) => eprintln!(
-            "error: {} is intact, but signed by key {id}, which is not trusted (trusted keys: {}); {how}",
-            path.display(),
-            trusted_list(&trusted),
-        ),
-        Trust::Unsigned => eprintln!(
-            "error: {} is intact, but not signed, so nothing says who made it (compose sign adds a signature)",
-            path.display()
-        ),
+        Trust::Untrusted(id) => Err(Error::Untrusted {
+            path: path.to_path_buf(),
+            id: id.clone(),
+            trusted: trusted_list(&trusted),
+        }),
+        Trust::Unsigned => Err(Error::Unsigned(path.to_path_buf())),
     }
-    Ok(v.exit_code())
 }
 
 fn trusted_list(t: &compose::sign::TrustedKeys) -> String {
@@ -319,16 +357,13 @@ fn sign(
     path: &std::path::Path,
     key: &std::path::Path,
     output: Option<&std::path::Path>,
-) -> Result<i32, Failure> {
+) -> Result<i32, Error> {
     let out = match output {
         Some(o) => o.to_path_buf(),
         None => {
             let m = ops::verify(path, &compose::sign::TrustedKeys::default())?;
             if !m.problems.is_empty() {
-                return Err(Failure::Other(format!(
-                    "{} does not verify; not signing it",
-                    path.display()
-                )));
+                return Err(Error::NotSigning(path.to_path_buf()));
             }
             let dir = if path.is_dir() {
                 path.to_path_buf()
@@ -349,11 +384,9 @@ fn sign(
     Ok(0)
 }
 
-fn gc(store: Option<PathBuf>, dry_run: bool) -> Result<i32, Failure> {
-    let store = compose::store::Store::open(store).map_err(|e| Failure::Other(e.to_string()))?;
-    let report = store
-        .gc_with(dry_run)
-        .map_err(|e| Failure::Other(e.to_string()))?;
+fn gc(store: Option<PathBuf>, dry_run: bool) -> Result<i32, Error> {
+    let store = compose::store::Store::open(store)?;
+    let report = store.gc_with(dry_run)?;
     for (pid, entry) in &report.running {
         eprintln!("keeping {entry} (running, pid {pid})");
     }
@@ -379,34 +412,34 @@ fn gc(store: Option<PathBuf>, dry_run: bool) -> Result<i32, Failure> {
     Ok(0)
 }
 
-fn pin(path: &std::path::Path, name: &str, store: Option<PathBuf>) -> Result<i32, Failure> {
-    let store = compose::store::Store::open(store).map_err(|e| Failure::Other(e.to_string()))?;
-    let resolved = path
-        .canonicalize()
-        .map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
-    let entry = store.entry_of(&resolved).ok_or_else(|| {
-        Failure::Other(format!(
-            "{} is not a result in the store {}",
-            path.display(),
-            store.root().display()
-        ))
-    })?;
-    store
-        .pin(name, &entry)
-        .map_err(|e| Failure::Other(e.to_string()))?;
+fn pin(path: &std::path::Path, name: &str, store: Option<PathBuf>) -> Result<i32, Error> {
+    let store = compose::store::Store::open(store)?;
+    let resolved = path.canonicalize().map_err(Error::io("resolve", path))?;
+    let entry =
+        store
+            .entry_of(&resolved)
+            .ok_or_else(|| compose::store::StoreError::NotAnEntry {
+                path: path.to_path_buf(),
+                root: store.root().to_path_buf(),
+            })?;
+    store.pin(name, &entry)?;
     println!("{}", entry.display());
     Ok(0)
 }
 
-fn init(dir: &std::path::Path, template: InitTemplate) -> Result<i32, Failure> {
+fn init(dir: &std::path::Path, template: InitTemplate) -> Result<i32, Error> {
     let name = match template {
         InitTemplate::Hello => "hello",
         InitTemplate::Echo => "echo",
         InitTemplate::Site => "site",
     };
-    let t = compose::init::template(name)
-        .ok_or_else(|| Failure::Other(format!("no template {name}")))?;
-    let done = compose::init::init(dir, t).map_err(Failure::Other)?;
+    let t = compose::init::template(name).ok_or_else(|| {
+        Error::Usage(vec![compose::diag::Diag::nowhere(
+            compose::diag::BAD_ARG,
+            format!("--template {name}: no such template"),
+        )])
+    })?;
+    let done = compose::init::init(dir, t)?;
     for f in &done.files {
         eprintln!("     Created {}", done.dir.join(f).display());
     }
@@ -427,14 +460,13 @@ fn solo5_line(
     image: &std::path::Path,
     raw: (&[String], &[String], &[String]),
     boot_args: &[String],
-) -> Result<Vec<String>, Failure> {
-    let fail = |e: compose::manifest::MappingErrors| Failure::Other(e.to_string());
+) -> Result<Vec<String>, Error> {
     let (net, block, secret) = raw;
-    mapping.validate(manifest).map_err(fail)?;
+    mapping.validate(manifest)?;
     if manifest.devices_of("secret").next().is_some() {
         let exe = std::env::current_exe()
             .and_then(|e| e.canonicalize())
-            .map_err(|e| Failure::Other(format!("cannot find compose's executable: {e}")))?;
+            .map_err(Error::io("find compose's executable", "/proc/self/exe"))?;
         let mut line = vec![exe.display().to_string(), "run".into()];
         line.push(entry.display().to_string());
         for (flag, values) in [("--net", net), ("--block", block), ("--secret", secret)] {
@@ -451,15 +483,14 @@ fn solo5_line(
     let tender = match compose::target::by_name(&manifest.target).map(|t| t.launcher()) {
         Some(compose::target::Launcher::Tender(t)) => t,
         _ => {
-            return Err(Failure::Other(format!(
-                "no tender for target {}",
-                manifest.target
-            )));
+            return Err(LaunchError::NoTenderFor(manifest.target.clone()).into());
         }
     };
     let tender = ops::ensure_tender(tender, MessageFormat::Human)?;
     let mut line = vec![tender.display().to_string()];
-    line.extend(compose::manifest::solo5_args(manifest, mapping, image, boot_args).map_err(fail)?);
+    line.extend(compose::manifest::solo5_args(
+        manifest, mapping, image, boot_args,
+    )?);
     Ok(line)
 }
 
@@ -470,41 +501,44 @@ fn deploy(
     block: &[String],
     secret: &[String],
     boot_args: &[String],
-) -> Result<i32, Failure> {
-    use compose::manifest::{Manifest, Mapping};
-    let text = std::fs::read_to_string(path.join(compose::manifest::JSON_FILE))
-        .map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
-    let manifest = Manifest::from_json(&text).map_err(|e| Failure::Other(e.to_string()))?;
-    let entry = path
-        .canonicalize()
-        .map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
-    compose::manifest::check_boot_args(&manifest, boot_args).map_err(Failure::Other)?;
+) -> Result<i32, Error> {
+    use compose::manifest::{Manifest, Mapping, MappingErrors};
+    let manifest_path = path.join(compose::manifest::JSON_FILE);
+    let text =
+        std::fs::read_to_string(&manifest_path).map_err(Error::io("read", &manifest_path))?;
+    let manifest = Manifest::from_json(&text).map_err(|source| Error::Manifest {
+        path: manifest_path.clone(),
+        source,
+    })?;
+    let entry = path.canonicalize().map_err(Error::io("resolve", path))?;
+    compose::manifest::check_boot_args(&manifest, boot_args).map_err(|why| {
+        LaunchError::BootArgs {
+            name: manifest.name.clone(),
+            why,
+        }
+    })?;
     let mut mapping = Mapping::default();
     for n in net {
-        mapping
-            .add_net(n)
-            .map_err(|e| Failure::Other(e.to_string()))?;
+        mapping.add_net(n).map_err(MappingErrors::from)?;
     }
     for b in block {
-        mapping
-            .add_block(b)
-            .map_err(|e| Failure::Other(e.to_string()))?;
+        mapping.add_block(b).map_err(MappingErrors::from)?;
     }
     for s in secret {
-        mapping
-            .add_secret(s)
-            .map_err(|e| Failure::Other(e.to_string()))?;
+        mapping.add_secret(s).map_err(MappingErrors::from)?;
     }
     let image = entry.join(&manifest.image);
-    let target = compose::target::by_name(&manifest.target).ok_or_else(|| {
-        Failure::Other(compose::target::DeployError::Target(manifest.target.clone()).to_string())
-    })?;
+    let target = compose::target::by_name(&manifest.target)
+        .ok_or_else(|| compose::target::DeployError::Target(manifest.target.clone()))?;
     let refuse = |e: compose::target::DeployError| match e {
         // A format that does not apply is a usage error, like an unknown --target.
-        compose::target::DeployError::Format { .. } => Failure::Spec(vec![
-            compose::diag::Diag::nowhere("compose::bad-arg", e.to_string()),
-        ]),
-        e => Failure::Other(e.to_string()),
+        compose::target::DeployError::Format { .. } => {
+            Error::Usage(vec![compose::diag::Diag::nowhere(
+                compose::diag::BAD_ARG,
+                e.to_string(),
+            )])
+        }
+        e => e.into(),
     };
     let out = match format {
         compose::target::DeployFormat::Solo5 => {
@@ -552,7 +586,12 @@ fn main() -> ExitCode {
         Box::new(opts.build())
     }))
     .ok();
-    let result: Result<i32, Failure> = match &cli.command {
+    // How errors are reported: as JSON lines when the command asked for them.
+    let format = match &cli.command {
+        Command::Build { out, .. } | Command::Run { out, .. } => out.message_format,
+        _ => MessageFormat::Human,
+    };
+    let result: Result<i32, Error> = match &cli.command {
         Command::Check(spec) => ops::check(&spec.load()).map(|(_, g)| {
             eprintln!(
                 "{}: ok ({} devices, target {})",
@@ -597,13 +636,16 @@ fn main() -> ExitCode {
             };
             if ops::is_result(&spec.spec) {
                 if spec.target.is_some() || !spec.args.is_empty() {
-                    eprintln!(
-                        "error: {} is a result, already built: --target and --arg apply to a spec",
-                        spec.spec.display()
-                    );
-                    return ExitCode::from(2);
+                    Err(Error::Usage(vec![compose::diag::Diag::nowhere(
+                        compose::diag::BAD_ARG,
+                        format!(
+                            "{} is a result, already built: --target and --arg apply to a spec",
+                            spec.spec.display()
+                        ),
+                    )]))
+                } else {
+                    ops::run_result(&spec.spec, &run, out.message_format, cli.verbose)
                 }
-                ops::run_result(&spec.spec, &run, out.message_format, cli.verbose)
             } else {
                 // Like `build`, running a spec leaves ./result (unless --no-out-link).
                 ops::run(&out.options(spec.load(), cli.verbose, true), &run)
@@ -622,23 +664,20 @@ fn main() -> ExitCode {
                 println!("id: {}", k.id());
                 0
             })
-            .map_err(|e| Failure::Other(e.to_string())),
+            .map_err(Error::from),
         Command::Sign { path, key, output } => sign(path, key, output.as_deref()),
         Command::Gc { store, dry_run } => gc(store.clone(), *dry_run),
         Command::Pin { path, name, store } => pin(path, name, store.clone()),
-        Command::Unpin { name, store } => {
-            let store = compose::store::Store::open(store.clone())
-                .map_err(|e| Failure::Other(e.to_string()));
-            store
-                .and_then(|s| s.unpin(name).map_err(|e| Failure::Other(e.to_string())))
-                .and_then(|removed| {
-                    if removed {
-                        Ok(0)
-                    } else {
-                        Err(Failure::Other(format!("no pin named {name}")))
-                    }
-                })
-        }
+        Command::Unpin { name, store } => compose::store::Store::open(store.clone())
+            .and_then(|s| s.unpin(name))
+            .map_err(Error::from)
+            .and_then(|removed| {
+                if removed {
+                    Ok(0)
+                } else {
+                    Err(Error::NoPin(name.clone()))
+                }
+            }),
         Command::Deploy {
             path,
             format,
@@ -659,9 +698,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-        Err(f) => {
-            report(&f);
-            ExitCode::from(f.exit_code() as u8)
+        Err(e) => {
+            report(&e, format, cli.verbose);
+            ExitCode::from(e.exit_code() as u8)
         }
     }
 }
