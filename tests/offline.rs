@@ -235,7 +235,10 @@ fn template_site_builds_offline_against_a_read_only_compose_tree() {
         text.replace(&spec.display().to_string(), "<spec>")
     };
     assert_eq!(
-        info(&out, &built.path().join("tmp/compose-build/source/site.kdl")),
+        info(
+            &out,
+            &built.path().join("tmp/compose-build/source/site.kdl")
+        ),
         info(&entry, &plain.path().join("site.kdl")),
         "the template's build information differs beyond the spec's path"
     );

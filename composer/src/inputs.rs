@@ -44,7 +44,11 @@ use std::path::{Component, Path, PathBuf};
 pub const ENV_VARS: &[&str] = &["SOURCE_DATE_EPOCH", "RUSTC_BOOTSTRAP", "CARGO_INCREMENTAL"];
 
 /// Members of [`ENV_PREFIXES`]' families that cannot change the output.
-const ENV_WITHOUT_EFFECT: &[&str] = &["CARGO_BUILD_JOBS", "CARGO_BUILD_TARGET_DIR", "CARGO_BUILD_BUILD_DIR"];
+const ENV_WITHOUT_EFFECT: &[&str] = &[
+    "CARGO_BUILD_JOBS",
+    "CARGO_BUILD_TARGET_DIR",
+    "CARGO_BUILD_BUILD_DIR",
+];
 
 /// Families of cargo's configuration variables, which override profile, target and build
 /// settings.
@@ -325,8 +329,8 @@ const CONFIG_WITHOUT_EFFECT: &[&str] = &[
 fn config_effect(file: &Path) -> Result<Option<String>, String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let mut table: toml::Table = toml::from_str(&text)
-        .map_err(|e| format!("{} is not valid TOML: {e}", file.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{} is not valid TOML: {e}", file.display()))?;
     for key in CONFIG_WITHOUT_EFFECT {
         table.remove(*key);
     }
@@ -521,9 +525,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(super::config_effect(&f).unwrap(), None);
-        std::fs::write(&f, "[build]\njobs = 2\nrustflags = [\"-Ctarget-cpu=native\"]\n").unwrap();
+        std::fs::write(
+            &f,
+            "[build]\njobs = 2\nrustflags = [\"-Ctarget-cpu=native\"]\n",
+        )
+        .unwrap();
         let effect = super::config_effect(&f).unwrap().unwrap();
-        assert!(effect.contains("target-cpu") && !effect.contains("jobs"), "{effect}");
+        assert!(
+            effect.contains("target-cpu") && !effect.contains("jobs"),
+            "{effect}"
+        );
         std::fs::write(&f, "[profile.release\n").unwrap();
         assert!(super::config_effect(&f).is_err());
     }

@@ -1516,7 +1516,7 @@ mod tests {
                 continue;
             };
             let expect_deep = f.to_string_lossy().contains("nesting-too-deep");
-            let expect_other = ["unmatched-brace", "slashdash-run"]
+            let expect_other = ["unmatched-brace", "slashdash-run", "slashdash-nesting"]
                 .iter()
                 .any(|c| f.to_string_lossy().contains(c));
             match scan(&text) {

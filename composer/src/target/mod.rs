@@ -303,9 +303,9 @@ pub fn host_devices(graph: &Graph) -> Vec<HostDevice> {
                 name,
                 sector_size: int(d, sector_size).and_then(|n| u32::try_from(n).ok()),
                 size: int(d, size),
-                writable: writable.as_ref().is_some_and(|k| {
-                    matches!(prop(d, k), Some(crate::types::Value::Bool(true)))
-                }),
+                writable: writable
+                    .as_ref()
+                    .is_some_and(|k| matches!(prop(d, k), Some(crate::types::Value::Bool(true)))),
             },
             HostCap::Secret => HostDevice::Secret { name },
         });
