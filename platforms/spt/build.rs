@@ -2,11 +2,16 @@
 //!
 //! The link search path a library's build script adds is passed to every link that uses
 //! the library, so a unikernel may give `-C link-arg=-Tcompose-spt.ld` without knowing
-//! where this crate lives (an absolute path works as well).
+//! where this crate lives. The script is copied into the build script's own output
+//! directory, which lives as long as cargo's target directory: builds of glue in different
+//! places share this crate's build (its fingerprint is relative to the glue), so a search
+//! path into one glue's source tree would outlive that tree.
 
 fn main() {
-    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    println!("cargo:rustc-link-search=native={dir}");
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::copy("compose-spt.ld", out.join("compose-spt.ld"))
+        .expect("compose-spt.ld is next to build.rs");
+    println!("cargo:rustc-link-search=native={}", out.display());
     println!("cargo:rerun-if-changed=compose-spt.ld");
     println!("cargo:rerun-if-changed=build.rs");
 }
