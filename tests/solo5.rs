@@ -179,7 +179,7 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
         .output()
         .unwrap());
     assert_eq!(text(&o.stdout), "Hello, KVM! (1/2)\nHello, KVM! (2/2)\n");
-    // Exit statuses pass through the tender.
+    // A boot argument the image would refuse is refused by compose before anything starts.
     let o = compose()
         .args([
             "run",
@@ -192,7 +192,33 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
         ])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(64), "{}", text(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("--times=\"x\""), "{}", text(&o.stderr));
+    // Exit statuses pass through the tender: the deploy line (the tender and its
+    // arguments) with a boot argument the guest refuses (exit 64) added by hand.
+    let entry = text(
+        &ok(compose()
+            .args(["build", "specs/hello.kdl", "--no-out-link", "--target", target])
+            .output()
+            .unwrap())
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    let line = text(
+        &ok(compose()
+            .args(["deploy", &entry, "--format", "solo5"])
+            .output()
+            .unwrap())
+        .stdout,
+    );
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let o = Command::new(words[0])
+        .args(&words[1..])
+        .arg("--times=x")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64), "{line}\n{}", text(&o.stderr));
     // A launch without the network interface the image declares is refused up front.
     ok(compose()
         .args([
