@@ -193,12 +193,22 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("--times=\"x\""), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("--times=\"x\""),
+        "{}",
+        text(&o.stderr)
+    );
     // Exit statuses pass through the tender: the deploy line (the tender and its
     // arguments) with a boot argument the guest refuses (exit 64) added by hand.
     let entry = text(
         &ok(compose()
-            .args(["build", "specs/hello.kdl", "--no-out-link", "--target", target])
+            .args([
+                "build",
+                "specs/hello.kdl",
+                "--no-out-link",
+                "--target",
+                target,
+            ])
             .output()
             .unwrap())
         .stdout,

@@ -101,6 +101,10 @@ fn signed_bundles_verify_and_tampering_is_named() {
         text(&o.stderr)
     );
     assert!(text(&o.stdout).is_empty(), "{}", text(&o.stdout));
+    // --no-trust checks integrity only, as `nix store verify --no-trust` does.
+    let o = compose(&["verify", "--no-trust", entry.to_str().unwrap()], &store);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("intact"), "{}", text(&o.stdout));
     let signed = dir.path().join("hello-unix.tar.zst");
     let o = compose(
         &[
@@ -209,6 +213,9 @@ fn signed_bundles_verify_and_tampering_is_named() {
             err.contains("FAILED") && err.contains(named),
             "tampered {what}: the message should name {named}:\n{err}"
         );
+        // Integrity is checked without trust too.
+        let o = compose(&["verify", "--no-trust", bad.to_str().unwrap()], &store);
+        assert_eq!(o.status.code(), Some(1), "--no-trust, tampered {what}");
     }
     // Trusting only another key: the signature is intact but not trusted, exit 3.
     let other = dir.path().join("other.key");

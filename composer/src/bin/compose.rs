@@ -85,7 +85,8 @@ enum Command {
     ///
     /// Exit status: 0 intact and signed by a trusted key; 1 does not verify (a file, the
     /// manifest or the signature was altered, or a --rebuild differs); 2 a --key or the trust
-    /// file cannot be read; 3 intact but unsigned, or signed by a key that is not trusted.
+    /// file cannot be read; 3 intact but unsigned, or signed by a key that is not trusted
+    /// (with --no-trust: 0).
     #[command(verbatim_doc_comment)]
     Verify {
         /// A bundle (`NAME-TARGET.tar.zst`) or a result (link or store entry).
@@ -97,6 +98,11 @@ enum Command {
         /// Also rebuild from the recorded inputs and compare bit for bit.
         #[arg(long)]
         rebuild: bool,
+        /// Check integrity only (manifest, file hashes, --rebuild): a result or bundle that
+        /// is intact passes whoever signed it, or if no one did, as `nix store verify
+        /// --no-trust` does. A signature that is present must still be valid.
+        #[arg(long, conflicts_with = "key")]
+        no_trust: bool,
     },
     /// Make an ed25519 signing key (private key mode 0600) and its KEY.pub; prints the
     /// public key line and the key's id (`compose:` and 16 hex digits).
@@ -305,7 +311,12 @@ fn report(e: &Error, format: MessageFormat, verbose: bool) {
     }
 }
 
-fn verify(path: &std::path::Path, keys: &[PathBuf], rebuild: bool) -> Result<i32, Error> {
+fn verify(
+    path: &std::path::Path,
+    keys: &[PathBuf],
+    rebuild: bool,
+    no_trust: bool,
+) -> Result<i32, Error> {
     use compose::ops::Trust;
     use compose::sign::TrustedKeys;
     let trusted = if keys.is_empty() {
@@ -331,6 +342,13 @@ fn verify(path: &std::path::Path, keys: &[PathBuf], rebuild: bool) -> Result<i32
         }
     }
     match &v.trust {
+        _ if no_trust => {
+            println!(
+                "{}: intact (signatures not required: --no-trust)",
+                path.display()
+            );
+            Ok(0)
+        }
         Trust::Trusted(id) => {
             println!("{}: verified, signed by trusted key {id}", path.display());
             Ok(0)
@@ -652,7 +670,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Init { dir, template } => init(dir, *template),
-        Command::Verify { path, key, rebuild } => verify(path, key, *rebuild),
+        Command::Verify {
+            path,
+            key,
+            rebuild,
+            no_trust,
+        } => verify(path, key, *rebuild, *no_trust),
         Command::Keygen { path } => compose::sign::keygen(path)
             .map(|k| {
                 eprintln!(
