@@ -111,11 +111,9 @@ rec {
             ''
           else
             ''
+              # The tender and its arguments (or `compose run RESULT` when the image
+              # declares secrets), checked against the manifest: an unmapped device fails here.
               line=$(compose deploy ${image} --format solo5 ${flag "--net" nets} ${flag "--block" blocks} ${secretFlags} -- ${lib.escapeShellArgs bootArgs})
-              # A line that starts with options lacks the tender program: prepend it.
-              case "$line" in
-                -*) line="${compose}/bin/compose-${target} $line" ;;
-              esac
             ''
         }
         {
