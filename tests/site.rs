@@ -313,8 +313,12 @@ fn ten_thousand_abandoned_connections_leave_nothing_behind() {
     let image = build("site-leak", &["--arg", "idle-timeout=2"]);
     let s = start(&image, &[]);
     let pid = s.child.id();
+    // The descriptors of a server with no connection, before any client came.
+    let fds_idle = open_fds(pid);
     fetch_all_identical(&s);
-    let fds_before = open_fds(pid);
+    // The fetches' connections close on the server's side a moment after the client's.
+    let fds_before = settle(pid, fds_idle);
+    assert_eq!(fds_before, fds_idle, "the fetches' connections are closed");
     // Warm up with the same pattern, so allocator pools reach their working size.
     abandon(s.port, 1_000, 250);
     assert_eq!(settle(pid, fds_before), fds_before);
