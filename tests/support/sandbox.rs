@@ -104,11 +104,13 @@ pub struct Entry {
 impl Entry {
     pub fn read(dir: &Path, unikernel: &str, target: &str) -> Entry {
         Entry {
-            image: sha256(&dir.join(
-                compose::target::by_name(target)
-                    .expect("a target compose builds for")
-                    .image_file(unikernel),
-            )),
+            image: sha256(
+                &dir.join(
+                    compose::target::by_name(target)
+                        .expect("a target compose builds for")
+                        .image_file(unikernel),
+                ),
+            ),
             bundle: sha256(&dir.join(format!("{unikernel}-{target}.tar.zst"))),
         }
     }
