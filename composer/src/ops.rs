@@ -103,24 +103,7 @@ pub fn target_dir(spec: &Path) -> PathBuf {
 
 /// `rustc -vV` of the toolchain the compose root pins.
 fn toolchain_version(root: &Path) -> Result<String, Error> {
-    use crate::toolchain::ToolchainError;
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let out = std::process::Command::new(&rustc)
-        .arg("-vV")
-        .current_dir(root)
-        .output()
-        .map_err(|source| ToolchainError::Spawn {
-            program: rustc.to_string_lossy().into_owned(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(ToolchainError::Rustc {
-            channel: None,
-            why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        }
-        .into());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(crate::toolchain::rustc(root, &["-vV"], &None)?)
 }
 
 /// rustc flags that keep build paths out of the image: the compose tree, cargo's registry

@@ -98,9 +98,20 @@ fn rustup() -> Option<PathBuf> {
 
 /// `rustc --print sysroot` as rustup resolves it in `dir` (with its rust-toolchain.toml).
 fn sysroot(dir: &Path, channel: &Option<String>) -> Result<PathBuf, ToolchainError> {
+    let out = rustc(dir, &["--print", "sysroot"], channel)?;
+    Ok(PathBuf::from(out.trim()))
+}
+
+/// The output of `rustc ARGS` run in `dir` (`$RUSTC` if set), so that rustup picks the
+/// toolchain that directory pins.
+pub fn rustc(
+    dir: &Path,
+    args: &[&str],
+    channel: &Option<String>,
+) -> Result<String, ToolchainError> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let out = Command::new(&rustc)
-        .args(["--print", "sysroot"])
+        .args(args)
         .current_dir(dir)
         .output()
         .map_err(|source| ToolchainError::Spawn {
@@ -113,7 +124,7 @@ fn sysroot(dir: &Path, channel: &Option<String>) -> Result<PathBuf, ToolchainErr
             why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn spawn_rustup(source: std::io::Error) -> ToolchainError {
