@@ -74,9 +74,10 @@ impl Netns {
         format!("10.77.{}.2", self.subnet)
     }
 
-    /// `compose ARGS` inside the namespace.
-    fn compose(&self, args: &[&str]) -> Child {
-        Command::new("ip")
+    /// `compose ARGS` inside the namespace; the process is killed when the handle drops, so
+    /// a failed assertion leaves no tender behind.
+    fn compose(&self, args: &[&str]) -> KillOnDrop {
+        let child = Command::new("ip")
             .args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_compose")])
             .args(args)
             .current_dir(root())
@@ -84,7 +85,8 @@ impl Netns {
             .env("COMPOSE_STORE", root().join("target/compose-tests/store"))
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap()
+            .unwrap();
+        KillOnDrop(child)
     }
 
     /// Runs `f` on a thread that has entered the namespace.
@@ -101,6 +103,29 @@ impl Netns {
         })
         .join()
         .unwrap()
+    }
+}
+
+/// A child process that is killed and reaped when dropped.
+struct KillOnDrop(Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
