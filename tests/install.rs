@@ -50,6 +50,15 @@ struct Installed {
     cache: PathBuf,
 }
 
+/// Where [`installed`] put the installation, for [`remove_install_dir`].
+static INSTALL_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_install_dir() {
+    if let Some(dir) = INSTALL_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 fn installed() -> &'static Installed {
     static INSTALLED: OnceLock<Installed> = OnceLock::new();
     INSTALLED.get_or_init(|| {
@@ -57,6 +66,11 @@ fn installed() -> &'static Installed {
             .prefix("compose-install-")
             .tempdir()
             .unwrap();
+        // A static is never dropped, so the TempDir would outlive the process: remove the
+        // installation when the test process exits.
+        INSTALL_DIR.set(dir.path().to_path_buf()).unwrap();
+        // SAFETY: `remove_install_dir` is an `extern "C" fn()` with no preconditions.
+        unsafe { libc::atexit(remove_install_dir) };
         let root = dir.path().join("root");
         for path in ["composer", "platforms/hvt/tender", "platforms/spt/tender"] {
             let out = Command::new("cargo")
