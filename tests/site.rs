@@ -568,7 +568,9 @@ fn compose_run_dates_responses_logs_access_and_names_a_taken_port() {
         let line = run
             .line(Duration::from_secs(30))
             .expect("an access log line");
-        let (client, rest) = line.split_once(" - - [").unwrap_or_else(|| panic!("{line}"));
+        let (client, rest) = line
+            .split_once(" - - [")
+            .unwrap_or_else(|| panic!("{line}"));
         assert_eq!(client, "127.0.0.1", "{line}");
         let (time, rest) = rest.split_once("] ").unwrap_or_else(|| panic!("{line}"));
         assert!(time.ends_with(" +0000") && time.len() == 26, "{line}");

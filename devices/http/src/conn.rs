@@ -137,7 +137,8 @@ async fn run<F: TcpFlow, K: Kv>(
             None => {
                 let response = error_response(408, true, false);
                 let line = obs.request_line(&inbox.buf[..inbox.filled]);
-                let sent = send_response(flow, kv, &response, config, &mut out, &mut scratch, obs).await;
+                let sent =
+                    send_response(flow, kv, &response, config, &mut out, &mut scratch, obs).await;
                 served(obs, flow, line, &response, sent.is_ok());
                 return Ending::Close;
             }
@@ -147,7 +148,8 @@ async fn run<F: TcpFlow, K: Kv>(
             Head::Reject(status) => {
                 let response = error_response(status, true, false);
                 let line = obs.request_line(&inbox.buf[..inbox.filled]);
-                let sent = send_response(flow, kv, &response, config, &mut out, &mut scratch, obs).await;
+                let sent =
+                    send_response(flow, kv, &response, config, &mut out, &mut scratch, obs).await;
                 served(obs, flow, line, &response, sent.is_ok());
                 return Ending::Close;
             }
@@ -204,7 +206,12 @@ fn served<F: TcpFlow>(
         Body::Message(m) => m.len() as u64,
         Body::Value { len, .. } => *len,
     };
-    obs.served(flow.peer(), line.as_deref(), response.status, sent.then_some(body));
+    obs.served(
+        flow.peer(),
+        line.as_deref(),
+        response.status,
+        sent.then_some(body),
+    );
 }
 
 /// Reads until the buffer starts with a complete request head, or a reason to stop.

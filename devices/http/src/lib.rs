@@ -13,7 +13,11 @@
 //!   with `Content-Encoding` and `Vary: Accept-Encoding`; ranges are always served from
 //!   the original bytes;
 //! - 404 (the site's own `404.html` if it has one), 400, 411, 413, 414, 431 and 505, each
-//!   with a one-line body;
+//!   with a one-line body (400 for any malformed request line, 505 only for a well-formed
+//!   one naming another version);
+//! - a `Date` header on every response, from the wall clock;
+//! - an access log in the Common Log Format and the server's messages by [`LogLevel`]
+//!   ([`log`]), and a message naming the address and port when listening fails;
 //! - limits on the request line, the header section and the number of header fields, on
 //!   request bodies, on the time to receive a request and to make progress sending a
 //!   response, and on simultaneous connections ([`SiteConfig`]).
@@ -41,7 +45,7 @@ pub mod response;
 mod testing;
 
 pub use conn::{open_connections, serve_connection, serve_connection_with};
-pub use log::{LogLevel, Observer, UnknownLevel};
+pub use log::{LogLevel, Observer, UnknownLevel, keep_time};
 
 use alloc::format;
 use alloc::rc::Rc;
@@ -172,7 +176,9 @@ where
     if level >= LogLevel::Info {
         console.log(&format!("site: listening on port {}", listener.port()));
     }
-    let obs = Observer::new(clock, console, config.access_log);
+    let now: &'static Cell<u64> = compose_devices::leak(Cell::new(clock.now().as_secs()));
+    spawn(log::keep_time(clock, now));
+    let obs = Observer::new(now, console, config.access_log);
     let live = Rc::new(Cell::new(0usize));
     loop {
         while live.get() >= config.max_connections.max(1) {

@@ -9,8 +9,10 @@
 //! client sent no line at all.
 
 use alloc::string::String;
+use core::cell::Cell;
 use core::fmt::{self, Write as _};
 use core::net::SocketAddrV4;
+use core::time::Duration;
 
 use compose_devices::console::Console;
 use compose_devices::time::WallClock;
@@ -64,39 +66,49 @@ impl fmt::Display for UnknownLevel {
     }
 }
 
-/// What a connection reports to: the wall clock for `Date` headers and the access log,
-/// and the console the access log goes to. [`Observer::none`] reports nothing (no `Date`
-/// header, no log).
+/// What a connection reports to: the time for `Date` headers and the access log, and the
+/// console the access log goes to. [`Observer::none`] reports nothing (no `Date` header,
+/// no log).
+///
+/// The time is a cell of seconds since the Unix epoch that [`keep_time`] refreshes from
+/// the wall clock once a second, as nginx caches its time: a response reads no clock
+/// (on hvt a wall-clock read is an exit to the tender).
 #[derive(Clone, Copy)]
 pub struct Observer<'a> {
-    clock: Option<&'a dyn WallClock>,
+    now: Option<&'a Cell<u64>>,
     access_log: Option<&'a dyn Console>,
+}
+
+/// Keeps `now` at the wall clock's seconds since the Unix epoch, forever: reads it, then
+/// sleeps a second.
+pub async fn keep_time<W: WallClock>(clock: &W, now: &Cell<u64>) {
+    loop {
+        now.set(clock.now().as_secs());
+        compose_devices::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 impl<'a> Observer<'a> {
     /// No clock and no access log.
     pub const fn none() -> Observer<'static> {
         Observer {
-            clock: None,
+            now: None,
             access_log: None,
         }
     }
 
-    /// `Date` headers from `clock`, and the access log on `console` if `access_log`.
-    pub fn new(
-        clock: &'a dyn WallClock,
-        console: &'a dyn Console,
-        access_log: bool,
-    ) -> Observer<'a> {
+    /// `Date` headers from `now` (seconds since the Unix epoch, see [`keep_time`]), and
+    /// the access log on `console` if `access_log`.
+    pub fn new(now: &'a Cell<u64>, console: &'a dyn Console, access_log: bool) -> Observer<'a> {
         Observer {
-            clock: Some(clock),
+            now: Some(now),
             access_log: access_log.then_some(console),
         }
     }
 
-    /// Seconds since the Unix epoch, from the wall clock.
+    /// Seconds since the Unix epoch.
     fn now(&self) -> Option<u64> {
-        self.clock.map(|c| c.now().as_secs())
+        self.now.map(Cell::get)
     }
 
     /// The `Date` header's value for a response sent now.
@@ -168,15 +180,8 @@ mod tests {
     use super::*;
     use crate::testing::MemConsole;
     use core::net::Ipv4Addr;
-    use std::string::ToString;
     use core::time::Duration;
-
-    struct Fixed(u64);
-    impl WallClock for Fixed {
-        fn now(&self) -> Duration {
-            Duration::from_secs(self.0)
-        }
-    }
+    use std::string::ToString;
 
     #[test]
     fn levels_parse_and_order() {
@@ -195,8 +200,8 @@ mod tests {
     #[test]
     fn access_log_lines_are_common_log_format() {
         let console = MemConsole::default();
-        let clock = Fixed(971_186_136);
-        let obs = Observer::new(&clock, &console, true);
+        let now = Cell::new(971_186_136);
+        let obs = Observer::new(&now, &console, true);
         let peer = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 7), 5555);
         let line = obs.request_line(b"\r\nGET /a?b HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(line.as_deref(), Some("GET /a?b HTTP/1.1"));
@@ -216,12 +221,32 @@ mod tests {
     #[test]
     fn without_access_log_nothing_is_copied_or_written() {
         let console = MemConsole::default();
-        let clock = Fixed(0);
-        let obs = Observer::new(&clock, &console, false);
+        let now = Cell::new(0);
+        let obs = Observer::new(&now, &console, false);
         assert_eq!(obs.request_line(b"GET / HTTP/1.1\r\n"), None);
-        obs.served(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1), None, 200, Some(1));
+        obs.served(
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1),
+            None,
+            200,
+            Some(1),
+        );
         assert!(console.0.borrow().is_empty());
         assert!(obs.date().is_some());
         assert_eq!(Observer::none().date(), None);
+    }
+
+    #[test]
+    fn the_time_is_kept_from_the_wall_clock() {
+        use crate::testing::{FixedClock, block_on};
+        let now = Cell::new(0);
+        let clock = FixedClock(1_700_000_000);
+        block_on(async {
+            let _ = compose_devices::executor::timeout(
+                Duration::from_millis(10),
+                keep_time(&clock, &now),
+            )
+            .await;
+        });
+        assert_eq!(now.get(), 1_700_000_000);
     }
 }

@@ -354,18 +354,21 @@ fn serve_site_listens_logs_and_serves_connections() {
 fn responses_are_dated_and_logged() {
     let kv = site();
     let console = MemConsole::default();
-    let wall = FixedClock(971_186_136);
-    let obs = crate::Observer::new(&wall, &console, true);
+    let now = core::cell::Cell::new(971_186_136);
+    let obs = crate::Observer::new(&now, &console, true);
     let script = |steps: Vec<Step>, head_only: &[bool]| {
         let (flow, log) = ScriptFlow::new(steps);
         block_on(serve_connection_with(flow, &kv, &quick(), &obs));
         parse_responses(&log.written.borrow(), head_only)
     };
-    let r = script(vec![
-        data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nHEAD /style.css HTTP/1.1\r\nHost: x\r\n\r\n"),
-        data(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\nGET /a b HTTP/1.1\r\nHost: x\r\n\r\n"),
-        Step::Eof,
-    ], &[false, true]);
+    let r = script(
+        vec![
+            data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nHEAD /style.css HTTP/1.1\r\nHost: x\r\n\r\n"),
+            data(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\nGET /a b HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Step::Eof,
+        ],
+        &[false, true],
+    );
     assert_eq!(r.len(), 4);
     for response in &r {
         assert_eq!(
@@ -376,7 +379,13 @@ fn responses_are_dated_and_logged() {
     // Part of a request, then silence: 408.
     let r = script(vec![data(b"GET /style"), Step::Stall], &[]);
     assert_eq!(r[0].status, 408);
-    let index_len = site().entries.iter().find(|e| e.key == "index.html").unwrap().data.len();
+    let index_len = site()
+        .entries
+        .iter()
+        .find(|e| e.key == "index.html")
+        .unwrap()
+        .data
+        .len();
     assert_eq!(
         String::from_utf8_lossy(&console.0.borrow()),
         format!(
@@ -390,7 +399,10 @@ fn responses_are_dated_and_logged() {
     // Without an observer (the default), no Date and nothing logged.
     let (flow, log) = ScriptFlow::new([data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Step::Eof]);
     block_on(serve_connection(flow, &kv, &quick()));
-    assert_eq!(parse_responses(&log.written.borrow(), &[])[0].header("date"), None);
+    assert_eq!(
+        parse_responses(&log.written.borrow(), &[])[0].header("date"),
+        None
+    );
 }
 
 #[test]
