@@ -405,6 +405,42 @@ fn responses_are_dated_and_logged() {
     );
 }
 
+/// `error` hides the listening line, `debug` adds a line per connection.
+#[test]
+fn the_log_level_chooses_the_messages() {
+    for (level, expected) in [
+        ("error", ""),
+        ("warn", ""),
+        ("info", "site: listening on port 8080\n"),
+        (
+            "debug",
+            "site: listening on port 8080\nsite: connection from 127.0.0.1:40000 (1 open)\n",
+        ),
+    ] {
+        let kv = leak(site());
+        let console = leak(MemConsole::default());
+        let (flow, log) = ScriptFlow::new([data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Step::Eof]);
+        let tcp = leak(FakeTcp {
+            flows: RefCell::new(Some(vec![flow])),
+        });
+        block_on(async {
+            spawn(async move {
+                let _ = serve_site(console, clock(), tcp, kv, 8080, quick(), level).await;
+            });
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !log.dropped.get() {
+                assert!(std::time::Instant::now() < deadline, "not served in time");
+                sleep(Duration::from_millis(1)).await;
+            }
+        });
+        assert_eq!(
+            String::from_utf8_lossy(&console.0.borrow()),
+            expected,
+            "{level}"
+        );
+    }
+}
+
 #[test]
 fn an_unknown_log_level_stops_the_site_with_a_message() {
     let kv = leak(site());
