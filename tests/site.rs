@@ -414,3 +414,195 @@ fn a_real_browser_loads_the_page_with_its_css_and_image() {
     assert!(!dom.contains("data-failed"), "a resource failed:\n{dom}");
     println!("screenshot kept at {}", shot.display());
 }
+
+/// `compose run specs/site.kdl -- ARGS`, its stdout piped, with the suite's target
+/// directory and store (so the build is the one the other tests made).
+fn compose_run(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_compose"));
+    cmd.args(["run", "--no-out-link", "specs/site.kdl", "--"])
+        .args(args)
+        .current_dir(root())
+        .env("COMPOSE_TARGET_DIR", root().join("target/compose-tests"))
+        .env("COMPOSE_STORE", root().join("target/compose-tests/store"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// A `compose run` (which execs the unikernel): its stdout lines, as they come; killed
+/// and reaped however the test ends.
+struct Run {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Run {
+    fn start(args: &[&str]) -> Run {
+        let mut child = compose_run(args).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Run {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The next stdout line, within `limit`; `None` once stdout closed.
+    fn line(&self, limit: Duration) -> Option<String> {
+        match self.lines.recv_timeout(limit) {
+            Ok(line) => Some(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("no output within {limit:?}")
+            }
+        }
+    }
+
+    /// The port of the first line, `site: listening on port N` (the build may come first).
+    fn port(&self) -> u16 {
+        let line = self
+            .line(Duration::from_secs(900))
+            .expect("compose run ended before the site listened");
+        line.strip_prefix("site: listening on port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("not the listening line: {line:?}"))
+    }
+
+    /// Waits (within `limit`) for the process to end; its exit code.
+    fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "compose run did not end in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Sends `request` on a new connection and reads until the server closes it.
+fn exchange(port: u16, request: &[u8]) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(request).unwrap();
+    let mut response = Vec::new();
+    c.read_to_end(&mut response).unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// The value of header `name` in a response head.
+fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    let head = &response[..response.find("\r\n\r\n")?];
+    head.split("\r\n").skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Seconds since the epoch of an HTTP date, as GNU date reads it.
+fn date_secs(value: &str) -> i64 {
+    let o = Command::new("date")
+        .args(["-u", "-d", value, "+%s"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "date cannot read {value:?}");
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+}
+
+/// The access log (`--access-log`), the `Date` header, 400 for a raw space in the target,
+/// and the message and exit status when the port is taken: all through `compose run`, as a
+/// user runs the site.
+#[test]
+fn compose_run_dates_responses_logs_access_and_names_a_taken_port() {
+    let index_len = site_files()["index.html"].len();
+    let get_index = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    // With --access-log: one Common Log Format line per response, after it is sent (the
+    // server closes the connection after logging, so reading to the end orders them).
+    let run = Run::start(&["--port=0", "--access-log"]);
+    let port = run.port();
+    let response = exchange(port, get_index);
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+    let date = header(&response, "date").expect("a Date header");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (date_secs(date) - now).abs() < 120,
+        "Date {date:?} is not the wall clock's"
+    );
+    assert!(date.ends_with(" GMT") && date.len() == 29, "{date:?}");
+    let bad = exchange(port, b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(bad.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{bad}");
+    assert!(header(&bad, "date").is_some(), "{bad}");
+    for (request, status, bytes) in [
+        ("GET / HTTP/1.1", 200, index_len.to_string()),
+        ("GET /a b HTTP/1.1", 400, "16".to_string()),
+    ] {
+        let line = run
+            .line(Duration::from_secs(30))
+            .expect("an access log line");
+        let (client, rest) = line
+            .split_once(" - - [")
+            .unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(client, "127.0.0.1", "{line}");
+        let (time, rest) = rest.split_once("] ").unwrap_or_else(|| panic!("{line}"));
+        assert!(time.ends_with(" +0000") && time.len() == 26, "{line}");
+        assert_eq!(rest, format!("\"{request}\" {status} {bytes}"), "{line}");
+    }
+    drop(run);
+
+    // Without it (the default): nothing but the listening line.
+    let mut run = Run::start(&["--port=0"]);
+    let port = run.port();
+    assert!(exchange(port, get_index).starts_with("HTTP/1.1 200 "));
+    run.child.kill().unwrap();
+    run.wait(Duration::from_secs(30));
+    let rest: Vec<String> = std::iter::from_fn(|| run.line(Duration::from_secs(30))).collect();
+    assert!(rest.is_empty(), "logged without --access-log: {rest:?}");
+    drop(run);
+
+    // A port someone else listens on: the site says which, and compose run fails.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut run = Run::start(&[&format!("--port={port}")]);
+    let code = run.wait(Duration::from_secs(900));
+    let out: Vec<String> = std::iter::from_fn(|| run.line(Duration::from_secs(30))).collect();
+    let stderr = std::mem::replace(&mut run.stderr, std::thread::spawn(String::new));
+    let stderr = stderr.join().unwrap();
+    assert_eq!(code, Some(1), "stdout {out:?}, stderr {stderr}");
+    assert_eq!(
+        out,
+        [format!(
+            "site: cannot listen on 127.0.0.1:{port}: address in use"
+        )],
+        "stderr {stderr}"
+    );
+    drop(taken);
+}

@@ -99,6 +99,11 @@ pub trait Tcp {
     fn listen(&self, port: u16) -> Result<Self::Listener, NetError>;
     /// Connects to `peer`.
     async fn connect(&self, peer: SocketAddrV4) -> Result<Self::Flow, NetError>;
+    /// The address listeners bind to, if the stack knows it (for messages such as
+    /// "cannot listen on 127.0.0.1:8080"); `0.0.0.0` for every host address on unix.
+    fn local_address(&self) -> Option<Ipv4Addr> {
+        None
+    }
 }
 
 /// A listening TCP socket.

@@ -10,6 +10,7 @@ use compose_devices::kv::{Encoding, Entry, Kv};
 use compose_devices::net::{NetError, TcpFlow};
 
 use crate::SiteConfig;
+use crate::log::Observer;
 use crate::request::{Reject, parse_request};
 use crate::response::{Body, Response, error_response, respond};
 
@@ -82,9 +83,20 @@ impl Inbox {
 /// Serves HTTP/1.1 requests from `assets` on one connection until the client closes it,
 /// it stays idle too long, a limit is exceeded, or an I/O error occurs; then closes it.
 /// Never panics on any input.
-pub async fn serve_connection<F: TcpFlow, K: Kv>(mut flow: F, assets: &K, config: &SiteConfig) {
+pub async fn serve_connection<F: TcpFlow, K: Kv>(flow: F, assets: &K, config: &SiteConfig) {
+    serve_connection_with(flow, assets, config, &Observer::none()).await;
+}
+
+/// [`serve_connection`], with a `Date` header on every response and each response
+/// reported to `obs` (the access log).
+pub async fn serve_connection_with<F: TcpFlow, K: Kv>(
+    mut flow: F,
+    assets: &K,
+    config: &SiteConfig,
+    obs: &Observer<'_>,
+) {
     let _open = Open::new();
-    let close = run(&mut flow, assets, config).await;
+    let close = run(&mut flow, assets, config, obs).await;
     if close == Ending::Close {
         linger(&mut flow, LINGER.min(config.idle_timeout)).await;
     }
@@ -99,7 +111,12 @@ enum Ending {
 }
 
 /// The request loop of one connection: read a head, answer it, repeat; says how to end.
-async fn run<F: TcpFlow, K: Kv>(flow: &mut F, kv: &K, config: &SiteConfig) -> Ending {
+async fn run<F: TcpFlow, K: Kv>(
+    flow: &mut F,
+    kv: &K,
+    config: &SiteConfig,
+    obs: &Observer<'_>,
+) -> Ending {
     let cap = config
         .max_request_line
         .saturating_add(config.max_header_bytes)
@@ -119,7 +136,10 @@ async fn run<F: TcpFlow, K: Kv>(flow: &mut F, kv: &K, config: &SiteConfig) -> En
             // Part of a request came, but not all of it in time.
             None => {
                 let response = error_response(408, true, false);
-                let _ = send_response(flow, kv, &response, config, &mut out, &mut scratch).await;
+                let line = obs.request_line(&inbox.buf[..inbox.filled]);
+                let sent =
+                    send_response(flow, kv, &response, config, &mut out, &mut scratch, obs).await;
+                served(obs, flow, line, &response, sent.is_ok());
                 return Ending::Close;
             }
         };
@@ -127,7 +147,10 @@ async fn run<F: TcpFlow, K: Kv>(flow: &mut F, kv: &K, config: &SiteConfig) -> En
             Head::Complete(n) => n,
             Head::Reject(status) => {
                 let response = error_response(status, true, false);
-                let _ = send_response(flow, kv, &response, config, &mut out, &mut scratch).await;
+                let line = obs.request_line(&inbox.buf[..inbox.filled]);
+                let sent =
+                    send_response(flow, kv, &response, config, &mut out, &mut scratch, obs).await;
+                served(obs, flow, line, &response, sent.is_ok());
                 return Ending::Close;
             }
             Head::Closed => return Ending::Close,
@@ -145,6 +168,7 @@ async fn run<F: TcpFlow, K: Kv>(flow: &mut F, kv: &K, config: &SiteConfig) -> En
                 _ => (error_response(500, true, false), 0),
             };
         drop(headers);
+        let line = obs.request_line(&inbox.buf[..head_len]);
         inbox.consume(head_len);
         if !response.close
             && body_len > 0
@@ -154,16 +178,40 @@ async fn run<F: TcpFlow, K: Kv>(flow: &mut F, kv: &K, config: &SiteConfig) -> En
         {
             return Ending::Drop;
         }
-        if send_response(flow, kv, &response, config, &mut out, &mut scratch)
-            .await
-            .is_err()
-        {
+        let sent = send_response(flow, kv, &response, config, &mut out, &mut scratch, obs).await;
+        served(obs, flow, line, &response, sent.is_ok());
+        if sent.is_err() {
             return Ending::Drop;
         }
         if response.close {
             return Ending::Close;
         }
     }
+}
+
+/// Reports a response to the access log: its status and, if it was sent whole, its body's
+/// length.
+fn served<F: TcpFlow>(
+    obs: &Observer<'_>,
+    flow: &F,
+    line: Option<alloc::string::String>,
+    response: &Response<'_>,
+    sent: bool,
+) {
+    if !obs.logs_access() {
+        return;
+    }
+    let body = match &response.body {
+        Body::Empty => 0,
+        Body::Message(m) => m.len() as u64,
+        Body::Value { len, .. } => *len,
+    };
+    obs.served(
+        flow.peer(),
+        line.as_deref(),
+        response.status,
+        sent.then_some(body),
+    );
 }
 
 /// Reads until the buffer starts with a complete request head, or a reason to stop.
@@ -261,9 +309,10 @@ async fn send_response<F: TcpFlow, K: Kv>(
     config: &SiteConfig,
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
+    obs: &Observer<'_>,
 ) -> Result<(), NetError> {
     out.clear();
-    response.write_head(out);
+    response.write_head_dated(out, obs.date().as_deref());
     match &response.body {
         Body::Empty => send(flow, out, config).await,
         Body::Message(m) => {

@@ -1,4 +1,5 @@
-//! HTTP dates (RFC 9110 §5.6.7): formatting and parsing IMF-fixdate.
+//! HTTP dates (RFC 9110 §5.6.7): formatting and parsing IMF-fixdate; and the Common Log
+//! Format's time.
 
 use alloc::format;
 use alloc::string::String;
@@ -44,6 +45,24 @@ pub fn format_http_date(secs: u64) -> String {
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
         DAYS[(days % 7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Formats `secs` since the Unix epoch as the Common Log Format's time, in UTC:
+/// `10/Oct/2000:13:55:36 +0000`.
+pub fn format_clf_date(secs: u64) -> String {
+    let secs = secs.min(253_402_300_799);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
         day,
         MONTHS[(month - 1) as usize],
         year,
@@ -119,6 +138,13 @@ mod tests {
             "Tue, 14 Nov 2023 22:13:20 GMT"
         );
         assert_eq!(format_http_date(u64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
+    }
+
+    #[test]
+    fn formats_common_log_format_times() {
+        assert_eq!(format_clf_date(0), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(format_clf_date(971_186_136), "10/Oct/2000:13:55:36 +0000");
+        assert_eq!(format_clf_date(1_700_000_000), "14/Nov/2023:22:13:20 +0000");
     }
 
     #[test]

@@ -97,8 +97,7 @@ pub fn parse_request<'b>(
         Err(httparse::Error::TooManyHeaders) => return Err(Reject(431)),
         Err(httparse::Error::Version) => {
             let line = &buf[..line_end.unwrap_or(buf.len())];
-            let looks_like_http = line.windows(6).any(|w| w == b" HTTP/");
-            return Err(Reject(if looks_like_http { 505 } else { 400 }));
+            return Err(Reject(if other_version(line) { 505 } else { 400 }));
         }
         Err(_) => return Err(Reject(400)),
     };
@@ -158,6 +157,33 @@ pub fn parse_request<'b>(
     Ok(Some((req, head_len)))
 }
 
+/// Whether `line` (a request line, without its line feed) is well formed except for its
+/// version: exactly `METHOD SP TARGET SP HTTP/MAJOR.MINOR` (one to three digits each), with
+/// single spaces. Only such a line
+/// gets 505; anything else that `httparse` rejects at the version (a raw space inside the
+/// target, `HTTP/1.1` followed by more text, a lower-case or truncated version such as
+/// `HTTP/3`) is
+/// malformed syntax, 400, as nginx answers.
+fn other_version(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let number = |s: &[u8]| (1..=3).contains(&s.len()) && s.iter().all(u8::is_ascii_digit);
+    !method.is_empty()
+        && !target.is_empty()
+        && version
+            .strip_prefix(b"HTTP/")
+            .and_then(|v| {
+                let dot = v.iter().position(|&b| b == b'.')?;
+                Some(number(&v[..dot]) && number(&v[dot + 1..]))
+            })
+            .unwrap_or(false)
+}
+
 /// `value` without leading and trailing spaces and tabs.
 pub(crate) fn trim(mut value: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = value {
@@ -187,6 +213,7 @@ pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
     use alloc::vec;
+    use std::string::String;
 
     fn parse(bytes: &[u8]) -> Result<Option<(Request<'_>, usize)>, Reject> {
         let config = SiteConfig {
@@ -240,6 +267,9 @@ mod tests {
             Err(Reject(431))
         );
         assert_eq!(parse(b"GET / HTTP/2.0\r\n\r\n"), Err(Reject(505)));
+        assert_eq!(parse(b"GET / HTTP/1.2\r\n\r\n"), Err(Reject(505)));
+        assert_eq!(parse(b"GET / HTTP/3.0\nHost: x\n\n"), Err(Reject(505)));
+        assert_eq!(parse(b"GET / HTTP/11.10\r\n\r\n"), Err(Reject(505)));
         assert_eq!(parse(b"GET / FOO\r\n\r\n"), Err(Reject(400)));
         assert_eq!(parse(b"\x00\x01\x02\r\n\r\n"), Err(Reject(400)));
         assert_eq!(
@@ -258,6 +288,71 @@ mod tests {
             parse(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Err(Reject(400))
         );
+    }
+
+    /// Every malformed request line is 400, as nginx answers; 505 is only for a
+    /// well-formed line with another version.
+    #[test]
+    fn malformed_request_lines_are_bad_requests() {
+        for line in [
+            &b"GET /a b HTTP/1.1"[..],
+            b"GET /a b c HTTP/1.1",
+            b"GET /a HTTP/1.1 HTTP/1.1",
+            b"GET / HTTP/1.1 ",
+            b"GET / HTTP/1.1x",
+            b"GET / HTTP/1.",
+            b"GET / HTTP/1",
+            b"GET / HTTP/",
+            b"GET / HTTP/3",
+            b"GET / HTTP/1.1.1",
+            b"GET / HTTP/1000.0",
+            b"GET / HTTP/a.b",
+            b"GET / http/1.1",
+            b"GET / HTTPS/1.1",
+            b"GET  / HTTP/1.1",
+            b"GET /  HTTP/1.1",
+            b" GET / HTTP/1.1",
+            b"GET\t/ HTTP/1.1",
+            b"GET /\tx HTTP/1.1",
+            b"GET /\x01 HTTP/1.1",
+            b"GET /\x7f HTTP/1.1",
+            b"GET / HTTP/1.1\x00",
+            b"G(T / HTTP/1.1",
+            b"GET",
+            b"GET /",
+            b"GET / ",
+            b"/ HTTP/1.1",
+            b"HTTP/1.1",
+        ] {
+            let raw = [line, b"\r\nHost: x\r\n\r\n"].concat();
+            assert_eq!(
+                parse(&raw),
+                Err(Reject(400)),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        // A request line of spaces only, or a bare carriage return inside it.
+        assert_eq!(parse(b"   \r\n\r\n"), Err(Reject(400)));
+        assert_eq!(parse(b"GET /\r HTTP/1.1\r\n\r\n"), Err(Reject(400)));
+    }
+
+    #[test]
+    fn lenient_forms_that_nginx_accepts_are_accepted() {
+        // Bare line feeds, an empty line before the request line (RFC 9112 §2.2), the
+        // absolute form and percent-encoded spaces.
+        for raw in [
+            &b"GET / HTTP/1.1\nHost: x\n\n"[..],
+            b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET http://x/a HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /a%20b HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(raw), Ok(Some(_))),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
     }
 
     #[test]

@@ -58,8 +58,17 @@ impl Response<'_> {
 
     /// Appends the status line, the header fields and the blank line to `out`.
     pub fn write_head(&self, out: &mut Vec<u8>) {
+        self.write_head_dated(out, None);
+    }
+
+    /// [`Response::write_head`], with a `Date` header first if `date` is given (an
+    /// IMF-fixdate, see [`crate::date::format_http_date`]).
+    pub fn write_head_dated(&self, out: &mut Vec<u8>, date: Option<&str>) {
         let mut s = String::with_capacity(256);
         let _ = write!(s, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        if let Some(date) = date {
+            let _ = write!(s, "Date: {date}\r\n");
+        }
         for (name, value) in &self.headers {
             let _ = write!(s, "{name}: {value}\r\n");
         }

@@ -326,6 +326,20 @@ impl TcpListener for FakeListener {
     }
 }
 
+/// A wall clock stopped at a fixed time.
+pub struct FixedClock(pub u64);
+
+impl compose_devices::time::WallClock for FixedClock {
+    fn now(&self) -> core::time::Duration {
+        core::time::Duration::from_secs(self.0)
+    }
+}
+
+/// A wall clock stopped at 2000-10-10T13:55:36Z.
+pub fn clock() -> &'static FixedClock {
+    leak(FixedClock(971_186_136))
+}
+
 /// A console that keeps what is written.
 #[derive(Default)]
 pub struct MemConsole(pub RefCell<Vec<u8>>);

@@ -152,10 +152,13 @@ fn server() -> &'static Server {
                     ..SiteConfig::default()
                 };
 
+                let clock = leak(compose_unix::WallClock::new().unwrap());
                 let embedded = leak(Embedded::new(bytes).unwrap());
                 let on_block = leak(OnBlock::open(leak(MemBlock(bytes)), 1 << 20).await.unwrap());
                 compose_devices::spawn(async move {
-                    serve_site(console, tcp, embedded, 0, site).await.unwrap();
+                    serve_site(console, clock, tcp, embedded, 0, site, "info")
+                        .await
+                        .unwrap();
                 });
                 // Wait for the first to listen so that the ports come in order.
                 let deadline = Instant::now() + Duration::from_secs(10);
@@ -163,7 +166,9 @@ fn server() -> &'static Server {
                     assert!(Instant::now() < deadline, "the first site never listened");
                     compose_devices::sleep(Duration::from_millis(1)).await;
                 }
-                serve_site(console, tcp, on_block, 0, site).await.unwrap();
+                serve_site(console, clock, tcp, on_block, 0, site, "info")
+                    .await
+                    .unwrap();
             })
         });
         let ports = [rx.recv().unwrap(), rx.recv().unwrap()];
@@ -385,7 +390,8 @@ fn malformed_requests_get_errors_and_a_close() {
     let server = server();
     let _turn = turn();
     for port in server.ports {
-        let cases: [(&[u8], &str); 6] = [
+        let cases: [(&[u8], &str); 7] = [
+            (b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400 "),
             (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", "HTTP/1.1 400 "),
             (b"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 400 "),
             (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", "HTTP/1.1 413 "),

@@ -307,6 +307,11 @@ impl<H: Host> compose_devices::net::Tcp for Tcp<H> {
         })
     }
 
+    /// The interface's address, once it has one (a lease may still be to come).
+    fn local_address(&self) -> Option<core::net::Ipv4Addr> {
+        self.stack.with_net(|net| net.iface.ipv4_addr())
+    }
+
     /// Connects to `peer`. With DHCP, waits for the first lease. Fails with
     /// `ConnectionReset` if the peer refuses, `TimedOut` if it does not answer within
     /// [`TCP_TIMEOUT`], and `Unreachable` if the stack has no route to it or got no lease

@@ -187,6 +187,11 @@ fn listener_keeps_its_backlog() {
         let listener = ta.listen(80).unwrap();
         assert_eq!(a.socket_count(), LISTEN_BACKLOG);
         assert_eq!(ta.listen(80).unwrap_err(), NetError::AddrInUse);
+        // What a "cannot listen on ADDRESS:PORT" message names.
+        assert_eq!(
+            ta.local_address(),
+            Some(core::net::Ipv4Addr::new(10, 0, 0, 1))
+        );
         let any = ta.listen(0).unwrap();
         assert!(any.port() >= 49152, "ephemeral port {}", any.port());
         drop(any);

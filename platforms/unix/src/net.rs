@@ -153,6 +153,10 @@ impl compose_devices::net::Tcp for Tcp {
         Ok(TcpListener { inner, port })
     }
 
+    fn local_address(&self) -> Option<Ipv4Addr> {
+        Some(self.stack.local_address())
+    }
+
     async fn connect(&self, peer: SocketAddrV4) -> Result<TcpFlow, NetError> {
         let fd = socket()?;
         let local = self.stack.local_address();

@@ -13,9 +13,9 @@ use compose_devices::kv::Kv;
 use compose_devices::{sleep, spawn};
 use proptest::prelude::*;
 
-use super::{open_connections, serve_connection};
+use super::{open_connections, serve_connection, serve_connection_with};
 use crate::testing::*;
-use crate::{SiteConfig, serve_site};
+use crate::{SiteConfig, SiteError, serve_site};
 
 fn quick() -> SiteConfig {
     SiteConfig {
@@ -137,7 +137,9 @@ fn malformed_and_oversized_requests_are_refused_and_closed() {
             b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n".to_vec(),
             400,
         ),
-        (b"GET / HTTP/3\r\n\r\n".to_vec(), 505),
+        (b"GET / HTTP/3.0\r\n\r\n".to_vec(), 505),
+        (b"GET / HTTP/3\r\n\r\n".to_vec(), 400),
+        (b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
         (long.into_bytes(), 414),
         (huge_header.into_bytes(), 431),
         (many.into_bytes(), 431),
@@ -315,7 +317,7 @@ fn serve_site_listens_logs_and_serves_connections() {
     let all_released = || logs.iter().all(|l| l.dropped.get());
     block_on(async {
         spawn(async move {
-            let _ = serve_site(console, tcp, kv, 8080, config).await;
+            let _ = serve_site(console, clock(), tcp, kv, 8080, config, "info").await;
         });
         // Until every scripted connection was served and released, never more than
         // max_connections are open at once.
@@ -346,6 +348,114 @@ fn serve_site_listens_logs_and_serves_connections() {
     );
 }
 
+/// With the access log on, each response is one Common Log Format line, rejected and
+/// timed-out requests included; every response has a `Date` from the wall clock.
+#[test]
+fn responses_are_dated_and_logged() {
+    let kv = site();
+    let console = MemConsole::default();
+    let now = core::cell::Cell::new(971_186_136);
+    let obs = crate::Observer::new(&now, &console, true);
+    let script = |steps: Vec<Step>, head_only: &[bool]| {
+        let (flow, log) = ScriptFlow::new(steps);
+        block_on(serve_connection_with(flow, &kv, &quick(), &obs));
+        parse_responses(&log.written.borrow(), head_only)
+    };
+    let r = script(
+        vec![
+            data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nHEAD /style.css HTTP/1.1\r\nHost: x\r\n\r\n"),
+            data(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\nGET /a b HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Step::Eof,
+        ],
+        &[false, true],
+    );
+    assert_eq!(r.len(), 4);
+    for response in &r {
+        assert_eq!(
+            response.header("date"),
+            Some("Tue, 10 Oct 2000 13:55:36 GMT")
+        );
+    }
+    // Part of a request, then silence: 408.
+    let r = script(vec![data(b"GET /style"), Step::Stall], &[]);
+    assert_eq!(r[0].status, 408);
+    let index_len = site()
+        .entries
+        .iter()
+        .find(|e| e.key == "index.html")
+        .unwrap()
+        .data
+        .len();
+    assert_eq!(
+        String::from_utf8_lossy(&console.0.borrow()),
+        format!(
+            "127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] \"GET / HTTP/1.1\" 200 {index_len}\n\
+             127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] \"HEAD /style.css HTTP/1.1\" 200 -\n\
+             127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] \"GET /nothing HTTP/1.1\" 404 14\n\
+             127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] \"GET /a b HTTP/1.1\" 400 16\n\
+             127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] \"GET /style\" 408 20\n"
+        )
+    );
+    // Without an observer (the default), no Date and nothing logged.
+    let (flow, log) = ScriptFlow::new([data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Step::Eof]);
+    block_on(serve_connection(flow, &kv, &quick()));
+    assert_eq!(
+        parse_responses(&log.written.borrow(), &[])[0].header("date"),
+        None
+    );
+}
+
+/// `error` hides the listening line, `debug` adds a line per connection.
+#[test]
+fn the_log_level_chooses_the_messages() {
+    for (level, expected) in [
+        ("error", ""),
+        ("warn", ""),
+        ("info", "site: listening on port 8080\n"),
+        (
+            "debug",
+            "site: listening on port 8080\nsite: connection from 127.0.0.1:40000 (1 open)\n",
+        ),
+    ] {
+        let kv = leak(site());
+        let console = leak(MemConsole::default());
+        let (flow, log) = ScriptFlow::new([data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Step::Eof]);
+        let tcp = leak(FakeTcp {
+            flows: RefCell::new(Some(vec![flow])),
+        });
+        block_on(async {
+            spawn(async move {
+                let _ = serve_site(console, clock(), tcp, kv, 8080, quick(), level).await;
+            });
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !log.dropped.get() {
+                assert!(std::time::Instant::now() < deadline, "not served in time");
+                sleep(Duration::from_millis(1)).await;
+            }
+        });
+        assert_eq!(
+            String::from_utf8_lossy(&console.0.borrow()),
+            expected,
+            "{level}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_log_level_stops_the_site_with_a_message() {
+    let kv = leak(site());
+    let console = leak(MemConsole::default());
+    let tcp = leak(FakeTcp {
+        flows: RefCell::new(Some(Vec::new())),
+    });
+    let result = block_on(serve_site(console, clock(), tcp, kv, 80, quick(), "loud"));
+    assert!(matches!(result, Err(SiteError::LogLevel(_))), "{result:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&console.0.borrow()),
+        "site: unknown log level \"loud\" (expected error, warn, info or debug)\n"
+    );
+}
+
 #[test]
 fn listening_failure_is_returned() {
     let kv = leak(site());
@@ -353,9 +463,19 @@ fn listening_failure_is_returned() {
     let tcp = leak(FakeTcp {
         flows: RefCell::new(None),
     });
-    let result = block_on(serve_site(console, tcp, kv, 80, quick()));
-    assert_eq!(result, Err(compose_devices::net::NetError::AddrInUse));
-    assert!(console.0.borrow().is_empty());
+    let result = block_on(serve_site(console, clock(), tcp, kv, 80, quick(), "info"));
+    assert_eq!(
+        result,
+        Err(SiteError::Listen {
+            address: None,
+            port: 80,
+            error: compose_devices::net::NetError::AddrInUse
+        })
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&console.0.borrow()),
+        "site: cannot listen on port 80: address in use\n"
+    );
 }
 
 proptest! {
