@@ -26,6 +26,21 @@ impl Target for Unix {
     fn template(&self) -> &'static str {
         "unix"
     }
+    fn implements(&self) -> &'static [&'static str] {
+        // The whole contract, and audio as a WAV file (`--audio:NAME=PATH`).
+        &[
+            "console",
+            "clock",
+            "wall-clock",
+            "random",
+            "netif",
+            "ipv4",
+            "tcp",
+            "block",
+            "secret",
+            "audio",
+        ]
+    }
     fn image_file(&self, name: &str) -> String {
         name.to_string()
     }
