@@ -30,7 +30,7 @@
 //!
 //! | item | signature | used by |
 //! |------|-----------|---------|
-//! | `Audio::open` | `fn(&Boot, &'static str, audio::PcmFormat) -> Result<impl audio::Audio, _>` | `audio` |
+//! | `Audio::open` | `fn(&'static str, audio::PcmFormat, String) -> Result<impl audio::Audio, _>` | `audio` |
 //!
 //! A target may add items its own template uses (the Solo5 template calls
 //! `platform::entry!(main)` and names `platform::solo5_abi`); those are the template's
@@ -64,8 +64,8 @@ pub mod check {
     /// `Secret::open`.
     pub fn secret<B, T: secret::Secret, E: Display>(_: fn(&B, &'static str) -> Result<T, E>) {}
     /// `Audio::open` (an optional kind).
-    pub fn audio<B, T: audio::Audio, E: Display>(
-        _: fn(&B, &'static str, audio::PcmFormat) -> Result<T, E>,
+    pub fn audio<T: audio::Audio, E: Display>(
+        _: fn(&'static str, audio::PcmFormat, alloc::string::String) -> Result<T, E>,
     ) {
     }
     /// The executor type.
@@ -82,7 +82,7 @@ macro_rules! platform_conformance {
         const _: () = {
             #[allow(dead_code)]
             fn compose_platform_audio() {
-                $crate::platform::check::audio::<Boot, Audio, _>(Audio::open);
+                $crate::platform::check::audio::<Audio, _>(Audio::open);
             }
         };
     };

@@ -1,11 +1,12 @@
 //! Audio as a WAV file: the `audio` device `NAME` records what the application plays into
-//! the file given with `--audio:NAME=PATH` (default: `NAME.wav` in the working directory).
+//! the file its `file` property names (a boot argument, typically: `file=(bootarg)"out"`),
+//! relative to the working directory; by default `NAME.wav`.
 //!
 //! The file is created (or truncated) when the device starts, with the format of the spec's
 //! device, and its header is kept valid after every write: the unikernel ends with
 //! `exit`, which runs no destructors, and may be killed. Frames are written as fast as the
 //! application produces them, not paced in real time. A path that cannot seek (a pipe, such
-//! as `--audio:jack=>(play -q -t wav -)` in bash) gets a streaming header whose sizes are
+//! as `--out=>(play -q -t wav -)` in bash) gets a streaming header whose sizes are
 //! `0xFFFFFFFF`, which sox and most players read up to the end of the stream.
 
 use std::fs::File;
@@ -16,7 +17,7 @@ use std::sync::Mutex;
 
 use compose_devices::audio::{self, AudioError, PcmFormat, wav};
 
-use crate::{Boot, Error};
+use crate::Error;
 
 /// Rates this sink records (WAV itself allows any `u32`).
 const RATES: std::ops::RangeInclusive<u32> = 1000..=768_000;
@@ -39,9 +40,9 @@ struct Out {
 }
 
 impl Audio {
-    /// Creates the WAV file for audio device `name`: the path attached with
-    /// `--audio:NAME=PATH`, else `NAME.wav` in the working directory.
-    pub fn open(boot: &Boot, name: &'static str, format: PcmFormat) -> Result<Self, Error> {
+    /// Creates (or truncates) the WAV file `file` for audio device `name`; an empty `file`
+    /// is `NAME.wav` in the working directory.
+    pub fn open(name: &'static str, format: PcmFormat, file: String) -> Result<Self, Error> {
         if !RATES.contains(&format.rate) {
             return Err(Error::new(format!(
                 "rate {} Hz is not one unix records ({} to {} Hz)",
@@ -53,10 +54,11 @@ impl Audio {
         if format.channels == 0 {
             return Err(Error::new("an audio device needs at least one channel"));
         }
-        let path = boot
-            .audio(name)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(format!("{name}.wav")));
+        let path = if file.is_empty() {
+            PathBuf::from(format!("{name}.wav"))
+        } else {
+            PathBuf::from(file)
+        };
         let fail = |e: io::Error| Error::new(format!("{}: {e}", path.display()));
         let mut file = File::create(&path).map_err(fail)?;
         // A regular file gets exact sizes; a pipe or a device gets a streaming header.

@@ -22,8 +22,6 @@ pub struct Boot {
     read_only: Vec<String>,
     /// Secret attachments: secret name and the file holding its value.
     secrets: Vec<(String, PathBuf)>,
-    /// Audio outputs: audio device name and the WAV file it records to.
-    audio: Vec<(String, PathBuf)>,
 }
 
 /// A command line that does not fit.
@@ -31,7 +29,7 @@ pub struct Boot {
 pub enum BootError {
     /// The boot arguments do not fit the spec (including `--help`, carrying the usage).
     Args(bootargs::Error),
-    /// A malformed or repeated `--block:NAME=PATH` (or `--secret:`, `--audio:`).
+    /// A malformed or repeated `--block:NAME=PATH`.
     Attachment(String),
 }
 
@@ -49,7 +47,6 @@ impl std::error::Error for BootError {}
 const BLOCK_FLAG: &str = "--block:";
 const BLOCK_RO_FLAG: &str = "--block-ro:";
 const SECRET_FLAG: &str = "--secret:";
-const AUDIO_FLAG: &str = "--audio:";
 
 impl Boot {
     /// Parses a command line (without the program name) against `specs`.
@@ -63,7 +60,6 @@ impl Boot {
         }
         let mut blocks: Vec<(String, PathBuf)> = Vec::new();
         let mut secrets: Vec<(String, PathBuf)> = Vec::new();
-        let mut audio: Vec<(String, PathBuf)> = Vec::new();
         let mut read_only = Vec::new();
         let mut rest = Vec::with_capacity(args.len());
         for arg in &args {
@@ -77,8 +73,6 @@ impl Boot {
                 (a, "block device", &mut blocks)
             } else if let Some(a) = arg.strip_prefix(SECRET_FLAG) {
                 (a, "secret", &mut secrets)
-            } else if let Some(a) = arg.strip_prefix(AUDIO_FLAG) {
-                (a, "audio device", &mut audio)
             } else {
                 rest.push(arg);
                 continue;
@@ -105,16 +99,7 @@ impl Boot {
             blocks,
             read_only,
             secrets,
-            audio,
         })
-    }
-
-    /// The WAV file audio device `name` records to, if given (`--audio:NAME=PATH`).
-    pub fn audio(&self, name: &str) -> Option<&Path> {
-        self.audio
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, p)| p.as_path())
     }
 
     /// The file holding the value of secret `name`.
@@ -145,7 +130,6 @@ fn usage(specs: &[Spec]) -> String {
     s.push_str("attachments:\n  --block:NAME=PATH  the file backing block device NAME\n");
     s.push_str("  --block-ro:NAME=PATH  the same, read-only: writes fail\n");
     s.push_str("  --secret:NAME=PATH  the file holding the value of secret NAME\n");
-    s.push_str("  --audio:NAME=PATH  the WAV file audio device NAME records to (default NAME.wav)\n");
     s
 }
 
@@ -209,7 +193,6 @@ mod tests {
             SPECS,
             [
                 "--block:storage=/tmp/disk.img",
-                "--audio:jack=out.wav",
                 "--port=80",
                 "--name",
                 "Ada",
@@ -220,8 +203,6 @@ mod tests {
         assert_eq!(b.args.get::<String>("name"), "Ada");
         assert_eq!(b.block("storage"), Some(Path::new("/tmp/disk.img")));
         assert_eq!(b.block("other"), None);
-        assert_eq!(b.audio("jack"), Some(Path::new("out.wav")));
-        assert_eq!(b.audio("storage"), None);
         let b = Boot::parse(SPECS, ["--port", "1"]).unwrap();
         assert_eq!(b.args.get::<String>("name"), "world");
     }
@@ -253,10 +234,6 @@ mod tests {
             err(&["--port=1", "--block:d=a", "--block:d=b"]),
             BootError::Attachment(_)
         ));
-        assert_eq!(
-            err(&["--port=1", "--audio:jack"]).to_string(),
-            "\"--audio:jack\": expected --audio:NAME=PATH"
-        );
         // `--help` wins over anything else and mentions attachments.
         match err(&["--nme=x", "--help"]) {
             BootError::Args(bootargs::Error::Help(usage)) => {

@@ -16,7 +16,7 @@
 //!
 //! Devices map onto the host: the console is stdout, the clocks are the host's, randomness
 //! comes from getrandom(2), TCP uses non-blocking host sockets, block devices are files and
-//! an audio device records a WAV file (`--audio:NAME=PATH`).
+//! an audio device records a WAV file.
 //! The code targets Linux (it uses `SOCK_CLOEXEC`, `MSG_NOSIGNAL` and getrandom(2)).
 
 use std::fmt;
