@@ -31,6 +31,9 @@
 //!    **right** sample first in each pair (channel 1 is GPIO 40, the right side of the
 //!    jack on a Pi 4 B, as circle maps it). Mono samples are sent to both channels.
 //!
+//! [`Jack`] wraps the driver as a `compose_devices::audio::Audio` device, which is what a
+//! platform's `Audio::open` returns. The crate allocates nothing.
+//!
 //! The FIFO is fed by the CPU (no DMA): a FIFO of 8–16 words lasts 90–180 µs at 44.1 kHz
 //! stereo, so [`Pwm1Audio::write`] busy-waits on FULL1 while it has frames to send.
 #![no_std]
@@ -493,6 +496,61 @@ impl<M: Mmio> Pwm1Audio<M> {
         self.mmio.delay_us(2000);
         self.mmio.write32(CM_PWMCTL, CM_PASSWD | CM_KILL);
         self.mmio
+    }
+}
+
+/// The driver as the `audio` device of compose (`compose_devices::audio::Audio`), shared
+/// behind a spin lock. `write` blocks the executor while it feeds the FIFO: the FIFO lasts
+/// 90–180 µs, less than a task switch may take, so it does not yield mid-stream.
+#[derive(Debug)]
+pub struct Jack<M: Mmio> {
+    format: compose_devices::audio::PcmFormat,
+    driver: spin::Mutex<Pwm1Audio<M>>,
+}
+
+impl<M: Mmio> Jack<M> {
+    /// Starts the jack (see [`Pwm1Audio::new`]) to play `format`, from `clock`.
+    pub fn open(
+        mmio: M,
+        format: compose_devices::audio::PcmFormat,
+        clock: Clock,
+    ) -> Result<Self, Error> {
+        let sample = match format.sample {
+            compose_devices::audio::SampleFormat::U8 => Sample::U8,
+            compose_devices::audio::SampleFormat::S16Le => Sample::S16Le,
+        };
+        let driver = Pwm1Audio::new(mmio, Format::new(format.rate, format.channels, sample), clock)?;
+        Ok(Jack {
+            format,
+            driver: spin::Mutex::new(driver),
+        })
+    }
+
+    /// The driver, for its figures ([`Pwm1Audio::range`], ...) and [`Pwm1Audio::stop`].
+    pub fn into_driver(self) -> Pwm1Audio<M> {
+        self.driver.into_inner()
+    }
+}
+
+impl<M: Mmio> compose_devices::audio::Audio for Jack<M> {
+    fn format(&self) -> compose_devices::audio::PcmFormat {
+        self.format
+    }
+
+    async fn write(&self, frames: &[u8]) -> Result<(), compose_devices::audio::AudioError> {
+        self.check_frames(frames.len())?;
+        self.driver.lock().write(frames).map_err(audio_error)
+    }
+
+    async fn flush(&self) -> Result<(), compose_devices::audio::AudioError> {
+        self.driver.lock().flush().map_err(audio_error)
+    }
+}
+
+fn audio_error(e: Error) -> compose_devices::audio::AudioError {
+    match e {
+        Error::PartialFrame => compose_devices::audio::AudioError::PartialFrame,
+        _ => compose_devices::audio::AudioError::Io,
     }
 }
 

@@ -7,8 +7,8 @@
 
 mod model;
 
-use bcm2711_audio::{Clock, Format, Mmio, Pwm1Audio, Sample, reg::*};
-use compose_devices::audio::{PcmFormat, SampleFormat, wav};
+use bcm2711_audio::{Clock, Format, Jack, Mmio, Pwm1Audio, Sample, reg::*};
+use compose_devices::audio::{AudioError, PcmFormat, SampleFormat, wav};
 use model::Model;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -99,27 +99,38 @@ fn capture_wav(m: &Model, sample: SampleFormat, rate: u32, path: &Path) {
     std::fs::write(path, file).unwrap();
 }
 
-/// Plays the WAV at `src` through the driver into a model of FIFO depth `depth`; returns
-/// the model and the driver's played rate in mHz.
+/// Polls a future that never waits (the jack busy-waits on the FIFO) to its end.
+fn now<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the jack's futures complete when polled"),
+    }
+}
+
+/// Plays the WAV at `src` through the `audio` device a platform builds on the driver
+/// ([`Jack`], the same code as [`Pwm1Audio`]) into a model of FIFO depth `depth`; returns
+/// the model, the driver's played rate in mHz and the samples.
 fn play(src: &Path, clock: Clock, depth: usize) -> (Model, u64, Vec<u8>) {
+    use compose_devices::audio::Audio;
     let bytes = std::fs::read(src).unwrap();
     let w = wav::parse(&bytes).unwrap();
-    let sample = match w.format.sample {
-        SampleFormat::U8 => Sample::U8,
-        SampleFormat::S16Le => Sample::S16Le,
-    };
     let data = &bytes[w.data_offset..w.data_offset + w.data_len as usize];
     let mut m = Model::new(depth);
-    let format = Format::new(w.format.rate, w.format.channels, sample);
-    let mut jack = Pwm1Audio::new(&mut m, format, clock).expect("driver starts");
+    let jack = Jack::open(&mut m, w.format, clock).expect("driver starts");
     // In pieces, as an application writes.
-    for piece in data.chunks(4096 / format.frame_bytes() * format.frame_bytes()) {
-        jack.write(piece).expect("write");
+    let fb = w.format.frame_bytes();
+    for piece in data.chunks(4096 / fb * fb) {
+        now(jack.write(piece)).expect("write");
     }
-    jack.flush().expect("flush");
-    assert_eq!(jack.take_errors() & STA_WERR1, 0, "the FIFO lost a word");
-    let rate = jack.played_rate_mhz();
-    jack.stop();
+    if fb > 1 {
+        assert_eq!(now(jack.write(&data[..1])), Err(AudioError::PartialFrame));
+    }
+    now(jack.flush()).expect("flush");
+    let mut driver = jack.into_driver();
+    assert_eq!(driver.take_errors() & STA_WERR1, 0, "the FIFO lost a word");
+    let rate = driver.played_rate_mhz();
+    driver.stop();
     (m, rate, data.to_vec())
 }
 
