@@ -102,8 +102,23 @@ fn the_jukebox_records_what_it_plays() {
     let b = tracks.join("b-low.wav");
     let synth = |file: &Path, secs: &str, left: &str, right: &str| {
         sox(&[
-            "-R", "-n", "-r", "22050", "-c", "2", "-b", "16", file.to_str().unwrap(),
-            "synth", secs, "sine", left, "sine", right, "gain", "-3",
+            "-R",
+            "-n",
+            "-r",
+            "22050",
+            "-c",
+            "2",
+            "-b",
+            "16",
+            file.to_str().unwrap(),
+            "synth",
+            secs,
+            "sine",
+            left,
+            "sine",
+            right,
+            "gain",
+            "-3",
         ]);
     };
     synth(&a, "1.5", "440", "660");
@@ -111,17 +126,41 @@ fn the_jukebox_records_what_it_plays() {
     // Not played with the rest: not .wav. Played on request, they are refused.
     std::fs::write(tracks.join("notes.txt"), "not audio\n").unwrap();
     sox(&[
-        "-R", "-n", "-r", "44100", "-c", "1", "-b", "8", "-t", "wav", tracks.join("mono.wave").to_str().unwrap(),
-        "synth", "0.1", "sine", "440",
+        "-R",
+        "-n",
+        "-r",
+        "44100",
+        "-c",
+        "1",
+        "-b",
+        "8",
+        "-t",
+        "wav",
+        tracks.join("mono.wave").to_str().unwrap(),
+        "synth",
+        "0.1",
+        "sine",
+        "440",
     ]);
     let expected = dir.path().join("expected.wav");
-    sox(&[a.to_str().unwrap(), b.to_str().unwrap(), expected.to_str().unwrap()]);
+    sox(&[
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        expected.to_str().unwrap(),
+    ]);
 
     let out = dir.path().join("out.wav");
     let arg = format!("tracks={}", tracks.display());
     let out_arg = format!("--out={}", out.display());
     let run = |extra: &[&str]| {
-        let mut args = vec!["run", "specs/jukebox.kdl", "--no-out-link", "--arg", &arg, "--"];
+        let mut args = vec![
+            "run",
+            "specs/jukebox.kdl",
+            "--no-out-link",
+            "--arg",
+            &arg,
+            "--",
+        ];
         args.extend_from_slice(extra);
         compose(&args)
     };
@@ -153,13 +192,24 @@ fn the_jukebox_records_what_it_plays() {
         );
     }
     let null = sox(&[
-        "-m", "-v", "1", expected.to_str().unwrap(), "-v", "-1", out.to_str().unwrap(), "-n", "stats",
+        "-m",
+        "-v",
+        "1",
+        expected.to_str().unwrap(),
+        "-v",
+        "-1",
+        out.to_str().unwrap(),
+        "-n",
+        "stats",
     ]);
     assert_eq!(stat(&null, "RMS lev dB"), f64::NEG_INFINITY, "{null}");
 
     // Bad tracks: exit 1, a message naming the problem.
     for (track, says) in [
-        ("mono.wave", "mono.wave is 44100 Hz mono u8, but the audio device plays 22050 Hz stereo s16"),
+        (
+            "mono.wave",
+            "mono.wave is 44100 Hz mono u8, but the audio device plays 22050 Hz stereo s16",
+        ),
         ("notes.txt", "notes.txt: not a RIFF/WAVE file"),
         ("missing.wav", "no track missing.wav in the music assets"),
     ] {
@@ -173,7 +223,9 @@ fn the_jukebox_records_what_it_plays() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("device 'jack' failed to start: /nonexistent-dir/out.wav: No such file or directory"),
+        stderr.contains(
+            "device 'jack' failed to start: /nonexistent-dir/out.wav: No such file or directory"
+        ),
         "{stderr}"
     );
 }

@@ -85,7 +85,11 @@ impl fmt::Display for PcmFormat {
             _ => "",
         };
         if ch.is_empty() {
-            write!(f, "{} Hz, {} channels, {}", self.rate, self.channels, self.sample)
+            write!(
+                f,
+                "{} Hz, {} channels, {}",
+                self.rate, self.channels, self.sample
+            )
         } else {
             write!(f, "{} Hz {ch} {}", self.rate, self.sample)
         }
@@ -269,7 +273,7 @@ mod tests {
     fn headers_round_trip() {
         let f = PcmFormat::new(22050, 2, SampleFormat::S16Le);
         assert_eq!(f.frame_bytes(), 4);
-        assert_eq!(f.to_string(), "22050 Hz stereo s16");
+        assert_eq!(alloc::format!("{f}"), "22050 Hz stereo s16");
         let h = wav::header(&f, 4000);
         let w = wav::parse(&h).unwrap();
         assert_eq!(w.format, f);

@@ -310,7 +310,12 @@ impl<M: Mmio> Pwm1Audio<M> {
 
     /// [`Pwm1Audio::new`], choosing mark-space (`true`: one pulse of DUTY cycles per
     /// period) or the PWM algorithm (`false`: the high cycles spread over the period).
-    pub fn with_mode(mut mmio: M, format: Format, clock: Clock, mark_space: bool) -> Result<Self, Error> {
+    pub fn with_mode(
+        mut mmio: M,
+        format: Format,
+        clock: Clock,
+        mark_space: bool,
+    ) -> Result<Self, Error> {
         if !(1..=2).contains(&format.channels) {
             return Err(Error::Channels(format.channels));
         }
@@ -519,7 +524,11 @@ impl<M: Mmio> Jack<M> {
             compose_devices::audio::SampleFormat::U8 => Sample::U8,
             compose_devices::audio::SampleFormat::S16Le => Sample::S16Le,
         };
-        let driver = Pwm1Audio::new(mmio, Format::new(format.rate, format.channels, sample), clock)?;
+        let driver = Pwm1Audio::new(
+            mmio,
+            Format::new(format.rate, format.channels, sample),
+            clock,
+        )?;
         Ok(Jack {
             format,
             driver: spin::Mutex::new(driver),

@@ -56,7 +56,10 @@ fn pitch(file: &Path, ch: u32) -> f64 {
 }
 
 fn samples(file: &Path) -> u64 {
-    let out = Command::new("soxi").args(["-s", file.to_str().unwrap()]).output().unwrap();
+    let out = Command::new("soxi")
+        .args(["-s", file.to_str().unwrap()])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
@@ -102,7 +105,10 @@ fn capture_wav(m: &Model, sample: SampleFormat, rate: u32, path: &Path) {
 /// Polls a future that never waits (the jack busy-waits on the FIFO) to its end.
 fn now<F: Future>(f: F) -> F::Output {
     let mut f = std::pin::pin!(f);
-    match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+    match f
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
         std::task::Poll::Ready(v) => v,
         std::task::Poll::Pending => panic!("the jack's futures complete when polled"),
     }
@@ -135,9 +141,18 @@ fn play(src: &Path, clock: Clock, depth: usize) -> (Model, u64, Vec<u8>) {
 }
 
 fn assert_clean(m: &Model) {
-    assert!(m.violations.is_empty(), "protocol violations:\n{}", m.violations.join("\n"));
+    assert!(
+        m.violations.is_empty(),
+        "protocol violations:\n{}",
+        m.violations.join("\n")
+    );
     let gaps = m.gaps_mid_stream();
-    assert!(gaps.is_empty(), "{} underruns mid-stream, first {:?}", gaps.len(), gaps[0]);
+    assert!(
+        gaps.is_empty(),
+        "{} underruns mid-stream, first {:?}",
+        gaps.len(),
+        gaps[0]
+    );
 }
 
 #[test]
@@ -145,34 +160,83 @@ fn stereo_s16_plays_in_order_at_its_rate_from_pll_d() {
     let dir = Dir::new("s16");
     let src = dir.0.join("src.wav");
     // Left 440 Hz, right 660 Hz: a swapped pair or mono-as-stereo shows in the pitches.
-    sox(&["-R", "-n", "-r", "22050", "-c", "2", "-b", "16", src.to_str().unwrap(), "synth", "1", "sine", "440", "sine", "660", "gain", "-1"]);
+    sox(&[
+        "-R",
+        "-n",
+        "-r",
+        "22050",
+        "-c",
+        "2",
+        "-b",
+        "16",
+        src.to_str().unwrap(),
+        "synth",
+        "1",
+        "sine",
+        "440",
+        "sine",
+        "660",
+        "gain",
+        "-1",
+    ]);
     let (m, rate_mhz, data) = play(&src, Clock::PLLD, 8);
     assert_clean(&m);
     // PLLD 750 MHz / 6 = 125 MHz, RNG = round(125e6 / 22050) = 5669.
     assert_eq!(m.pwm_hz, Some(125_000_000));
     assert_eq!(m.range(), 5669);
     let frames = data.len() / 4;
-    assert_eq!((m.ch1.len(), m.ch2.len()), (frames, frames), "every sample played once");
+    assert_eq!(
+        (m.ch1.len(), m.ch2.len()),
+        (frames, frames),
+        "every sample played once"
+    );
     assert!(m.max_fill <= 8);
     // The rate the model consumed at: words over the time between the first and the last.
     let span = (m.last_word_ns.unwrap() - m.first_word_ns.unwrap()) as f64 / 1e9;
     let measured = (frames - 1) as f64 / span;
-    assert!((measured - 22050.0).abs() / 22050.0 < 0.001, "played at {measured} Hz");
-    assert!((rate_mhz as f64 / 1000.0 - 22050.0).abs() < 1.0, "{rate_mhz} mHz");
+    assert!(
+        (measured - 22050.0).abs() / 22050.0 < 0.001,
+        "played at {measured} Hz"
+    );
+    assert!(
+        (rate_mhz as f64 / 1000.0 - 22050.0).abs() < 1.0,
+        "{rate_mhz} mHz"
+    );
     // Right first: channel 1 (GPIO 40) carried the right samples.
     let right0 = i16::from_le_bytes([data[2], data[3]]);
     let duty = ((i64::from(right0) + 32768) as u64 * 5669 + 32767) / 65535;
     assert_eq!(u64::from(m.ch1[0]), duty);
 
     let cap = dir.0.join("cap.wav");
-    capture_wav(&m, SampleFormat::S16Le, (rate_mhz as f64 / 1000.0).round() as u32, &cap);
+    capture_wav(
+        &m,
+        SampleFormat::S16Le,
+        (rate_mhz as f64 / 1000.0).round() as u32,
+        &cap,
+    );
     assert_eq!(samples(&cap), samples(&src), "length");
     let (l, r) = (pitch(&cap, 1), pitch(&cap, 2));
-    assert!((l - 440.0).abs() < 9.0 && (r - 660.0).abs() < 13.0, "pitches L {l} R {r}");
+    assert!(
+        (l - 440.0).abs() < 9.0 && (r - 660.0).abs() < 13.0,
+        "pitches L {l} R {r}"
+    );
     // Null test: what is left is the 12.5-bit quantisation of a 5669-step range.
-    let null = sox(&["-m", "-v", "1", src.to_str().unwrap(), "-v", "-1", cap.to_str().unwrap(), "-n", "stats"]);
+    let null = sox(&[
+        "-m",
+        "-v",
+        "1",
+        src.to_str().unwrap(),
+        "-v",
+        "-1",
+        cap.to_str().unwrap(),
+        "-n",
+        "stats",
+    ]);
     let rms = stat(&null, "RMS lev dB");
-    eprintln!("s16 via PLLD: played {measured:.2} Hz, pitches L {l} R {r}, null residual {rms} dB, FIFO max {}", m.max_fill);
+    eprintln!(
+        "s16 via PLLD: played {measured:.2} Hz, pitches L {l} R {r}, null residual {rms} dB, FIFO max {}",
+        m.max_fill
+    );
     assert!(rms < -70.0, "null test residual {rms} dB\n{null}");
 }
 
@@ -180,7 +244,25 @@ fn stereo_s16_plays_in_order_at_its_rate_from_pll_d() {
 fn mono_u8_from_the_oscillator_is_bit_exact_on_both_channels() {
     let dir = Dir::new("u8");
     let src = dir.0.join("src.wav");
-    sox(&["-R", "-n", "-r", "44100", "-c", "1", "-b", "8", "-e", "unsigned-integer", src.to_str().unwrap(), "synth", "0.5", "sine", "440", "gain", "-1"]);
+    sox(&[
+        "-R",
+        "-n",
+        "-r",
+        "44100",
+        "-c",
+        "1",
+        "-b",
+        "8",
+        "-e",
+        "unsigned-integer",
+        src.to_str().unwrap(),
+        "synth",
+        "0.5",
+        "sine",
+        "440",
+        "gain",
+        "-1",
+    ]);
     let (m, rate_mhz, data) = play(&src, Clock::OSCILLATOR, 16);
     assert_clean(&m);
     // The oscillator / 2 = 27 MHz, RNG 612: 44117.6 Hz, as rpi4-osdev and the retreat play.
@@ -197,18 +279,38 @@ fn mono_u8_from_the_oscillator_is_bit_exact_on_both_channels() {
     capture_wav(&m, SampleFormat::U8, 44118, &cap);
     assert_eq!(samples(&cap), samples(&src));
     let (l, r) = (pitch(&cap, 1), pitch(&cap, 2));
-    assert!((l - 440.0).abs() < 9.0 && (r - 440.0).abs() < 9.0, "pitches L {l} R {r}");
+    assert!(
+        (l - 440.0).abs() < 9.0 && (r - 440.0).abs() < 9.0,
+        "pitches L {l} R {r}"
+    );
     // Null test against the source read at the played rate: identical samples.
     let relabelled = dir.0.join("src-relabelled.wav");
     let mut bytes = std::fs::read(&src).unwrap();
     // The same samples declared at the played rate, duplicated to two channels, so that
     // sox mixes sample against sample without resampling.
     let w = wav::parse(&bytes).unwrap();
-    let stereo: Vec<u8> = bytes[w.data_offset..].iter().flat_map(|&b| [b, b]).collect();
-    bytes = wav::header(&PcmFormat::new(44118, 2, SampleFormat::U8), stereo.len() as u32).to_vec();
+    let stereo: Vec<u8> = bytes[w.data_offset..]
+        .iter()
+        .flat_map(|&b| [b, b])
+        .collect();
+    bytes = wav::header(
+        &PcmFormat::new(44118, 2, SampleFormat::U8),
+        stereo.len() as u32,
+    )
+    .to_vec();
     bytes.extend_from_slice(&stereo);
     std::fs::write(&relabelled, bytes).unwrap();
-    let null = sox(&["-m", "-v", "1", relabelled.to_str().unwrap(), "-v", "-1", cap.to_str().unwrap(), "-n", "stats"]);
+    let null = sox(&[
+        "-m",
+        "-v",
+        "1",
+        relabelled.to_str().unwrap(),
+        "-v",
+        "-1",
+        cap.to_str().unwrap(),
+        "-n",
+        "stats",
+    ]);
     assert_eq!(stat(&null, "RMS lev dB"), f64::NEG_INFINITY, "{null}");
 }
 
@@ -218,10 +320,27 @@ fn mono_u8_from_the_oscillator_is_bit_exact_on_both_channels() {
 fn left_first_would_be_heard_swapped() {
     let dir = Dir::new("swap");
     let mut m = Model::new(16);
-    let mut jack = Pwm1Audio::new(&mut m, Format::new(22050, 2, Sample::S16Le), Clock::PLLD).unwrap();
+    let mut jack =
+        Pwm1Audio::new(&mut m, Format::new(22050, 2, Sample::S16Le), Clock::PLLD).unwrap();
     // Swap the pair in the data itself: what a left-first driver would send.
     let src = dir.0.join("src.wav");
-    sox(&["-R", "-n", "-r", "22050", "-c", "2", "-b", "16", src.to_str().unwrap(), "synth", "0.5", "sine", "440", "sine", "660"]);
+    sox(&[
+        "-R",
+        "-n",
+        "-r",
+        "22050",
+        "-c",
+        "2",
+        "-b",
+        "16",
+        src.to_str().unwrap(),
+        "synth",
+        "0.5",
+        "sine",
+        "440",
+        "sine",
+        "660",
+    ]);
     let bytes = std::fs::read(&src).unwrap();
     let w = wav::parse(&bytes).unwrap();
     let swapped: Vec<u8> = bytes[w.data_offset..]
@@ -234,7 +353,10 @@ fn left_first_would_be_heard_swapped() {
     let cap = dir.0.join("cap.wav");
     capture_wav(&m, SampleFormat::S16Le, 22050, &cap);
     let (l, r) = (pitch(&cap, 1), pitch(&cap, 2));
-    assert!((l - 660.0).abs() < 13.0 && (r - 440.0).abs() < 9.0, "L {l} R {r}");
+    assert!(
+        (l - 660.0).abs() < 13.0 && (r - 440.0).abs() < 9.0,
+        "L {l} R {r}"
+    );
 }
 
 /// The model catches the mistakes the fact sheet warns about: each of these sequences,
@@ -250,7 +372,10 @@ fn the_model_reports_protocol_breaches() {
         assert!(v.iter().any(|s| s.contains(what)), "{what:?} not in {v:#?}");
     };
     // No password: ignored and reported.
-    has(breaches(&|m| m.write32(CM_PWMDIV, 6 << 12)), "without the password");
+    has(
+        breaches(&|m| m.write32(CM_PWMDIV, 6 << 12)),
+        "without the password",
+    );
     // DIV changed while the clock runs, and without waiting for BUSY to clear.
     let start_clock = |m: &mut Model| {
         m.write32(CM_PWMDIV, CM_PASSWD | 6 << 12);
@@ -273,15 +398,17 @@ fn the_model_reports_protocol_breaches() {
         "CM_PWMDIV changed while the clock is enabled or BUSY",
     );
     // Waiting while BUSY, then changing, is fine.
-    assert!(breaches(&|m| {
-        start_clock(m);
-        m.write32(CM_PWMCTL, CM_PASSWD | 6);
-        while m.read32(CM_PWMCTL) & CM_BUSY != 0 {
-            m.delay_us(1);
-        }
-        m.write32(CM_PWMDIV, CM_PASSWD | 7 << 12);
-    })
-    .is_empty());
+    assert!(
+        breaches(&|m| {
+            start_clock(m);
+            m.write32(CM_PWMCTL, CM_PASSWD | 6);
+            while m.read32(CM_PWMCTL) & CM_BUSY != 0 {
+                m.delay_us(1);
+            }
+            m.write32(CM_PWMDIV, CM_PASSWD | 7 << 12);
+        })
+        .is_empty()
+    );
     has(
         breaches(&|m| {
             m.write32(CM_PWMDIV, CM_PASSWD | 6 << 12);
@@ -301,7 +428,10 @@ fn the_model_reports_protocol_breaches() {
     let enable = |m: &mut Model| {
         m.write32(PWM_RNG1, 612);
         m.write32(PWM_RNG2, 612);
-        m.write32(PWM_CTL, CTL_PWEN1 | CTL_USEF1 | CTL_PWEN2 | CTL_USEF2 | CTL_CLRF1);
+        m.write32(
+            PWM_CTL,
+            CTL_PWEN1 | CTL_USEF1 | CTL_PWEN2 | CTL_USEF2 | CTL_CLRF1,
+        );
     };
     has(
         breaches(&|m| {
@@ -320,7 +450,10 @@ fn the_model_reports_protocol_breaches() {
         }),
         "FIF1 written while STA.FULL1",
     );
-    has(breaches(&|m| m.write32(PWM_FIF1, 0)), "before the FIFO was cleared");
+    has(
+        breaches(&|m| m.write32(PWM_FIF1, 0)),
+        "before the FIFO was cleared",
+    );
     has(
         breaches(&|m| {
             m.write32(PWM_CTL, 0);
@@ -338,7 +471,8 @@ fn bad_formats_are_refused() {
     assert_eq!(e, bcm2711_audio::Error::Channels(3));
     let e = Pwm1Audio::new(&mut m, Format::new(400_000, 2, Sample::U8), Clock::PLLD).unwrap_err();
     assert_eq!(e, bcm2711_audio::Error::Rate(400_000));
-    let mut jack = Pwm1Audio::new(&mut m, Format::new(8000, 2, Sample::S16Le), Clock::PLLD).unwrap();
+    let mut jack =
+        Pwm1Audio::new(&mut m, Format::new(8000, 2, Sample::S16Le), Clock::PLLD).unwrap();
     assert_eq!(jack.write(&[0; 6]), Err(bcm2711_audio::Error::PartialFrame));
     jack.stop();
     assert!(m.violations.is_empty(), "{:#?}", m.violations);

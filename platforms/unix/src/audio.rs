@@ -119,3 +119,62 @@ impl audio::Audio for Audio {
         out.file.flush().map_err(|_| AudioError::Io)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use compose_devices::audio::{Audio as _, SampleFormat};
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    fn now<F: Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let waker = std::task::Waker::noop();
+        match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the WAV sink never waits"),
+        }
+    }
+
+    const FORMAT: PcmFormat = PcmFormat::new(8000, 2, SampleFormat::S16Le);
+
+    #[test]
+    fn a_file_is_a_valid_wav_after_every_write() {
+        let path =
+            std::env::temp_dir().join(format!("compose-unix-audio-{}.wav", std::process::id()));
+        let a = Audio::open("jack", FORMAT, path.display().to_string()).unwrap();
+        for n in [1usize, 3] {
+            now(a.write(&vec![7u8; 4 * n])).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            let w = wav::parse(&bytes).unwrap();
+            assert_eq!(w.format, FORMAT);
+            assert_eq!(w.data_len as usize, bytes.len() - wav::HEADER_LEN);
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 44 + 16);
+        assert_eq!(now(a.write(&[0; 3])), Err(AudioError::PartialFrame));
+        now(a.flush()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let e = Audio::open(
+            "jack",
+            PcmFormat::new(10, 2, SampleFormat::U8),
+            String::new(),
+        );
+        assert!(e.unwrap_err().to_string().contains("rate 10 Hz"));
+    }
+
+    #[test]
+    fn a_pipe_gets_a_streaming_header() {
+        let (mut rx, tx) = std::io::pipe().unwrap();
+        let path = format!("/proc/self/fd/{}", tx.as_raw_fd());
+        let a = Audio::open("jack", FORMAT, path).unwrap();
+        drop(tx);
+        now(a.write(&[1, 2, 3, 4])).unwrap();
+        drop(a);
+        let mut bytes = Vec::new();
+        rx.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes.len(), 48);
+        let w = wav::parse(&bytes).unwrap();
+        assert_eq!((w.format, w.data_len), (FORMAT, u32::MAX));
+        assert_eq!(&bytes[44..], &[1, 2, 3, 4]);
+    }
+}

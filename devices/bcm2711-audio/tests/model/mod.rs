@@ -118,7 +118,8 @@ impl Model {
 
     fn violation(&mut self, what: impl Into<String>) {
         let what = what.into();
-        self.violations.push(format!("at {} ns: {what}", self.now_ns));
+        self.violations
+            .push(format!("at {} ns: {what}", self.now_ns));
     }
 
     /// The PWM clock, if the clock manager runs one.
@@ -257,7 +258,9 @@ impl Model {
         let enabling = old & CM_ENAB == 0 && new & CM_ENAB != 0;
         if enabling {
             if old & config != new & config {
-                self.violation("CM_PWMCTL ENAB set in the same write that changes the source or MASH");
+                self.violation(
+                    "CM_PWMCTL ENAB set in the same write that changes the source or MASH",
+                );
             }
             let divi = self.cm_div >> 12 & 0xFFF;
             let divf = self.cm_div & 0xFFF;
@@ -321,7 +324,9 @@ impl Model {
             }
             let need = CTL_PWEN1 | CTL_PWEN2 | CTL_USEF1 | CTL_USEF2;
             if v & need != need {
-                self.violation(format!("CTL {v:#x} does not enable both channels from the FIFO"));
+                self.violation(format!(
+                    "CTL {v:#x} does not enable both channels from the FIFO"
+                ));
             }
             if v & (CTL_MODE1 | CTL_MODE2 | CTL_RPTL1 | CTL_RPTL2) != 0 {
                 self.violation(format!("CTL {v:#x}: serialiser mode or RPTL set"));
