@@ -81,7 +81,9 @@ fn generated(spec: &Path, target: &str) -> Option<BTreeMap<PathBuf, String>> {
     let (_, graph) = match compose::ops::check(&opts) {
         Ok(checked) => checked,
         Err(compose::error::Error::Spec(diags))
-            if diags.iter().all(|d| d.code == "compose::unsupported-target") =>
+            if diags
+                .iter()
+                .all(|d| d.code == "compose::unsupported-target") =>
         {
             return None;
         }

@@ -81,7 +81,11 @@ mod tests {
     #[test]
     fn unix_implements_the_contract_and_audio() {
         let kinds = Unix.implements();
-        assert!(super::super::CONTRACT_KINDS.iter().all(|k| kinds.contains(k)));
+        assert!(
+            super::super::CONTRACT_KINDS
+                .iter()
+                .all(|k| kinds.contains(k))
+        );
         assert!(kinds.contains(&"audio"));
         let solo5 = super::super::by_name("hvt").unwrap().implements();
         assert!(!solo5.contains(&"audio"));

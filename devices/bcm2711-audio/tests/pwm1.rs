@@ -477,3 +477,19 @@ fn bad_formats_are_refused() {
     jack.stop();
     assert!(m.violations.is_empty(), "{:#?}", m.violations);
 }
+
+/// Starting the jack while its clock runs (a second open, a warm reboot) stops the clock
+/// and waits for BUSY to clear before changing it.
+#[test]
+fn restarting_a_running_clock_waits_for_busy() {
+    let mut m = Model::new(8);
+    let first = Pwm1Audio::new(&mut m, Format::new(44100, 2, Sample::S16Le), Clock::PLLD).unwrap();
+    drop(first);
+    assert_eq!(m.read32(CM_PWMCTL) & (CM_ENAB | CM_BUSY), CM_ENAB | CM_BUSY);
+    let second =
+        Pwm1Audio::new(&mut m, Format::new(8000, 1, Sample::U8), Clock::OSCILLATOR).unwrap();
+    assert_eq!(second.range(), 27_000_000 / 8000);
+    drop(second);
+    assert!(m.violations.is_empty(), "{:#?}", m.violations);
+    assert_eq!(m.clock_hz(), Some(27_000_000));
+}
