@@ -59,8 +59,11 @@ pub struct Ipv4Config {
     pub dhcp: bool,
 }
 
-/// An IPv4 stack. On unix a static address is a host address to bind sockets to; with
-/// DHCP or no address sockets bind to all host addresses (0.0.0.0).
+/// An IPv4 stack. On unix a static address is a host address to bind sockets to (0.0.0.0
+/// for all of them); with no address sockets bind to loopback (127.0.0.1), so that a
+/// development unikernel is not reachable from other hosts unless the spec (or a boot
+/// argument) says so; with DHCP, which asks for the host's network, sockets bind to all host
+/// addresses (0.0.0.0).
 #[derive(Debug)]
 pub struct Ipv4 {
     netif: &'static Netif,
@@ -87,15 +90,16 @@ impl Ipv4 {
         self.netif
     }
 
-    /// The host address sockets bind to: the static address, or 0.0.0.0.
+    /// The host address sockets bind to: the static address; 127.0.0.1 with none; 0.0.0.0
+    /// with DHCP.
     pub fn local_address(&self) -> Ipv4Addr {
         match self.config {
+            Ipv4Config { dhcp: true, .. } => Ipv4Addr::UNSPECIFIED,
             Ipv4Config {
                 address: Some(cidr),
-                dhcp: false,
                 ..
             } => cidr.address,
-            _ => Ipv4Addr::UNSPECIFIED,
+            Ipv4Config { address: None, .. } => Ipv4Addr::LOCALHOST,
         }
     }
 }
@@ -155,8 +159,10 @@ impl compose_devices::net::Tcp for Tcp {
 
     async fn connect(&self, peer: SocketAddrV4) -> Result<TcpFlow, NetError> {
         let fd = socket()?;
+        // Outgoing connections leave from the spec's address; with none given, the host
+        // picks (binding loopback would make every other host unreachable).
         let local = self.stack.local_address();
-        if !local.is_unspecified() {
+        if self.stack.config.address.is_some() && !self.stack.config.dhcp && !local.is_unspecified() {
             bind(&fd, SocketAddrV4::new(local, 0))?;
         }
         let addr = sockaddr(peer);
@@ -169,6 +175,7 @@ impl compose_devices::net::Tcp for Tcp {
             )
         };
         let stream = TcpStream::from(fd);
+        no_delay(&stream)?;
         if r < 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::EINPROGRESS) {
@@ -211,6 +218,7 @@ impl compose_devices::net::TcpListener for TcpListener {
             match self.inner.accept() {
                 Ok((stream, addr)) => {
                     stream.set_nonblocking(true).map_err(|e| net_error(&e))?;
+                    no_delay(&stream)?;
                     let SocketAddr::V4(peer) = addr else {
                         return Err(NetError::Other);
                     };
@@ -331,6 +339,12 @@ impl compose_devices::net::TcpFlow for TcpFlow {
     fn peer(&self) -> SocketAddrV4 {
         self.peer
     }
+}
+
+/// Turns Nagle's algorithm off: the server writes whole responses, and a small segment held
+/// back until the peer's delayed ACK costs 40 ms a response.
+fn no_delay(stream: &TcpStream) -> Result<(), NetError> {
+    stream.set_nodelay(true).map_err(|e| net_error(&e))
 }
 
 /// Maps a host socket error to the device error.
