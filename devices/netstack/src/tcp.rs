@@ -580,6 +580,20 @@ impl<H: Host> compose_devices::net::TcpFlow for TcpFlow<H> {
         .await
     }
 
+    async fn write2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, NetError> {
+        if first.is_empty() {
+            return self.write(second).await;
+        }
+        let n = self.write(first).await?;
+        if n < first.len() || second.is_empty() {
+            return Ok(n);
+        }
+        // `first` is in the send buffer; add what fits of `second` before the stack runs,
+        // so the two leave as one stream of full segments.
+        let more = self.with_socket(|s, _| s.send_slice(second).unwrap_or(0));
+        Ok(n + more)
+    }
+
     async fn close(&mut self) -> Result<(), NetError> {
         if self.write_closed {
             return Ok(());

@@ -326,6 +326,43 @@ impl compose_devices::net::TcpFlow for TcpFlow {
         }
     }
 
+    async fn write2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, NetError> {
+        if self.write_closed {
+            return Err(NetError::Closed);
+        }
+        let mut iov = [
+            libc::iovec {
+                iov_base: first.as_ptr().cast_mut().cast(),
+                iov_len: first.len(),
+            },
+            libc::iovec {
+                iov_base: second.as_ptr().cast_mut().cast(),
+                iov_len: second.len(),
+            },
+        ];
+        loop {
+            // SAFETY: msghdr is plain old data, for which all-zero bytes are a valid value
+            // (no name, no control data).
+            let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len() as _;
+            // One sendmsg for head and body: with TCP_NODELAY a separate small write would
+            // leave as a segment of its own. MSG_NOSIGNAL as in `write`.
+            // SAFETY: the socket is open; `msg` points to two iovecs describing live
+            // slices that the kernel only reads.
+            let n = unsafe { libc::sendmsg(self.fd(), &raw const msg, libc::MSG_NOSIGNAL) };
+            if n >= 0 {
+                return Ok(n.unsigned_abs());
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => writable(self.fd()).await,
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(net_error(&err)),
+            }
+        }
+    }
+
     async fn close(&mut self) -> Result<(), NetError> {
         if self.write_closed {
             return Ok(());
