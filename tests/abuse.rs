@@ -269,7 +269,9 @@ impl Netns {
         let addr = format!("10.77.{subnet}.1/24");
         let steps: [&[&str]; 4] = [
             &["-n", &ns.name, "link", "set", "lo", "up"],
-            &["-n", &ns.name, "tuntap", "add", "dev", "tap0", "mode", "tap"],
+            &[
+                "-n", &ns.name, "tuntap", "add", "dev", "tap0", "mode", "tap",
+            ],
             &["-n", &ns.name, "addr", "add", &addr, "dev", "tap0"],
             &["-n", &ns.name, "link", "set", "tap0", "up"],
         ];
@@ -358,7 +360,14 @@ fn spt_site_survives_idle_connections_and_bursts() {
         .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_compose")])
         .arg("run")
         .arg(&spec)
-        .args(["--no-out-link", "--target", "spt", "--net", "service=tap0", "--"])
+        .args([
+            "--no-out-link",
+            "--target",
+            "spt",
+            "--net",
+            "service=tap0",
+            "--",
+        ])
         .args([ipv4.as_str(), "--port=80"])
         .current_dir(root())
         .env("COMPOSE_TARGET_DIR", root().join("target/compose-tests"))

@@ -49,7 +49,9 @@ fn syn_port(frame: &[u8]) -> Option<u16> {
     const TCP: u8 = 6;
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
-    let ip = frame.get(ETHERNET_HEADER..).filter(|_| frame[12..14] == IPV4)?;
+    let ip = frame
+        .get(ETHERNET_HEADER..)
+        .filter(|_| frame[12..14] == IPV4)?;
     let ihl = usize::from(ip.first()? & 0x0f) * 4;
     if ihl < 20 || *ip.get(9)? != TCP {
         return None;

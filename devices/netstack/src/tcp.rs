@@ -131,7 +131,13 @@ impl TcpState {
     /// reset it.
     pub(crate) fn refused_ports(&self, ports: &mut Vec<u16>) {
         ports.clear();
-        ports.extend(self.listeners.iter().flatten().filter(|l| l.full).map(|l| l.port));
+        ports.extend(
+            self.listeners
+                .iter()
+                .flatten()
+                .filter(|l| l.full)
+                .map(|l| l.port),
+        );
     }
 
     /// Removes the sockets of dropped flows whose connection has ended, and resets those

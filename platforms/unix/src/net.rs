@@ -162,7 +162,8 @@ impl compose_devices::net::Tcp for Tcp {
         // Outgoing connections leave from the spec's address; with none given, the host
         // picks (binding loopback would make every other host unreachable).
         let local = self.stack.local_address();
-        if self.stack.config.address.is_some() && !self.stack.config.dhcp && !local.is_unspecified() {
+        if self.stack.config.address.is_some() && !self.stack.config.dhcp && !local.is_unspecified()
+        {
             bind(&fd, SocketAddrV4::new(local, 0))?;
         }
         let addr = sockaddr(peer);
