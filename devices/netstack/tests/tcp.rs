@@ -399,7 +399,7 @@ fn a_burst_beyond_the_backlog_is_served_without_refusals() {
     // are dropped (the clients retransmit them), none is reset.
     let (_a, ta, _b, tb) = pair();
     const CONNECTIONS: usize = 300;
-    assert!(CONNECTIONS > compose_netstack::MAX_PENDING + LISTEN_BACKLOG);
+    const { assert!(CONNECTIONS > compose_netstack::MAX_PENDING + LISTEN_BACKLOG) };
     let tb: &'static Tcp<Port> = Box::leak(Box::new(tb));
     let done = Rc::new(Cell::new(0usize));
     let refused = Rc::new(Cell::new(0usize));
