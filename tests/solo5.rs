@@ -1,7 +1,8 @@
 //! The Solo5 targets end to end: images built by compose from the unchanged example specs,
 //! run by compose's own tenders (hvt on KVM, spt in a seccomp sandbox). hello prints and
 //! exits 0; echo answers a TCP client, and the site serves every file byte-identical,
-//! through a tap in a network namespace this test creates (and removes).
+//! through a tap in a network namespace this test creates (and removes), and the echo
+//! unikernel answers ping.
 //!
 //! hvt needs /dev/kvm, and both need root for the namespace; where either is missing the
 //! test says so loudly and skips that part.
@@ -297,8 +298,21 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
         "--port=7",
     ]);
     wait_for_line(&mut echo, "listening on port 7");
+    // The stack answers ICMP echo.
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "ping", "-c", "3", "-W", "5"])
+        .arg(ns.guest())
+        .output()
+        .map_err(|e| e.to_string());
     let guest = ns.guest();
     let result = std::panic::catch_unwind(|| {
+        let ping = ping.expect("ping runs (iputils-ping is installed)");
+        assert!(
+            ping.status.success() && text(&ping.stdout).contains("3 received"),
+            "ping {target}: {}{}",
+            text(&ping.stdout),
+            text(&ping.stderr)
+        );
         ns.inside(move || {
             for i in 0..3u8 {
                 let mut c = TcpStream::connect_timeout(

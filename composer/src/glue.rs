@@ -254,6 +254,8 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         let mut vars: BTreeMap<String, minijinja::Value> = BTreeMap::new();
         let mut raw: BTreeMap<String, String> = BTreeMap::new();
         vars.insert("name".into(), format!("{:?}", d.name).into());
+        // The unikernel's memory in bytes, for constructors that size themselves by it.
+        vars.insert("memory".into(), format!("{}_u64", graph.memory).into());
         for (key, _, value) in &d.props {
             if let PropValue::Given(v) | PropValue::Default(v) | PropValue::Param(_, v) = value {
                 raw.insert(key.replace('-', "_"), v.text());

@@ -128,6 +128,18 @@ pub trait TcpFlow {
     /// The remote end.
     fn peer(&self) -> SocketAddrV4;
 
+    /// Writes some of `first` followed by `second` as one stream of bytes, returning how
+    /// much was taken (counting from the start of `first`). A stack that can take both in
+    /// one operation (writev on a host socket) sends them in as few segments as they fill;
+    /// the default writes `first` alone, or `second` once `first` is empty.
+    async fn write2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, NetError> {
+        if first.is_empty() {
+            self.write(second).await
+        } else {
+            self.write(first).await
+        }
+    }
+
     /// Writes all of `buf`.
     async fn write_all(&mut self, mut buf: &[u8]) -> Result<(), NetError> {
         while !buf.is_empty() {

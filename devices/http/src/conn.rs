@@ -1,8 +1,11 @@
 //! Connections: reading requests, writing responses, limits and timeouts.
 
-use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::cell::Cell;
+use core::future::poll_fn;
+use core::pin::pin;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::task::{Poll, Waker};
 use core::time::Duration;
 
 use compose_devices::executor::timeout;
@@ -42,10 +45,15 @@ impl Drop for Open {
     }
 }
 
-/// Bytes of a value read per step when the store cannot lend it as a slice.
-const CHUNK: usize = 16 * 1024;
-/// Values (or ranges) up to this size are sent in the same write as the head.
-const COALESCE: usize = 16 * 1024;
+/// Bytes of a value read per step when the store cannot lend it as a slice: large writes,
+/// few segments. (A value the store lends as a slice is written from it in one go, after
+/// the head in the same write.)
+pub const CHUNK: usize = 64 * 1024;
+/// With a value read from the store in steps, this much of it goes in the head's write.
+const COALESCE: usize = CHUNK;
+/// A connection going idle keeps its buffers up to this size and frees larger ones, so
+/// that an idle connection costs little more than its socket.
+const KEEP_WHILE_IDLE: usize = 4 * 1024;
 /// How long a closing connection waits for the client's remaining bytes (at most; never
 /// longer than the idle timeout), so that they do not turn the close into a reset that
 /// destroys the response in flight.
@@ -63,6 +71,62 @@ enum Head {
     Closed,
     /// The peer closed the connection in the middle of a request.
     Truncated,
+}
+
+/// A connection as its server sees it: whether it is idle (waiting for a request of which
+/// nothing arrived yet), since when, and whether the server asked it to go.
+#[derive(Default)]
+pub(crate) struct Control {
+    /// While idle, the order in which it became idle (smaller is older).
+    idle_since: Cell<Option<u64>>,
+    /// Set by the server to close the connection if it is (still) idle.
+    evict: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+/// Hands out the order of becoming idle.
+static IDLE_ORDER: AtomicU64 = AtomicU64::new(0);
+
+impl Control {
+    fn set_idle(&self, idle: bool) {
+        let order = idle.then(|| IDLE_ORDER.fetch_add(1, Ordering::Relaxed));
+        self.idle_since.set(order);
+    }
+
+    /// While idle, since when (see [`Control::idle_since`]), unless already asked to go.
+    pub(crate) fn idle_order(&self) -> Option<u64> {
+        self.idle_since.get().filter(|_| !self.evict.get())
+    }
+
+    /// Asks the connection to close if it is idle; it goes the next time it runs.
+    pub(crate) fn evict(&self) {
+        self.evict.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Whether the server asked this connection, idle, to go.
+    fn evicted(&self) -> bool {
+        self.evict.get() && self.idle_since.get().is_some()
+    }
+}
+
+/// Grows `v` to `len` bytes (zeros), failing rather than aborting when memory is short.
+fn grow(v: &mut Vec<u8>, len: usize) -> Result<(), NetError> {
+    if len > v.len() {
+        v.try_reserve_exact(len - v.len())
+            .map_err(|_| NetError::Exhausted)?;
+        v.resize(len, 0);
+    }
+    Ok(())
+}
+
+/// Frees `v` if it holds more than an idle connection should keep.
+fn shrink(v: &mut Vec<u8>) {
+    if v.capacity() > KEEP_WHILE_IDLE {
+        *v = Vec::new();
+    }
 }
 
 /// The receive buffer: bytes read but not yet consumed are `buf[..filled]`.
@@ -90,13 +154,25 @@ pub async fn serve_connection<F: TcpFlow, K: Kv>(flow: F, assets: &K, config: &S
 /// [`serve_connection`], with a `Date` header on every response and each response
 /// reported to `obs` (the access log).
 pub async fn serve_connection_with<F: TcpFlow, K: Kv>(
-    mut flow: F,
+    flow: F,
     assets: &K,
     config: &SiteConfig,
     obs: &Observer<'_>,
 ) {
+    serve_controlled(flow, assets, config, obs, &Control::default()).await
+}
+
+/// [`serve_connection_with`] under a server's control: `control` tells the server when the
+/// connection is idle, and the server may ask it to go (see [`crate::serve_site`]).
+pub(crate) async fn serve_controlled<F: TcpFlow, K: Kv>(
+    mut flow: F,
+    assets: &K,
+    config: &SiteConfig,
+    obs: &Observer<'_>,
+    control: &Control,
+) {
     let _open = Open::new();
-    let close = run(&mut flow, assets, config, obs).await;
+    let close = run(&mut flow, assets, config, obs, control).await;
     if close == Ending::Close {
         linger(&mut flow, LINGER.min(config.idle_timeout)).await;
     }
@@ -116,22 +192,33 @@ async fn run<F: TcpFlow, K: Kv>(
     kv: &K,
     config: &SiteConfig,
     obs: &Observer<'_>,
+    control: &Control,
 ) -> Ending {
     let cap = config
         .max_request_line
         .saturating_add(config.max_header_bytes)
         .max(16);
     let mut inbox = Inbox {
-        buf: vec![0; cap.min(2048)],
+        buf: Vec::new(),
         filled: 0,
         cap,
     };
+    // Every buffer is allocated fallibly: out of memory, the connection ends instead of
+    // the unikernel.
+    if grow(&mut inbox.buf, cap.min(2048)).is_err() {
+        return Ending::Drop;
+    }
     let mut out: Vec<u8> = Vec::new();
     let mut scratch: Vec<u8> = Vec::new();
     loop {
-        let head = match timeout(config.idle_timeout, read_head(flow, &mut inbox, config)).await {
-            Some(Ok(head)) => head,
-            Some(Err(_)) => return Ending::Drop,
+        // The whole head must arrive within `idle_timeout` of when the server started
+        // waiting for it: a deadline that bytes trickling in (slowloris) do not extend.
+        let waiting = read_head(flow, &mut inbox, config, control);
+        let head = match timeout(config.idle_timeout, unless_evicted(control, waiting)).await {
+            Some(Some(Ok(head))) => head,
+            Some(Some(Err(_))) => return Ending::Drop,
+            // The server needs the room for a new client: an idle connection goes first.
+            Some(None) => return Ending::Drop,
             None if inbox.filled == 0 => return Ending::Close,
             // Part of a request came, but not all of it in time.
             None => {
@@ -157,7 +244,9 @@ async fn run<F: TcpFlow, K: Kv>(
             Head::Truncated => return Ending::Drop,
         };
 
-        let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers];
+        let Ok(mut headers) = headers_buf(config) else {
+            return Ending::Drop;
+        };
         let (response, body_len) =
             match parse_request(&inbox.buf[..inbox.filled], &mut headers, config) {
                 Ok(Some((req, _))) => (
@@ -185,6 +274,14 @@ async fn run<F: TcpFlow, K: Kv>(
         }
         if response.close {
             return Ending::Close;
+        }
+        shrink(&mut out);
+        shrink(&mut scratch);
+        if inbox.filled == 0 && inbox.buf.capacity() > KEEP_WHILE_IDLE {
+            inbox.buf = Vec::new();
+            if grow(&mut inbox.buf, cap.min(2048)).is_err() {
+                return Ending::Drop;
+            }
         }
     }
 }
@@ -214,11 +311,41 @@ fn served<F: TcpFlow>(
     );
 }
 
+/// Runs `fut` until it ends, or until the server asks the connection (idle) to go: `None`.
+async fn unless_evicted<T>(control: &Control, fut: impl Future<Output = T>) -> Option<T> {
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        if control.evicted() {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        control.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    })
+    .await
+}
+
 /// Reads until the buffer starts with a complete request head, or a reason to stop.
 async fn read_head<F: TcpFlow>(
     flow: &mut F,
     inbox: &mut Inbox,
     config: &SiteConfig,
+    control: &Control,
+) -> Result<Head, NetError> {
+    // Idle until the first byte of a request arrives.
+    control.set_idle(inbox.filled == 0);
+    let result = read_head_inner(flow, inbox, config, control).await;
+    control.set_idle(false);
+    result
+}
+
+async fn read_head_inner<F: TcpFlow>(
+    flow: &mut F,
+    inbox: &mut Inbox,
+    config: &SiteConfig,
+    control: &Control,
 ) -> Result<Head, NetError> {
     // A head can only become complete with a new line feed, so the parser runs only when
     // one arrives: a client trickling bytes costs a scan of each byte, not a parse of the
@@ -228,7 +355,7 @@ async fn read_head<F: TcpFlow>(
     loop {
         if inbox.buf[scanned..inbox.filled].contains(&b'\n') {
             line_seen = true;
-            let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers];
+            let mut headers = headers_buf(config)?;
             match parse_request(&inbox.buf[..inbox.filled], &mut headers, config) {
                 Ok(Some((_, n))) => return Ok(Head::Complete(n)),
                 Ok(None) => {}
@@ -243,7 +370,7 @@ async fn read_head<F: TcpFlow>(
             if len <= inbox.filled {
                 return Ok(Head::Reject(431));
             }
-            inbox.buf.resize(len, 0);
+            grow(&mut inbox.buf, len)?;
         }
         let n = flow.read(&mut inbox.buf[inbox.filled..]).await?;
         if n == 0 {
@@ -254,7 +381,18 @@ async fn read_head<F: TcpFlow>(
             });
         }
         inbox.filled += n;
+        control.set_idle(false);
     }
+}
+
+/// Room for the header fields of one request, allocated fallibly.
+fn headers_buf<'h>(config: &SiteConfig) -> Result<Vec<httparse::Header<'h>>, NetError> {
+    let mut headers = Vec::new();
+    headers
+        .try_reserve_exact(config.max_headers)
+        .map_err(|_| NetError::Exhausted)?;
+    headers.resize(config.max_headers, httparse::EMPTY_HEADER);
+    Ok(headers)
 }
 
 /// Reads and drops a request body of `len` bytes (already known to be within limits).
@@ -268,8 +406,8 @@ async fn discard_body<F: TcpFlow>(
     let buffered = (inbox.filled as u64).min(len) as usize;
     inbox.consume(buffered);
     let mut left = len - buffered as u64;
-    if left > 0 && scratch.len() < CHUNK {
-        scratch.resize(CHUNK, 0);
+    if left > 0 {
+        grow(scratch, CHUNK)?;
     }
     while left > 0 {
         let want = (left as usize).min(scratch.len());
@@ -300,6 +438,29 @@ async fn send<F: TcpFlow>(
     Ok(())
 }
 
+/// Writes all of `first` then all of `second`, as one stream: on a host socket one
+/// `sendmsg` takes both, so a head and its body leave together. Gives up like [`send`].
+async fn send2<F: TcpFlow>(
+    flow: &mut F,
+    mut first: &[u8],
+    mut second: &[u8],
+    config: &SiteConfig,
+) -> Result<(), NetError> {
+    while !first.is_empty() {
+        match timeout(config.send_timeout, flow.write2(first, second)).await {
+            Some(Ok(0)) => return Err(NetError::Closed),
+            Some(Ok(n)) if n >= first.len() => {
+                second = &second[(n - first.len()).min(second.len())..];
+                first = &[];
+            }
+            Some(Ok(n)) => first = &first[n..],
+            Some(Err(e)) => return Err(e),
+            None => return Err(NetError::TimedOut),
+        }
+    }
+    send(flow, second, config).await
+}
+
 /// Writes `response`: its head, then its body, from the store's slice when it has one
 /// (no copy), otherwise read in chunks through `scratch`.
 async fn send_response<F: TcpFlow, K: Kv>(
@@ -312,13 +473,11 @@ async fn send_response<F: TcpFlow, K: Kv>(
     obs: &Observer<'_>,
 ) -> Result<(), NetError> {
     out.clear();
+    out.try_reserve(1024).map_err(|_| NetError::Exhausted)?;
     response.write_head_dated(out, obs.date().as_deref());
     match &response.body {
         Body::Empty => send(flow, out, config).await,
-        Body::Message(m) => {
-            out.extend_from_slice(m.as_bytes());
-            send(flow, out, config).await
-        }
+        Body::Message(m) => send2(flow, out, m.as_bytes(), config).await,
         Body::Value {
             entry,
             encoding,
@@ -353,18 +512,13 @@ async fn send_value<F: TcpFlow, K: Kv>(
             .zip(usize::try_from(len).ok())
             .and_then(|(o, l)| value.get(o..o.checked_add(l)?))
             .ok_or(NetError::Other)?;
-        if part.len() <= COALESCE {
-            out.extend_from_slice(part);
-            return send(flow, out, config).await;
-        }
-        send(flow, out, config).await?;
-        return send(flow, part, config).await;
+        return send2(flow, out, part, config).await;
     }
     // Fill the rest of the first write with the start of the value.
     let mut sent = 0u64;
     let first = (len.min(COALESCE as u64)) as usize;
     let head_len = out.len();
-    out.resize(head_len + first, 0);
+    grow(out, head_len + first)?;
     let n = kv
         .read(entry, encoding, offset, &mut out[head_len..])
         .await
@@ -374,8 +528,8 @@ async fn send_value<F: TcpFlow, K: Kv>(
     }
     send(flow, out, config).await?;
     sent += n as u64;
-    if sent < len && scratch.len() < CHUNK {
-        scratch.resize(CHUNK, 0);
+    if sent < len {
+        grow(scratch, CHUNK)?;
     }
     while sent < len {
         let want = ((len - sent) as usize).min(scratch.len());
@@ -390,6 +544,26 @@ async fn send_value<F: TcpFlow, K: Kv>(
         sent += n as u64;
     }
     Ok(())
+}
+
+/// Answers a client the server has no room for with a `503` and closes; a client that
+/// does not take it within a second is dropped.
+pub(crate) async fn refuse<F: TcpFlow>(mut flow: F, config: SiteConfig) {
+    let _open = Open::new();
+    let config = SiteConfig {
+        send_timeout: config.send_timeout.min(Duration::from_secs(1)),
+        ..config
+    };
+    let response = error_response(503, true, false);
+    let mut out = Vec::new();
+    if out.try_reserve(256).is_err() {
+        return;
+    }
+    response.write_head(&mut out);
+    if let Body::Message(m) = &response.body {
+        let _ = send2(&mut flow, &out, m.as_bytes(), &config).await;
+    }
+    linger(&mut flow, Duration::from_secs(1)).await;
 }
 
 /// Shuts down our side, then reads (and drops) what the client still sends, for a bounded

@@ -44,20 +44,24 @@ pub mod response;
 #[cfg(test)]
 mod testing;
 
-pub use conn::{open_connections, serve_connection, serve_connection_with};
+pub use conn::{CHUNK, open_connections, serve_connection, serve_connection_with};
 pub use log::{LogLevel, Observer, UnknownLevel, keep_time};
 
 use alloc::format;
 use alloc::rc::Rc;
-use core::cell::Cell;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
 use core::fmt;
 use core::time::Duration;
+
+use conn::Control;
 
 use compose_devices::console::Console;
 use compose_devices::kv::Kv;
 use compose_devices::net::{NetError, Tcp, TcpFlow, TcpListener};
 use compose_devices::time::WallClock;
 use compose_devices::{sleep, spawn};
+use conn::serve_controlled;
 
 /// Limits and timeouts of the site server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,10 +79,50 @@ pub struct SiteConfig {
     pub idle_timeout: Duration,
     /// How long a write may wait for the client to take any bytes.
     pub send_timeout: Duration,
-    /// Most connections served at once; further clients wait in the listen backlog.
+    /// Most connections served at once. When a new client comes with all of them open,
+    /// the connection idle the longest (waiting for a request of which nothing arrived) is
+    /// closed to make room; with none idle, the client waits up to [`BUSY_WAIT`] for one
+    /// to end, then gets a `503`. See [`connection_limit`] for the default.
     pub max_connections: usize,
     /// Whether every response is logged on the console, in the Common Log Format.
     pub access_log: bool,
+}
+
+/// Memory a connection may cost at most, for [`connection_limit`]: on the Solo5 targets
+/// the socket's receive and transmit buffers (2 × 32 KiB), the request buffer (2 KiB,
+/// growing to the request limits only for a large head) and, while a response is being
+/// sent, the head and up to 2 × [`CHUNK`] of the body read from a block device; rounded up
+/// to 160 KiB.
+pub const CONNECTION_COST: u64 = 160 * 1024;
+
+/// Memory [`connection_limit`] keeps for everything but connections: the image when it is
+/// loaded in guest memory (a small site), the stack's listening and not yet accepted
+/// sockets (72 × 64 KiB), the block cache and the executor.
+pub const MEMORY_RESERVE: u64 = 16 << 20;
+
+/// The fewest connections [`connection_limit`] allows.
+pub const MIN_CONNECTIONS: usize = 16;
+
+/// How long a new client waits for a connection slot when every connection is busy with a
+/// request, before it gets a `503 Service Unavailable`.
+pub const BUSY_WAIT: Duration = Duration::from_secs(1);
+
+/// The connection limit of a site whose unikernel has `memory` bytes: the given limit if
+/// the spec sets `max-connections`, else `(memory - MEMORY_RESERVE) / CONNECTION_COST`, at
+/// least [`MIN_CONNECTIONS`]: 307 for 64 MiB, 1536 for 256 MiB. Memory the image takes
+/// beyond the reserve (a large embedded site) is not counted; running out of it drops a
+/// connection instead of crashing the unikernel (every connection buffer is allocated
+/// fallibly), and idle connections make room for new ones.
+pub const fn connection_limit(memory: u64, given: Option<u32>) -> usize {
+    if let Some(n) = given {
+        return if n == 0 { 1 } else { n as usize };
+    }
+    let n = (memory.saturating_sub(MEMORY_RESERVE) / CONNECTION_COST) as usize;
+    if n < MIN_CONNECTIONS {
+        MIN_CONNECTIONS
+    } else {
+        n
+    }
 }
 
 impl Default for SiteConfig {
@@ -90,7 +134,7 @@ impl Default for SiteConfig {
             max_body: 4 * 1024,
             idle_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(30),
-            max_connections: 1024,
+            max_connections: connection_limit(64 << 20, None),
             access_log: false,
         }
     }
@@ -180,35 +224,69 @@ where
     spawn(log::keep_time(clock, now));
     let obs = Observer::new(now, console, config.access_log);
     let live = Rc::new(Cell::new(0usize));
+    let controls: Rc<RefCell<Vec<Rc<Control>>>> = Rc::new(RefCell::new(Vec::new()));
+    let max = config.max_connections.max(1);
     loop {
-        while live.get() >= config.max_connections.max(1) {
-            sleep(Duration::from_millis(10)).await;
-        }
-        match listener.accept().await {
-            Ok(flow) => {
-                let slot = Slot::take(&live);
-                if level >= LogLevel::Debug {
-                    console.log(&format!(
-                        "site: connection from {} ({} open)",
-                        flow.peer(),
-                        live.get()
-                    ));
-                }
-                spawn(async move {
-                    let _slot = slot;
-                    serve_connection_with(flow, assets, &config, &obs).await;
-                });
-            }
+        let flow = match listener.accept().await {
+            Ok(flow) => flow,
             Err(NetError::Closed) => return fail(SiteError::Closed),
-            // Out of descriptors or a connection reset before it was accepted: wait a
-            // little rather than spin, and go on.
+            // Out of descriptors or memory: make room by closing an idle connection, or
+            // wait a little rather than spin; a connection reset before it was accepted:
+            // go on.
             Err(e) => {
-                if level >= LogLevel::Warn {
-                    console.log(&format!("site: accepting a connection failed: {e}"));
+                if e != NetError::Exhausted || !evict_oldest_idle(&controls) {
+                    if level >= LogLevel::Warn {
+                        console.log(&format!("site: accepting a connection failed: {e}"));
+                    }
+                    sleep(Duration::from_millis(10)).await;
                 }
-                sleep(Duration::from_millis(10)).await
+                continue;
+            }
+        };
+        if live.get() >= max && !evict_oldest_idle(&controls) {
+            // Every connection is busy with a request: wait for one to end or go idle.
+            let mut waited = Duration::ZERO;
+            while live.get() >= max && waited < BUSY_WAIT && !evict_oldest_idle(&controls) {
+                sleep(Duration::from_millis(10)).await;
+                waited += Duration::from_millis(10);
+            }
+            if live.get() >= max && waited >= BUSY_WAIT {
+                spawn(conn::refuse(flow, config));
+                continue;
             }
         }
+        let slot = Slot::take(&live);
+        if level >= LogLevel::Debug {
+            console.log(&format!(
+                "site: connection from {} ({} open)",
+                flow.peer(),
+                live.get()
+            ));
+        }
+        let control = Rc::new(Control::default());
+        controls.borrow_mut().push(Rc::clone(&control));
+        let controls = Rc::clone(&controls);
+        spawn(async move {
+            let _slot = slot;
+            serve_controlled(flow, assets, &config, &obs, &control).await;
+            controls.borrow_mut().retain(|c| !Rc::ptr_eq(c, &control));
+        });
+    }
+}
+
+/// Asks the connection idle the longest to close; false if none is idle.
+fn evict_oldest_idle(controls: &RefCell<Vec<Rc<Control>>>) -> bool {
+    let controls = controls.borrow();
+    let oldest = controls
+        .iter()
+        .filter_map(|c| Some((c.idle_order()?, c)))
+        .min_by_key(|(order, _)| *order);
+    match oldest {
+        Some((_, c)) => {
+            c.evict();
+            true
+        }
+        None => false,
     }
 }
 

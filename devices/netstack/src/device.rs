@@ -18,6 +18,10 @@ pub(crate) struct Phy<D> {
     tx: Vec<u8>,
     /// Frames left to take in before `receive` reports none, for the current poll.
     pub(crate) rx_budget: usize,
+    /// Local ports whose listener has no socket listening: a connection request (SYN) to
+    /// one is dropped here, unseen by smoltcp, which would answer it with a reset. The
+    /// client retransmits it, and finds a socket once the application has accepted.
+    pub(crate) refused_ports: Vec<u16>,
 }
 
 impl<D: EthernetDevice> Phy<D> {
@@ -28,6 +32,7 @@ impl<D: EthernetDevice> Phy<D> {
             rx: vec![0; frame],
             tx: vec![0; frame],
             rx_budget: 0,
+            refused_ports: Vec::new(),
         }
     }
 
@@ -35,6 +40,25 @@ impl<D: EthernetDevice> Phy<D> {
     fn frame_len(&self) -> usize {
         self.rx.len()
     }
+}
+
+/// The destination port of `frame` if it is an IPv4 TCP connection request (SYN without
+/// ACK), else `None`.
+fn syn_port(frame: &[u8]) -> Option<u16> {
+    const IPV4: [u8; 2] = [0x08, 0x00];
+    const TCP: u8 = 6;
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    let ip = frame
+        .get(ETHERNET_HEADER..)
+        .filter(|_| frame[12..14] == IPV4)?;
+    let ihl = usize::from(ip.first()? & 0x0f) * 4;
+    if ihl < 20 || *ip.get(9)? != TCP {
+        return None;
+    }
+    let tcp = ip.get(ihl..)?;
+    let flags = *tcp.get(13)?;
+    (flags & (SYN | ACK) == SYN).then(|| u16::from_be_bytes([tcp[2], tcp[3]]))
 }
 
 pub(crate) struct RxToken<'a> {
@@ -65,11 +89,23 @@ impl<D: EthernetDevice> phy::Device for Phy<D> {
             rx,
             tx,
             rx_budget,
+            refused_ports,
         } = self;
-        let len = device.receive(rx)?;
-        *rx_budget -= 1;
-        let frame = &rx[..len.min(rx.len())];
-        Some((RxToken { frame }, TxToken { device, buf: tx }))
+        loop {
+            let len = device.receive(rx)?;
+            *rx_budget -= 1;
+            let len = len.min(rx.len());
+            if !refused_ports.is_empty()
+                && syn_port(&rx[..len]).is_some_and(|p| refused_ports.contains(&p))
+            {
+                if *rx_budget == 0 {
+                    return None;
+                }
+                continue;
+            }
+            let frame = &rx[..len];
+            return Some((RxToken { frame }, TxToken { device, buf: tx }));
+        }
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<TxToken<'_, D>> {

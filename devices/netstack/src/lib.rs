@@ -29,9 +29,14 @@
 //!
 //! Every TCP socket owns a receive and a transmit buffer of [`SOCKET_BUFFER`] bytes. A
 //! listener keeps [`LISTEN_BACKLOG`] sockets listening, so that many handshakes can run at
-//! once, and keeps at most [`MAX_PENDING`] connections that are not accepted yet. Sockets are
+//! once, and keeps at most [`MAX_PENDING`] connections that are not accepted yet (SYNs beyond
+//! them are dropped, so the client retries, rather than reset). Buffers are allocated
+//! fallibly: out of memory, a listener stops taking new connections and `connect` fails
+//! with `Exhausted`, instead of the unikernel panicking. Nagle's algorithm is off on every
+//! socket, so a response leaves at once. The interface answers ICMP echo (ping). Sockets are
 //! removed from the stack once closed: a dropped flow is closed gracefully and reaped when
-//! its connection ends (or after [`LINGER`], with a reset), so nothing leaks.
+//! its connection ends, or as soon as the peer has acknowledged our FIN (FIN-WAIT-2), or
+//! after [`LINGER`] with a reset, so nothing leaks and an idle client cannot hold memory.
 //!
 //! The crate is `no_std` with `alloc`, and has no `unsafe` code.
 #![no_std]
@@ -63,7 +68,9 @@ pub const SOCKET_BUFFER: usize = 32 * 1024;
 pub const LISTEN_BACKLOG: usize = 8;
 
 /// The most connections a listener holds (handshaking or established) that were not
-/// accepted yet. A SYN beyond that is answered with a reset.
+/// accepted yet. A SYN beyond that is dropped, not reset: the client sends it again (after
+/// 1 s, then 3 s, ... on Linux), by when the application has accepted some, so a burst of
+/// connects is absorbed instead of refused.
 pub const MAX_PENDING: usize = 64;
 
 /// How long a dropped flow may take to close gracefully before it is reset and removed.

@@ -180,6 +180,8 @@ impl<D: EthernetDevice> Stack<D> {
         let mut changed = egress(inner, now);
 
         inner.phy.rx_budget = INGRESS_BUDGET;
+        inner.tcp.maintain_listeners(&mut inner.sockets);
+        inner.tcp.refused_ports(&mut inner.phy.refused_ports);
         loop {
             match inner
                 .iface
@@ -190,8 +192,10 @@ impl<D: EthernetDevice> Stack<D> {
                 PollIngressSingleResult::SocketStateChanged => changed = true,
             }
             // Keep every listener's backlog full between frames, so that a burst of SYNs
-            // finds a listening socket for each (up to the listener's limit).
+            // finds a listening socket for each (up to the listener's limit); beyond it,
+            // SYNs are dropped (and retransmitted by the client), not reset.
             inner.tcp.maintain_listeners(&mut inner.sockets);
+            inner.tcp.refused_ports(&mut inner.phy.refused_ports);
         }
         let more_frames = inner.phy.rx_budget == 0;
 

@@ -11,7 +11,6 @@
 //! its poll; the handles reach the interface, the socket set and the clock through [`Host`],
 //! which lends them as a [`Net`] for the length of one operation.
 
-use alloc::vec;
 use alloc::vec::Vec;
 use core::future::poll_fn;
 use core::net::SocketAddrV4;
@@ -54,6 +53,8 @@ struct ListenerState {
     /// Sockets on `port` that were not accepted yet: listening, handshaking, or connected.
     sockets: Vec<SocketHandle>,
     wakers: Vec<Waker>,
+    /// Whether no socket is listening (the backlog is full, or memory is short).
+    full: bool,
 }
 
 /// A dropped flow's socket, kept until its connection has ended.
@@ -125,6 +126,20 @@ impl TcpState {
         }
     }
 
+    /// Puts in `ports` the ports whose listener has no socket listening (its backlog is
+    /// full, or memory is short): the stack drops a SYN to one rather than let smoltcp
+    /// reset it.
+    pub(crate) fn refused_ports(&self, ports: &mut Vec<u16>) {
+        ports.clear();
+        ports.extend(
+            self.listeners
+                .iter()
+                .flatten()
+                .filter(|l| l.full)
+                .map(|l| l.port),
+        );
+    }
+
     /// Removes the sockets of dropped flows whose connection has ended, and resets those
     /// that outlived [`LINGER`]. Returns the next orphan deadline.
     pub(crate) fn reap_orphans(
@@ -134,8 +149,13 @@ impl TcpState {
     ) -> Option<Instant> {
         self.orphans.retain_mut(|o| {
             let s = sockets.get_mut::<tcp::Socket>(o.handle);
-            // Closed with no endpoint: the FIN exchange or the reset is complete.
-            let done = s.state() == State::Closed && s.remote_endpoint().is_none();
+            // Closed with no endpoint: the FIN exchange or the reset is complete. In
+            // FIN-WAIT-2 and TIME-WAIT the peer has acknowledged everything including our
+            // FIN: nothing of ours is left to deliver, so the socket (and its buffers) goes
+            // at once rather than waiting for a peer that may never close (what the peer
+            // still sends gets a reset).
+            let done = matches!(s.state(), State::FinWait2 | State::TimeWait)
+                || (s.state() == State::Closed && s.remote_endpoint().is_none());
             if done || (o.aborted && now >= o.deadline) {
                 sockets.remove(o.handle);
                 return false;
@@ -201,7 +221,10 @@ impl ListenerState {
             true
         });
         while listening < LISTEN_BACKLOG && self.sockets.len() < MAX_PENDING {
-            let mut s = new_socket();
+            // Out of memory: no more listening sockets for now; SYNs wait (see `full`).
+            let Some(mut s) = new_socket() else {
+                break;
+            };
             // Listening on a fixed, non-zero port of a fresh socket cannot fail.
             if s.listen(self.port).is_err() {
                 break;
@@ -209,6 +232,11 @@ impl ListenerState {
             self.sockets.push(sockets.add(s));
             listening += 1;
         }
+        // With no socket listening, a SYN would be answered with a reset: the stack drops
+        // it instead, and the client sends it again a second later, when the application
+        // has accepted some of the pending connections (as a full accept queue does on
+        // Linux).
+        self.full = listening == 0;
         if ready {
             for w in self.wakers.drain(..) {
                 w.wake();
@@ -217,11 +245,22 @@ impl ListenerState {
     }
 }
 
-/// A socket with the standard buffers.
-fn new_socket() -> tcp::Socket<'static> {
-    let rx = tcp::SocketBuffer::new(vec![0u8; SOCKET_BUFFER]);
-    let tx = tcp::SocketBuffer::new(vec![0u8; SOCKET_BUFFER]);
-    tcp::Socket::new(rx, tx)
+/// A socket with the standard buffers and Nagle's algorithm off (a response leaves at
+/// once, not when the client's delayed ACK comes), or `None` if memory is short: the
+/// buffers are allocated fallibly, so that running out of memory refuses a connection
+/// instead of panicking the unikernel.
+fn new_socket() -> Option<tcp::Socket<'static>> {
+    let buffer = || {
+        let mut v = Vec::new();
+        v.try_reserve_exact(SOCKET_BUFFER).ok()?;
+        v.resize(SOCKET_BUFFER, 0u8);
+        Some(tcp::SocketBuffer::new(v))
+    };
+    let rx = buffer()?;
+    let tx = buffer()?;
+    let mut s = tcp::Socket::new(rx, tx);
+    s.set_nagle_enabled(false);
+    Some(s)
 }
 
 /// Whether a socket taken from a listener is a connection that `accept` can return.
@@ -286,6 +325,7 @@ impl<H: Host> compose_devices::net::Tcp for Tcp<H> {
                 port,
                 sockets: Vec::new(),
                 wakers: Vec::new(),
+                full: false,
             };
             state.maintain(net.sockets);
             let id = match tcp.listeners.iter().position(Option::is_none) {
@@ -341,7 +381,7 @@ impl<H: Host> compose_devices::net::Tcp for Tcp<H> {
                 .tcp
                 .ephemeral_port(net.sockets)
                 .ok_or(NetError::Exhausted)?;
-            let mut socket = new_socket();
+            let mut socket = new_socket().ok_or(NetError::Exhausted)?;
             socket.set_timeout(Some(TCP_TIMEOUT.into()));
             let remote = IpEndpoint::new(IpAddress::Ipv4(*peer.ip()), peer.port());
             socket
@@ -549,6 +589,20 @@ impl<H: Host> compose_devices::net::TcpFlow for TcpFlow<H> {
             })
         })
         .await
+    }
+
+    async fn write2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, NetError> {
+        if first.is_empty() {
+            return self.write(second).await;
+        }
+        let n = self.write(first).await?;
+        if n < first.len() || second.is_empty() {
+            return Ok(n);
+        }
+        // `first` is in the send buffer; add what fits of `second` before the stack runs,
+        // so the two leave as one stream of full segments.
+        let more = self.with_socket(|s, _| s.send_slice(second).unwrap_or(0));
+        Ok(n + more)
     }
 
     async fn close(&mut self) -> Result<(), NetError> {

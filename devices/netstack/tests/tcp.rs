@@ -397,3 +397,47 @@ fn static_address_and_config_errors() {
     // The device stays reachable for the platform.
     assert_eq!(s.with_device(|d| d.mac()), sim::mac(1));
 }
+
+#[test]
+fn a_burst_beyond_the_backlog_is_served_without_refusals() {
+    // Far more simultaneous connects than a listener holds pending: SYNs beyond its limit
+    // are dropped (the clients retransmit them), none is reset.
+    let (_a, ta, _b, tb) = pair();
+    const CONNECTIONS: usize = 300;
+    const { assert!(CONNECTIONS > compose_netstack::MAX_PENDING + LISTEN_BACKLOG) };
+    let tb: &'static Tcp<Port> = Box::leak(Box::new(tb));
+    let done = Rc::new(Cell::new(0usize));
+    let refused = Rc::new(Cell::new(0usize));
+    let (done2, refused2) = (Rc::clone(&done), Rc::clone(&refused));
+    run(async move {
+        let listener = ta.listen(7).unwrap();
+        // A slow application: one accept every 5 ms.
+        spawn(async move {
+            loop {
+                let flow = listener.accept().await.expect("accept");
+                spawn(serve(flow));
+                sleep(Duration::from_millis(5)).await;
+            }
+        });
+        for i in 0..CONNECTIONS {
+            let (done, refused) = (Rc::clone(&done2), Rc::clone(&refused2));
+            spawn(async move {
+                let Ok(mut flow) = tb.connect(addr(1, 7)).await else {
+                    refused.set(refused.get() + 1);
+                    return;
+                };
+                let data = pattern(64, i as u8);
+                flow.write_all(&data).await.unwrap();
+                let mut back = vec![0u8; data.len()];
+                read_exact(&mut flow, &mut back).await.unwrap();
+                assert_eq!(back, data);
+                done.set(done.get() + 1);
+            });
+        }
+        while done2.get() + refused2.get() < CONNECTIONS {
+            sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert_eq!(refused.get(), 0, "connections refused");
+    assert_eq!(done.get(), CONNECTIONS);
+}

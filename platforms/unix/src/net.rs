@@ -59,8 +59,11 @@ pub struct Ipv4Config {
     pub dhcp: bool,
 }
 
-/// An IPv4 stack. On unix a static address is a host address to bind sockets to; with
-/// DHCP or no address sockets bind to all host addresses (0.0.0.0).
+/// An IPv4 stack. On unix a static address is a host address to bind sockets to (0.0.0.0
+/// for all of them); with no address sockets bind to loopback (127.0.0.1), so that a
+/// development unikernel is not reachable from other hosts unless the spec (or a boot
+/// argument) says so; with DHCP, which asks for the host's network, sockets bind to all host
+/// addresses (0.0.0.0).
 #[derive(Debug)]
 pub struct Ipv4 {
     netif: &'static Netif,
@@ -87,15 +90,16 @@ impl Ipv4 {
         self.netif
     }
 
-    /// The host address sockets bind to: the static address, or 0.0.0.0.
+    /// The host address sockets bind to: the static address; 127.0.0.1 with none; 0.0.0.0
+    /// with DHCP.
     pub fn local_address(&self) -> Ipv4Addr {
         match self.config {
+            Ipv4Config { dhcp: true, .. } => Ipv4Addr::UNSPECIFIED,
             Ipv4Config {
                 address: Some(cidr),
-                dhcp: false,
                 ..
             } => cidr.address,
-            _ => Ipv4Addr::UNSPECIFIED,
+            Ipv4Config { address: None, .. } => Ipv4Addr::LOCALHOST,
         }
     }
 }
@@ -159,8 +163,11 @@ impl compose_devices::net::Tcp for Tcp {
 
     async fn connect(&self, peer: SocketAddrV4) -> Result<TcpFlow, NetError> {
         let fd = socket()?;
+        // Outgoing connections leave from the spec's address; with none given, the host
+        // picks (binding loopback would make every other host unreachable).
         let local = self.stack.local_address();
-        if !local.is_unspecified() {
+        if self.stack.config.address.is_some() && !self.stack.config.dhcp && !local.is_unspecified()
+        {
             bind(&fd, SocketAddrV4::new(local, 0))?;
         }
         let addr = sockaddr(peer);
@@ -173,6 +180,7 @@ impl compose_devices::net::Tcp for Tcp {
             )
         };
         let stream = TcpStream::from(fd);
+        no_delay(&stream)?;
         if r < 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::EINPROGRESS) {
@@ -215,6 +223,7 @@ impl compose_devices::net::TcpListener for TcpListener {
             match self.inner.accept() {
                 Ok((stream, addr)) => {
                     stream.set_nonblocking(true).map_err(|e| net_error(&e))?;
+                    no_delay(&stream)?;
                     let SocketAddr::V4(peer) = addr else {
                         return Err(NetError::Other);
                     };
@@ -322,6 +331,43 @@ impl compose_devices::net::TcpFlow for TcpFlow {
         }
     }
 
+    async fn write2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, NetError> {
+        if self.write_closed {
+            return Err(NetError::Closed);
+        }
+        let mut iov = [
+            libc::iovec {
+                iov_base: first.as_ptr().cast_mut().cast(),
+                iov_len: first.len(),
+            },
+            libc::iovec {
+                iov_base: second.as_ptr().cast_mut().cast(),
+                iov_len: second.len(),
+            },
+        ];
+        loop {
+            // SAFETY: msghdr is plain old data, for which all-zero bytes are a valid value
+            // (no name, no control data).
+            let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len() as _;
+            // One sendmsg for head and body: with TCP_NODELAY a separate small write would
+            // leave as a segment of its own. MSG_NOSIGNAL as in `write`.
+            // SAFETY: the socket is open; `msg` points to two iovecs describing live
+            // slices that the kernel only reads.
+            let n = unsafe { libc::sendmsg(self.fd(), &raw const msg, libc::MSG_NOSIGNAL) };
+            if n >= 0 {
+                return Ok(n.unsigned_abs());
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => writable(self.fd()).await,
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(net_error(&err)),
+            }
+        }
+    }
+
     async fn close(&mut self) -> Result<(), NetError> {
         if self.write_closed {
             return Ok(());
@@ -335,6 +381,12 @@ impl compose_devices::net::TcpFlow for TcpFlow {
     fn peer(&self) -> SocketAddrV4 {
         self.peer
     }
+}
+
+/// Turns Nagle's algorithm off: the server writes whole responses, and a small segment held
+/// back until the peer's delayed ACK costs 40 ms a response.
+fn no_delay(stream: &TcpStream) -> Result<(), NetError> {
+    stream.set_nodelay(true).map_err(|e| net_error(&e))
 }
 
 /// Maps a host socket error to the device error.

@@ -115,6 +115,40 @@ fn devices_describe_themselves() {
         (dhcp.address(), dhcp.local_address()),
         (None, Ipv4Addr::UNSPECIFIED)
     );
+    // With no address, only this host can connect: loopback.
+    let none = compose_devices::leak(
+        Ipv4::new(
+            netif,
+            Ipv4Config {
+                address: None,
+                gateway: None,
+                dhcp: false,
+            },
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        (none.address(), none.local_address()),
+        (None, Ipv4Addr::LOCALHOST)
+    );
+    let tcp = Tcp::new(none).unwrap();
+    let listener = compose_devices::net::Tcp::listen(&tcp, 0).unwrap();
+    let fd = std::os::fd::AsFd::as_fd(&listener)
+        .try_clone_to_owned()
+        .unwrap();
+    let bound = std::net::TcpListener::from(fd).local_addr().unwrap();
+    assert_eq!(bound.ip(), std::net::IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // Every host address, when the spec asks for it.
+    let all = Ipv4::new(
+        netif,
+        Ipv4Config {
+            address: Some("0.0.0.0/0".parse().unwrap()),
+            gateway: None,
+            dhcp: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(all.local_address(), Ipv4Addr::UNSPECIFIED);
     // TEST-NET-1 is nobody's address.
     let foreign = Ipv4Config {
         address: Some("192.0.2.1/24".parse().unwrap()),

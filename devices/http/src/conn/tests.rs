@@ -456,6 +456,112 @@ fn an_unknown_log_level_stops_the_site_with_a_message() {
     );
 }
 
+/// Runs `serve_site` with `max_connections: 2` on scripted flows until `done` holds for
+/// their logs (within 10 s); returns the logs, and which flows had been released then
+/// (the executor drops the rest when it ends).
+fn site_with_two_slots(
+    flows: Vec<ScriptFlow>,
+    config: SiteConfig,
+    done: impl Fn(&[std::rc::Rc<Log>]) -> bool,
+) -> (Vec<std::rc::Rc<Log>>, Vec<bool>) {
+    let kv = leak(site());
+    let console = leak(MemConsole::default());
+    let logs: Vec<_> = flows.iter().map(|f| f.log.clone()).collect();
+    let tcp = leak(FakeTcp {
+        flows: RefCell::new(Some(flows)),
+    });
+    let config = SiteConfig {
+        max_connections: 2,
+        ..config
+    };
+    let watched = logs.clone();
+    let released = block_on(async move {
+        spawn(async move {
+            let _ = serve_site(console, clock(), tcp, kv, 8080, config, "info").await;
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done(&watched) {
+            assert!(std::time::Instant::now() < deadline, "timed out");
+            sleep(Duration::from_millis(1)).await;
+        }
+        watched.iter().map(|l| l.dropped.get()).collect()
+    });
+    (logs, released)
+}
+
+#[test]
+fn at_the_limit_the_oldest_idle_connection_makes_room() {
+    let config = SiteConfig {
+        idle_timeout: Duration::from_secs(30),
+        ..quick()
+    };
+    let flows = vec![
+        ScriptFlow::new([Step::Stall]).0,
+        ScriptFlow::new([Step::Stall]).0,
+        ScriptFlow::new([data(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )])
+        .0,
+    ];
+    let (logs, released) = site_with_two_slots(flows, config, |l| l[2].dropped.get());
+    // The newest client was served long before the idle timeout...
+    assert_eq!(
+        parse_responses(&logs[2].written.borrow(), &[])[0].status,
+        200
+    );
+    // ... because the oldest idle connection was closed, and only that one.
+    assert!(released[0], "the oldest idle connection was closed");
+    assert!(logs[0].written.borrow().is_empty());
+    assert!(!released[1], "the younger idle connection is kept");
+}
+
+#[test]
+fn at_the_limit_with_every_connection_busy_a_client_gets_503() {
+    let config = SiteConfig {
+        idle_timeout: Duration::from_secs(30),
+        send_timeout: Duration::from_secs(30),
+        ..quick()
+    };
+    let busy = || {
+        let (mut f, _) = ScriptFlow::new([
+            data(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Step::Stall,
+        ]);
+        // The client stops reading mid-response: the connection stays busy.
+        f.write_limit = 50_000;
+        f
+    };
+    let flows = vec![
+        busy(),
+        busy(),
+        ScriptFlow::new([data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")]).0,
+    ];
+    let started = std::time::Instant::now();
+    let (logs, released) = site_with_two_slots(flows, config, |l| l[2].dropped.get());
+    assert!(
+        started.elapsed() >= crate::BUSY_WAIT,
+        "waited for a slot first"
+    );
+    assert_eq!(
+        parse_responses(&logs[2].written.borrow(), &[])[0].status,
+        503
+    );
+    assert!(
+        !released[0] && !released[1],
+        "the busy connections are kept"
+    );
+}
+
+#[test]
+fn the_connection_limit_follows_memory() {
+    use crate::connection_limit;
+    assert_eq!(connection_limit(64 << 20, None), 307);
+    assert_eq!(connection_limit(256 << 20, None), 1536);
+    assert_eq!(connection_limit(2 << 20, None), crate::MIN_CONNECTIONS);
+    assert_eq!(connection_limit(64 << 20, Some(5000)), 5000);
+    assert_eq!(SiteConfig::default().max_connections, 307);
+}
+
 #[test]
 fn listening_failure_is_returned() {
     let kv = leak(site());
