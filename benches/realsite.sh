@@ -24,9 +24,10 @@
 #
 # nginx: 1 worker, sendfile, tcp_nopush, tcp_nodelay, open_file_cache, access log off, keep-alive
 # without a request limit, a private prefix, pid and temp paths under the work dir. Before
-# measuring, every server must return the two single files byte for byte and a 200 for every
-# file of the mix. Namespaces, taps and processes are removed on exit, on failure and on
-# Ctrl-C (a run killed with SIGKILL leaves namespaces that the next run removes).
+# measuring, every server must return the two single files byte for byte (else the run stops),
+# and every file of the mix is fetched once (any answer but 200 is a warning in the results).
+# Namespaces, taps and processes are removed on exit, on failure and on Ctrl-C (a run killed
+# with SIGKILL leaves namespaces that the next run removes).
 #
 # Needs: wrk, nginx, curl, python3, GNU time; root for the spt part (namespaces, a tap).
 # Builds go to a store and build folder under the work dir (default target/realsite, several
@@ -84,6 +85,8 @@ work=${work:-$root/target/realsite}
 mkdir -p "$work" "$(dirname "$out")"
 work=$(cd "$work" && pwd)
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+warnings=()
+warn() { log "WARNING $*"; warnings+=("$*"); }
 
 # ---- processes and namespaces, removed on every way out -----------------------------------
 pids=()                         # everything this script starts in the background
@@ -272,7 +275,7 @@ check_site() { # ns base-url name: the same bytes as the tree, and a 200 for eve
     codes=$(in_ns "$ns" curl -s --max-time 300 -K "$work/mix.curl" -w '%{http_code}\n' || true)
     bad=$(grep -vc '^200$' <<<"$codes" || true)
     [[ $(wc -l <<<"$codes") -eq $(wc -l <"$mixlua.txt") && $bad -eq 0 ]] \
-        || log "WARNING $name: $bad of the $(wc -l <"$mixlua.txt") mix files do not answer 200 (first: $(grep -vn '^200$' <<<"$codes" | head -3 | tr '\n' ' '))"
+        || warn "$name: $bad of the $(wc -l <"$mixlua.txt") mix files do not answer 200 (line: status of the first: $(grep -vn '^200$' <<<"$codes" | head -3 | tr '\n' ' '))"
     log "$name: /std/index.html and $big identical to the tree; mix checked"
 }
 
@@ -425,12 +428,15 @@ load_after=$(uptime)
                 printf "%s | %s | %s", r[1], r[2], r[3] }')
         fi
         # No response completed (a large file in a short round): no latency to show.
-        if awk -v r="$rps" 'BEGIN { exit !(r == 0) }'; then p99="-"; ratios="${ratios% | *} | -"; fi
+        if awk -v r="$rps" 'BEGIN { exit !(r == 0) }'; then
+            p99="-"; [[ $s == nginx* ]] || ratios="${ratios% | *} | -"
+        fi
         echo "| $t | $c | $s | $rps | $mib | $p99 | $err | $ratios |"
     done
     echo
     echo "Ratios are compose/nginx in the same run: above 1 is better for compose in req/s and MiB/s, below 1 in p99."
     echo "errors: socket errors (connect, read, write, timeout) plus non-2xx/3xx answers, summed over the rounds."
+    for w in "${warnings[@]}"; do echo; echo "**Warning:** $w"; done
     if [[ ${#died[@]} -gt 0 ]]; then echo; echo "**Servers that died:** ${died[*]}"; fi
 } >"$out"
 cat "$out"
