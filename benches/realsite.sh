@@ -436,6 +436,11 @@ load_after=$(uptime)
     echo
     echo "Ratios are compose/nginx in the same run: above 1 is better for compose in req/s and MiB/s, below 1 in p99."
     echo "errors: socket errors (connect, read, write, timeout) plus non-2xx/3xx answers, summed over the rounds."
+    if printf '%s\n' "${rows[@]}" | awk -F'|' '$4 == 0 { z = 1 } END { exit !z }'; then
+        echo "req/s 0.0 and p99 -: no response completed within a round (each connection was still"
+        echo "receiving its first file); MiB/s counts the bytes received all the same. Longer rounds"
+        echo "(--duration) or fewer connections (--connections) give such a case completed requests."
+    fi
     for w in "${warnings[@]}"; do echo; echo "**Warning:** $w"; done
     if [[ ${#died[@]} -gt 0 ]]; then echo; echo "**Servers that died:** ${died[*]}"; fi
 } >"$out"
