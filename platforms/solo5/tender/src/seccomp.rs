@@ -36,13 +36,8 @@ pub fn compile_with<R>(
             map.insert(nr(entry), r);
         }
     }
-    let filter = SeccompFilter::new(
-        map,
-        otherwise,
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )
-    .map_err(seccompiler::Error::from)?;
+    let filter = SeccompFilter::new(map, otherwise, SeccompAction::Allow, TargetArch::x86_64)
+        .map_err(seccompiler::Error::from)?;
     Ok(BpfProgram::try_from(filter).map_err(seccompiler::Error::from)?)
 }
 

@@ -57,8 +57,8 @@ compile_error!("compose-spt runs x86_64 spt guests, on x86_64 Linux hosts only")
 
 pub mod launch;
 pub mod memory;
-pub mod seccomp;
 pub mod report;
+pub mod seccomp;
 
 use std::ffi::OsString;
 

@@ -228,7 +228,10 @@ pub fn describe(sig: i32, detail: Detail, line: &mut Line) -> i32 {
         Detail::Syscall { nr, ip } => {
             line.push(": ");
             if let Some(name) = syscall_name(nr) {
-                line.push(name).push(" (system call ").dec(nr as u64).push(")");
+                line.push(name)
+                    .push(" (system call ")
+                    .dec(nr as u64)
+                    .push(")");
             } else {
                 line.push("system call ").dec(nr as u64);
             }
@@ -237,7 +240,10 @@ pub fn describe(sig: i32, detail: Detail, line: &mut Line) -> i32 {
         }
         Detail::Fault { addr, ip } => {
             if matches!(sig, libc::SIGSEGV | libc::SIGBUS) {
-                line.push(": address ").hex(addr).push(", instruction at ").hex(ip);
+                line.push(": address ")
+                    .hex(addr)
+                    .push(", instruction at ")
+                    .hex(ip);
             } else {
                 line.push(" at ").hex(ip);
             }
@@ -489,7 +495,10 @@ mod tests {
         );
         assert_eq!(
             text(libc::SIGUSR1, Detail::None),
-            (138, "compose-spt: the unikernel was killed (SIGUSR1)".into())
+            (
+                138,
+                "compose-spt: the unikernel was killed (SIGUSR1)".into()
+            )
         );
         assert!(text(40, Detail::None).1.ends_with("(signal 40)"));
     }
@@ -500,7 +509,13 @@ mod tests {
         assert_eq!(syscall_name(libc::SYS_exit), Some("exit"));
         assert_eq!(syscall_name(100_000), None);
         let mut line = Line::default();
-        line.dec(0).push(" ").dec(u64::MAX).push(" ").hex(0).push(" ").hex(u64::MAX);
+        line.dec(0)
+            .push(" ")
+            .dec(u64::MAX)
+            .push(" ")
+            .hex(0)
+            .push(" ")
+            .hex(u64::MAX);
         assert_eq!(
             line.as_bytes(),
             b"0 18446744073709551615 0x0 0xffffffffffffffff"

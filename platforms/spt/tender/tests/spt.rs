@@ -77,7 +77,11 @@ fn forbidden_system_calls_are_killed_and_reported() {
     for (call, what, named) in [
         ("p", "getpid", "getpid (system call 39) at 0x10"),
         ("o", "open", "open (system call 2) at 0x10"),
-        ("x", "exit instead of exit_group", "exit (system call 60) at 0x10"),
+        (
+            "x",
+            "exit instead of exit_group",
+            "exit (system call 60) at 0x10",
+        ),
         (
             "c",
             "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)",
@@ -88,7 +92,10 @@ fn forbidden_system_calls_are_killed_and_reported() {
         assert_killed(&r, what);
         // The report names the refused call and the guest address it was made from (the
         // probe's code is at 0x100000).
-        assert!(r.stderr.contains(&format!("(SIGSYS): {named}")), "{what}: {r:?}");
+        assert!(
+            r.stderr.contains(&format!("(SIGSYS): {named}")),
+            "{what}: {r:?}"
+        );
     }
 }
 
