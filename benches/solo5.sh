@@ -65,7 +65,7 @@ echo "== CPU of an idle echo unikernel over 5 s (ticks of 10 ms; 500 = one core 
 a=$(cpu_ticks "$p"); sleep 5; b=$(cpu_ticks "$p"); printf '%-6s %4d ticks\n' unix "$((b - a))"; kill "$p"
 for t in spt hvt; do
     ip netns exec "$ns" "$COMPOSE_TENDER_DIR/compose-$t" --mem=64 --net:service=tap0 -- "${entry[echo-$t]}/echo" --ipv4=10.78.0.2/24 --port=7 >/dev/null & p=$!; pids+=("$p"); sleep 2
-    # spt runs the guest in a child of the tender: count both.
+    # Count any child of the tender too (spt used to run the guest in one).
     kids=$(pgrep -P "$p" || true)
     a=0; for q in $p $kids; do a=$((a + $(cpu_ticks "$q"))); done; sleep 5
     b=0; for q in $p $kids; do b=$((b + $(cpu_ticks "$q"))); done

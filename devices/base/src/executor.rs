@@ -14,7 +14,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 use core::future::Future;
 use core::pin::Pin;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +44,10 @@ struct Local {
     timers: RefCell<BTreeMap<(u64, u64), Waker>>,
     timer_seq: RefCell<u64>,
     now: RefCell<Option<fn() -> u64>>,
+    /// The clock reading of the current turn of [`block_on`], which `Sleep::poll` uses:
+    /// polling timers costs no read. (`sleep` reads the clock afresh, so that a sleep
+    /// lasts at least its duration.)
+    turn_now: Cell<Option<u64>>,
 }
 
 /// A cell for state that belongs to the unikernel's only thread.
@@ -61,6 +65,7 @@ static LOCAL: ThreadOwned = ThreadOwned(Local {
     timers: RefCell::new(BTreeMap::new()),
     timer_seq: RefCell::new(0),
     now: RefCell::new(None),
+    turn_now: Cell::new(None),
 });
 
 /// Ids of tasks that were woken and must be polled.
@@ -109,6 +114,17 @@ pub fn live_tasks() -> usize {
     local.tasks.borrow().len() - local.free.borrow().len()
 }
 
+/// The current turn's reading, else a fresh one. It may lag the true time by the turn's
+/// length so far, so it only serves to decide that a deadline has passed: a late answer
+/// delays a timer by at most that much, never ends it early.
+fn turn_now_ns() -> u64 {
+    match LOCAL.0.turn_now.get() {
+        Some(now) => now,
+        None => now_ns(),
+    }
+}
+
+/// A fresh reading of the platform's clock.
 fn now_ns() -> u64 {
     match *LOCAL.0.now.borrow() {
         Some(now) => now(),
@@ -130,13 +146,25 @@ pub fn block_on<P: Platform, F: Future>(main: F) -> F::Output {
     let main_waker = Waker::from(main_header.clone());
     READY.lock().push_back(MAIN);
     loop {
-        loop {
+        // One clock read per turn for the timers (a read may be expensive: an emulated
+        // `rdtsc` under software virtualization, a system call on spt). Timers due by then
+        // fire, and pending ones are polled against that time; a timer that comes due
+        // while the tasks run fires next turn, after a park that returns at once.
+        //
+        // A turn polls the tasks that are ready when it starts (a task that wakes itself,
+        // as `yield_now` does, runs again next turn, with a new reading).
+        let now = P::now_ns();
+        local.turn_now.set(Some(now));
+        fire_timers(now);
+        let batch = READY.lock().len();
+        for _ in 0..batch {
             let next = READY.lock().pop_front();
             let Some(id) = next else { break };
             if id == MAIN {
                 main_header.queued.store(false, Ordering::Release);
                 let mut cx = Context::from_waker(&main_waker);
                 if let Poll::Ready(out) = main.as_mut().poll(&mut cx) {
+                    local.turn_now.set(None);
                     drop_all_tasks();
                     return out;
                 }
@@ -157,10 +185,10 @@ pub fn block_on<P: Platform, F: Future>(main: F) -> F::Output {
                 Poll::Pending => local.tasks.borrow_mut()[id] = Some((task, header)),
             }
         }
-        let next_deadline = fire_timers(P::now_ns());
+        let next_deadline = fire_timers(now);
+        local.turn_now.set(None);
         if READY.lock().is_empty() {
             P::park(next_deadline);
-            fire_timers(P::now_ns());
         }
     }
 }
@@ -214,7 +242,7 @@ pub fn sleep_until(deadline_ns: u64) -> Sleep {
 impl Future for Sleep {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if now_ns() >= self.deadline {
+        if turn_now_ns() >= self.deadline {
             if let Some(key) = self.registered.take() {
                 LOCAL.0.timers.borrow_mut().remove(&key);
             }
@@ -309,8 +337,51 @@ mod tests {
         }
     }
 
+    /// The executor's state is one per process: its tests take turns.
+    static SERIAL: spin::Mutex<()> = spin::Mutex::new(());
+
+    static READS: AtomicU64 = AtomicU64::new(0);
+    static TICKS: AtomicU64 = AtomicU64::new(0);
+
+    /// A platform whose clock advances 1 µs at every read, and counts the reads.
+    struct Ticking;
+    impl Platform for Ticking {
+        fn now_ns() -> u64 {
+            READS.fetch_add(1, Ordering::SeqCst);
+            TICKS.fetch_add(1000, Ordering::SeqCst)
+        }
+        fn park(_: Option<u64>) {}
+    }
+
+    #[test]
+    fn one_clock_read_per_turn_and_time_still_moves_in_busy_turns() {
+        let _serial = SERIAL.lock();
+        let reads = block_on::<Ticking, _>(async {
+            let before = READS.load(Ordering::SeqCst);
+            // Ten sleeps, each under a timeout, and each polled with the turn's reading.
+            for _ in 0..10 {
+                let _ = timeout(Duration::from_secs(1), sleep(Duration::from_micros(5))).await;
+            }
+            READS.load(Ordering::SeqCst) - before
+        });
+        // A 5 µs sleep comes due after a few turns of 1 µs: the reads are the turns' and
+        // one per `sleep` (two per round with the timeout's), none for the polls.
+        assert!(reads <= 10 * 8, "{reads} clock reads");
+        // A task that never parks still sees time pass (no turn freezes the clock).
+        block_on::<Ticking, _>(async {
+            let deadline = sleep(Duration::from_micros(50));
+            let mut deadline = core::pin::pin!(deadline);
+            let waker = Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            while deadline.as_mut().poll(&mut cx).is_pending() {
+                yield_now().await;
+            }
+        });
+    }
+
     #[test]
     fn timers_fire_in_order_and_abandoned_ones_leave_nothing() {
+        let _serial = SERIAL.lock();
         let order = block_on::<Virtual, _>(async {
             // A thousand timeouts whose futures win: their timers must be gone.
             for _ in 0..1000 {

@@ -84,6 +84,22 @@ fn main() {
             "block past the end",
             storage.read(info.sectors, &mut back[..512]).await.is_err(),
         );
+
+        // Clock reads per timer wake-up: short sleeps under a timeout, as a connection's
+        // read waits under its idle timeout. Each wake-up costs at least a park and a
+        // turn of the executor.
+        let before = platform::park_stats().clock_reads;
+        let wakes = 200u64;
+        for _ in 0..wakes {
+            let sleep = clock.sleep(core::time::Duration::from_micros(200));
+            let _ = devices::executor::timeout(core::time::Duration::from_secs(60), sleep).await;
+        }
+        let reads = platform::park_stats().clock_reads - before;
+        console.log(&format!(
+            "clock reads per timer wake: {}.{:02} ({reads} reads for {wakes} wakes)",
+            reads / wakes,
+            reads * 100 / wakes % 100
+        ));
         ok
     });
     if panic {

@@ -412,6 +412,16 @@ pub fn devices(t: &Tender, images: &Images) {
         stdout.contains("storage: 128 sectors of 512 bytes"),
         "{stdout}"
     );
+    // Timers are polled against the executor turn's one reading, and the park reads the
+    // clock once before and once after it blocks: a wake-up of a sleep under a timeout
+    // costs at most four reads (two of them the sleeps' own starts), not eight.
+    let per_wake: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("clock reads per timer wake: "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no clock read count: {stdout}"));
+    assert!(per_wake <= 4.0, "{per_wake} clock reads per wake: {stdout}");
     // The two sectors really are on the disk.
     let bytes = std::fs::read(&disk.0).unwrap();
     let want: Vec<u8> = (0..1024u32).map(|i| (i * 7 + 3) as u8).collect();

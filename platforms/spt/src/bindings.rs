@@ -132,6 +132,7 @@ impl Bindings for Spt {
     /// `clock_gettime(CLOCK_MONOTONIC)`: the clock the tender's timerfd runs on, so that
     /// yield deadlines need no conversion.
     fn monotonic_ns() -> u64 {
+        solo5_guest::count_clock_read();
         match sys::clock_gettime(sys::CLOCK_MONOTONIC) {
             Ok(ts) => ts.as_nanos(),
             Err(e) => fatal("clock_gettime(CLOCK_MONOTONIC)", e),
@@ -145,7 +146,8 @@ impl Bindings for Spt {
         }
     }
 
-    fn yield_until(deadline_ns: u64) -> u64 {
+    /// The deadline is absolute on the timerfd's clock: `_now_ns` is not needed.
+    fn yield_until(deadline_ns: u64, _now_ns: u64) -> u64 {
         let epollfd = EPOLL_FD.load(Ordering::Relaxed);
         let timerfd = TIMER_FD.load(Ordering::Relaxed);
         match wait(epollfd, timerfd, deadline_ns) {

@@ -61,7 +61,7 @@ pub use boot::{
 pub use console::Console;
 pub use heap::{HEAP, Heap};
 pub use net::{Ipv4, Ipv4Config, Netif, Tcp, TcpFlow, TcpListener, frame_stats};
-pub use park::{ParkStats, Solo5, park_stats};
+pub use park::{ParkStats, Solo5, count_clock_read, park_stats};
 pub use random::{Random, seed};
 pub use secret::{SECRETS_DEVICE, Secret};
 pub use time::{MonotonicClock, TscClock, WallClock};
@@ -112,8 +112,10 @@ pub trait Bindings: 'static {
 
     /// Blocks until [`Bindings::monotonic_ns`] reaches `deadline_ns` or a network device has
     /// input, whichever comes first, and returns the set of network handles with input
-    /// (bit *n* for handle *n*). May return early.
-    fn yield_until(deadline_ns: u64) -> u64;
+    /// (bit *n* for handle *n*). May return early. `now_ns` is a recent reading of the
+    /// clock, for a target whose host wants a relative timeout (hvt), so that it need not
+    /// read the clock again.
+    fn yield_until(deadline_ns: u64, now_ns: u64) -> u64;
 
     /// Sends one Ethernet frame on network device `handle`.
     fn net_write(handle: u64, frame: &[u8]) -> Result<(), HostError>;
@@ -273,6 +275,11 @@ macro_rules! facade {
         /// Runs the application's entry future, and every task it spawns, until it completes.
         pub fn run<F: core::future::Future>(future: F) -> F::Output {
             $crate::run::<$bindings, F>(future)
+        }
+
+        /// The executor's idling counters and the clock reads so far, for diagnostics.
+        pub fn park_stats() -> $crate::ParkStats {
+            $crate::park_stats()
         }
 
         /// Ends the unikernel: the tender exits with `code`.

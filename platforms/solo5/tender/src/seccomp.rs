@@ -17,7 +17,18 @@ pub struct SeccompError(#[from] seccompiler::Error);
 pub fn compile<R>(
     policy: &[R],
     nr: impl Fn(&R) -> i64,
+    rules: impl FnMut(&R) -> Result<Option<Vec<SeccompRule>>, seccompiler::Error>,
+) -> Result<BpfProgram, SeccompError> {
+    compile_with(policy, nr, rules, SeccompAction::KillProcess)
+}
+
+/// [`compile`] with another action for the calls the policy does not allow: spt uses
+/// `SeccompAction::Trap`, so that its own SIGSYS handler can say which call it was.
+pub fn compile_with<R>(
+    policy: &[R],
+    nr: impl Fn(&R) -> i64,
     mut rules: impl FnMut(&R) -> Result<Option<Vec<SeccompRule>>, seccompiler::Error>,
+    otherwise: SeccompAction,
 ) -> Result<BpfProgram, SeccompError> {
     let mut map = BTreeMap::new();
     for entry in policy {
@@ -25,13 +36,8 @@ pub fn compile<R>(
             map.insert(nr(entry), r);
         }
     }
-    let filter = SeccompFilter::new(
-        map,
-        SeccompAction::KillProcess,
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )
-    .map_err(seccompiler::Error::from)?;
+    let filter = SeccompFilter::new(map, otherwise, SeccompAction::Allow, TargetArch::x86_64)
+        .map_err(seccompiler::Error::from)?;
     Ok(BpfProgram::try_from(filter).map_err(seccompiler::Error::from)?)
 }
 

@@ -3,10 +3,11 @@
 //!
 //! [`start`] loads and checks the kernel and attaches its devices (solo5-tender), creates
 //! the epoll fd and timerfd the guest sleeps on, builds guest memory ([`GuestMemory`]),
-//! compiles the seccomp filter for this run's fds ([`seccomp`]), hands the process's
-//! signal state over to the guest, installs the filter and jumps (`enter`). From the
-//! jump on, the process is the guest: no tender code runs again, and the process ends
-//! when the guest calls `exit_group` or dies of a signal.
+//! compiles the seccomp filter for this run's fds ([`seccomp`]), gives the process the
+//! signal state the guest runs with ([`crate::report`]), installs the filter and jumps
+//! (`enter`). From the jump on, the process is the guest: no tender code runs again but
+//! the report of how it ended, and the process ends when the guest calls `exit_group` or
+//! a signal ends it.
 
 use std::convert::Infallible;
 use std::io;
@@ -79,7 +80,7 @@ pub fn start(inv: &Invocation) -> Result<Infallible, String> {
     drop(k);
     drop(bytes);
     drop((manifest, cmdline, args, fds));
-    hand_over_signals().map_err(|e| format!("Could not reset signal handling: {e}"))?;
+    crate::report::install().map_err(|e| format!("Could not set up signal handling: {e}"))?;
 
     // The guest owns these for the rest of the process's life.
     std::mem::forget((attachments, timer, epoll));
@@ -174,40 +175,8 @@ fn epoll_add(epoll: &OwnedFd, fd: RawFd, tag: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Gives the guest a clean signal state: every handler the tender (or Rust's runtime,
-/// which catches SIGSEGV and SIGBUS to report stack overflows) installed is reset, so a
-/// fault kills the process with its own signal; nothing is blocked. SIGPIPE stays
-/// ignored: a console whose reader went away must not kill a server (console writes are
-/// best effort).
-fn hand_over_signals() -> io::Result<()> {
-    for sig in 1..32 {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        let action = if sig == libc::SIGPIPE {
-            libc::SIG_IGN
-        } else {
-            libc::SIG_DFL
-        };
-        // SAFETY: installing the default or ignore disposition runs no code of ours.
-        if unsafe { libc::signal(sig, action) } == libc::SIG_ERR {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    // SAFETY: an empty set, initialised by sigemptyset, is a valid argument.
-    let rc = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut())
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Names the process `spt:` and the kernel's file name (15 bytes at most), so that `ps`
-/// and `top` tell the guest process from its supervising parent.
+/// and `top` show which unikernel runs.
 fn name_process(kernel: &std::path::Path) {
     let file = kernel
         .file_name()

@@ -14,27 +14,32 @@
 //! guest sleeps on, write the boot info, manifest copy and command line, install the
 //! seccomp filter ([`seccomp`]) and jump to the guest ([`launch`]).
 //!
-//! # One difference: a supervising parent
+//! # One addition: it says how the guest ended
 //!
-//! All of that happens in a child process, and the `compose-spt` process the user started
-//! waits for it ([`supervise`]). The child is exactly a solo5-spt process (same memory
-//! layout, same filter, same fds); the parent adds what a process killed by its own
-//! seccomp filter cannot do: say why it died. Exit codes:
+//! The process is exactly a solo5-spt process (one process, same memory layout, same
+//! filter, same fds), and on top of that it tells why it died, which a process killed by
+//! its own seccomp filter normally cannot: the filter traps instead of killing, and a
+//! signal handler installed before the jump prints the refused call's name, number and
+//! address, or the fault and its addresses, and exits with 128 + N ([`report`]). Exit
+//! codes:
 //!
 //! | what happened | exit code |
 //! |---|---|
 //! | the guest exited with status n (`exit_group`) | n & 0xff (255 on abort or panic) |
-//! | a forbidden system call (SIGSYS) | 159, "made a system call the spt seccomp policy does not allow" |
-//! | a guest memory fault (SIGSEGV) | 139, "crashed: invalid memory access" |
-//! | SIGINT/SIGTERM/SIGHUP/SIGQUIT (passed on to the guest) | 128 + N, "Exiting on signal N" |
-//! | any other signal N | 128 + N, with its name |
+//! | a forbidden system call (SIGSYS) | 159, "made a system call the spt seccomp policy does not allow ... (SIGSYS): getpid (system call 39) at 0x..." |
+//! | a guest memory fault (SIGSEGV) | 139, "crashed: invalid memory access ... address A, instruction at I" |
+//! | SIGINT/SIGTERM/SIGHUP/SIGQUIT | 128 + N, "Exiting on signal N" |
+//! | any other signal N that ends a process | 128 + N, with its name (SIGKILL: killed by it) |
 //! | bad kernel, manifest, option, device; no room for guest memory | 1 |
 //! | `--help` / `--version` | 1 / 0 |
 //!
 //! 128 + N is what a shell shows for solo5-spt, which dies of the signal itself, so
-//! scripts see the same numbers. The cost of the extra process is a `fork` (see the
-//! boot-to-exit benchmark in `platforms/spt/benches`). If the parent is killed, the kernel
-//! kills the guest too.
+//! scripts see the same numbers. There is no second process: earlier versions forked a
+//! supervising parent for this, which cost a third of the boot's CPU time
+//! (`benches/spt-boot.sh` measures a boot next to solo5-spt's). The binary also skips
+//! Rust's runtime start-up (`#![no_main]`: no stack-overflow handler setup, which reads
+//! `/proc/self/maps`), and does the one part of it that matters here, making sure fds 0-2
+//! are open, itself ([`std_fds`]).
 //!
 //! # Guest view
 //!
@@ -52,8 +57,8 @@ compile_error!("compose-spt runs x86_64 spt guests, on x86_64 Linux hosts only")
 
 pub mod launch;
 pub mod memory;
+pub mod report;
 pub mod seccomp;
-pub mod supervise;
 
 use std::ffi::OsString;
 
@@ -110,13 +115,31 @@ pub fn main(args: &[OsString]) -> i32 {
         Ok(inv) => inv,
         Err(code) => return code,
     };
-    supervise::run(|| match launch::start(&inv) {
+    match launch::start(&inv) {
         Ok(never) => match never {},
         Err(msg) => {
             eprintln!("{PROGRAM}: {msg}");
             1
         }
-    })
+    }
+}
+
+/// What Rust's runtime start-up would do that the tender needs (it runs without it, see
+/// the crate docs): open `/dev/null` on any of fds 0-2 that is closed, so that no device
+/// the tender opens lands on the console's fd 1 or on stderr; and ignore SIGPIPE, so that
+/// a message to a closed stderr is lost rather than fatal.
+pub fn std_fds() {
+    for fd in 0..3 {
+        // SAFETY: fcntl(F_GETFD) and open(2) of a literal path; a failure leaves the fd
+        // closed, as it was.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) == -1 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
+    // SAFETY: ignoring a signal runs no code of ours.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
 #[cfg(test)]

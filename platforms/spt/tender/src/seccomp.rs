@@ -2,11 +2,13 @@
 //!
 //! Once the guest runs, the process it runs in may make only the system calls in
 //! [`POLICY`], each with the argument constraint listed and the reason it is needed
-//! (fact sheet §4.4, the same policy as solo5-spt's). Anything else kills the process
-//! with SIGSYS (`SECCOMP_RET_KILL_PROCESS`). The fds, block sizes and capacities differ
+//! (fact sheet §4.4, the same policy as solo5-spt's). Anything else ends the process
+//! with SIGSYS: the call traps (`SECCOMP_RET_TRAP`) and the tender's handler, which runs
+//! under the same filter, reports it and exits with 159 ([`crate::report`]). The fds, block sizes and capacities differ
 //! from run to run, so [`build`] compiles the table for those of this run ([`Fds`]) with
 //! seccompiler, and [`install`] applies it to the only thread, just before the jump into
-//! the guest. No tender code runs after that: the guest is the only user of the policy.
+//! the guest. After that only the guest runs, and the tender's signal handler when the
+//! process ends ([`crate::report`]).
 //!
 //! | call | allowed when |
 //! |---|---|
@@ -27,7 +29,8 @@
 use std::os::fd::RawFd;
 
 use seccompiler::{
-    BpfProgram, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition, SeccompRule,
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition,
+    SeccompRule, sock_filter,
 };
 
 /// `ARCH_SET_FS`, the one `arch_prctl` code the guest may use.
@@ -195,10 +198,69 @@ fn rules_for(rule: &Rule, f: &Fds) -> Result<Option<Vec<SeccompRule>>, seccompil
     Ok((!rules.is_empty()).then_some(rules))
 }
 
-/// Compiles [`POLICY`] for `fds` into a BPF program whose default action kills the
-/// process.
+/// Compiles [`POLICY`] for `fds` into a BPF program whose default action traps: the call
+/// does not run and the process gets SIGSYS, which [`crate::report`]'s handler reports
+/// (with the call's number) before it exits with 159.
+///
+/// Ahead of the policy, one exception for that handler: `write` on fd 2 from the
+/// `syscall` instruction of its stderr routine ([`crate::report::stderr_write_ip`]), which
+/// loads fd 2 itself. Any other write on fd 2 still traps.
 pub fn build(fds: &Fds) -> Result<BpfProgram, SeccompError> {
-    solo5_tender::seccomp::compile(POLICY, |r| r.nr, |r| rules_for(r, fds))
+    let policy = solo5_tender::seccomp::compile_with(
+        POLICY,
+        |r| r.nr,
+        |r| rules_for(r, fds),
+        SeccompAction::Trap,
+    )?;
+    let mut program = report_exception(crate::report::stderr_write_ip());
+    program.extend(policy);
+    Ok(program)
+}
+
+/// `AUDIT_ARCH_X86_64`.
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+
+/// BPF instructions that allow `write(2, ...)` made from instruction pointer `ip` (as the
+/// kernel reports it: the address after the `syscall`) and fall through to the next
+/// instruction for everything else. Offsets are `struct seccomp_data`'s: `nr` 0, `arch`
+/// 4, `instruction_pointer` 8, `args[0]` 16 (little-endian: low word first).
+fn report_exception(ip: u64) -> Vec<sock_filter> {
+    const LD_ABS_W: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    let ld = |k| sock_filter {
+        code: LD_ABS_W,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    // A comparison that goes on with the next instruction if equal, and otherwise jumps
+    // past the exception (its length is 11; instruction `at` is its index).
+    let jeq = |at: u8, k| sock_filter {
+        code: JEQ_K,
+        jt: 0,
+        jf: 11 - (at + 1),
+        k,
+    };
+    vec![
+        ld(4),
+        jeq(1, AUDIT_ARCH_X86_64),
+        ld(0),
+        jeq(3, libc::SYS_write as u32),
+        ld(16),
+        jeq(5, 2),
+        ld(8),
+        jeq(7, ip as u32),
+        ld(12),
+        jeq(9, (ip >> 32) as u32),
+        sock_filter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ALLOW,
+        },
+    ]
 }
 
 #[cfg(test)]
