@@ -1,9 +1,16 @@
 //! Block devices backed by files attached with `--block:NAME=PATH`.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 
 use compose_devices::block::{Block as _, BlockError};
 use compose_unix::{Block, Boot, run};
+
+/// The executor is one per process and tests run on parallel threads: one `run` at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A temporary disk image, removed on drop.
 struct Image(PathBuf);
@@ -30,6 +37,7 @@ impl Drop for Image {
 
 #[test]
 fn read_write_round_trip() {
+    let _turn = serial();
     let image = Image::new("rw", 8 * 512);
     let disk = Block::open(&image.boot("storage"), "storage", 512).unwrap();
     let info = disk.info();
@@ -92,6 +100,7 @@ fn open_errors_name_the_device() {
 
 #[test]
 fn attached_read_only_refuses_writes_even_to_a_writable_file() {
+    let _turn = serial();
     let image = Image::new("ro", 4 * 512);
     std::fs::write(&image.0, vec![7u8; 4 * 512]).unwrap();
     let boot = Boot::parse(&[], [format!("--block-ro:disk={}", image.0.display())]).unwrap();
