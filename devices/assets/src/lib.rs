@@ -74,7 +74,8 @@ pub use block::{CacheStats, OnBlock};
 pub use embedded::Embedded;
 #[cfg(feature = "pack")]
 pub use pack::{
-    AssetFile, PackError, PackOptions, PackSummary, is_compressible, pack, select,
+    AssetFile, PACK_CACHE_DIR, PackCache, PackError, PackOptions, PackSummary, is_compressible,
+    pack, pack_cached, select,
     source_date_epoch_from_env,
 };
 
