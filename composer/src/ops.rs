@@ -211,8 +211,11 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
             }
             reporter.stage("Generating", &format!("glue for {name} ({target})"));
             let mut images = Vec::new();
+            let pack_cache = store.pack_cache();
             for step in &glue.steps {
-                if let Some(image) = run_step(step, &glue_dir, info.triple(), &reporter)? {
+                if let Some(image) =
+                    run_step(step, &glue_dir, info.triple(), &pack_cache, &reporter)?
+                {
                     images.push(image);
                 }
             }
@@ -303,6 +306,13 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                 )
                 .map(|_| ())
             })?;
+            // The image in the store holds the assets objects' bytes: they are written
+            // again before the next link, so the build folder need not keep them.
+            for step in &glue.steps {
+                if let crate::glue::Step::AssetsObject { object, .. } = step {
+                    let _ = std::fs::remove_file(glue_dir.join(object));
+                }
+            }
             drop(build_lock);
             (committed.path, committed.fresh)
         }
@@ -397,6 +407,7 @@ fn run_step(
     step: &crate::glue::Step,
     glue_dir: &Path,
     triple: Option<&str>,
+    pack_cache: &compose_assets::PackCache,
     reporter: &Reporter,
 ) -> Result<Option<(String, PathBuf)>, Error> {
     match step {
@@ -422,7 +433,7 @@ fn run_step(
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
             }
-            compose_assets::pack(dir, &options, &out).map_err(|source| Error::Pack {
+            compose_assets::pack_cached(dir, &options, &out, Some(pack_cache)).map_err(|source| Error::Pack {
                 device: device.clone(),
                 source,
             })?;
@@ -440,6 +451,9 @@ fn run_step(
                 &glue_dir.join(object),
             )
             .map_err(Error::io("write", glue_dir.join(object)))?;
+            // The object holds every byte of the archive: keep one copy. (The next build
+            // packs again, from the pack cache.)
+            let _ = std::fs::remove_file(glue_dir.join(archive));
             Ok(None)
         }
     }

@@ -934,7 +934,17 @@ impl Store {
         &self.root
     }
 
-    /// The persistent hash cache of this store.
+    /// The packer's cache of compressed variants (`.cache/pack-v1/`).
+    pub fn pack_cache(&self) -> compose_assets::PackCache {
+        compose_assets::PackCache::new(
+            &self
+                .root
+                .join(CACHE_DIR)
+                .join(compose_assets::PACK_CACHE_DIR),
+        )
+    }
+
+    /// The file-hash cache of this store.
     pub fn hash_cache(&self) -> HashCache {
         HashCache::load(&self.root.join(CACHE_DIR).join(CACHE_FILE))
     }

@@ -68,6 +68,8 @@ mod block;
 mod embedded;
 pub mod format;
 #[cfg(feature = "pack")]
+pub mod keyscan;
+#[cfg(feature = "pack")]
 mod pack;
 
 pub use block::{CacheStats, OnBlock};

@@ -46,6 +46,9 @@ pub struct PackOptions {
     pub min_compress_size: u64,
     /// Gzip level, 0..=9 (6 by default: within a few per cent of 9 at several times the speed).
     pub gzip_level: u32,
+    /// Whether a file may hold a private key (see [`crate::keyscan`]); by default packing
+    /// refuses one, naming the file.
+    pub allow_private_keys: bool,
     /// Zstd level, 1..=19 (6 by default). Higher levels are not accepted: their windows
     /// exceed the 8 MiB that HTTP clients must support (RFC 9659).
     pub zstd_level: i32,
@@ -62,6 +65,7 @@ impl Default for PackOptions {
             min_compress_size: 256,
             gzip_level: 6,
             zstd_level: 6,
+            allow_private_keys: false,
         }
     }
 }
@@ -121,6 +125,13 @@ pub enum PackError {
     TooLarge,
     /// An option is out of range.
     InvalidOption(&'static str),
+    /// A file holds a private key, and the options do not allow one.
+    PrivateKey {
+        /// The file's key in the archive (its path in the directory).
+        key: String,
+        /// What was found (`a PKCS#8 private key`).
+        kind: &'static str,
+    },
 }
 
 impl fmt::Display for PackError {
@@ -144,6 +155,10 @@ impl fmt::Display for PackError {
             PackError::Changed(p) => write!(f, "{}: file changed while being packed", p.display()),
             PackError::TooLarge => f.write_str("too many or too long paths for one archive"),
             PackError::InvalidOption(why) => write!(f, "invalid pack option: {why}"),
+            PackError::PrivateKey { key, kind } => write!(
+                f,
+                "{key} holds {kind}; private keys are not packed unless the assets device says allow-private-keys=#true"
+            ),
         }
     }
 }
@@ -584,6 +599,7 @@ struct Tee<R> {
     sha: Sha256,
     len: u64,
     utf8: Utf8Check,
+    keys: Option<crate::keyscan::KeyScan>,
 }
 
 impl<R: Read> Read for Tee<R> {
@@ -591,6 +607,9 @@ impl<R: Read> Read for Tee<R> {
         let n = self.inner.read(buf)?;
         self.sha.update(&buf[..n]);
         self.utf8.feed(&buf[..n]);
+        if let Some(k) = &mut self.keys {
+            k.feed(&buf[..n]);
+        }
         self.len += n as u64;
         Ok(n)
     }
@@ -603,6 +622,7 @@ impl<R> Tee<R> {
             sha: Sha256::new(),
             len: 0,
             utf8: Utf8Check::default(),
+            keys: None,
         }
     }
 }
@@ -1051,7 +1071,16 @@ fn write_archive<W: Write + Seek>(
         let start = w.pos;
         let path = source.path.as_path();
         let mut tee = Tee::new(open_regular(path)?);
+        if !options.allow_private_keys {
+            tee.keys = Some(crate::keyscan::KeyScan::new());
+        }
         io::copy(&mut tee, w).map_err(io_at(path))?;
+        if let Some(kind) = tee.keys.as_mut().and_then(|k| k.finish()) {
+            return Err(PackError::PrivateKey {
+                key: source.key.clone(),
+                kind,
+            });
+        }
         let size = tee.len;
         let sha256: [u8; 32] = tee.sha.clone().finalize().into();
 
