@@ -220,6 +220,9 @@ pub struct EntryContents<'a> {
     pub sbom: String,
     /// The bundle's mtime (SOURCE_DATE_EPOCH or 0).
     pub epoch: u64,
+    /// Entries that may hold a private key (made from an assets device with
+    /// `allow-private-keys=#true`).
+    pub keys_allowed: &'a [String],
 }
 
 /// Fills the store entry directory `dir` and returns the final manifest.
@@ -238,6 +241,9 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
     }
     .map_err(e("cannot copy the image"))?;
     let mut bundle = BundleWriter::new(c.epoch);
+    for name in c.keys_allowed {
+        bundle.allow_private_keys(name);
+    }
     bundle
         .add_file(image_name, &dir.join(image_name))
         .map_err(|x| x.to_string())?;

@@ -292,6 +292,24 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
             .to_json();
             let epoch = crate::bundle::source_date_epoch()?;
             let manifest = crate::manifest::Manifest::from_graph(&graph, &image_file);
+            // Entries made from an assets device that publishes keys on purpose.
+            let keys_allowed: Vec<String> = glue
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    crate::glue::Step::PackAssets {
+                        device,
+                        block,
+                        allow_private_keys: true,
+                        ..
+                    } => Some(if *block {
+                        format!("{device}.img")
+                    } else {
+                        image_file.clone()
+                    }),
+                    _ => None,
+                })
+                .collect();
             let committed = store.commit(&key.key, &name, &target, |tmp: &Path| {
                 crate::image::fill_entry(
                     tmp,
@@ -302,6 +320,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                         buildinfo,
                         sbom,
                         epoch,
+                        keys_allowed: &keys_allowed,
                     },
                 )
                 .map(|_| ())
@@ -419,12 +438,14 @@ fn run_step(
             compress,
             archive,
             block,
+            allow_private_keys,
         } => {
             reporter.stage("Packing", &format!("{} ({})", dir.display(), device));
             let options = compose_assets::PackOptions {
                 include: include.clone(),
                 exclude: exclude.clone(),
                 compress: *compress,
+                allow_private_keys: *allow_private_keys,
                 source_date_epoch: compose_assets::source_date_epoch_from_env()
                     .map_err(Error::PackEpoch)?,
                 ..Default::default()
