@@ -235,8 +235,9 @@ fn is_textual(essence: &str) -> bool {
 /// Packs the files of `dir` selected by `options` into an archive at `out`.
 ///
 /// The archive depends only on the selected files' paths (relative to `dir`) and
-/// contents, and on `options`: not on `dir` itself, file times, permissions, owners or the
-/// order the file system lists entries in. The files are those [`select`] lists (see there
+/// contents, and on `options`, and, when `options.source_date_epoch` is `None`, on the
+/// files' modification times (each record's time): not on `dir` itself, permissions,
+/// owners or the order the file system lists entries in. The files are those [`select`] lists (see there
 /// for symbolic links and what is refused). `out` is replaced atomically; on error it is
 /// left as it was.
 pub fn pack(dir: &Path, options: &PackOptions, out: &Path) -> Result<PackSummary, PackError> {
@@ -900,6 +901,7 @@ struct Pending {
     gzip: Option<Span>,
     zstd: Option<Span>,
     sha256: [u8; 32],
+    modified: u64,
 }
 
 /// A cache of compressed variants, by content: a directory (the store's
@@ -1070,7 +1072,18 @@ fn write_archive<W: Write + Seek>(
         w.pad_to(align)?;
         let start = w.pos;
         let path = source.path.as_path();
-        let mut tee = Tee::new(open_regular(path)?);
+        let file = open_regular(path)?;
+        // The file's time: SOURCE_DATE_EPOCH when given, else its mtime (0 if before 1970).
+        let modified = match options.source_date_epoch {
+            Some(t) => t,
+            None => file
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs()),
+        };
+        let mut tee = Tee::new(file);
         if !options.allow_private_keys {
             tee.keys = Some(crate::keyscan::KeyScan::new());
         }
@@ -1110,6 +1123,7 @@ fn write_archive<W: Write + Seek>(
             gzip,
             zstd,
             sha256,
+            modified,
         });
     }
 
@@ -1144,7 +1158,7 @@ fn write_archive<W: Write + Seek>(
     let index_offset = w.pos;
     let mut sha = Sha256::new();
     for ((p, key), ty) in pending.iter().zip(&key_refs).zip(&type_refs) {
-        let record = Record::encode(*key, *ty, p.data, p.gzip, p.zstd, &p.sha256);
+        let record = Record::encode(*key, *ty, p.data, p.gzip, p.zstd, &p.sha256, p.modified);
         sha.update(record);
         w.write_all(&record).map_err(w.err())?;
     }
@@ -1159,6 +1173,7 @@ fn write_archive<W: Write + Seek>(
     let archive_len = w.pos;
 
     let header = Header {
+        version: crate::format::VERSION,
         align: options.align,
         entry_count: pending.len() as u64,
         index_offset,
