@@ -76,7 +76,7 @@ pub use block::{CacheStats, OnBlock};
 pub use embedded::Embedded;
 #[cfg(feature = "pack")]
 pub use pack::{
-    AssetFile, PACK_CACHE_DIR, PackCache, PackError, PackOptions, PackSummary, is_compressible,
+    AssetFile, PACK_CACHE_DIR, PackCache, archive_digests, PackError, PackOptions, PackSummary, is_compressible,
     pack, pack_cached, select,
     source_date_epoch_from_env,
 };

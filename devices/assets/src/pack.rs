@@ -985,6 +985,53 @@ impl PackCache {
     }
 }
 
+/// The SHA-256 of every value of every archive inside the file `path` (a block image, or
+/// an image that embeds archives): what a [`PackCache`] entry may be kept for. An archive
+/// is recognised by its header and its index's checksum, so other bytes that happen to
+/// spell the magic are skipped.
+pub fn archive_digests(path: &Path) -> io::Result<Vec<[u8; 32]>> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut out = Vec::new();
+    const CHUNK: usize = 4 << 20;
+    let magic = crate::format::MAGIC;
+    let mut buf = std::vec![0u8; CHUNK + magic.len()];
+    let mut at = 0u64;
+    while at < len {
+        let want = ((len - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..want], at)?;
+        for i in memchr::memmem::find_iter(&buf[..want], &magic) {
+            let start = at + i as u64;
+            let mut head = [0u8; HEADER_LEN];
+            if file.read_exact_at(&mut head, start).is_err() {
+                continue;
+            }
+            let Ok(h) = Header::parse(&head) else { continue };
+            let Some(index_at) = start.checked_add(h.index_offset) else {
+                continue;
+            };
+            if index_at.saturating_add(h.index_len) > len {
+                continue;
+            }
+            let mut index = std::vec![0u8; h.index_len as usize];
+            if file.read_exact_at(&mut index, index_at).is_err() {
+                continue;
+            }
+            let Ok(ix) = crate::format::Index::parse(&index, &h) else {
+                continue;
+            };
+            out.extend((0..ix.len()).filter_map(|i| ix.record(i).map(|r| r.sha256)));
+        }
+        if at + want as u64 >= len {
+            break;
+        }
+        // Overlap by the magic's length less one, so a split magic is found.
+        at += (want - (magic.len() - 1)) as u64;
+    }
+    Ok(out)
+}
+
 fn hex(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 2);
     for x in b {
