@@ -457,14 +457,21 @@ fn private_keys_are_refused_by_name_unless_the_device_allows_them() {
         .arg(&key)
         .output()
         .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let o = build_spec(&spec_path);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "a key was packed: {err}");
     assert!(err.contains("keys/server.pem"), "{err}");
     assert!(err.contains("PKCS#8 private key"), "{err}");
     assert!(err.contains("allow-private-keys"), "{err}");
-    assert!(!err.contains("public.img") && !err.contains("panicked"), "{err}");
+    assert!(
+        !err.contains("public.img") && !err.contains("panicked"),
+        "{err}"
+    );
 
     // A site that publishes it on purpose.
     std::fs::write(&spec_path, spec(" allow-private-keys=#true")).unwrap();

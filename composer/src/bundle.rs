@@ -621,7 +621,8 @@ mod tests {
         w.write(&out).unwrap();
         // A page that shows an example header, with no key behind it.
         let mut w = BundleWriter::new(0);
-        let page = b"<pre>-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg...\n-----END PRIVATE KEY-----</pre>";
+        let page =
+            b"<pre>-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg...\n-----END PRIVATE KEY-----</pre>";
         w.add_bytes("page.html", page.to_vec(), false).unwrap();
         w.write(&out).unwrap();
     }

@@ -454,10 +454,12 @@ fn run_step(
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
             }
-            compose_assets::pack_cached(dir, &options, &out, Some(pack_cache)).map_err(|source| Error::Pack {
-                device: device.clone(),
-                source,
-            })?;
+            compose_assets::pack_cached(dir, &options, &out, Some(pack_cache)).map_err(
+                |source| Error::Pack {
+                    device: device.clone(),
+                    source,
+                },
+            )?;
             Ok(block.then(|| (device.clone(), out)))
         }
         crate::glue::Step::AssetsObject {

@@ -1369,7 +1369,10 @@ impl Store {
     /// of (and leftovers of interrupted packs), adding them to `report`.
     fn prune_pack_cache(&self, report: &mut GcReport, dry_run: bool) -> Result<()> {
         let cache = self.pack_cache();
-        let dir = self.root.join(CACHE_DIR).join(compose_assets::PACK_CACHE_DIR);
+        let dir = self
+            .root
+            .join(CACHE_DIR)
+            .join(compose_assets::PACK_CACHE_DIR);
         let entries = cache.entries().map_err(io_err("cannot read", &dir))?;
         if entries.is_empty() {
             return Ok(());
@@ -1801,17 +1804,26 @@ mod tests {
         assert_eq!(cache.entries().unwrap().len(), 2);
         // A live entry holding the first archive inside an "image" (at an odd offset).
         let entry = store
-            .commit(&key("site"), "site", "unix", |dir: &Path| -> io::Result<()> {
-                let mut image = b"ELF-ish".to_vec();
-                image.extend(fs::read(&live_archive)?);
-                fs::write(dir.join("site"), image)
-            })
+            .commit(
+                &key("site"),
+                "site",
+                "unix",
+                |dir: &Path| -> io::Result<()> {
+                    let mut image = b"ELF-ish".to_vec();
+                    image.extend(fs::read(&live_archive)?);
+                    fs::write(dir.join("site"), image)
+                },
+            )
             .unwrap()
             .path;
         store.link_result(&entry, &d.path().join("result")).unwrap();
         let dry = store.gc_with(true).unwrap();
         assert_eq!(dry.pack_cache_removed, 1);
-        assert_eq!(cache.entries().unwrap().len(), 2, "a dry run removes nothing");
+        assert_eq!(
+            cache.entries().unwrap().len(),
+            2,
+            "a dry run removes nothing"
+        );
         let report = store.gc().unwrap();
         assert_eq!(report.pack_cache_removed, 1);
         let left = cache.entries().unwrap();

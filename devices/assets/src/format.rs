@@ -150,7 +150,11 @@ impl Header {
 }
 
 fn record_len(version: u32) -> usize {
-    if version == 1 { RECORD_LEN_V1 } else { RECORD_LEN }
+    if version == 1 {
+        RECORD_LEN_V1
+    } else {
+        RECORD_LEN
+    }
 }
 
 /// A byte range of the archive holding one representation of a value.

@@ -205,9 +205,15 @@ fn der_shape(der: &[u8]) -> Option<KeyKind> {
         [(SEQUENCE, alg), (OCTET_STRING, _)] if is_alg(alg) => {
             Some("an encrypted PKCS#8 private key")
         }
-        [(INTEGER, v), (INTEGER, _), (INTEGER, _), (INTEGER, _), (INTEGER, _), (INTEGER, _), ..]
-            if v.len() == 1 && v[0] <= 1 && items.iter().all(|(t, _)| *t == INTEGER) =>
-        {
+        [
+            (INTEGER, v),
+            (INTEGER, _),
+            (INTEGER, _),
+            (INTEGER, _),
+            (INTEGER, _),
+            (INTEGER, _),
+            ..,
+        ] if v.len() == 1 && v[0] <= 1 && items.iter().all(|(t, _)| *t == INTEGER) => {
             Some("an RSA or DSA private key")
         }
         [(INTEGER, v), (OCTET_STRING, _), ..] if v == &[1] => Some("an EC private key"),
@@ -226,7 +232,10 @@ mod tests {
     #[test]
     fn real_keys_are_found_split_anywhere() {
         let text = format!("<pre>some text\n{PKCS8}</pre>");
-        assert_eq!(find_private_key(text.as_bytes()), Some("a PKCS#8 private key"));
+        assert_eq!(
+            find_private_key(text.as_bytes()),
+            Some("a PKCS#8 private key")
+        );
         for split in 0..text.len() {
             let mut s = KeyScan::new();
             s.feed(&text.as_bytes()[..split]);

@@ -836,8 +836,8 @@ fn copy_variants<W: Write + Seek>(
     if entry.read_exact(&mut head).is_err() {
         return Ok(None);
     }
-    let Some(header) = CacheHeader::parse(&head)
-        .filter(|h| &h.content == sha256 && h.fingerprint == fingerprint)
+    let Some(header) =
+        CacheHeader::parse(&head).filter(|h| &h.content == sha256 && h.fingerprint == fingerprint)
     else {
         return Ok(None);
     };
@@ -1007,7 +1007,9 @@ pub fn archive_digests(path: &Path) -> io::Result<Vec<[u8; 32]>> {
             if file.read_exact_at(&mut head, start).is_err() {
                 continue;
             }
-            let Ok(h) = Header::parse(&head) else { continue };
+            let Ok(h) = Header::parse(&head) else {
+                continue;
+            };
             let Some(index_at) = start.checked_add(h.index_offset) else {
                 continue;
             };
@@ -1485,7 +1487,11 @@ mod tests {
         assert_eq!(cache.entries().unwrap().len(), 2);
         let again = PackCache::new(&d.path().join("cache"));
         pack_cached(&t, &opts, &cached, Some(&again)).unwrap();
-        assert_eq!(again.stats(), (3, 0), "an unchanged tree compresses nothing");
+        assert_eq!(
+            again.stats(),
+            (3, 0),
+            "an unchanged tree compresses nothing"
+        );
         assert_eq!(fs::read(&plain).unwrap(), fs::read(&cached).unwrap());
         // Other levels never reuse these entries.
         let faster = PackOptions {
