@@ -790,7 +790,8 @@ fn write_variants<W: Write + Seek>(
         Some(c) => {
             let dest = c.entry_path(sha256, fingerprint);
             c.misses.set(c.misses.get() + 1);
-            tmp.as_file().sync_data().map_err(io_at(&path))?;
+            // No fsync: an entry that a crash left short or empty fails its own hash
+            // check and is compressed again, never served.
             tmp.persist(&dest).map_err(|e| PackError::Io {
                 path: dest.clone(),
                 source: e.error,
