@@ -727,7 +727,7 @@ fn write_variants<W: Write + Seek>(
     sha256: &[u8; 32],
     options: &PackOptions,
     cache: Option<&PackCache>,
-) -> Result<(Option<Span>, Option<Span>), PackError> {
+) -> Result<Variants, PackError> {
     let fingerprint = cache_fingerprint(options);
     if let Some(cache) = cache
         && let Some(mut entry) = cache.open(sha256, fingerprint)
@@ -832,7 +832,7 @@ fn copy_variants<W: Write + Seek>(
     sha256: &[u8; 32],
     fingerprint: u64,
     options: &PackOptions,
-) -> Result<Option<(Option<Span>, Option<Span>)>, PackError> {
+) -> Result<Option<Variants>, PackError> {
     let mut head = [0u8; CACHE_HEADER_LEN];
     if entry.read_exact(&mut head).is_err() {
         return Ok(None);
@@ -868,6 +868,9 @@ fn copy_variants<W: Write + Seek>(
     }
     Ok(Some((spans[0], spans[1])))
 }
+
+/// Where a value's gzip and zstd variants went (`None`: not stored, not smaller).
+type Variants = (Option<Span>, Option<Span>);
 
 /// Hashes what is read through it.
 struct HashRead<'a, R> {
