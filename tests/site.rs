@@ -449,6 +449,15 @@ fn private_keys_are_refused_by_name_unless_the_device_allows_them() {
     std::fs::write(&spec_path, spec("")).unwrap();
     let o = build_spec(&spec_path);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The block image is not kept twice: the store's is the build folder's archive.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let entry = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        let stored = std::fs::metadata(entry.join("public.img")).unwrap();
+        let built = std::fs::metadata(d.path().join("_build/keysite-unix/assets/public.car"));
+        let built = built.unwrap();
+        assert_eq!((stored.dev(), stored.ino()), (built.dev(), built.ino()));
+    }
 
     // A real PKCS#8 key, as openssl makes it.
     let key = site.join("keys/server.pem");
