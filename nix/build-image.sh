@@ -42,7 +42,9 @@ fi
 mkdir "$work"
 
 # A writable copy of the sources: compose writes its glue next to the spec.
-cp -R "$src" "$work/source"
+# Times kept: without SOURCE_DATE_EPOCH each asset file's mtime is its time in the archive
+# (and so part of the image), and the sources' times (1 in the Nix store) are fixed.
+cp -R --preserve=timestamps "$src" "$work/source"
 chmod -R u+w "$work/source"
 
 # The vendored crates, where cargo's registry would have put them.

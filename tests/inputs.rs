@@ -165,10 +165,12 @@ fn the_packed_files_and_only_they_are_in_the_key_wherever_the_spec_is() {
     let d = tempfile::tempdir().unwrap();
     let store = d.path().join("store");
     let a = site(&d.path().join("a"));
-    let first = built(&build(&repo(), &store, &a, &[], &[]));
+    // With SOURCE_DATE_EPOCH, file times are not inputs: two copies have one key.
+    let sde = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let first = built(&build(&repo(), &store, &a, &[], &sde));
     // The same site in another place: the same key, found in the store.
     let b = site(&d.path().join("elsewhere/b"));
-    let o = build(&repo(), &store, &b, &[], &[]);
+    let o = build(&repo(), &store, &b, &[], &sde);
     assert_eq!(built(&o), first);
     assert!(text(&o.stderr).contains("unchanged"), "{}", text(&o.stderr));
     let info = std::fs::read_to_string(Path::new(&first).join("buildinfo.json")).unwrap();
@@ -180,7 +182,7 @@ fn the_packed_files_and_only_they_are_in_the_key_wherever_the_spec_is() {
     // A file that `exclude` drops: not packed, so not an input.
     std::fs::write(d.path().join("a/public/drafts/wip.html"), "<p>edited</p>\n").unwrap();
     std::fs::write(d.path().join("a/public/drafts/new.html"), "<p>new</p>\n").unwrap();
-    assert_eq!(built(&build(&repo(), &store, &a, &[], &[])), first);
+    assert_eq!(built(&build(&repo(), &store, &a, &[], &sde)), first);
     // A top-level folder named `dist` is packed like any other, so it is an input.
     std::fs::create_dir_all(d.path().join("a/public/dist")).unwrap();
     std::fs::write(d.path().join("a/public/dist/app.js"), "let x = 1;\n").unwrap();
@@ -192,6 +194,48 @@ fn the_packed_files_and_only_they_are_in_the_key_wherever_the_spec_is() {
     // And it is in the image: the packed archive holds it.
     let image = std::fs::read(Path::new(&third).join("site")).unwrap();
     assert!(image.windows(10).any(|w| w == b"let x = 2;"));
+
+    // Without it, each file's mtime is its time in the archive (Last-Modified), so the
+    // mtime is an input: a touched file changes the key, and the archive has its time.
+    let index = d.path().join("a/public/index.html");
+    let set_mtime = |secs: u64| {
+        std::fs::File::options()
+            .write(true)
+            .open(&index)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+            .unwrap()
+    };
+    set_mtime(1_600_000_000);
+    let dated = built(&build(&repo(), &store, &a, &[], &[]));
+    assert_ne!(dated, third);
+    let image = std::fs::read(Path::new(&dated).join("site")).unwrap();
+    assert_eq!(archive_times(&image)["index.html"], 1_600_000_000);
+    set_mtime(1_600_000_001);
+    let touched = built(&build(&repo(), &store, &a, &[], &[]));
+    assert_ne!(touched, dated, "a new mtime kept the store path");
+}
+
+/// Each file's time in the archive inside `image` (0 when unknown).
+fn archive_times(image: &[u8]) -> std::collections::BTreeMap<String, u64> {
+    use compose_assets::format::{Header, Index};
+    let at = image
+        .windows(8)
+        .enumerate()
+        .filter(|(_, w)| *w == b"COMPOSKV")
+        .map(|(i, _)| i)
+        .find(|&i| Header::parse(&image[i..]).is_ok())
+        .expect("no archive in the image");
+    let bytes = &image[at..];
+    let h = Header::parse(bytes).unwrap();
+    let index = &bytes[h.index_offset as usize..(h.index_offset + h.index_len) as usize];
+    let index = Index::parse(index, &h).unwrap();
+    (0..index.len())
+        .map(|i| {
+            let r = index.record(i).unwrap();
+            (r.key.to_string(), r.modified)
+        })
+        .collect()
 }
 
 /// Every file under `dir` (not following links), except `skip`.

@@ -162,8 +162,9 @@ impl Drop for Child {
 }
 
 fn copy_template(dest: &Path) {
+    // Times kept, as the image records each asset file's mtime.
     let status = Command::new("cp")
-        .arg("-R")
+        .args(["-R", "--preserve=timestamps"])
         .arg(sandbox::root().join("nix/templates/site/."))
         .arg(dest)
         .status()

@@ -87,7 +87,9 @@ impl Copy {
             .env("LOGNAME", self.user)
             .env("RUSTUP_HOME", rustup_home)
             .env("CARGO_HOME", cargo_home)
-            .env_remove("SOURCE_DATE_EPOCH")
+            // Fixed: without it each asset file's mtime is its time in the archive, and
+            // the two copies' files were written at different times.
+            .env("SOURCE_DATE_EPOCH", "1700000000")
             .output()
             .unwrap();
         assert!(

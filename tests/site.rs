@@ -606,3 +606,76 @@ fn compose_run_dates_responses_logs_access_and_names_a_taken_port() {
     );
     drop(taken);
 }
+
+/// Builds `spec` (in its own directory) with the shared target directory and store.
+fn build_spec(spec: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_compose"))
+        .args(["build", spec.to_str().unwrap(), "--no-out-link"])
+        .current_dir(spec.parent().unwrap())
+        .env("COMPOSE_TARGET_DIR", root().join("target/compose-tests"))
+        .env("COMPOSE_STORE", root().join("target/compose-tests/store"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn private_keys_are_refused_by_name_unless_the_device_allows_them() {
+    let d = tempfile::tempdir().unwrap();
+    let site = d.path().join("public");
+    std::fs::create_dir_all(site.join("keys")).unwrap();
+    // A page about TLS that shows what a key file looks like: no key behind the header.
+    std::fs::write(
+        site.join("index.html"),
+        "<h1>TLS</h1><pre>-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC...\n-----END PRIVATE KEY-----</pre>\n\
+         <pre>-----BEGIN RSA PRIVATE KEY-----\n&lt;your key&gt;\n-----END RSA PRIVATE KEY-----</pre>\n",
+    )
+    .unwrap();
+    let spec = |allow: &str| {
+        format!(
+            "unikernel keysite {{\n    target unix\n}}\nnetif service\nipv4 stack net=service address=\"127.0.0.1/8\"\ntcp\n\
+             assets public dir=\"public\" backend=\"block\"{allow}\n\
+             application site builtin=static-site assets=public port=8080\n"
+        )
+    };
+    let spec_path = d.path().join("keysite.kdl");
+    std::fs::write(&spec_path, spec("")).unwrap();
+    let o = build_spec(&spec_path);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The block image is not kept twice: the store's is the build folder's archive.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let entry = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        let stored = std::fs::metadata(entry.join("public.img")).unwrap();
+        let built = std::fs::metadata(d.path().join("_build/keysite-unix/assets/public.car"));
+        let built = built.unwrap();
+        assert_eq!((stored.dev(), stored.ino()), (built.dev(), built.ino()));
+    }
+
+    // A real PKCS#8 key, as openssl makes it.
+    let key = site.join("keys/server.pem");
+    let made = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let o = build_spec(&spec_path);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a key was packed: {err}");
+    assert!(err.contains("keys/server.pem"), "{err}");
+    assert!(err.contains("PKCS#8 private key"), "{err}");
+    assert!(err.contains("allow-private-keys"), "{err}");
+    assert!(
+        !err.contains("public.img") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    // A site that publishes it on purpose.
+    std::fs::write(&spec_path, spec(" allow-private-keys=#true")).unwrap();
+    let o = build_spec(&spec_path);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

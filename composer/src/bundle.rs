@@ -141,6 +141,7 @@ enum Source {
 pub struct BundleWriter {
     mtime: u64,
     entries: BTreeMap<String, (Source, bool)>,
+    keys_allowed: std::collections::BTreeSet<String>,
 }
 
 impl BundleWriter {
@@ -149,7 +150,15 @@ impl BundleWriter {
         BundleWriter {
             mtime,
             entries: BTreeMap::new(),
+            keys_allowed: Default::default(),
         }
+    }
+
+    /// Lets the entry `name` hold a private key: for an image or block image made from
+    /// an assets device that says `allow-private-keys=#true` (every other entry is
+    /// scanned and refused if it holds one).
+    pub fn allow_private_keys(&mut self, name: &str) {
+        self.keys_allowed.insert(name.to_string());
     }
 
     fn add(&mut self, name: &str, source: Source, executable: bool) -> Result<()> {
@@ -251,7 +260,7 @@ impl BundleWriter {
             let digest = match source {
                 Source::Bytes(bytes) => {
                     header.set_size(bytes.len() as u64);
-                    let mut r = Scanned::new(&bytes[..]);
+                    let mut r = Scanned::new(&bytes[..], !self.keys_allowed.contains(name));
                     tar.append_data(&mut header, name, &mut r).map_err(wio)?;
                     r.finish(name)?
                 }
@@ -266,7 +275,7 @@ impl BundleWriter {
                     header.set_size(size);
                     // Exactly `size` bytes go into the archive; a file that grew or
                     // shrank meanwhile is an error, not a corrupt entry.
-                    let mut r = Scanned::new(file.take(size));
+                    let mut r = Scanned::new(file.take(size), !self.keys_allowed.contains(name));
                     tar.append_data(&mut header, name, &mut r).map_err(rio)?;
                     let mut probe = [0u8; 1];
                     let grew = r.inner.get_mut().read(&mut probe).map_err(rio)? != 0;
@@ -285,29 +294,32 @@ impl BundleWriter {
     }
 }
 
-/// A reader that hashes what passes through it, counts it and looks for a PEM private
-/// key marker (also across read boundaries).
+/// A reader that hashes what passes through it, counts it and looks for a private key
+/// (a PEM block that decodes to a key structure: see [`compose_assets::keyscan`]), also
+/// across read boundaries.
 struct Scanned<R> {
     inner: R,
     hasher: Sha256,
     len: u64,
-    tail: Vec<u8>,
-    found_key: bool,
+    keys: Option<compose_assets::keyscan::KeyScan>,
 }
 
 impl<R: Read> Scanned<R> {
-    fn new(inner: R) -> Self {
+    fn new(inner: R, scan: bool) -> Self {
         Scanned {
             inner,
             hasher: Sha256::new(),
             len: 0,
-            tail: Vec::new(),
-            found_key: false,
+            keys: scan.then(compose_assets::keyscan::KeyScan::new),
         }
     }
 
-    fn finish(self, name: &str) -> Result<String> {
-        if self.found_key {
+    fn found_key(&mut self) -> bool {
+        self.keys.as_mut().and_then(|k| k.finish()).is_some()
+    }
+
+    fn finish(mut self, name: &str) -> Result<String> {
+        if self.found_key() {
             return Err(BundleError::PrivateKey(name.to_string()));
         }
         Ok(hex::encode(self.hasher.finalize()))
@@ -320,17 +332,9 @@ impl<R: Read> Read for Scanned<R> {
         let data = &buf[..n];
         self.hasher.update(data);
         self.len += n as u64;
-        let keep = crate::sign::PRIVATE_KEY_MARKER.len() - 1;
-        // `tail` holds the last `keep` bytes seen before: a marker split across reads
-        // lies within `tail` followed by the first `keep` bytes of this read.
-        let mut joint = self.tail.clone();
-        joint.extend_from_slice(&data[..n.min(keep)]);
-        if crate::sign::contains_private_key(&joint) || crate::sign::contains_private_key(data) {
-            self.found_key = true;
+        if let Some(k) = &mut self.keys {
+            k.feed(data);
         }
-        self.tail.extend_from_slice(&data[n - n.min(keep)..]);
-        let excess = self.tail.len().saturating_sub(keep);
-        self.tail.drain(..excess);
         Ok(n)
     }
 }
@@ -599,14 +603,28 @@ mod tests {
             "no temporary file left"
         );
         // Split across read boundaries.
+        let pem = fs::read(&key).unwrap();
         let mut big = vec![b'a'; CHUNK * 2 - 5];
-        big.extend_from_slice(b"-----BEGIN PRIVATE KEY-----\n");
+        big.extend_from_slice(&pem);
+        let mut w = BundleWriter::new(0);
+        w.add_bytes("blob", big.clone(), false).unwrap();
+        assert!(matches!(w.write(&out), Err(BundleError::PrivateKey(_))));
+        let mut joined = b"xx".to_vec();
+        joined.extend_from_slice(&pem);
+        let mut r = Scanned::new(OneByte(&joined), true);
+        io::copy(&mut r, &mut io::sink()).unwrap();
+        assert!(r.found_key());
+        // An entry allowed to hold one (an image of an assets device that publishes keys).
         let mut w = BundleWriter::new(0);
         w.add_bytes("blob", big, false).unwrap();
-        assert!(matches!(w.write(&out), Err(BundleError::PrivateKey(_))));
-        let mut r = Scanned::new(OneByte(b"xx-----BEGIN PRIVATE KEY-----".as_slice()));
-        io::copy(&mut r, &mut io::sink()).unwrap();
-        assert!(r.found_key);
+        w.allow_private_keys("blob");
+        w.write(&out).unwrap();
+        // A page that shows an example header, with no key behind it.
+        let mut w = BundleWriter::new(0);
+        let page =
+            b"<pre>-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg...\n-----END PRIVATE KEY-----</pre>";
+        w.add_bytes("page.html", page.to_vec(), false).unwrap();
+        w.write(&out).unwrap();
     }
 
     struct OneByte<'a>(&'a [u8]);

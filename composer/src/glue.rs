@@ -36,6 +36,8 @@ pub enum Step {
         compress: bool,
         archive: PathBuf,
         block: bool,
+        /// The device's `allow-private-keys`: files holding a private key are packed.
+        allow_private_keys: bool,
     },
     /// Wrap the archive `archive` into the object `object` (symbols `compose_assets_<ident>_*`)
     /// for the image to link.
@@ -304,6 +306,9 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
                         compress: text(compress).is_none_or(|c| c == "true"),
                         archive: archive.clone(),
                         block,
+                        allow_private_keys: raw
+                            .get("allow_private_keys")
+                            .is_some_and(|v| v == "true"),
                     });
                     if !block {
                         steps.push(Step::AssetsObject {

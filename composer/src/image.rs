@@ -23,6 +23,22 @@ pub fn place(artifact: &Path, out: &Path, name: &str) -> std::io::Result<PathBuf
     result.map(|_| dest)
 }
 
+/// Images at least this large are hard-linked into a store entry rather than copied.
+/// A link shares the file with the build folder (the store seals it: read-only, mtime 1,
+/// which makes cargo relink that binary on its next build), so small images, whose copy
+/// costs nothing, are copied and keep cargo's own times.
+pub const LINK_IMAGES_FROM: u64 = 64 << 20;
+
+/// Puts `src` at `dest` as a hard link (no second copy on disk) where the file system
+/// allows it, else as a copy. `src` must never be written in place afterwards: the build
+/// replaces its outputs by renaming new files over them.
+pub fn link_or_copy(src: &Path, dest: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(src, dest) {
+        Ok(()) => Ok(()),
+        Err(_) => std::fs::copy(src, dest).map(|_| ()),
+    }
+}
+
 /// Build information, as robur's builder records it: what went in, with what, how.
 pub struct BuildInfo<'a> {
     /// The unikernel.
@@ -204,6 +220,9 @@ pub struct EntryContents<'a> {
     pub sbom: String,
     /// The bundle's mtime (SOURCE_DATE_EPOCH or 0).
     pub epoch: u64,
+    /// Entries that may hold a private key (made from an assets device with
+    /// `allow-private-keys=#true`).
+    pub keys_allowed: &'a [String],
 }
 
 /// Fills the store entry directory `dir` and returns the final manifest.
@@ -212,14 +231,27 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
     let mut manifest = c.manifest;
     let mut files: BTreeMap<String, String> = BTreeMap::new();
     let (image_name, artifact) = c.image;
-    std::fs::copy(artifact, dir.join(image_name)).map_err(e("cannot copy the image"))?;
+    let image_len = std::fs::metadata(artifact)
+        .map(|m| m.len())
+        .map_err(e("cannot read the image"))?;
+    if image_len >= LINK_IMAGES_FROM {
+        link_or_copy(artifact, &dir.join(image_name))
+    } else {
+        std::fs::copy(artifact, dir.join(image_name)).map(|_| ())
+    }
+    .map_err(e("cannot copy the image"))?;
     let mut bundle = BundleWriter::new(c.epoch);
+    for name in c.keys_allowed {
+        bundle.allow_private_keys(name);
+    }
     bundle
         .add_file(image_name, &dir.join(image_name))
         .map_err(|x| x.to_string())?;
     for (device, file) in c.block_images {
         let name = format!("{device}.img");
-        std::fs::copy(file, dir.join(&name)).map_err(e("cannot copy a block image"))?;
+        // The archive the packer wrote: the next pack renames a new one over it, so the
+        // store's link keeps this one.
+        link_or_copy(file, &dir.join(&name)).map_err(e("cannot copy a block image"))?;
         let size = std::fs::metadata(dir.join(&name))
             .map(|m| m.len())
             .map_err(e("cannot read a block image"))?;

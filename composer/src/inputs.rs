@@ -20,7 +20,9 @@
 //! * the environment variables that reach the build ([`ENV_VARS`], and the
 //!   `CARGO_PROFILE_*`, `CARGO_TARGET_*`, `CARGO_BUILD_*` and `CARGO_UNSTABLE_*`
 //!   families cargo honours, less those compose removes before running cargo);
-//! * exactly the files each `assets` device packs ([`compose_assets::select`]).
+//! * exactly the files each `assets` device packs ([`compose_assets::select`]), and,
+//!   when `SOURCE_DATE_EPOCH` is unset, their modification times (each file's time in
+//!   the archive, sent as `Last-Modified`).
 //!
 //! Every label is relative: `crate/devices/netstack/src/lib.rs` for the compose tree,
 //! `spec/...` for paths relative to the spec's directory. The same spec built from two
@@ -174,6 +176,24 @@ pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
                 .map_err(|e| format!("assets `{device}`: {e}"))?;
             kb.add_files(&format!("assets/{device}"), &files)
                 .map_err(|e| format!("assets `{device}`: {e}"))?;
+            // Without SOURCE_DATE_EPOCH, each file's mtime is its time in the archive.
+            if compose_assets::source_date_epoch_from_env()
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                let mut times = String::new();
+                for (name, path) in &files {
+                    let secs = std::fs::metadata(path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs());
+                    times.push_str(&format!("{name} {secs}\n"));
+                }
+                kb.add_bytes(&format!("assets/{device}/mtimes"), times.as_bytes())
+                    .map_err(|e| format!("assets `{device}`: {e}"))?;
+            }
         }
     }
     Ok(Keyed {

@@ -211,8 +211,11 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
             }
             reporter.stage("Generating", &format!("glue for {name} ({target})"));
             let mut images = Vec::new();
+            let pack_cache = store.pack_cache();
             for step in &glue.steps {
-                if let Some(image) = run_step(step, &glue_dir, info.triple(), &reporter)? {
+                if let Some(image) =
+                    run_step(step, &glue_dir, info.triple(), &pack_cache, &reporter)?
+                {
                     images.push(image);
                 }
             }
@@ -289,6 +292,24 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
             .to_json();
             let epoch = crate::bundle::source_date_epoch()?;
             let manifest = crate::manifest::Manifest::from_graph(&graph, &image_file);
+            // Entries made from an assets device that publishes keys on purpose.
+            let keys_allowed: Vec<String> = glue
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    crate::glue::Step::PackAssets {
+                        device,
+                        block,
+                        allow_private_keys: true,
+                        ..
+                    } => Some(if *block {
+                        format!("{device}.img")
+                    } else {
+                        image_file.clone()
+                    }),
+                    _ => None,
+                })
+                .collect();
             let committed = store.commit(&key.key, &name, &target, |tmp: &Path| {
                 crate::image::fill_entry(
                     tmp,
@@ -299,10 +320,18 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                         buildinfo,
                         sbom,
                         epoch,
+                        keys_allowed: &keys_allowed,
                     },
                 )
                 .map(|_| ())
             })?;
+            // The image in the store holds the assets objects' bytes: they are written
+            // again before the next link, so the build folder need not keep them.
+            for step in &glue.steps {
+                if let crate::glue::Step::AssetsObject { object, .. } = step {
+                    let _ = std::fs::remove_file(glue_dir.join(object));
+                }
+            }
             drop(build_lock);
             (committed.path, committed.fresh)
         }
@@ -397,6 +426,7 @@ fn run_step(
     step: &crate::glue::Step,
     glue_dir: &Path,
     triple: Option<&str>,
+    pack_cache: &compose_assets::PackCache,
     reporter: &Reporter,
 ) -> Result<Option<(String, PathBuf)>, Error> {
     match step {
@@ -408,12 +438,14 @@ fn run_step(
             compress,
             archive,
             block,
+            allow_private_keys,
         } => {
             reporter.stage("Packing", &format!("{} ({})", dir.display(), device));
             let options = compose_assets::PackOptions {
                 include: include.clone(),
                 exclude: exclude.clone(),
                 compress: *compress,
+                allow_private_keys: *allow_private_keys,
                 source_date_epoch: compose_assets::source_date_epoch_from_env()
                     .map_err(Error::PackEpoch)?,
                 ..Default::default()
@@ -422,10 +454,12 @@ fn run_step(
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
             }
-            compose_assets::pack(dir, &options, &out).map_err(|source| Error::Pack {
-                device: device.clone(),
-                source,
-            })?;
+            compose_assets::pack_cached(dir, &options, &out, Some(pack_cache)).map_err(
+                |source| Error::Pack {
+                    device: device.clone(),
+                    source,
+                },
+            )?;
             Ok(block.then(|| (device.clone(), out)))
         }
         crate::glue::Step::AssetsObject {
@@ -440,6 +474,9 @@ fn run_step(
                 &glue_dir.join(object),
             )
             .map_err(Error::io("write", glue_dir.join(object)))?;
+            // The object holds every byte of the archive: keep one copy. (The next build
+            // packs again, from the pack cache.)
+            let _ = std::fs::remove_file(glue_dir.join(archive));
             Ok(None)
         }
     }

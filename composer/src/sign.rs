@@ -444,11 +444,10 @@ pub fn public_path(private: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Whether `bytes` contain a PEM private key (of any algorithm).
+/// Whether `bytes` contain a PEM private key (of any algorithm): a block whose body is a
+/// key structure, not just its BEGIN line ([`compose_assets::keyscan`]).
 pub fn contains_private_key(bytes: &[u8]) -> bool {
-    bytes
-        .windows(PRIVATE_KEY_MARKER.len())
-        .any(|w| w == PRIVATE_KEY_MARKER)
+    compose_assets::keyscan::find_private_key(bytes).is_some()
 }
 
 /// Makes a new key pair: the private key at `private` (PKCS#8 PEM, mode 0600 from its

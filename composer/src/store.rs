@@ -8,6 +8,9 @@
 //!
 //! * `.cache/hashes-v1`: the file-hash cache ([`HashCache`]), so that re-keying unchanged
 //!   inputs costs one `stat` per file;
+//! * `.cache/pack-v1/`: the packer's compressed variants by content
+//!   ([`compose_assets::PackCache`]); [`Store::gc`] keeps only those of files that a live
+//!   entry's archive holds;
 //! * `gcroots/<sha256 of a link's path>`: a symlink to each `result` link made by
 //!   [`Store::link_result`]; an entry that such a link still points to is live;
 //! * `pins/<name>`: a symlink to a pinned entry, live until unpinned;
@@ -835,6 +838,9 @@ pub struct GcReport {
     pub stale_roots: Vec<PathBuf>,
     /// Leftovers of interrupted builds removed from `.tmp`.
     pub tmp_removed: usize,
+    /// Entries of the pack cache (`.cache/pack-v1/`) removed: those whose contents no live
+    /// entry's archive holds (their bytes are in `bytes`).
+    pub pack_cache_removed: u64,
     /// Entries kept because a unikernel launched from them is still running: (pid, entry
     /// directory name).
     pub running: Vec<(u32, String)>,
@@ -934,7 +940,17 @@ impl Store {
         &self.root
     }
 
-    /// The persistent hash cache of this store.
+    /// The packer's cache of compressed variants (`.cache/pack-v1/`).
+    pub fn pack_cache(&self) -> compose_assets::PackCache {
+        compose_assets::PackCache::new(
+            &self
+                .root
+                .join(CACHE_DIR)
+                .join(compose_assets::PACK_CACHE_DIR),
+        )
+    }
+
+    /// The file-hash cache of this store.
     pub fn hash_cache(&self) -> HashCache {
         HashCache::load(&self.root.join(CACHE_DIR).join(CACHE_FILE))
     }
@@ -1342,10 +1358,49 @@ impl Store {
             report.tmp_removed += 1;
         }
         report.stale_roots.sort();
+        self.prune_pack_cache(&mut report, dry_run)?;
         if !dry_run {
             let _ = self.hash_cache().prune();
         }
         Ok(report)
+    }
+
+    /// Removes the pack cache's entries that no live entry's archive holds the contents
+    /// of (and leftovers of interrupted packs), adding them to `report`.
+    fn prune_pack_cache(&self, report: &mut GcReport, dry_run: bool) -> Result<()> {
+        let cache = self.pack_cache();
+        let dir = self
+            .root
+            .join(CACHE_DIR)
+            .join(compose_assets::PACK_CACHE_DIR);
+        let entries = cache.entries().map_err(io_err("cannot read", &dir))?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut keep = std::collections::HashSet::new();
+        for name in &report.live {
+            let entry = self.root.join(name);
+            for e in fs::read_dir(&entry).map_err(io_err("cannot read", &entry))? {
+                let path = e.map_err(io_err("cannot read", &entry))?.path();
+                let is_bundle = path.to_string_lossy().ends_with(".tar.zst");
+                if path.is_file() && !is_bundle {
+                    let digests = compose_assets::archive_digests(&path)
+                        .map_err(io_err("cannot read", &path))?;
+                    keep.extend(digests);
+                }
+            }
+        }
+        for (sha, path) in entries {
+            if keep.contains(&sha) {
+                continue;
+            }
+            report.bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            report.pack_cache_removed += 1;
+            if !dry_run {
+                fs::remove_file(&path).map_err(io_err("cannot remove", &path))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1730,6 +1785,55 @@ mod tests {
 
     fn key(s: &str) -> Key {
         key_of(|b| b.add_bytes("k", s.as_bytes()).unwrap()).key
+    }
+
+    #[test]
+    fn gc_keeps_the_pack_cache_of_live_archives_only() {
+        let d = tmp();
+        let store = Store::at(&d.path().join("store")).unwrap();
+        let cache = store.pack_cache();
+        let page = |word: &str| format!("<p>{word}</p>\n").repeat(100);
+        let (live_dir, dead_dir) = (d.path().join("live"), d.path().join("dead"));
+        write(&live_dir.join("index.html"), page("kept").as_bytes());
+        write(&dead_dir.join("index.html"), page("gone").as_bytes());
+        let opts = compose_assets::PackOptions::default();
+        let live_archive = d.path().join("live.kv");
+        compose_assets::pack_cached(&live_dir, &opts, &live_archive, Some(&cache)).unwrap();
+        compose_assets::pack_cached(&dead_dir, &opts, &d.path().join("dead.kv"), Some(&cache))
+            .unwrap();
+        assert_eq!(cache.entries().unwrap().len(), 2);
+        // A live entry holding the first archive inside an "image" (at an odd offset).
+        let entry = store
+            .commit(
+                &key("site"),
+                "site",
+                "unix",
+                |dir: &Path| -> io::Result<()> {
+                    let mut image = b"ELF-ish".to_vec();
+                    image.extend(fs::read(&live_archive)?);
+                    fs::write(dir.join("site"), image)
+                },
+            )
+            .unwrap()
+            .path;
+        store.link_result(&entry, &d.path().join("result")).unwrap();
+        let dry = store.gc_with(true).unwrap();
+        assert_eq!(dry.pack_cache_removed, 1);
+        assert_eq!(
+            cache.entries().unwrap().len(),
+            2,
+            "a dry run removes nothing"
+        );
+        let report = store.gc().unwrap();
+        assert_eq!(report.pack_cache_removed, 1);
+        let left = cache.entries().unwrap();
+        assert_eq!(left.len(), 1);
+        let kept = compose_assets::archive_digests(&entry.join("site")).unwrap();
+        assert_eq!(kept, [left[0].0]);
+        // Once no result refers to it, its cache goes too.
+        fs::remove_file(d.path().join("result")).unwrap();
+        store.gc().unwrap();
+        assert!(cache.entries().unwrap().is_empty());
     }
 
     #[test]

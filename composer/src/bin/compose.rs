@@ -426,6 +426,12 @@ fn gc(store: Option<PathBuf>, dry_run: bool) -> Result<i32, Error> {
             report.bytes,
             report.live.len()
         );
+        if report.pack_cache_removed > 0 {
+            eprintln!(
+                "removed {} unused entries of the pack cache",
+                report.pack_cache_removed
+            );
+        }
     }
     Ok(0)
 }

@@ -12,12 +12,15 @@ use alloc::vec::Vec;
 
 /// The first eight bytes of every archive.
 pub const MAGIC: [u8; 8] = *b"COMPOSKV";
-/// The format version this crate writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this crate writes. It also reads version 1, whose records lack the
+/// time ([`RECORD_LEN_V1`] bytes).
+pub const VERSION: u32 = 2;
 /// Size of the header at the start of the archive.
 pub const HEADER_LEN: usize = 128;
 /// Size of one index record.
-pub const RECORD_LEN: usize = 96;
+pub const RECORD_LEN: usize = 104;
+/// Size of one index record in version 1 archives (no time).
+pub const RECORD_LEN_V1: usize = 96;
 /// The alignment the packer uses unless told otherwise: one 512-byte sector.
 pub const DEFAULT_ALIGN: u32 = 512;
 /// The largest alignment an archive may declare (1 MiB).
@@ -29,6 +32,8 @@ pub const MIN_IMAGE_GRANULE: u64 = 512;
 /// The archive header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// The format version: 1 or 2 (what [`Header::encode`] writes is always [`VERSION`]).
+    pub version: u32,
     /// Alignment of every value (and of the index), in bytes: a power of two.
     pub align: u32,
     /// Number of entries (index records).
@@ -71,10 +76,11 @@ impl Header {
         }
         let field = |at| u64_at(b, at).ok_or(ArchiveError::Truncated);
         let version = u32_at(b, 8).ok_or(ArchiveError::Truncated)?;
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(ArchiveError::UnsupportedVersion(version));
         }
         let header = Header {
+            version,
             align: u32_at(b, 12).ok_or(ArchiveError::Truncated)?,
             entry_count: field(16)?,
             index_offset: field(24)?,
@@ -102,7 +108,7 @@ impl Header {
         }
         let records_len = header
             .entry_count
-            .checked_mul(RECORD_LEN as u64)
+            .checked_mul(record_len(version) as u64)
             .ok_or(ArchiveError::BadHeader("entry count overflows"))?;
         if records_len > header.index_len {
             return Err(ArchiveError::BadHeader(
@@ -116,11 +122,11 @@ impl Header {
         Ok(header)
     }
 
-    /// The header's bytes.
+    /// The header's bytes (of its `version`: the packer writes [`VERSION`]).
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[..8].copy_from_slice(&MAGIC);
-        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.version.to_le_bytes());
         b[12..16].copy_from_slice(&self.align.to_le_bytes());
         b[16..24].copy_from_slice(&self.entry_count.to_le_bytes());
         b[24..32].copy_from_slice(&self.index_offset.to_le_bytes());
@@ -134,7 +140,20 @@ impl Header {
     /// Length of the record table at the start of the index.
     fn records_len(&self) -> usize {
         // `parse` checked that this fits in `index_len`, which fits in `usize`.
-        (self.entry_count as usize).saturating_mul(RECORD_LEN)
+        (self.entry_count as usize).saturating_mul(self.record_len())
+    }
+
+    /// Size of one index record in this archive's version.
+    pub fn record_len(&self) -> usize {
+        record_len(self.version)
+    }
+}
+
+fn record_len(version: u32) -> usize {
+    if version == 1 {
+        RECORD_LEN_V1
+    } else {
+        RECORD_LEN
     }
 }
 
@@ -168,6 +187,9 @@ pub struct Record<'a> {
     pub zstd: Option<Span>,
     /// SHA-256 of the original bytes.
     pub sha256: [u8; 32],
+    /// When the file was last modified (seconds since the Unix epoch), 0 if unknown
+    /// (always in version 1).
+    pub modified: u64,
 }
 
 impl<'a> Record<'a> {
@@ -179,6 +201,7 @@ impl<'a> Record<'a> {
         gzip: Option<Span>,
         zstd: Option<Span>,
         sha256: &[u8; 32],
+        modified: u64,
     ) -> [u8; RECORD_LEN] {
         let mut b = [0u8; RECORD_LEN];
         b[0..4].copy_from_slice(&key.0.to_le_bytes());
@@ -194,6 +217,7 @@ impl<'a> Record<'a> {
         b[48..56].copy_from_slice(&zstd.offset.to_le_bytes());
         b[56..64].copy_from_slice(&zstd.len.to_le_bytes());
         b[64..96].copy_from_slice(sha256);
+        b[96..104].copy_from_slice(&modified.to_le_bytes());
         b
     }
 
@@ -216,6 +240,7 @@ impl<'a> Record<'a> {
             content_type: self.content_type,
             gzip_size: self.gzip.map(|s| s.len),
             zstd_size: self.zstd.map(|s| s.len),
+            modified: (self.modified != 0).then_some(self.modified),
         }
     }
 }
@@ -229,6 +254,7 @@ pub struct Index<'a> {
     records: &'a [u8],
     strings: &'a [u8],
     count: usize,
+    record_len: usize,
 }
 
 impl<'a> Index<'a> {
@@ -240,7 +266,8 @@ impl<'a> Index<'a> {
         Index {
             records,
             strings,
-            count: records.len() / RECORD_LEN,
+            count: records.len() / header.record_len(),
+            record_len: header.record_len(),
         }
     }
 
@@ -304,8 +331,8 @@ impl<'a> Index<'a> {
     }
 
     fn raw(&self, i: usize) -> Option<&'a [u8]> {
-        let start = i.checked_mul(RECORD_LEN)?;
-        self.records.get(start..start.checked_add(RECORD_LEN)?)
+        let start = i.checked_mul(self.record_len)?;
+        self.records.get(start..start.checked_add(self.record_len)?)
     }
 
     fn string(&self, raw: &'a [u8], at: usize) -> Option<&'a [u8]> {
@@ -341,6 +368,11 @@ impl<'a> Index<'a> {
             gzip: variant(32)?,
             zstd: variant(48)?,
             sha256: array32_at(raw, 64)?,
+            modified: if self.record_len >= RECORD_LEN {
+                u64_at(raw, 96)?
+            } else {
+                0
+            },
         })
     }
 
@@ -424,6 +456,7 @@ mod tests {
     #[test]
     fn header_round_trip() {
         let h = Header {
+            version: VERSION,
             align: 512,
             entry_count: 2,
             index_offset: 1024,
@@ -438,6 +471,7 @@ mod tests {
     #[test]
     fn header_rejects_nonsense() {
         let good = Header {
+            version: VERSION,
             align: 512,
             entry_count: 1,
             index_offset: 512,

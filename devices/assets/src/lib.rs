@@ -14,7 +14,7 @@
 //! Both are `no_std` + `alloc`, and neither panics on a corrupt archive: every offset and
 //! length read from it is checked, and opening verifies the index's SHA-256.
 //!
-//! # Archive format (version 1)
+//! # Archive format (version 2)
 //!
 //! All integers are little-endian. `align` is a power of two (512 by default, one sector).
 //!
@@ -24,7 +24,7 @@
 //! HEADER_LEN..        data region: each value, then its gzip and zstd variants if
 //!                     present, each starting at a multiple of `align`, zero-padded
 //! index_offset        index (starts at a multiple of `align`):
-//!                       entry_count records of 96 bytes, sorted by key
+//!                       entry_count records of 104 bytes (96 in version 1), sorted by key
 //!                       string table (keys and content types, UTF-8, not terminated)
 //!                     zero padding to `archive_len`, a multiple of `align` and of 512
 //! ```
@@ -34,7 +34,7 @@
 //! | offset | size | field                                                        |
 //! |-------:|-----:|--------------------------------------------------------------|
 //! |      0 |    8 | magic `COMPOSKV`                                             |
-//! |      8 |    4 | version (1)                                                  |
+//! |      8 |    4 | version (2; readers also take 1)                             |
 //! |     12 |    4 | `align`                                                      |
 //! |     16 |    8 | `entry_count`                                                |
 //! |     24 |    8 | `index_offset`                                               |
@@ -54,11 +54,15 @@
 //! |     32 |   16 | gzip variant: offset and length, both 0 if absent            |
 //! |     48 |   16 | zstd variant: offset and length, both 0 if absent            |
 //! |     64 |   32 | SHA-256 of the value                                         |
+//! |     96 |    8 | the file's time: `SOURCE_DATE_EPOCH` if set, else its mtime  |
+//! |        |      | (seconds; 0 if unknown). Absent in version 1.                |
 //!
 //! Keys are `/`-separated paths relative to the packed directory (`docs/index.html`),
 //! unique, and sorted by their bytes, so a lookup is a binary search on the records in
 //! place. Variants are stored only when smaller than the value. Nothing in an archive
-//! depends on when, where or by whom it was packed, except `source_date_epoch` when given.
+//! depends on when, where or by whom it was packed, except `source_date_epoch` when given
+//! and, without it, each file's time (its mtime), which the HTTP server sends as
+//! `Last-Modified`.
 #![no_std]
 extern crate alloc;
 #[cfg(any(test, feature = "pack"))]
@@ -68,14 +72,16 @@ mod block;
 mod embedded;
 pub mod format;
 #[cfg(feature = "pack")]
+pub mod keyscan;
+#[cfg(feature = "pack")]
 mod pack;
 
 pub use block::{CacheStats, OnBlock};
 pub use embedded::Embedded;
 #[cfg(feature = "pack")]
 pub use pack::{
-    AssetFile, PackError, PackOptions, PackSummary, is_compressible, pack, select,
-    source_date_epoch_from_env,
+    AssetFile, PACK_CACHE_DIR, PackCache, PackError, PackOptions, PackSummary, archive_digests,
+    is_compressible, pack, pack_cached, select, source_date_epoch_from_env,
 };
 
 use compose_devices::block::BlockError;

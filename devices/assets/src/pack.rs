@@ -46,6 +46,9 @@ pub struct PackOptions {
     pub min_compress_size: u64,
     /// Gzip level, 0..=9 (6 by default: within a few per cent of 9 at several times the speed).
     pub gzip_level: u32,
+    /// Whether a file may hold a private key (see [`crate::keyscan`]); by default packing
+    /// refuses one, naming the file.
+    pub allow_private_keys: bool,
     /// Zstd level, 1..=19 (6 by default). Higher levels are not accepted: their windows
     /// exceed the 8 MiB that HTTP clients must support (RFC 9659).
     pub zstd_level: i32,
@@ -62,6 +65,7 @@ impl Default for PackOptions {
             min_compress_size: 256,
             gzip_level: 6,
             zstd_level: 6,
+            allow_private_keys: false,
         }
     }
 }
@@ -121,6 +125,13 @@ pub enum PackError {
     TooLarge,
     /// An option is out of range.
     InvalidOption(&'static str),
+    /// A file holds a private key, and the options do not allow one.
+    PrivateKey {
+        /// The file's key in the archive (its path in the directory).
+        key: String,
+        /// What was found (`a PKCS#8 private key`).
+        kind: &'static str,
+    },
 }
 
 impl fmt::Display for PackError {
@@ -144,6 +155,10 @@ impl fmt::Display for PackError {
             PackError::Changed(p) => write!(f, "{}: file changed while being packed", p.display()),
             PackError::TooLarge => f.write_str("too many or too long paths for one archive"),
             PackError::InvalidOption(why) => write!(f, "invalid pack option: {why}"),
+            PackError::PrivateKey { key, kind } => write!(
+                f,
+                "{key} holds {kind}; private keys are not packed unless the assets device says allow-private-keys=#true"
+            ),
         }
     }
 }
@@ -220,11 +235,25 @@ fn is_textual(essence: &str) -> bool {
 /// Packs the files of `dir` selected by `options` into an archive at `out`.
 ///
 /// The archive depends only on the selected files' paths (relative to `dir`) and
-/// contents, and on `options`: not on `dir` itself, file times, permissions, owners or the
-/// order the file system lists entries in. The files are those [`select`] lists (see there
+/// contents, and on `options`, and, when `options.source_date_epoch` is `None`, on the
+/// files' modification times (each record's time): not on `dir` itself, permissions,
+/// owners or the order the file system lists entries in. The files are those [`select`] lists (see there
 /// for symbolic links and what is refused). `out` is replaced atomically; on error it is
 /// left as it was.
 pub fn pack(dir: &Path, options: &PackOptions, out: &Path) -> Result<PackSummary, PackError> {
+    pack_cached(dir, options, out, None)
+}
+
+/// [`pack`], taking each file's compressed variants from `cache` when it has them for the
+/// file's contents (and storing them there when it has not): packing a tree of which
+/// only a few files changed then costs one read of each file and one write of the
+/// archive. The archive is the same byte for byte as without a cache.
+pub fn pack_cached(
+    dir: &Path,
+    options: &PackOptions,
+    out: &Path,
+    cache: Option<&PackCache>,
+) -> Result<PackSummary, PackError> {
     if !options.align.is_power_of_two() || options.align > MAX_ALIGN {
         return Err(PackError::InvalidOption(
             "align must be a power of two up to 1 MiB",
@@ -257,7 +286,7 @@ pub fn pack(dir: &Path, options: &PackOptions, out: &Path) -> Result<PackSummary
             pos: 0,
             path: out,
         };
-        write_archive(&mut w, &files, options)?
+        write_archive(&mut w, &files, options, cache)?
     };
 
     let file = tmp.as_file();
@@ -571,6 +600,7 @@ struct Tee<R> {
     sha: Sha256,
     len: u64,
     utf8: Utf8Check,
+    keys: Option<crate::keyscan::KeyScan>,
 }
 
 impl<R: Read> Read for Tee<R> {
@@ -578,6 +608,9 @@ impl<R: Read> Read for Tee<R> {
         let n = self.inner.read(buf)?;
         self.sha.update(&buf[..n]);
         self.utf8.feed(&buf[..n]);
+        if let Some(k) = &mut self.keys {
+            k.feed(&buf[..n]);
+        }
         self.len += n as u64;
         Ok(n)
     }
@@ -590,6 +623,7 @@ impl<R> Tee<R> {
             sha: Sha256::new(),
             len: 0,
             utf8: Utf8Check::default(),
+            keys: None,
         }
     }
 }
@@ -646,48 +680,208 @@ enum Codec {
     Zstd,
 }
 
-/// Writes a compressed variant of `source` at the next aligned position; keeps it only if
-/// it is smaller than the original, otherwise moves the output back to where it was.
-fn write_variant<W: Write + Seek>(
-    w: &mut Out<'_, W>,
+/// Compresses `source` with `codec` into `to`.
+fn compress_into(
+    to: &mut File,
     source: &Source,
     size: u64,
     sha256: &[u8; 32],
     codec: Codec,
     options: &PackOptions,
-) -> Result<Option<Span>, PackError> {
-    let before = w.pos;
-    w.pad_to(options.align as u64)?;
-    let start = w.pos;
+) -> Result<(), PackError> {
     let path = source.path.as_path();
     let mut tee = Tee::new(open_regular(path)?);
+    let out = BufWriter::new(to);
     match codec {
         Codec::Gzip => {
             let mut enc = flate2::GzBuilder::new()
                 .mtime(0)
                 .operating_system(255)
-                .write(&mut *w, flate2::Compression::new(options.gzip_level));
+                .write(out, flate2::Compression::new(options.gzip_level));
             io::copy(&mut tee, &mut enc).map_err(io_at(path))?;
             check_unchanged(&tee, size, sha256, path)?;
-            enc.finish().map_err(io_at(path))?;
+            let mut out = enc.finish().map_err(io_at(path))?;
+            out.flush().map_err(io_at(path))?;
         }
         Codec::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(&mut *w, options.zstd_level)
-                .map_err(io_at(path))?;
+            let mut enc =
+                zstd::stream::write::Encoder::new(out, options.zstd_level).map_err(io_at(path))?;
             enc.include_checksum(false).map_err(io_at(path))?;
             enc.include_contentsize(true).map_err(io_at(path))?;
             enc.set_pledged_src_size(Some(size)).map_err(io_at(path))?;
             io::copy(&mut tee, &mut enc).map_err(io_at(path))?;
             check_unchanged(&tee, size, sha256, path)?;
-            enc.finish().map_err(io_at(path))?;
+            let mut out = enc.finish().map_err(io_at(path))?;
+            out.flush().map_err(io_at(path))?;
         }
     }
-    let len = w.pos - start;
-    if len < size {
-        Ok(Some(Span { offset: start, len }))
-    } else {
-        w.rewind(before)?;
-        Ok(None)
+    Ok(())
+}
+
+/// Writes the variants of `source` (from `cache`, or compressed now and then cached) at
+/// the next aligned positions; keeps each only if it is smaller than the original.
+fn write_variants<W: Write + Seek>(
+    w: &mut Out<'_, W>,
+    source: &Source,
+    size: u64,
+    sha256: &[u8; 32],
+    options: &PackOptions,
+    cache: Option<&PackCache>,
+) -> Result<Variants, PackError> {
+    let fingerprint = cache_fingerprint(options);
+    if let Some(cache) = cache
+        && let Some(mut entry) = cache.open(sha256, fingerprint)
+    {
+        let before = w.pos;
+        match copy_variants(w, &mut entry, size, sha256, fingerprint, options) {
+            Ok(Some(spans)) => {
+                cache.hits.set(cache.hits.get() + 1);
+                return Ok(spans);
+            }
+            // A damaged entry: written over below.
+            Ok(None) => w.rewind(before)?,
+            Err(e) => return Err(e),
+        }
+    }
+    // Compress into a fresh entry (in the cache, or a temporary file), then copy it.
+    let tmp_dir = match cache {
+        Some(c) => {
+            let d = c.shard(sha256);
+            fs::create_dir_all(&d).map_err(io_at(&d))?;
+            d
+        }
+        None => w
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".pack-")
+        .suffix(".tmp")
+        .tempfile_in(&tmp_dir)
+        .map_err(io_at(&tmp_dir))?;
+    let path = tmp.path().to_path_buf();
+    {
+        let f = tmp.as_file_mut();
+        f.write_all(&[0; CACHE_HEADER_LEN]).map_err(io_at(&path))?;
+        compress_into(f, source, size, sha256, Codec::Gzip, options)?;
+        let gzip_len = f.stream_position().map_err(io_at(&path))? - CACHE_HEADER_LEN as u64;
+        compress_into(f, source, size, sha256, Codec::Zstd, options)?;
+        let zstd_len =
+            f.stream_position().map_err(io_at(&path))? - CACHE_HEADER_LEN as u64 - gzip_len;
+        // The body's hash, so that a damaged entry is never served.
+        f.seek(SeekFrom::Start(CACHE_HEADER_LEN as u64))
+            .map_err(io_at(&path))?;
+        let mut sha = Sha256::new();
+        io::copy(&mut f.take(gzip_len + zstd_len), &mut ShaSink(&mut sha)).map_err(io_at(&path))?;
+        let header = CacheHeader {
+            content: *sha256,
+            fingerprint,
+            gzip_len,
+            zstd_len,
+            body_sha256: sha.finalize().into(),
+        };
+        f.seek(SeekFrom::Start(0)).map_err(io_at(&path))?;
+        f.write_all(&header.encode()).map_err(io_at(&path))?;
+    }
+    let mut file = match cache {
+        Some(c) => {
+            let dest = c.entry_path(sha256, fingerprint);
+            c.misses.set(c.misses.get() + 1);
+            // No fsync: an entry that a crash left short or empty fails its own hash
+            // check and is compressed again, never served.
+            tmp.persist(&dest).map_err(|e| PackError::Io {
+                path: dest.clone(),
+                source: e.error,
+            })?;
+            File::open(&dest).map_err(io_at(&dest))?
+        }
+        None => tmp.into_file(),
+    };
+    file.seek(SeekFrom::Start(0)).map_err(io_at(&path))?;
+    match copy_variants(w, &mut file, size, sha256, fingerprint, options)? {
+        Some(spans) => Ok(spans),
+        None => Err(PackError::Io {
+            path,
+            source: io::Error::other("the compressed variants changed while being packed"),
+        }),
+    }
+}
+
+/// Feeds what is written to a hasher.
+struct ShaSink<'a>(&'a mut Sha256);
+impl Write for ShaSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Copies the variants of a cache entry (positioned at its start) into the archive,
+/// checking its header and the body's hash; `None` if the entry is damaged (the output
+/// is then past garbage: the caller rewinds).
+fn copy_variants<W: Write + Seek>(
+    w: &mut Out<'_, W>,
+    entry: &mut File,
+    size: u64,
+    sha256: &[u8; 32],
+    fingerprint: u64,
+    options: &PackOptions,
+) -> Result<Option<Variants>, PackError> {
+    let mut head = [0u8; CACHE_HEADER_LEN];
+    if entry.read_exact(&mut head).is_err() {
+        return Ok(None);
+    }
+    let Some(header) =
+        CacheHeader::parse(&head).filter(|h| &h.content == sha256 && h.fingerprint == fingerprint)
+    else {
+        return Ok(None);
+    };
+    let mut sha = Sha256::new();
+    let mut spans = [None, None];
+    for (slot, len) in spans.iter_mut().zip([header.gzip_len, header.zstd_len]) {
+        let before = w.pos;
+        w.pad_to(options.align as u64)?;
+        let start = w.pos;
+        let mut body = HashRead {
+            inner: (&mut *entry).take(len),
+            sha: &mut sha,
+        };
+        let copied = io::copy(&mut body, w).map_err(w.err())?;
+        if copied != len {
+            return Ok(None);
+        }
+        if len < size {
+            *slot = Some(Span { offset: start, len });
+        } else {
+            w.rewind(before)?;
+        }
+    }
+    let digest: [u8; 32] = sha.finalize().into();
+    if digest != header.body_sha256 {
+        return Ok(None);
+    }
+    Ok(Some((spans[0], spans[1])))
+}
+
+/// Where a value's gzip and zstd variants went (`None`: not stored, not smaller).
+type Variants = (Option<Span>, Option<Span>);
+
+/// Hashes what is read through it.
+struct HashRead<'a, R> {
+    inner: R,
+    sha: &'a mut Sha256,
+}
+impl<R: Read> Read for HashRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -711,12 +905,215 @@ struct Pending {
     gzip: Option<Span>,
     zstd: Option<Span>,
     sha256: [u8; 32],
+    modified: u64,
+}
+
+/// A cache of compressed variants, by content: a directory (the store's
+/// `.cache/pack-v1/`) of one file per file contents and packer settings,
+/// `<first two hex digits>/<sha256 of the contents>-<settings fingerprint>`.
+///
+/// An entry is a 96-byte header (magic, the contents' SHA-256, the fingerprint, the two
+/// variants' lengths and the SHA-256 of both) followed by the gzip and the zstd variant.
+/// It is written to a temporary file in its directory and renamed into place, so a crash
+/// leaves a whole entry or none; a damaged entry (wrong magic, hash or length) is never
+/// used, but compressed again and replaced. The fingerprint covers the compression levels,
+/// this crate's version and libzstd's, so no setting reuses another's output.
+/// Removing any entry, or the whole directory, at any time is safe.
+#[derive(Debug)]
+pub struct PackCache {
+    dir: PathBuf,
+    hits: std::cell::Cell<u64>,
+    misses: std::cell::Cell<u64>,
+}
+
+/// The cache directory's name under a store's `.cache/`.
+pub const PACK_CACHE_DIR: &str = "pack-v1";
+const CACHE_MAGIC: [u8; 8] = *b"CPKCACH1";
+const CACHE_HEADER_LEN: usize = 96;
+
+impl PackCache {
+    /// The cache in `dir` (created when first written).
+    pub fn new(dir: &Path) -> PackCache {
+        PackCache {
+            dir: dir.to_owned(),
+            hits: Default::default(),
+            misses: Default::default(),
+        }
+    }
+
+    /// Files whose variants came from the cache, and files compressed (and cached), so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.hits.get(), self.misses.get())
+    }
+
+    fn shard(&self, sha256: &[u8; 32]) -> PathBuf {
+        self.dir.join(format!("{:02x}", sha256[0]))
+    }
+
+    fn entry_path(&self, sha256: &[u8; 32], fingerprint: u64) -> PathBuf {
+        self.shard(sha256)
+            .join(format!("{}-{fingerprint:016x}", hex(sha256)))
+    }
+
+    fn open(&self, sha256: &[u8; 32], fingerprint: u64) -> Option<File> {
+        let f = File::open(self.entry_path(sha256, fingerprint)).ok()?;
+        f.metadata().ok().filter(|m| m.is_file())?;
+        Some(f)
+    }
+
+    /// The SHA-256 of the contents each entry is for, with the entry's path.
+    pub fn entries(&self) -> io::Result<Vec<([u8; 32], PathBuf)>> {
+        let mut out = Vec::new();
+        let shards = match fs::read_dir(&self.dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for shard in shards {
+            let shard = shard?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(&shard)? {
+                let path = e?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let sha = name.get(..64).and_then(unhex);
+                match sha {
+                    Some(sha) => out.push((sha, path)),
+                    // A temporary file of an interrupted pack, or a stranger.
+                    None => out.push(([0; 32], path)),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The SHA-256 of every value of every archive inside the file `path` (a block image, or
+/// an image that embeds archives): what a [`PackCache`] entry may be kept for. An archive
+/// is recognised by its header and its index's checksum, so other bytes that happen to
+/// spell the magic are skipped.
+pub fn archive_digests(path: &Path) -> io::Result<Vec<[u8; 32]>> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut out = Vec::new();
+    const CHUNK: usize = 4 << 20;
+    let magic = crate::format::MAGIC;
+    let mut buf = std::vec![0u8; CHUNK + magic.len()];
+    let mut at = 0u64;
+    while at < len {
+        let want = ((len - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..want], at)?;
+        for i in memchr::memmem::find_iter(&buf[..want], &magic) {
+            let start = at + i as u64;
+            let mut head = [0u8; HEADER_LEN];
+            if file.read_exact_at(&mut head, start).is_err() {
+                continue;
+            }
+            let Ok(h) = Header::parse(&head) else {
+                continue;
+            };
+            let Some(index_at) = start.checked_add(h.index_offset) else {
+                continue;
+            };
+            if index_at.saturating_add(h.index_len) > len {
+                continue;
+            }
+            let mut index = std::vec![0u8; h.index_len as usize];
+            if file.read_exact_at(&mut index, index_at).is_err() {
+                continue;
+            }
+            let Ok(ix) = crate::format::Index::parse(&index, &h) else {
+                continue;
+            };
+            out.extend((0..ix.len()).filter_map(|i| ix.record(i).map(|r| r.sha256)));
+        }
+        if at + want as u64 >= len {
+            break;
+        }
+        // Overlap by the magic's length less one, so a split magic is found.
+        at += (want - (magic.len() - 1)) as u64;
+    }
+    Ok(out)
+}
+
+fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// What a cache entry's variants depend on besides the contents.
+fn cache_fingerprint(options: &PackOptions) -> u64 {
+    let mut sha = Sha256::new();
+    sha.update(
+        format!(
+            "compose-assets {} zstd {} gzip {} zstd-level {} flate2-rust-backend",
+            env!("CARGO_PKG_VERSION"),
+            zstd::zstd_safe::version_number(),
+            options.gzip_level,
+            options.zstd_level
+        )
+        .as_bytes(),
+    );
+    let d = sha.finalize();
+    u64::from_le_bytes(d[..8].try_into().unwrap_or_default())
+}
+
+struct CacheHeader {
+    content: [u8; 32],
+    fingerprint: u64,
+    gzip_len: u64,
+    zstd_len: u64,
+    body_sha256: [u8; 32],
+}
+
+impl CacheHeader {
+    fn encode(&self) -> [u8; CACHE_HEADER_LEN] {
+        let mut b = [0u8; CACHE_HEADER_LEN];
+        b[..8].copy_from_slice(&CACHE_MAGIC);
+        b[8..40].copy_from_slice(&self.content);
+        b[40..48].copy_from_slice(&self.fingerprint.to_le_bytes());
+        b[48..56].copy_from_slice(&self.gzip_len.to_le_bytes());
+        b[56..64].copy_from_slice(&self.zstd_len.to_le_bytes());
+        b[64..96].copy_from_slice(&self.body_sha256);
+        b
+    }
+
+    fn parse(b: &[u8; CACHE_HEADER_LEN]) -> Option<CacheHeader> {
+        if b[..8] != CACHE_MAGIC {
+            return None;
+        }
+        let u64_at = |at: usize| Some(u64::from_le_bytes(b[at..at + 8].try_into().ok()?));
+        Some(CacheHeader {
+            content: b[8..40].try_into().ok()?,
+            fingerprint: u64_at(40)?,
+            gzip_len: u64_at(48)?,
+            zstd_len: u64_at(56)?,
+            body_sha256: b[64..96].try_into().ok()?,
+        })
+    }
 }
 
 fn write_archive<W: Write + Seek>(
     w: &mut Out<'_, W>,
     files: &[Source],
     options: &PackOptions,
+    cache: Option<&PackCache>,
 ) -> Result<PackSummary, PackError> {
     let align = options.align as u64;
     let mut summary = PackSummary::default();
@@ -728,8 +1125,28 @@ fn write_archive<W: Write + Seek>(
         w.pad_to(align)?;
         let start = w.pos;
         let path = source.path.as_path();
-        let mut tee = Tee::new(open_regular(path)?);
+        let file = open_regular(path)?;
+        // The file's time: SOURCE_DATE_EPOCH when given, else its mtime (0 if before 1970).
+        let modified = match options.source_date_epoch {
+            Some(t) => t,
+            None => file
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs()),
+        };
+        let mut tee = Tee::new(file);
+        if !options.allow_private_keys {
+            tee.keys = Some(crate::keyscan::KeyScan::new());
+        }
         io::copy(&mut tee, w).map_err(io_at(path))?;
+        if let Some(kind) = tee.keys.as_mut().and_then(|k| k.finish()) {
+            return Err(PackError::PrivateKey {
+                key: source.key.clone(),
+                kind,
+            });
+        }
         let size = tee.len;
         let sha256: [u8; 32] = tee.sha.clone().finalize().into();
 
@@ -744,8 +1161,7 @@ fn write_archive<W: Write + Seek>(
 
         let (mut gzip, mut zstd) = (None, None);
         if options.compress && size >= options.min_compress_size && is_compressible(&content_type) {
-            gzip = write_variant(w, source, size, &sha256, Codec::Gzip, options)?;
-            zstd = write_variant(w, source, size, &sha256, Codec::Zstd, options)?;
+            (gzip, zstd) = write_variants(w, source, size, &sha256, options, cache)?;
         }
         summary.files += 1;
         summary.input_bytes += size;
@@ -760,6 +1176,7 @@ fn write_archive<W: Write + Seek>(
             gzip,
             zstd,
             sha256,
+            modified,
         });
     }
 
@@ -794,7 +1211,7 @@ fn write_archive<W: Write + Seek>(
     let index_offset = w.pos;
     let mut sha = Sha256::new();
     for ((p, key), ty) in pending.iter().zip(&key_refs).zip(&type_refs) {
-        let record = Record::encode(*key, *ty, p.data, p.gzip, p.zstd, &p.sha256);
+        let record = Record::encode(*key, *ty, p.data, p.gzip, p.zstd, &p.sha256, p.modified);
         sha.update(record);
         w.write_all(&record).map_err(w.err())?;
     }
@@ -809,6 +1226,7 @@ fn write_archive<W: Write + Seek>(
     let archive_len = w.pos;
 
     let header = Header {
+        version: crate::format::VERSION,
         align: options.align,
         entry_count: pending.len() as u64,
         index_offset,
@@ -1051,6 +1469,66 @@ mod tests {
         assert_eq!(keys(&files), ["docs/a.html", "index.html"]);
         let summary = pack(&t, &opts, &d.path().join("a.kv")).unwrap();
         assert_eq!(summary.files, 2);
+    }
+
+    #[test]
+    fn the_cache_gives_the_same_archive_and_survives_damage() {
+        let d = tree();
+        let t = d.path().join("t");
+        let page = "<p>a page that compresses well</p>\n".repeat(200);
+        fs::write(t.join("big.html"), &page).unwrap();
+        fs::write(t.join("docs/same.html"), &page).unwrap();
+        fs::write(t.join("other.css"), "p { color: red }\n".repeat(100)).unwrap();
+        let opts = PackOptions::default();
+        let plain = d.path().join("plain.kv");
+        pack(&t, &opts, &plain).unwrap();
+        let cache = PackCache::new(&d.path().join("cache"));
+        let cached = d.path().join("cached.kv");
+        pack_cached(&t, &opts, &cached, Some(&cache)).unwrap();
+        assert_eq!(fs::read(&plain).unwrap(), fs::read(&cached).unwrap());
+        // Two files have the same contents: one entry, hit once already.
+        assert_eq!(cache.stats(), (1, 2));
+        assert_eq!(cache.entries().unwrap().len(), 2);
+        let again = PackCache::new(&d.path().join("cache"));
+        pack_cached(&t, &opts, &cached, Some(&again)).unwrap();
+        assert_eq!(
+            again.stats(),
+            (3, 0),
+            "an unchanged tree compresses nothing"
+        );
+        assert_eq!(fs::read(&plain).unwrap(), fs::read(&cached).unwrap());
+        // Other levels never reuse these entries.
+        let faster = PackOptions {
+            zstd_level: 1,
+            ..PackOptions::default()
+        };
+        let c3 = PackCache::new(&d.path().join("cache"));
+        pack_cached(&t, &faster, &cached, Some(&c3)).unwrap();
+        assert_eq!(c3.stats(), (1, 2));
+        // A damaged entry (a flipped byte, a truncation, garbage) is not served.
+        for (i, (_, path)) in cache.entries().unwrap().into_iter().enumerate() {
+            let mut bytes = fs::read(&path).unwrap();
+            match i % 3 {
+                0 => *bytes.last_mut().unwrap() ^= 1,
+                1 => bytes.truncate(bytes.len() / 2),
+                _ => bytes = b"garbage".to_vec(),
+            }
+            fs::write(&path, bytes).unwrap();
+        }
+        let c4 = PackCache::new(&d.path().join("cache"));
+        pack_cached(&t, &opts, &cached, Some(&c4)).unwrap();
+        assert_eq!(fs::read(&plain).unwrap(), fs::read(&cached).unwrap());
+        // One changed file: only it is compressed.
+        fs::write(t.join("big.html"), page.replace("page", "leaf")).unwrap();
+        pack(&t, &opts, &plain).unwrap();
+        let c5 = PackCache::new(&d.path().join("cache"));
+        pack_cached(&t, &opts, &cached, Some(&c5)).unwrap();
+        assert_eq!(c5.stats(), (2, 1));
+        assert_eq!(fs::read(&plain).unwrap(), fs::read(&cached).unwrap());
+        // No temporary file is left anywhere.
+        for (_, p) in c5.entries().unwrap() {
+            assert!(!p.to_string_lossy().ends_with(".tmp"), "{}", p.display());
+        }
     }
 
     #[test]

@@ -71,12 +71,18 @@ fn leak(bytes: Vec<u8>) -> &'static [u8] {
 
 /// Builds an archive by hand (no compression), as the packer lays it out.
 pub(crate) fn build(files: &[(&str, &[u8])], align: u32) -> Vec<u8> {
+    build_version(files, align, crate::format::VERSION)
+}
+
+/// [`build`] in format `version` (1: records without the time; 2: each file's time is
+/// 1_700_000_000 plus its position).
+pub(crate) fn build_version(files: &[(&str, &[u8])], align: u32, version: u32) -> Vec<u8> {
     let align = align as usize;
     let up = |n: usize| n.div_ceil(align) * align;
     let mut out = vec![0u8; up(HEADER_LEN)];
     let mut strings = Vec::new();
     let mut records = Vec::new();
-    for (key, data) in files {
+    for (i, (key, data)) in files.iter().enumerate() {
         let offset = out.len();
         out.extend_from_slice(data);
         out.resize(up(out.len()), 0);
@@ -90,7 +96,14 @@ pub(crate) fn build(files: &[(&str, &[u8])], align: u32) -> Vec<u8> {
             offset: offset as u64,
             len: data.len() as u64,
         };
-        records.extend_from_slice(&Record::encode(key_ref, ty_ref, data, None, None, &sha));
+        let modified = 1_700_000_000 + i as u64;
+        let record = Record::encode(key_ref, ty_ref, data, None, None, &sha, modified);
+        let len = if version == 1 {
+            crate::format::RECORD_LEN_V1
+        } else {
+            record.len()
+        };
+        records.extend_from_slice(&record[..len]);
     }
     let index_offset = out.len();
     let mut index = records;
@@ -98,6 +111,7 @@ pub(crate) fn build(files: &[(&str, &[u8])], align: u32) -> Vec<u8> {
     out.extend_from_slice(&index);
     out.resize(up(out.len()).div_ceil(512) * 512, 0);
     let header = Header {
+        version,
         align: align as u32,
         entry_count: files.len() as u64,
         index_offset: index_offset as u64,
@@ -198,6 +212,33 @@ fn embedded_reads_a_hand_built_archive() {
         assert_eq!(kv.list("", None, 0).await.unwrap(), Vec::<String>::new());
         assert_eq!(kv.list("q", None, 10).await.unwrap(), Vec::<String>::new());
     });
+}
+
+#[test]
+fn each_file_has_its_time_and_version_1_archives_still_read() {
+    for version in [1, crate::format::VERSION] {
+        let bytes = build_version(FILES, 512, version);
+        let embedded = Embedded::new(leak(bytes.clone())).unwrap();
+        let block = run(OnBlock::open(MemBlock::new(bytes, 512), 64 * 1024)).unwrap();
+        run(async {
+            for (i, (key, data)) in FILES.iter().enumerate() {
+                let want = (version > 1).then_some(1_700_000_000 + i as u64);
+                for e in [
+                    embedded.get(key).await.unwrap().unwrap(),
+                    block.get(key).await.unwrap().unwrap(),
+                ] {
+                    assert_eq!(e.modified, want, "{key} v{version}");
+                    assert_eq!(e.size, data.len() as u64);
+                }
+            }
+        });
+    }
+    let mut v3 = build(FILES, 512);
+    v3[8] = 3;
+    assert!(matches!(
+        Embedded::new(leak(v3)),
+        Err(crate::ArchiveError::UnsupportedVersion(3))
+    ));
 }
 
 #[test]

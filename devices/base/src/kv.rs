@@ -63,6 +63,10 @@ pub struct Entry<'a> {
     pub gzip_size: Option<u64>,
     /// Size of the zstd variant, if the store has one.
     pub zstd_size: Option<u64>,
+    /// When the value was last modified (seconds since the Unix epoch), if the store
+    /// knows: for an asset archive, `SOURCE_DATE_EPOCH` at packing time when it was set,
+    /// else the file's mtime. [`Kv::modified`] is the store's own time.
+    pub modified: Option<u64>,
 }
 
 impl Entry<'_> {

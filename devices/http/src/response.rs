@@ -521,12 +521,18 @@ fn parse_range(value: &[u8], size: u64) -> Option<ByteRange> {
     ))
 }
 
+/// The value's time for `Last-Modified`: its own (the file's, from the archive), else
+/// the store's.
+fn modified<K: Kv>(kv: &K, entry: &Entry<'_>) -> Option<u64> {
+    entry.modified.or_else(|| kv.modified())
+}
+
 /// Headers every representation of `entry` gets.
 fn common_headers<K: Kv>(kv: &K, entry: &Entry<'_>, tag: String) -> Vec<(&'static str, String)> {
     let mut headers = Vec::with_capacity(9);
     headers.push(("Content-Type", String::from(entry.content_type)));
     headers.push(("ETag", tag));
-    if let Some(secs) = kv.modified() {
+    if let Some(secs) = modified(kv, entry) {
         headers.push(("Last-Modified", format_http_date(secs)));
     }
     if entry.has_variants() {
@@ -544,7 +550,7 @@ fn serve<'k, K: Kv>(req: &Request<'_>, kv: &'k K, entry: Entry<'k>) -> Response<
         Some(v) => {
             let v = trim(v);
             v == identity_tag.as_bytes()
-                || (parse_http_date(v).is_some() && parse_http_date(v) == kv.modified())
+                || (parse_http_date(v).is_some() && parse_http_date(v) == modified(kv, &entry))
         }
     };
     let range = req
@@ -563,7 +569,7 @@ fn serve<'k, K: Kv>(req: &Request<'_>, kv: &'k K, entry: Entry<'k>) -> Response<
     } else {
         match (
             req.if_modified_since.and_then(parse_http_date),
-            kv.modified(),
+            modified(kv, &entry),
         ) {
             (Some(since), Some(modified)) => modified <= since,
             _ => false,

@@ -24,6 +24,8 @@ pub struct MemEntry {
     pub content_type: String,
     pub gzip: Option<Vec<u8>>,
     pub zstd: Option<Vec<u8>>,
+    /// The value's own time ([`Entry::modified`]).
+    pub modified: Option<u64>,
 }
 
 /// A store in memory that, unlike `Embedded`, lends no slices: the server must read.
@@ -54,6 +56,7 @@ impl MemKv {
                     content_type: content_type.to_string(),
                     gzip: compressible.then(|| std::vec![b'g'; data.len() / 3]),
                     zstd: compressible.then(|| std::vec![b'z'; data.len() / 4]),
+                    modified: None,
                 }
             })
             .collect();
@@ -88,6 +91,7 @@ impl Kv for MemKv {
             content_type: &e.content_type,
             gzip_size: e.gzip.as_ref().map(|v| v.len() as u64),
             zstd_size: e.zstd.as_ref().map(|v| v.len() as u64),
+            modified: e.modified,
         }))
     }
 

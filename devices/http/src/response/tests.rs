@@ -346,6 +346,20 @@ fn conditional_requests() {
     );
     assert_eq!(r.status, 200);
     assert_eq!(r.header("last-modified"), None);
+    // A value with its own time (the file's, from the archive) is dated by it.
+    let mut own = site();
+    own.modified = None;
+    for e in &mut own.entries {
+        e.modified = Some(1_600_000_000);
+    }
+    let r = get(&own, "/", "");
+    assert_eq!(
+        r.header("last-modified"),
+        Some("Sun, 13 Sep 2020 12:26:40 GMT")
+    );
+    let since = |d: &str| get(&own, "/", &format!("If-Modified-Since: {d}\r\n")).status;
+    assert_eq!(since("Sun, 13 Sep 2020 12:26:40 GMT"), 304);
+    assert_eq!(since("Sat, 12 Sep 2020 00:00:00 GMT"), 200);
 }
 
 #[test]
