@@ -131,8 +131,10 @@ pub struct Guest {
     /// A dom0 shell script run before `xl create`.
     pub pre: Option<String>,
     /// A dom0 shell script run while the guest runs, with its domain id as `$1`; its
-    /// output is [`Outcome::hook`].
+    /// output is [`Outcome::hook`]. It may end the guest with `xl destroy $1`.
     pub hook: Option<String>,
+    /// A dom0 shell script run once the guest is gone (to look at its disks).
+    pub post: Option<String>,
     /// Seconds the guest may run (default 60).
     pub timeout: Option<u32>,
 }
@@ -144,6 +146,8 @@ pub enum Reason {
     Poweroff,
     /// It crashed (a panic, a CPU fault).
     Crash,
+    /// dom0 destroyed it (a hook ended it).
+    Destroyed,
     /// Another Xen shutdown code.
     Other(String),
     /// It ran past its timeout (and was destroyed).
@@ -305,12 +309,18 @@ impl Sandbox {
             if let Some(pre) = &g.pre {
                 job.file(&format!("{gd}/pre.sh"), script(pre).as_bytes(), 0o755);
             }
+            if let Some(post) = &g.post {
+                job.file(&format!("{gd}/post.sh"), script(post).as_bytes(), 0o755);
+            }
             if let Some(hook) = &g.hook {
                 job.file(&format!("{gd}/hook.sh"), script(hook).as_bytes(), 0o755);
             }
             let _ = writeln!(run, "run-guest {n} {}", g.timeout.unwrap_or(60));
         }
         job.file("job/run.sh", run.as_bytes(), 0o755);
+        // The per-guest runner travels with the job (it overrides the one in dom0's
+        // archive), so that changing it needs no new dom0.
+        job.file("usr/bin/run-guest", RUN_GUEST.as_bytes(), 0o755);
         let job = job.finish();
 
         // The initramfs: dom0's, then the job (Linux unpacks concatenated archives).
@@ -506,6 +516,7 @@ fn parse(serial: &str, n: usize) -> Vec<Outcome> {
                 Some("0") => Reason::Poweroff,
                 Some("3") => Reason::Crash,
                 Some("timeout") => Reason::Timeout,
+                Some("destroyed") => Reason::Destroyed,
                 Some("create-failed") => Reason::CreateFailed,
                 Some(o) => Reason::Other(o.to_string()),
                 None => Reason::Other("unknown".into()),
@@ -991,6 +1002,7 @@ fn outcome_status(
         (Reason::Poweroff, None) => Err(err(format!(
             "{name} powered off without reporting its exit status"
         ))),
+        (Reason::Destroyed, _) => Err(err(format!("{name} was destroyed"))),
         (Reason::Timeout, _) => Err(err(format!("{name} did not end in time; it was destroyed"))),
         (Reason::CreateFailed, _) => Err(err(format!("xl create failed:\n{}", xl.trim_end()))),
         (Reason::Other(code), _) => Err(err(format!(

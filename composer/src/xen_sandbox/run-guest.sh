@@ -1,13 +1,14 @@
 #!/bin/sh
 # run-guest N TIMEOUT (dom0, busybox sh): creates guest N from /job/gN/guest.cfg, runs
 # /job/gN/hook.sh (if any) with DOMID while it runs, waits at most TIMEOUT seconds for
-# it to shut down, and reports on the console:
+# it to shut down (or for the hook to end it with `xl destroy`), runs /job/gN/post.sh
+# (if any) once it is gone, and reports on the console:
 #   SANDBOX: guest N running domid=D
 #   SANDBOX: guest N console-begin / CONSOLE| ... / SANDBOX: guest N console-end
-#   HOOK| ... (the hook's output), SANDBOX: guest N hook rc=R
+#   HOOK| ... (the output of pre.sh, hook.sh and post.sh), SANDBOX: guest N hook rc=R
 #   SANDBOX: guest N result reason=R create=T first=T end=T
-# R is Xen's shutdown code (0 poweroff, 1 reboot, 2 suspend, 3 crash), "timeout" or
-# "create-failed"; the times are dom0 uptimes (first: the guest's first console output).
+# R is Xen's shutdown code (0 poweroff, 1 reboot, 2 suspend, 3 crash), "destroyed",
+# "timeout" or "create-failed"; the times are dom0 uptimes (first: the guest's first console output).
 n=$1; to=$2; d=/job/g$n
 up() { cut -d' ' -f1 /proc/uptime; }
 if [ -x "$d/pre.sh" ]; then "$d/pre.sh" 2>&1 | sed 's/^/HOOK| /'; fi
@@ -60,8 +61,12 @@ if [ -x "$d/hook.sh" ]; then
     echo "SANDBOX: guest $n hook rc=$(cat "$d/hook.rc" 2>/dev/null || echo timeout)"
 fi
 [ -n "$domid" ] && xl destroy "$domid" 2>/dev/null
+if [ -x "$d/post.sh" ]; then "$d/post.sh" 2>&1 | sed 's/^/HOOK| /'; fi
 if [ -z "$reason" ]; then
     reason=$(sed -n 's/^Domain [0-9]* has shut down, reason code \([0-9]*\).*/\1/p' "$d/xl.out" | head -n1)
+fi
+if [ -z "$reason" ] && grep -q 'has been destroyed' "$d/xl.out"; then
+    reason=destroyed
 fi
 if [ -z "$domid" ]; then
     reason=create-failed
