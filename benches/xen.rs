@@ -43,8 +43,14 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let runs: usize = std::env::var("HELLO_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let trips: u32 = std::env::var("ECHO_TRIPS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let runs: usize = std::env::var("HELLO_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let trips: u32 = std::env::var("ECHO_TRIPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let hello = env_path("XEN_BENCH_HELLO");
     let echo = env_path("XEN_BENCH_ECHO");
     let dir = compose::xen_sandbox::Sandbox::default_dir().expect("a sandbox directory");
@@ -86,9 +92,20 @@ fn main() {
         boot.ready_after.unwrap_or(f64::NAN),
         boot.elapsed.as_secs_f64()
     );
-    let mut first: Vec<f64> = boot.guests[..runs].iter().filter_map(|g| g.create_to_console).collect();
-    let mut end: Vec<f64> = boot.guests[..runs].iter().filter_map(|g| g.create_to_end).collect();
-    assert_eq!(first.len(), runs, "a hello guest printed nothing: {:?}", boot.guests);
+    let mut first: Vec<f64> = boot.guests[..runs]
+        .iter()
+        .filter_map(|g| g.create_to_console)
+        .collect();
+    let mut end: Vec<f64> = boot.guests[..runs]
+        .iter()
+        .filter_map(|g| g.create_to_end)
+        .collect();
+    assert_eq!(
+        first.len(),
+        runs,
+        "a hello guest printed nothing: {:?}",
+        boot.guests
+    );
     let (lo, hi) = (
         first.iter().cloned().fold(f64::INFINITY, f64::min),
         first.iter().cloned().fold(0.0, f64::max),
@@ -111,6 +128,9 @@ fn main() {
             "== echo: {trips} round trips over one connection from dom0: netfront {nf:.1}/s, dom0 loopback {lb:.1}/s (ratio {:.2})",
             nf / lb
         ),
-        _ => println!("== echo: no figures; the hook said:\n{}\nconsole:\n{}", g.hook, g.console),
+        _ => println!(
+            "== echo: no figures; the hook said:\n{}\nconsole:\n{}",
+            g.hook, g.console
+        ),
     }
 }

@@ -63,7 +63,11 @@ fn build(spec: &str, args: &[&str], link: &Path) -> PathBuf {
     a.push(l);
     a.extend_from_slice(args);
     let o = compose(&a);
-    assert!(o.status.success(), "compose build {spec}: {}", text(&o.stderr));
+    assert!(
+        o.status.success(),
+        "compose build {spec}: {}",
+        text(&o.stderr)
+    );
     link.to_path_buf()
 }
 
@@ -162,7 +166,10 @@ fn guests_run_under_real_xen() {
 
     // 4. echo over netfront, a client in dom0.
     let echo = build("specs/echo.kdl", &[], &tmp.path().join("echo"));
-    let (_, xl) = deploy(&echo, &["--net", "service=xenbr0", "--", "--ipv4=10.0.0.2/24"]);
+    let (_, xl) = deploy(
+        &echo,
+        &["--net", "service=xenbr0", "--", "--ipv4=10.0.0.2/24"],
+    );
     guests.push(Guest {
         image: echo.join("echo.xen"),
         xl,
@@ -264,22 +271,45 @@ fn guests_run_under_real_xen() {
 
     // A real Xen, with SVM and nested paging (HAP), ran the guests.
     assert!(boot.serial.contains("HVM: SVM enabled"), "{}", boot.serial);
-    assert!(boot.serial.contains("HAP detected"), "{}", boot.serial);
+    assert!(
+        boot.serial
+            .contains("Hardware Assisted Paging (HAP) detected"),
+        "{}",
+        boot.serial
+    );
 
     let g = &boot.guests[0];
     assert_eq!(g.reason, Reason::Poweroff, "{}", report(0));
-    assert!(g.console.contains("Hello, Xen! (1/2)\nHello, Xen! (2/2)\n"), "{}", report(0));
+    assert!(
+        g.console.contains("Hello, Xen! (1/2)\nHello, Xen! (2/2)\n"),
+        "{}",
+        report(0)
+    );
     assert_eq!(g.exit_status(), Some(0), "{}", report(0));
 
     let g = &boot.guests[1];
     assert_eq!(g.reason, Reason::Poweroff, "{}", report(1));
-    for check in ["wall clock: ok", "sleep: ok", "random: ok", "block write and read back: ok", "block past the end: ok"] {
+    for check in [
+        "wall clock: ok",
+        "sleep: ok",
+        "random: ok",
+        "block write and read back: ok",
+        "block past the end: ok",
+    ] {
         assert!(g.console.contains(check), "{check}: {}", report(1));
     }
-    assert!(g.console.contains("storage: 2048 sectors of 512 bytes"), "{}", report(1));
+    assert!(
+        g.console.contains("storage: 2048 sectors of 512 bytes"),
+        "{}",
+        report(1)
+    );
     assert_eq!(g.exit_status(), Some(0), "{}", report(1));
     let written: Vec<u8> = (0..1024u32).map(|i| (i * 7 + 3) as u8).collect();
-    assert!(g.hook.contains(&format!("tail {}", sha256_hex(&written))), "{}", report(1));
+    assert!(
+        g.hook.contains(&format!("tail {}", sha256_hex(&written))),
+        "{}",
+        report(1)
+    );
 
     let g = &boot.guests[2];
     assert_eq!(g.reason, Reason::Crash, "{}", report(2));
@@ -293,12 +323,18 @@ fn guests_run_under_real_xen() {
     let dir = root().join("specs/site/public");
     for f in files {
         let want = sha256_hex(&std::fs::read(dir.join(f)).unwrap());
-        assert!(g.hook.contains(&format!("{f} {want}")), "{f}: {}", report(4));
+        assert!(
+            g.hook.contains(&format!("{f} {want}")),
+            "{f}: {}",
+            report(4)
+        );
     }
 
     let g = &boot.guests[5];
-    assert!(g.hook.contains("token: with token"), "{}", report(5));
-    assert!(!g.hook.contains("wrong: hi"), "{}", report(5));
+    // The service says ok to the token and echoes what follows; a wrong token is denied.
+    assert!(g.hook.contains("token: ok\nwith token\n"), "{}", report(5));
+    assert!(g.hook.contains("wrong: denied\n"), "{}", report(5));
+    assert!(!g.hook.contains("hi\n"), "{}", report(5));
     // Neither the .xl (its command line included) nor anything on the serial line (Xen's
     // and dom0's messages, every guest's console) carries the token.
     assert!(!xl_text.contains(token));
@@ -315,11 +351,22 @@ fn an_exit_status_reaches_compose_run() {
     let src = std::fs::read_to_string(&lib).unwrap();
     // The application returns `times` as its exit status.
     let src = src.replacen("    times: u32,\n) {", "    times: u32,\n) -> u8 {", 1);
-    let src = format!("{}    times as u8\n}}\n", src.trim_end().strip_suffix('}').unwrap());
+    let src = format!(
+        "{}    times as u8\n}}\n",
+        src.trim_end().strip_suffix('}').unwrap()
+    );
     std::fs::write(&lib, src).unwrap();
     let o = compose_in(
         &proj,
-        &["run", "hello.kdl", "--target", "xen", "--", "--name=status", "--times=7"],
+        &[
+            "run",
+            "hello.kdl",
+            "--target",
+            "xen",
+            "--",
+            "--name=status",
+            "--times=7",
+        ],
     );
     let (out, err) = (text(&o.stdout), text(&o.stderr));
     assert_eq!(o.status.code(), Some(7), "stdout:\n{out}\nstderr:\n{err}");

@@ -1278,7 +1278,10 @@ pub fn xen_xl(
         .filter(|_| manifest.devices_of("secret").next().is_some())
     {
         let vdev = format!("xvd{}", disk_letters(disks.len()));
-        let spec = format!("format=raw,vdev={vdev},access=ro,target={}", utf8_path(secrets)?);
+        let spec = format!(
+            "format=raw,vdev={vdev},access=ro,target={}",
+            utf8_path(secrets)?
+        );
         disks.push((
             format!("{vdev}: the secrets block device"),
             xl_str(&spec, '\'')?,

@@ -68,7 +68,13 @@ const MODULES: &[&str] = &[
 ];
 
 /// The toolstack programs dom0 runs.
-const XEN_BINS: &[&str] = &["xl", "xenstored", "xenconsoled", "xenconsole", "xen-init-dom0"];
+const XEN_BINS: &[&str] = &[
+    "xl",
+    "xenstored",
+    "xenconsoled",
+    "xenconsole",
+    "xen-init-dom0",
+];
 
 /// What the sandbox needs on the host, for messages.
 pub const NEEDS: &str = "qemu-system-x86_64 (Debian: qemu-system-x86), apt-get and dpkg-deb \
@@ -250,7 +256,8 @@ impl Sandbox {
         }
         std::fs::create_dir_all(dir).map_err(|e| prep(dir, e.to_string()))?;
         let lock = std::fs::File::create(dir.join("lock")).map_err(|e| prep(dir, e.to_string()))?;
-        lock.lock().map_err(|e| prep(dir, format!("cannot lock: {e}")))?;
+        lock.lock()
+            .map_err(|e| prep(dir, format!("cannot lock: {e}")))?;
         if !Self::is_prepared(dir) {
             for prog in ["apt-get", "apt-cache", "dpkg-deb", "xz", "ldd"] {
                 if !on_path(prog) {
@@ -341,21 +348,35 @@ impl Sandbox {
             initrd.path().display()
         );
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-nodefaults", "-no-user-config", "-machine", "pc", "-accel", "tcg"])
-            .args(["-cpu", "qemu64,+svm,+npt,+rdrand", "-m", "1024", "-smp", "1"])
-            .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
-            .arg("-no-reboot")
-            .arg("-kernel")
-            .arg(out.join("xen"))
-            .args([
-                "-append",
-                "console=com1 com1=115200,8n1 dom0_mem=384M,max:384M dom0_max_vcpus=1",
-            ])
-            .arg("-initrd")
-            .arg(qemu_initrd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "-nodefaults",
+            "-no-user-config",
+            "-machine",
+            "pc",
+            "-accel",
+            "tcg",
+        ])
+        .args([
+            "-cpu",
+            "qemu64,+svm,+npt,+rdrand",
+            "-m",
+            "1024",
+            "-smp",
+            "1",
+        ])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+        .arg("-no-reboot")
+        .arg("-kernel")
+        .arg(out.join("xen"))
+        .args([
+            "-append",
+            "console=com1 com1=115200,8n1 dom0_mem=384M,max:384M dom0_max_vcpus=1",
+        ])
+        .arg("-initrd")
+        .arg(qemu_initrd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let start = Instant::now();
         let child = cmd
             .spawn()
@@ -368,7 +389,9 @@ impl Sandbox {
             let r = std::io::BufReader::new(stdout);
             for line in r.split(b'\n') {
                 let Ok(line) = line else { break };
-                let s = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                let s = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_string();
                 if tx.send((Instant::now(), s)).is_err() {
                     break;
                 }
@@ -380,6 +403,9 @@ impl Sandbox {
             s
         });
         let mut serial = String::new();
+        // `$COMPOSE_XEN_SERIAL_LOG`: a copy of the serial line as it comes, for watching.
+        let mut live =
+            std::env::var_os("COMPOSE_XEN_SERIAL_LOG").and_then(|p| std::fs::File::create(p).ok());
         let mut ready_after = None;
         let deadline = start + overall;
         loop {
@@ -396,6 +422,9 @@ impl Sandbox {
                 Ok((at, line)) => {
                     if line.starts_with("SANDBOX: ready") {
                         ready_after = Some((at - start).as_secs_f64());
+                    }
+                    if let Some(f) = live.as_mut() {
+                        let _ = writeln!(f, "{line}");
                     }
                     serial.push_str(&line);
                     serial.push('\n');
@@ -609,8 +638,8 @@ impl Cpio {
     fn tree(&mut self, root: &Path) -> std::io::Result<()> {
         let mut stack = vec![PathBuf::new()];
         while let Some(rel) = stack.pop() {
-            let mut entries: Vec<_> = std::fs::read_dir(root.join(&rel))?
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut entries: Vec<_> =
+                std::fs::read_dir(root.join(&rel))?.collect::<Result<Vec<_>, _>>()?;
             entries.sort_by_key(|e| e.file_name());
             for e in entries {
                 let r = rel.join(e.file_name());
@@ -695,7 +724,10 @@ fn make(dir: &Path) -> Result<(), SandboxError> {
             })
             .max()
             .ok_or_else(|| prep(dir, format!("no .deb for {p}")))?;
-        run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&pkgroot), dir)?;
+        run_ok(
+            Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&pkgroot),
+            dir,
+        )?;
     }
     let out = dir.join("out");
     let _ = std::fs::remove_dir_all(&out);
@@ -831,7 +863,9 @@ fn stage_dom0(dir: &Path, pkgroot: &Path, stage: &Path, kver: &str) -> Result<()
         std::os::unix::fs::symlink(&path, link).map_err(io)?;
     }
     copy_elf(&pkgroot.join("usr/bin/xenstore"), "/usr/bin/xenstore")?;
-    for n in ["read", "write", "rm", "list", "ls", "exists", "chmod", "watch"] {
+    for n in [
+        "read", "write", "rm", "list", "ls", "exists", "chmod", "watch",
+    ] {
         let link = stage.join(format!("usr/bin/xenstore-{n}"));
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink("xenstore", link).map_err(io)?;
@@ -843,7 +877,11 @@ fn stage_dom0(dir: &Path, pkgroot: &Path, stage: &Path, kver: &str) -> Result<()
     if gcc.exists() {
         std::fs::copy(gcc, stage.join("lib/x86_64-linux-gnu/libgcc_s.so.1")).map_err(io)?;
     }
-    copy_tree(&pkgroot.join("etc/xen/scripts"), &stage.join("etc/xen/scripts")).map_err(io)?;
+    copy_tree(
+        &pkgroot.join("etc/xen/scripts"),
+        &stage.join("etc/xen/scripts"),
+    )
+    .map_err(io)?;
     std::fs::write(
         stage.join("etc/xen/xl.conf"),
         "# xl runs the hotplug scripts itself (no udev in this dom0)\nrun_hotplug_scripts=1\nautoballoon=\"off\"\nlockfile=\"/var/run/xen/xl.lock\"\n",
@@ -852,7 +890,14 @@ fn stage_dom0(dir: &Path, pkgroot: &Path, stage: &Path, kver: &str) -> Result<()
     // Kernel modules with their dependencies.
     let msrc = pkgroot.join(format!("lib/modules/{kver}"));
     if !msrc.join("modules.dep").exists() {
-        run_ok(Command::new(&bb).arg("depmod").arg("-b").arg(pkgroot).arg(kver), dir)?;
+        run_ok(
+            Command::new(&bb)
+                .arg("depmod")
+                .arg("-b")
+                .arg(pkgroot)
+                .arg(kver),
+            dir,
+        )?;
     }
     let dep = std::fs::read_to_string(msrc.join("modules.dep")).map_err(io)?;
     let mdest = stage.join(format!("lib/modules/{kver}"));
@@ -880,7 +925,14 @@ fn stage_dom0(dir: &Path, pkgroot: &Path, stage: &Path, kver: &str) -> Result<()
             std::fs::copy(f.path(), mdest.join(&n)).map_err(io)?;
         }
     }
-    run_ok(Command::new(&bb).arg("depmod").arg("-b").arg(stage).arg(kver), dir)?;
+    run_ok(
+        Command::new(&bb)
+            .arg("depmod")
+            .arg("-b")
+            .arg(stage)
+            .arg(kver),
+        dir,
+    )?;
     std::fs::write(stage.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").map_err(io)?;
     std::fs::write(stage.join("etc/group"), "root:x:0:\n").map_err(io)?;
     write_exec(&stage.join("init"), INIT).map_err(io)?;
@@ -925,8 +977,9 @@ pub fn run(
     if on_path("xl") && std::env::var_os("COMPOSE_XEN_SANDBOX_ONLY").is_none() {
         return run_xl(built, manifest, mapping, secrets, boot_args, verbose);
     }
-    let dir = Sandbox::default_dir()
-        .ok_or_else(|| err("no place for the Xen sandbox: set $COMPOSE_XEN_SANDBOX or $HOME".into()))?;
+    let dir = Sandbox::default_dir().ok_or_else(|| {
+        err("no place for the Xen sandbox: set $COMPOSE_XEN_SANDBOX or $HOME".into())
+    })?;
     eprintln!(
         "note: no `xl` on this machine: running {} in the local Xen sandbox (Xen {XENVER} under QEMU's emulator, in {}; it needs {NEEDS})",
         built.name,
@@ -940,8 +993,12 @@ pub fn run(
         *v = "xenbr0".into();
     }
     for (name, path) in m.block.iter_mut() {
-        let data = std::fs::read(&*path)
-            .map_err(|e| err(format!("block device {name}: cannot read {}: {e}", path.display())))?;
+        let data = std::fs::read(&*path).map_err(|e| {
+            err(format!(
+                "block device {name}: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
         let f = format!("block-{name}.img");
         *path = PathBuf::from(format!("/job/g1/{f}"));
         files.push((f, data));
@@ -1042,7 +1099,8 @@ fn run_xl(
         .suffix(".xl")
         .tempfile()
         .map_err(|e| err(e.to_string()))?;
-    cfg.write_all(xl.as_bytes()).map_err(|e| err(e.to_string()))?;
+    cfg.write_all(xl.as_bytes())
+        .map_err(|e| err(e.to_string()))?;
     if verbose {
         eprintln!("xl create -c {}:\n{xl}", cfg.path().display());
     }
@@ -1102,7 +1160,10 @@ SANDBOX: guest 2 result reason=create-failed create=7 first=none end=8
 ";
         let o = parse(serial, 2);
         assert_eq!(o.len(), 2);
-        assert_eq!(o[0].console, "Hello, world! (1/1)\ncompose: exit status 3\n");
+        assert_eq!(
+            o[0].console,
+            "Hello, world! (1/1)\ncompose: exit status 3\n"
+        );
         assert_eq!(o[0].exit_status(), Some(3));
         assert_eq!(o[0].reason, Reason::Poweroff);
         assert_eq!(o[0].hook, "pong\n");

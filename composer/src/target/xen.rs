@@ -81,3 +81,41 @@ impl Target for Xen {
         &[DeployFormat::Xl]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_xen_image_carries_the_pvh_note_and_solo5_s_xen_notes() {
+        let mft = solo5_abi::Mft1Note::<1>::new(&[]);
+        let image = |pvh: bool, abi: solo5_abi::AbiTarget| {
+            let mut v = b"\x7fELF\x02\x01\x01".to_vec();
+            v.resize(64, 0);
+            if pvh {
+                v.extend_from_slice(&PVH_NOTE);
+                v.extend_from_slice(&0x10_0000u32.to_le_bytes());
+            }
+            v.extend_from_slice(&solo5_abi::abi1_note_bytes(abi));
+            v.extend_from_slice(&mft.header.to_bytes());
+            v.resize(v.len() + 64, 0);
+            v
+        };
+        use solo5_abi::AbiTarget::{Hvt as H, Xen as X};
+        assert_eq!(Xen.check_image(&image(true, X)), Ok(()));
+        assert!(
+            Xen.check_image(&image(false, X))
+                .unwrap_err()
+                .contains("PVH entry note")
+        );
+        assert!(
+            Xen.check_image(&image(true, H))
+                .unwrap_err()
+                .contains("ABI note")
+        );
+        assert_eq!(Xen.image_file("site"), "site.xen");
+        assert!(Xen.check_memory(32 << 20).is_ok());
+        assert!(Xen.check_memory(8 << 20).unwrap_err().contains("16 MiB"));
+        assert_eq!(Xen.deploy_formats(), &[DeployFormat::Xl]);
+    }
+}

@@ -22,7 +22,7 @@ while [ $i -lt $((to * 20)) ]; do
     if [ -z "$domid" ]; then
         domid=$(sed -n 's/^Waiting for domain .* (domid \([0-9]*\)).*/\1/p' "$d/xl.out" | head -n1)
         if [ -n "$domid" ]; then
-            echo "SANDBOX: guest $n running domid=$domid"
+            echo "SANDBOX: guest $n running domid=$domid uptime=$(up)"
             if [ -x "$d/hook.sh" ]; then
                 ( "$d/hook.sh" "$domid" > "$d/hook.out" 2>&1; echo $? > "$d/hook.rc" ) &
             fi

@@ -46,7 +46,8 @@ unsafe impl Send for Blk {}
 
 struct Blks([Option<Blk>; MAX_BLOCKS], [u64; MAX_BLOCKS]);
 
-static BLKS: spin::Mutex<Blks> = spin::Mutex::new(Blks([const { None }; MAX_BLOCKS], [0; MAX_BLOCKS]));
+static BLKS: spin::Mutex<Blks> =
+    spin::Mutex::new(Blks([const { None }; MAX_BLOCKS], [0; MAX_BLOCKS]));
 
 fn idx(page: *mut u8, off: usize) -> &'static AtomicU32 {
     // SAFETY: `page` is the ring page, `off` an aligned index field.
@@ -108,7 +109,8 @@ fn connect(id: u32, pages: &mut Pages) -> Result<Blk, &'static str> {
         return Err("the backend did not reach InitWait");
     }
     let xw = |k: &str, v: &str| {
-        xenstore::write(xs_path!("{fe}/{k}").as_str(), v.as_bytes()).map_err(|_| "XenStore write failed")
+        xenstore::write(xs_path!("{fe}/{k}").as_str(), v.as_bytes())
+            .map_err(|_| "XenStore write failed")
     };
     xw("ring-ref", xs_path!("{ring_ref}").as_str())?;
     xw("event-channel", xs_path!("{port}").as_str())?;
@@ -120,7 +122,8 @@ fn connect(id: u32, pages: &mut Pages) -> Result<Blk, &'static str> {
     let be = backend.as_str();
     let sectors =
         xenstore::read_u64(xs_path!("{be}/sectors").as_str()).map_err(|_| "no sector count")?;
-    let block_size = xenstore::read_u64(xs_path!("{be}/sector-size").as_str()).unwrap_or(512) as u32;
+    let block_size =
+        xenstore::read_u64(xs_path!("{be}/sector-size").as_str()).unwrap_or(512) as u32;
     if !(512..=4096).contains(&block_size) || !block_size.is_power_of_two() {
         return Err("unsupported sector size");
     }

@@ -55,7 +55,7 @@ mod start;
 #[cfg(target_os = "none")]
 mod xenstore;
 
-pub use solo5_guest::{Boot, Bindings, HostError, Ipv4Config, Random};
+pub use solo5_guest::{Bindings, Boot, HostError, Ipv4Config, Random};
 #[cfg(target_os = "none")]
 pub use start::SOLO5_ABI;
 
@@ -122,7 +122,13 @@ impl Bindings for Xen {
         line[..prefix.len()].copy_from_slice(prefix);
         let mut n = prefix.len();
         let digits = [status / 100, status / 10 % 10, status % 10];
-        let skip = if status >= 100 { 0 } else if status >= 10 { 1 } else { 2 };
+        let skip = if status >= 100 {
+            0
+        } else if status >= 10 {
+            1
+        } else {
+            2
+        };
         for d in &digits[skip..] {
             line[n] = b'0' + d;
             n += 1;

@@ -195,7 +195,8 @@ fn connect(index: u32, pages: &mut Pages) -> Result<(Net, [u8; 6]), &'static str
     }
     let num = |v: u32| xs_path!("{v}");
     let xw = |k: &str, v: &str| {
-        xenstore::write(xs_path!("{fe}/{k}").as_str(), v.as_bytes()).map_err(|_| "XenStore write failed")
+        xenstore::write(xs_path!("{fe}/{k}").as_str(), v.as_bytes())
+            .map_err(|_| "XenStore write failed")
     };
     xw("tx-ring-ref", num(tx_ref).as_str())?;
     xw("rx-ring-ref", num(rx_ref).as_str())?;
@@ -294,7 +295,9 @@ impl Net {
                     let page = self.rx_pages[id as usize].0;
                     // SAFETY: the backend filled `n` bytes at `offset` of this page of ours
                     // and handed it back with this response.
-                    unsafe { core::ptr::copy_nonoverlapping(page.add(offset), buf.as_mut_ptr(), n) };
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(page.add(offset), buf.as_mut_ptr(), n)
+                    };
                     Some(n)
                 } else {
                     None

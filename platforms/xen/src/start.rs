@@ -261,7 +261,7 @@ unsafe extern "C" fn xen_main(start_info: u64, mem_top: u64) -> ! {
         kernel_end: used,
         image_end,
         cmdline: if si.cmdline == 0 {
-            b"\0".as_ptr()
+            c"".as_ptr().cast::<u8>()
         } else {
             si.cmdline as *const u8
         },

@@ -25,6 +25,8 @@ const RSP_PROD: usize = 2060;
 
 const XS_DIRECTORY: u32 = 1;
 const XS_READ: u32 = 2;
+const XS_WATCH: u32 = 4;
+const XS_UNWATCH: u32 = 5;
 const XS_WRITE: u32 = 11;
 const XS_WATCH_EVENT: u32 = 15;
 const XS_ERROR: u32 = 16;
@@ -123,7 +125,12 @@ fn put(ring: usize, mut bytes: &[u8], deadline: u64) -> Result<(), XsError> {
 }
 
 /// Takes `out.len()` bytes of the response ring (or skips them when `out` is `None`).
-fn take(ring: usize, mut len: usize, mut out: Option<&mut [u8]>, deadline: u64) -> Result<(), XsError> {
+fn take(
+    ring: usize,
+    mut len: usize,
+    mut out: Option<&mut [u8]>,
+    deadline: u64,
+) -> Result<(), XsError> {
     let (cons, prod) = (idx(ring, RSP_CONS), idx(ring, RSP_PROD));
     let mut at = 0;
     while len > 0 {
@@ -225,9 +232,26 @@ pub(crate) fn directory<'a>(path: &str, out: &'a mut [u8]) -> Result<&'a [u8], X
     Ok(&out[..n])
 }
 
-/// Waits until the number at `path` is one of `wanted` (re-reading it whenever the
-/// store notifies), until `deadline_ns`; returns the last value read.
+/// Waits until the number at `path` is one of `wanted`, until `deadline_ns`; returns the
+/// last value read. A watch on `path` makes xenstored notify the store's event channel
+/// when it changes, and the value is read again then (and at least every half second).
 pub(crate) fn wait_for(path: &str, wanted: &[u64], deadline_ns: u64) -> Result<u64, XsError> {
+    const TOKEN: &[u8] = b"compose-wait\0";
+    let mut ack = [0u8; 8];
+    let watching = request(XS_WATCH, &[path.as_bytes(), b"\0", TOKEN], &mut ack).is_ok();
+    let r = wait_for_value(path, wanted, deadline_ns, if watching { 500 } else { 20 });
+    if watching {
+        let _ = request(XS_UNWATCH, &[path.as_bytes(), b"\0", TOKEN], &mut ack);
+    }
+    r
+}
+
+fn wait_for_value(
+    path: &str,
+    wanted: &[u64],
+    deadline_ns: u64,
+    every_ms: u64,
+) -> Result<u64, XsError> {
     loop {
         let v = read_u64(path).ok();
         if let Some(v) = v
@@ -239,8 +263,8 @@ pub(crate) fn wait_for(path: &str, wanted: &[u64], deadline_ns: u64) -> Result<u
         if now >= deadline_ns {
             return v.ok_or(XsError::Timeout);
         }
-        // Poll again in 20 ms, or sooner when the store has news.
-        shared::wait(&[port()], deadline_ns.min(now + 20_000_000));
+        // Read again when the store has news (the watch fires), or after a while.
+        shared::wait(&[port()], deadline_ns.min(now + every_ms * 1_000_000));
     }
 }
 
