@@ -6,7 +6,7 @@
 //! hello greets and powers off with its status line; the devices guest reads the wall
 //! clock and the random device and writes and reads back a disk that dom0 then checks;
 //! the same guest asked to panic crashes the domain; echo answers a client in dom0 over
-//! `xenbr0` (netfront); the site, its assets on a block device (blkfront), is fetched
+//! `xenbr0` (netfront), then idles without using CPU (it blocks in `SCHEDOP_poll`); the site, its assets on a block device (blkfront), is fetched
 //! byte-identical from dom0; echo-token gets its token from the secrets disk, and the
 //! token appears in neither the `.xl` nor the command line. Xen's boot log must show that
 //! a real Xen with hardware-assisted paging ran. A second boot is `compose run --target
@@ -173,8 +173,13 @@ fn guests_run_under_real_xen() {
     guests.push(Guest {
         image: echo.join("echo.xen"),
         xl,
+        // Once it answered, it idles: Xen's CPU time of the domain (`xl list`, 0.1 s
+        // resolution) over 4 s of waiting must stay well below the 4 s a spin would use.
         hook: Some(format!(
-            "echo \"echoed: $({})\"\nxl destroy $1\n",
+            "echo \"echoed: $({})\"\n\
+             cpu() {{ xl list $1 | awk 'NR==2 {{ print $6 }}'; }}\n\
+             a=$(cpu); sleep 4; b=$(cpu); echo \"idle cpu $a $b\"\n\
+             xl destroy $1\n",
             retry("printf 'hello xen\\n' | timeout 5 nc 10.0.0.2 7777", 60)
         )),
         ..Guest::default()
@@ -318,6 +323,22 @@ fn guests_run_under_real_xen() {
 
     let g = &boot.guests[3];
     assert!(g.hook.contains("echoed: hello xen"), "{}", report(3));
+    let idle: Vec<f64> = g
+        .hook
+        .lines()
+        .find_map(|l| l.strip_prefix("idle cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(idle.len(), 2, "{}", report(3));
+    assert!(
+        idle[1] - idle[0] < 1.0,
+        "an idle echo used CPU: {idle:?}\n{}",
+        report(3)
+    );
 
     let g = &boot.guests[4];
     let dir = root().join("specs/site/public");

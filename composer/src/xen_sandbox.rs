@@ -330,23 +330,26 @@ impl Sandbox {
         job.file("usr/bin/run-guest", RUN_GUEST.as_bytes(), 0o755);
         let job = job.finish();
 
-        // The initramfs: dom0's, then the job (Linux unpacks concatenated archives).
-        let mut initrd = tempfile::Builder::new()
-            .prefix("compose-xen-initrd")
-            .tempfile()
-            .map_err(|e| SandboxError::Boot(format!("cannot make the initramfs: {e}")))?;
+        // The initramfs: dom0's, then the job (Linux unpacks concatenated archives). It is
+        // a memory file that QEMU inherits and opens as /proc/self/fd/N: what the job holds
+        // (a secrets disk) touches no disk.
+        let mut initrd =
+            memfd().map_err(|e| SandboxError::Boot(format!("cannot make the initramfs: {e}")))?;
         {
             let mut base = std::fs::File::open(out.join("dom0.cpio"))
                 .map_err(|e| SandboxError::Boot(format!("dom0.cpio: {e}")))?;
-            std::io::copy(&mut base, initrd.as_file_mut())
-                .and_then(|_| initrd.as_file_mut().write_all(&job))
+            std::io::copy(&mut base, &mut initrd)
+                .and_then(|_| initrd.write_all(&job))
                 .map_err(|e| SandboxError::Boot(format!("cannot write the initramfs: {e}")))?;
         }
-        let qemu_initrd = format!(
-            "{} console=hvc0 earlyprintk=xen,{}",
-            out.join("vmlinux").display(),
-            initrd.path().display()
-        );
+        let qemu_initrd = {
+            use std::os::fd::AsRawFd;
+            format!(
+                "{} console=hvc0 earlyprintk=xen,/proc/self/fd/{}",
+                out.join("vmlinux").display(),
+                initrd.as_raw_fd()
+            )
+        };
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args([
             "-nodefaults",
@@ -457,6 +460,17 @@ impl Sandbox {
             elapsed: start.elapsed(),
         })
     }
+}
+
+/// An anonymous memory file that child processes inherit (no close-on-exec).
+fn memfd() -> std::io::Result<std::fs::File> {
+    // SAFETY: memfd_create with a NUL-terminated name and no flags; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"compose-xen-initrd".as_ptr(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    Ok(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 fn script(body: &str) -> String {
