@@ -177,7 +177,7 @@ fn guests_run_under_real_xen() {
         // resolution) over 4 s of waiting must stay well below the 4 s a spin would use.
         hook: Some(format!(
             "echo \"echoed: $({})\"\n\
-             cpu() {{ xl list $1 | awk 'NR==2 {{ print $6 }}'; }}\n\
+             d=$1; cpu() {{ xl list $d | awk 'NR==2 {{ print $6 }}'; }}\n\
              a=$(cpu); sleep 4; b=$(cpu); echo \"idle cpu $a $b\"\n\
              xl destroy $1\n",
             retry("printf 'hello xen\\n' | timeout 5 nc 10.0.0.2 7777", 60)
