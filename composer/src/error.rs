@@ -265,6 +265,10 @@ impl From<Vec<Diag>> for Error {
 /// Why `compose run` did not start the unikernel.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum LaunchError {
+    /// A xen image could not be run (with `xl`, or in the local Xen sandbox).
+    #[error("{0}")]
+    #[diagnostic(code("compose::launch::xen"))]
+    Xen(String),
     /// A secret's value is empty.
     #[error("secret `{name}` is empty ({from} holds no value); refusing to start")]
     #[diagnostic(code("compose::launch::empty-secret"))]

@@ -25,6 +25,7 @@ pub mod target;
 pub mod toolchain;
 pub mod tree;
 pub mod types;
+pub mod xen_sandbox;
 
 use std::io::Write as _;
 use std::path::Path;

@@ -1210,8 +1210,10 @@ fn xl_str(s: &str, quote: char) -> Result<String, MappingError> {
 /// A Xen `xl` domain configuration for the image as a PVH guest: `name`, `type = "pvh"`,
 /// `kernel`, `memory` (MiB, rounded up), one `vif` per network interface in device order
 /// (`bridge=` the mapped value, `mac=` when fixed), one raw `disk` per block device
-/// (`xvda`, `xvdb`... in device order; `target=` last, as xl requires) and `extra` = the
-/// boot arguments joined by spaces. Comments say which device is which.
+/// (`xvda`, `xvdb`... in device order; `target=` last, as xl requires), then the secrets
+/// disk (read-only) when the mapping has a secrets image and the manifest declares
+/// secrets, and `cmdline` = the boot arguments joined by spaces (the PVH start info's
+/// command line). Comments say which device is which.
 pub fn xen_xl(
     manifest: &Manifest,
     mapping: &Mapping,
@@ -1268,6 +1270,23 @@ pub fn xen_xl(
             DeviceKind::Secret => {}
         }
     }
+    // The secrets travel on a disk of their own, after the block devices (the position
+    // the image's manifest gives them); the .xl names the file, never the values.
+    if let Some(secrets) = mapping
+        .secrets_image
+        .as_deref()
+        .filter(|_| manifest.devices_of("secret").next().is_some())
+    {
+        let vdev = format!("xvd{}", disk_letters(disks.len()));
+        let spec = format!(
+            "format=raw,vdev={vdev},access=ro,target={}",
+            utf8_path(secrets)?
+        );
+        disks.push((
+            format!("{vdev}: the secrets block device"),
+            xl_str(&spec, '\'')?,
+        ));
+    }
     for (key, items) in [("vif", vifs), ("disk", disks)] {
         if items.is_empty() {
             continue;
@@ -1278,7 +1297,8 @@ pub fn xen_xl(
         let list: Vec<&str> = items.iter().map(|(_, v)| v.as_str()).collect();
         let _ = writeln!(s, "{key} = [ {} ]", list.join(", "));
     }
-    let _ = writeln!(s, "extra = {}", xl_str(&boot_args.join(" "), '"')?);
+    // A PVH kernel's command line (hvm_start_info.cmdline_paddr): the boot arguments.
+    let _ = writeln!(s, "cmdline = {}", xl_str(&boot_args.join(" "), '"')?);
     Ok(s)
 }
 
@@ -1812,7 +1832,7 @@ vif = [ 'bridge=xenbr0,mac=02:00:00:00:00:01', 'bridge=xenbr1' ]
 # xvda: block device storage, expected size 1073741824 bytes
 # xvdb: block device logs
 disk = [ 'format=raw,vdev=xvda,access=rw,target=/srv/disk.img', 'format=raw,vdev=xvdb,access=ro,target=logs.img' ]
-extra = \"--port=80 --greeting=hi\"
+cmdline = \"--port=80 --greeting=hi\"
 ";
         assert_eq!(xl, expected);
         assert!(xen_xl(&m, &map, Path::new("/i"), &["--x=\"q\"".into()]).is_err());

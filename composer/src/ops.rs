@@ -676,6 +676,23 @@ pub fn launch(
     Reporter::new(format).stage("Running", &built.image.display().to_string());
     match target.launcher() {
         crate::target::Launcher::Exec => run_unix(built, &mapping, &run.boot_args),
+        crate::target::Launcher::Xl => {
+            // The secrets travel on a block device of their own, as on Solo5 targets.
+            let secrets = if manifest.devices_of("secret").next().is_some() {
+                let mut values = Vec::new();
+                for (name, source) in &mapping.secrets {
+                    values.push((name.clone(), secret_value(name, source)?));
+                }
+                let refs: Vec<(&str, &[u8])> = values
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_slice()))
+                    .collect();
+                Some(crate::manifest::secrets_block_image(&refs)?)
+            } else {
+                None
+            };
+            crate::xen_sandbox::run(built, &manifest, mapping, secrets, &run.boot_args, verbose)
+        }
         crate::target::Launcher::Tender(tender) => {
             let tender = ensure_tender(tender, format)?;
             let mut mapping = mapping;

@@ -554,6 +554,31 @@ fn deploy(
     let image = entry.join(&manifest.image);
     let target = compose::target::by_name(&manifest.target)
         .ok_or_else(|| compose::target::DeployError::Target(manifest.target.clone()))?;
+    if format == compose::target::DeployFormat::Xl && manifest.devices_of("secret").next().is_some()
+    {
+        // An .xl names the secrets disk (a file made with the secrets' values), never the
+        // values: `--block secrets=FILE`. `compose run` makes that disk in memory.
+        let secrets = compose::manifest::SECRETS_BLOCK;
+        let bad = |m: String| {
+            Error::Usage(vec![compose::diag::Diag::nowhere(
+                compose::diag::BAD_ARG,
+                m,
+            )])
+        };
+        if !secret.is_empty() {
+            return Err(bad(format!(
+                "--secret: an .xl file cannot carry secret values; pass --block {secrets}=FILE (a secrets disk image), or start the image with `compose run`, which builds that disk in memory"
+            )));
+        }
+        match mapping.block.remove(secrets) {
+            Some(file) => mapping.secrets_image = Some(file),
+            None => {
+                return Err(bad(format!(
+                    "the image needs secrets: add --block {secrets}=FILE, the secrets disk image the domain reads them from"
+                )));
+            }
+        }
+    }
     let refuse = |e: compose::target::DeployError| match e {
         // A format that does not apply is a usage error, like an unknown --target.
         compose::target::DeployError::Format { .. } => {
