@@ -82,7 +82,7 @@ impl Bindings for Xen {
         shared::wall_clock_ns()
     }
 
-    fn yield_until(deadline_ns: u64) -> u64 {
+    fn yield_until(deadline_ns: u64, _now_ns: u64) -> u64 {
         let ready = netfront::ready();
         if ready != 0 {
             return ready;
@@ -154,7 +154,7 @@ impl Bindings for Xen {
     fn wall_clock_ns() -> u64 {
         0
     }
-    fn yield_until(_: u64) -> u64 {
+    fn yield_until(_: u64, _: u64) -> u64 {
         0
     }
     fn net_write(_: u64, _: &[u8]) -> Result<(), HostError> {
