@@ -259,7 +259,23 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                     path: artifact.clone(),
                     why: why.to_string(),
                 })?;
+            // A target may store another form of cargo's output (rpi4: the flat kernel8.img).
+            let finished = info
+                .finish_image(&image_bytes)
+                .map_err(|why| Error::ImageCheck {
+                    target: target.clone(),
+                    path: artifact.clone(),
+                    why,
+                })?;
             drop(image_bytes);
+            let artifact = match finished {
+                Some(bytes) => {
+                    let path = artifact.with_file_name(&image_file);
+                    std::fs::write(&path, bytes).map_err(Error::io("write", &path))?;
+                    path
+                }
+                None => artifact,
+            };
             reporter.stage("Storing", &format!("{name} ({target})"));
             let sbom = crate::image::sbom(&glue_dir, &triple, &name).map_err(Error::Image)?;
             let spec_dir = crate::inputs::spec_dir(&opts.load.spec);
@@ -639,6 +655,7 @@ pub fn launch(
     Reporter::new(format).stage("Running", &built.image.display().to_string());
     match target.launcher() {
         crate::target::Launcher::Exec => run_unix(built, &mapping, &run.boot_args),
+        crate::target::Launcher::Qemu => run_qemu(built, &run.boot_args, verbose, format),
         crate::target::Launcher::Tender(tender) => {
             let tender = ensure_tender(tender, format)?;
             let mut mapping = mapping;
@@ -674,6 +691,41 @@ pub fn launch(
             Err(e)
         }
     }
+}
+
+/// Boots an rpi4 image in QEMU (replacing compose), with a fresh random seed for the
+/// random device in an inherited memory file (the board under QEMU has no RNG200).
+/// `$COMPOSE_QEMU_AARCH64` names the QEMU binary (default: `qemu-system-aarch64`).
+fn run_qemu(
+    built: &Launch,
+    boot_args: &[String],
+    verbose: bool,
+    format: MessageFormat,
+) -> Result<i32, Error> {
+    let qemu = std::env::var_os("COMPOSE_QEMU_AARCH64")
+        .filter(|q| !q.is_empty())
+        .map_or_else(|| PathBuf::from("qemu-system-aarch64"), PathBuf::from);
+    let mut seed = b"compose-rpi4-rng".to_vec();
+    let mut random = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut random);
+    seed.extend_from_slice(&random);
+    let fd = memfd_with(&seed)?;
+    let seed_path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    let args = crate::target::qemu_args(&built.image, boot_args, Some(&seed_path)).map_err(
+        |why| LaunchError::BootArgs {
+            name: built.name.clone(),
+            why,
+        },
+    )?;
+    if verbose {
+        Reporter::new(format).stage("Running", &format!("{} {}", qemu.display(), args.join(" ")));
+    }
+    let mut cmd = std::process::Command::new(&qemu);
+    cmd.args(&args);
+    let record = record_launch(built);
+    let e = exec(cmd, &qemu);
+    forget_launch(record);
+    Err(e)
 }
 
 /// The tender binary `name` (`compose-hvt`, `compose-spt`). Found, in order: in

@@ -17,11 +17,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod hvt;
+mod rpi4;
 mod solo5;
 mod spt;
 mod unix;
 
 pub use hvt::Hvt;
+pub use rpi4::Rpi4;
 pub use spt::Spt;
 pub use unix::Unix;
 
@@ -43,6 +45,9 @@ pub enum Launcher {
     /// Exec the named tender (a binary of the compose workspace) with Solo5's command line
     /// ([`crate::manifest::solo5_args`]).
     Tender(&'static str),
+    /// Boot the image in QEMU (`qemu-system-aarch64 -M raspi4b`) with the UART on the
+    /// terminal (see [`qemu_args`]).
+    Qemu,
 }
 
 /// What `compose deploy` renders.
@@ -175,6 +180,11 @@ pub trait Target: Sync {
     fn check_memory(&self, bytes: u64) -> Result<(), String>;
     /// Checks a built image before it goes into the store.
     fn check_image(&self, image: &[u8]) -> Result<(), String>;
+    /// The image to store, made from cargo's output (after [`Target::check_image`]);
+    /// `None` stores the output as it is.
+    fn finish_image(&self, _artifact: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
     /// How `compose run` starts the image.
     fn launcher(&self) -> Launcher;
     /// The `compose deploy` formats that apply.
@@ -220,7 +230,7 @@ pub trait Target: Sync {
 
 /// Every target compose builds for, in the order docs list them.
 pub fn all() -> &'static [&'static dyn Target] {
-    &[&Unix, &Hvt, &Spt]
+    &[&Unix, &Hvt, &Spt, &Rpi4]
 }
 
 /// The target named `name`, if compose has a platform for it.
@@ -230,7 +240,7 @@ pub fn by_name(name: &str) -> Option<&'static dyn Target> {
 
 /// Targets a spec may name that have no platform yet: checking a spec for one reports
 /// which devices it lacks, building refuses.
-pub const PLANNED: &[&str] = &["xen", "rpi4"];
+pub const PLANNED: &[&str] = &["xen"];
 
 /// Every name a spec may give as its target: [`all`], then [`PLANNED`].
 pub fn names() -> impl Iterator<Item = &'static str> + Clone {
@@ -252,6 +262,51 @@ pub fn no_platform(name: &str) -> String {
         "compose has no platform for target {name} yet (it builds for: {})",
         have.join(", ")
     )
+}
+
+/// The QEMU command line that boots an rpi4 `image` (`compose run`): the `raspi4b`
+/// machine, the image as `-kernel`, the UART on stdio, semihosting (so the unikernel's
+/// exit status is QEMU's), no display or monitor, the boot arguments as `-append`, and
+/// `seed` (a file holding the random device's seed, see platforms/rpi4) loaded into RAM.
+/// A boot argument with white space cannot cross `-append`: refused.
+pub fn qemu_args(
+    image: &Path,
+    boot_args: &[String],
+    seed: Option<&Path>,
+) -> Result<Vec<String>, String> {
+    if let Some(a) = boot_args.iter().find(|a| a.chars().any(char::is_whitespace)) {
+        return Err(format!(
+            "boot argument {a:?}: an rpi4 command line is split at white space (cmdline.txt, -append)"
+        ));
+    }
+    let mut v: Vec<String> = [
+        "-M",
+        "raspi4b",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+        "-semihosting",
+        "-no-reboot",
+        "-kernel",
+    ]
+    .map(String::from)
+    .to_vec();
+    v.push(image.display().to_string());
+    if !boot_args.is_empty() {
+        v.push("-append".into());
+        v.push(boot_args.join(" "));
+    }
+    if let Some(seed) = seed {
+        v.push("-device".into());
+        v.push(format!(
+            "loader,file={},addr=0x07f00000,force-raw=on",
+            seed.display()
+        ));
+    }
+    Ok(v)
 }
 
 /// The value of property `key` of a device, as resolved at build time.
@@ -326,6 +381,7 @@ mod tests {
         assert_eq!(names.len(), n);
         assert!(by_name("hvt").is_some());
         assert!(by_name("xen").is_none());
+        assert!(by_name("rpi4").is_some());
         assert!(is_known("xen") && is_known("rpi4") && !is_known("vmx"));
     }
 
