@@ -335,8 +335,12 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
     let block_images: Vec<(String, PathBuf)> = manifest
         .files
         .keys()
+        // Not the image itself (rpi4's kernel8.img), nor a file named with a dot
+        // (`NAME.sdcard.img`): device names have none.
+        .filter(|f| **f != manifest.image)
         .filter_map(|f| {
             f.strip_suffix(".img")
+                .filter(|d| !d.contains('.'))
                 .map(|d| (d.to_string(), entry.join(f)))
         })
         .collect();
@@ -534,8 +538,10 @@ impl Launch {
         let block_images = manifest
             .files
             .keys()
+            .filter(|f| **f != manifest.image)
             .filter_map(|f| {
                 f.strip_suffix(".img")
+                    .filter(|d| !d.contains('.'))
                     .map(|d| (d.to_string(), entry.join(f)))
             })
             .collect();
@@ -589,7 +595,14 @@ pub fn launch(
     format: MessageFormat,
     verbose: bool,
 ) -> Result<i32, Error> {
-    crate::manifest::check_boot_args(&built.manifest, &run.boot_args).map_err(|why| {
+    let runtime_flags = crate::target::by_name(&built.target).and_then(|t| t.runtime_flags());
+    let checked: Vec<String> = run
+        .boot_args
+        .iter()
+        .filter(|a| runtime_flags.is_none_or(|p| !a.starts_with(p)))
+        .cloned()
+        .collect();
+    crate::manifest::check_boot_args(&built.manifest, &checked).map_err(|why| {
         LaunchError::BootArgs {
             name: built.name.clone(),
             why,

@@ -187,6 +187,11 @@ pub trait Target: Sync {
     }
     /// How `compose run` starts the image.
     fn launcher(&self) -> Launcher;
+    /// The prefix of the runtime's own command-line flags (rpi4: `--rpi4:debug`), which
+    /// `compose run` passes on without checking them against the image's boot arguments.
+    fn runtime_flags(&self) -> Option<&'static str> {
+        None
+    }
     /// The `compose deploy` formats that apply.
     fn deploy_formats(&self) -> &'static [DeployFormat];
 

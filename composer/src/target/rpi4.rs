@@ -80,6 +80,9 @@ impl Target for Rpi4 {
     fn launcher(&self) -> Launcher {
         Launcher::Qemu
     }
+    fn runtime_flags(&self) -> Option<&'static str> {
+        Some("--rpi4:")
+    }
     fn deploy_formats(&self) -> &'static [DeployFormat] {
         &[]
     }

@@ -1,0 +1,336 @@
+//! The rpi4 target end to end, through the `compose` binary and QEMU's `raspi4b` machine
+//! (`qemu-system-aarch64`, from Debian's qemu-system-arm): hello prints its greeting on
+//! the UART and QEMU exits with the unikernel's status (semihosting); the mailbox answers
+//! with the board revision; sleeps measured by the guest against the generic timer last
+//! at least what was asked and not much more, and no less host time passes than the
+//! guest measured (the timer's frequency is read at run time, not assumed); a CPU fault
+//! prints a report and ends with 255 instead of hanging; `compose check` refuses devices
+//! the board cannot offer, naming the target.
+//!
+//! Every QEMU run has a deadline and is killed if it passes it.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn compose(store: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_compose"));
+    c.current_dir(root())
+        .env("COMPOSE_TARGET_DIR", root().join("target/compose-tests"))
+        .env("COMPOSE_STORE", store);
+    c
+}
+
+fn have_qemu() -> bool {
+    Command::new("qemu-system-aarch64")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// What a run printed, its exit code and how long it took.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+/// Runs `cmd` to its end, killing it if it is still running after `deadline`.
+fn run(mut cmd: Command, deadline: Duration) -> Ran {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().expect("spawn compose");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t0.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = t0.elapsed();
+    let stdout = t_out.join().unwrap().replace("\r\n", "\n");
+    let stderr = t_err.join().unwrap();
+    assert!(
+        status.is_some(),
+        "still running after {deadline:?}, killed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    Ran {
+        code: status.and_then(|s| s.code()),
+        stdout,
+        stderr,
+        took,
+    }
+}
+
+/// `compose run SPEC --target rpi4 -- ARGS`, with a deadline.
+fn boot(store: &Path, spec: &Path, args: &[&str]) -> Ran {
+    let mut cmd = compose(store);
+    cmd.args(["run", "--no-out-link"])
+        .arg(spec)
+        .args(["--target", "rpi4", "--"])
+        .args(args);
+    run(cmd, Duration::from_secs(300))
+}
+
+fn put(path: &Path, bytes: &[u8]) {
+    if std::fs::read(path).is_ok_and(|b| b == bytes) {
+        return;
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A spec whose application, by boot argument `mode`, sleeps and measures (then returns
+/// status 7), draws random bytes, or touches PWM1, which QEMU does not emulate (a
+/// synchronous external abort).
+fn probe_spec() -> PathBuf {
+    let dir = root().join("target/compose-tests/rpi4-fixtures");
+    let app = dir.join("probe");
+    put(
+        &app.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"probe\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\ncompose-devices = {{ path = \"{}devices/base\" }}\n",
+            "../".repeat(app.strip_prefix(root()).unwrap().components().count())
+        )
+        .as_bytes(),
+    );
+    put(
+        &app.join("src/lib.rs"),
+        br#"#![no_std]
+extern crate alloc;
+use alloc::format;
+use alloc::string::String;
+use core::time::Duration;
+use compose_devices::console::Console;
+use compose_devices::random::Random;
+use compose_devices::time::MonotonicClock;
+
+pub async fn start<C: Console, T: MonotonicClock, R: Random>(
+    console: &'static C,
+    clock: &'static T,
+    random: &'static R,
+    mode: String,
+) -> u8 {
+    match mode.as_str() {
+        "sleep" => {
+            for ms in [20u64, 150, 400] {
+                let t0 = clock.elapsed();
+                clock.sleep(Duration::from_millis(ms)).await;
+                let took = clock.elapsed() - t0;
+                console.log(&format!("probe: sleep {ms} ms took {} us", took.as_micros()));
+            }
+            let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
+            random.fill(&mut a);
+            random.fill(&mut b);
+            console.log(&format!("probe: random {a:02x?} {b:02x?}"));
+            7
+        }
+        "fault" => {
+            console.log("probe: reading PWM1");
+            // SAFETY: none: the point is the abort (QEMU has no PWM).
+            let v = unsafe { core::ptr::read_volatile(0xFE20_C800usize as *const u32) };
+            console.log(&format!("probe: PWM1 CTL {v:#x}"));
+            0
+        }
+        _ => 3,
+    }
+}
+"#,
+    );
+    let spec = dir.join("probe.kdl");
+    put(
+        &spec,
+        b"unikernel probe {\n    target rpi4\n    memory \"64MiB\"\n}\nbootarg mode default=\"sleep\"\nconsole\nclock\nrandom\napplication probe {\n    crate \"probe\"\n    entry \"probe::start\"\n    use console clock random mode\n}\n",
+    );
+    spec
+}
+
+/// `rpi4: slept X us for Y us (...)` lines: (X, Y).
+fn slept(out: &str) -> Vec<(u64, u64)> {
+    out.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("rpi4: slept ")?;
+            let (x, rest) = rest.split_once(" us for ")?;
+            let (y, _) = rest.split_once(" us")?;
+            Some((x.parse().ok()?, y.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn hello_greets_on_the_uart_and_exits_with_its_status() {
+    if !have_qemu() {
+        eprintln!("skipped: no qemu-system-aarch64 (Debian: qemu-system-arm)");
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let hello = root().join("specs/hello.kdl");
+    let r = boot(
+        store.path(),
+        &hello,
+        &["--name=Ada", "--times=4", "--rpi4:debug"],
+    );
+    let ctx = format!("stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, Some(0), "{ctx}");
+    for i in 1..=4 {
+        assert!(
+            r.stdout.contains(&format!("Hello, Ada! ({i}/4)\n")),
+            "{ctx}"
+        );
+    }
+    assert!(r.stdout.ends_with("rpi4: exit status 0\n"), "{ctx}");
+    // The mailbox answered: QEMU's raspi4b is a 2 GiB Pi 4 B rev 1.5.
+    assert!(
+        r.stdout
+            .contains("rpi4: board revision 0xb03115 (Raspberry Pi 4 Model B)\n"),
+        "{ctx}"
+    );
+    assert!(r.stdout.contains("rpi4: MAC 52:54:00:12:34:57\n"), "{ctx}");
+    assert!(r.stdout.contains("UART 3000000 Hz"), "{ctx}");
+    // Each of the three 100 ms pauses ended by the timer interrupt, never early.
+    let sleeps = slept(&r.stdout);
+    assert_eq!(sleeps.len(), 3, "{ctx}");
+    for (took, asked) in &sleeps {
+        assert!(took >= asked, "woke before the deadline: {ctx}");
+        assert!(*asked <= 100_000, "{ctx}");
+    }
+    assert!(
+        r.stdout.contains("(1 timer interrupts)"),
+        "no timer interrupt woke the sleep: {ctx}"
+    );
+    // A boot argument that does not fit (compose run checks them first, so QEMU by hand,
+    // as a user would boot the image): the usage status, through semihosting.
+    let image = std::fs::read_dir(store.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("kernel8.img"))
+        .find(|p| p.is_file())
+        .expect("the image in the store");
+    let mut qemu = Command::new("qemu-system-aarch64");
+    qemu.args(["-M", "raspi4b", "-display", "none", "-monitor", "none"])
+        .args(["-serial", "stdio", "-semihosting", "-kernel"])
+        .arg(&image)
+        .args(["-append", "--times=many"]);
+    let r = run(qemu, Duration::from_secs(120));
+    assert_eq!(r.code, Some(64), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("times"), "{}", r.stdout);
+    assert!(r.stdout.ends_with("rpi4: exit status 64\n"), "{}", r.stdout);
+}
+
+#[test]
+fn sleeps_faults_and_randomness_under_qemu() {
+    if !have_qemu() {
+        eprintln!("skipped: no qemu-system-aarch64 (Debian: qemu-system-arm)");
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let spec = probe_spec();
+    let r = boot(store.path(), &spec, &["--mode=sleep"]);
+    let ctx = format!("stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, Some(7), "the application's status: {ctx}");
+    assert!(r.stdout.ends_with("rpi4: exit status 7\n"), "{ctx}");
+    let mut guest_total = Duration::ZERO;
+    for ms in [20u64, 150, 400] {
+        let line = format!("probe: sleep {ms} ms took ");
+        let us: u64 = r
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&line)?.strip_suffix(" us")?.parse().ok())
+            .unwrap_or_else(|| panic!("no measure of the {ms} ms sleep: {ctx}"));
+        // Never early; late by at most a generous margin for a loaded machine.
+        assert!(us >= ms * 1000, "{ms} ms took {us} us: {ctx}");
+        assert!(us < ms * 1000 + 500_000, "{ms} ms took {us} us: {ctx}");
+        guest_total += Duration::from_micros(us);
+    }
+    // The guest's clock runs no faster than the host's: with a wrong counter frequency
+    // (54 MHz assumed where QEMU's is 62.5 MHz) the guest would see 570 ms pass in 493.
+    assert!(
+        r.took >= guest_total,
+        "the guest measured {guest_total:?} in a run of {:?}: {ctx}",
+        r.took
+    );
+    // No RNG200 under QEMU: the host's seed, said loudly; two draws differ.
+    assert!(
+        r.stdout
+            .contains("rpi4: no hardware RNG (RNG200 absent): random bytes come from the host's seed"),
+        "{ctx}"
+    );
+    let draws = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("probe: random "))
+        .unwrap_or_else(|| panic!("no random bytes: {ctx}"))
+        .to_string();
+    let (a, b) = draws.split_at(draws.len() / 2);
+    assert_ne!(a.trim(), b.trim(), "{ctx}");
+    // Another boot gets another seed.
+    let again = boot(store.path(), &spec, &["--mode=sleep"]);
+    assert!(!again.stdout.contains(&draws), "the same random bytes twice");
+
+    // A fault: a report on the UART and status 255, not a hang.
+    let r = boot(store.path(), &spec, &["--mode=fault"]);
+    let ctx = format!("stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, Some(255), "{ctx}");
+    assert!(r.stdout.contains("probe: reading PWM1\n"), "{ctx}");
+    assert!(!r.stdout.contains("PWM1 CTL"), "{ctx}");
+    let report = r
+        .stdout
+        .lines()
+        .find(|l| l.contains(": trap: "))
+        .unwrap_or_else(|| panic!("no fault report: {ctx}"));
+    assert!(
+        report.starts_with("probe-rpi4: trap: data abort (ESR 0x96000010), pc 0x"),
+        "{ctx}"
+    );
+    assert!(report.contains("far 0xfe20c800"), "{ctx}");
+    assert!(r.stdout.ends_with("rpi4: exit status 255\n"), "{ctx}");
+}
+
+#[test]
+fn check_refuses_what_the_board_cannot_offer() {
+    let store = tempfile::tempdir().unwrap();
+    let mut cmd = compose(store.path());
+    cmd.args(["check", "specs/echo.kdl", "--target", "rpi4"]);
+    let r = run(cmd, Duration::from_secs(60));
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    for device in ["`service` (netif)", "`stack` (ipv4)", "`tcp` (tcp)"] {
+        assert!(
+            r.stderr
+                .contains(&format!("{device} is not supported on target rpi4")),
+            "{}",
+            r.stderr
+        );
+    }
+    assert!(r.stderr.contains("compose::unsupported-target"), "{}", r.stderr);
+}
