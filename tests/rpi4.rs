@@ -334,3 +334,185 @@ fn check_refuses_what_the_board_cannot_offer() {
     }
     assert!(r.stderr.contains("compose::unsupported-target"), "{}", r.stderr);
 }
+
+/// A stand-in for the Pi's firmware (the real one is not free software and is never
+/// needed by the tests): files of the right names, with bytes made here.
+fn fake_firmware(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    std::fs::create_dir_all(dir).unwrap();
+    let files = vec![
+        (
+            "start4.elf".to_string(),
+            (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect(),
+        ),
+        ("fixup4.dat".to_string(), b"fake fixup4.dat\n".repeat(300)),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    files
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn tool(name: &str) -> bool {
+    Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+#[test]
+fn the_sd_card_image_is_a_valid_fat32_card_with_exactly_the_boot_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let fw_dir = tmp.path().join("firmware");
+    let firmware = fake_firmware(&fw_dir);
+
+    // Without firmware: kernel8.img only, and a note that says how to get it.
+    let mut cmd = compose(&store);
+    cmd.args(["build", "specs/hello.kdl", "--target", "rpi4", "--no-out-link"])
+        .env_remove("COMPOSE_RPI4_FIRMWARE");
+    let r = run(cmd, Duration::from_secs(600));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("note: no SD card image: COMPOSE_RPI4_FIRMWARE")
+            && r.stderr.contains("apt-get download raspi-firmware"),
+        "{}",
+        r.stderr
+    );
+    let bare = PathBuf::from(r.stdout.trim());
+    assert!(bare.join("kernel8.img").is_file());
+    assert!(!bare.join("hello.sdcard.img").exists());
+
+    // A directory without the firmware: a clear error, and nothing stored.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let entries = || std::fs::read_dir(&store).unwrap().count();
+    let before = entries();
+    let mut cmd = compose(&store);
+    cmd.args(["build", "specs/hello.kdl", "--target", "rpi4", "--no-out-link"])
+        .env("COMPOSE_RPI4_FIRMWARE", &empty);
+    let r = run(cmd, Duration::from_secs(600));
+    assert_ne!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "COMPOSE_RPI4_FIRMWARE={}: no fixup4.dat or start4.elf there",
+            empty.display()
+        )) && r.stderr.contains("raspi-firmware"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert_eq!(entries(), before, "a half-made entry");
+
+    // With it: the card, next to the image; --out gets both.
+    let out = tmp.path().join("out");
+    let mut cmd = compose(&store);
+    cmd.args(["build", "specs/hello.kdl", "--target", "rpi4", "--no-out-link"])
+        .arg("--out")
+        .arg(&out)
+        .env("COMPOSE_RPI4_FIRMWARE", &fw_dir);
+    let r = run(cmd, Duration::from_secs(600));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let entry = PathBuf::from(r.stdout.trim());
+    let card_path = entry.join("hello.sdcard.img");
+    let card = std::fs::read(&card_path).unwrap();
+    let kernel = std::fs::read(entry.join("kernel8.img")).unwrap();
+    assert_eq!(std::fs::read(out.join("hello.sdcard.img")).unwrap(), card);
+    assert_eq!(std::fs::read(out.join("kernel8.img")).unwrap(), kernel);
+    // The kernel is the same with or without a card.
+    assert_eq!(std::fs::read(bare.join("kernel8.img")).unwrap(), kernel);
+
+    // MBR: one FAT32 (LBA) partition at 1 MiB covering the rest of the image.
+    assert_eq!(&card[510..512], &[0x55, 0xaa]);
+    let p = &card[446..462];
+    assert_eq!(p[4], 0x0c, "partition type");
+    let start = u32::from_le_bytes(p[8..12].try_into().unwrap()) as usize;
+    let sectors = u32::from_le_bytes(p[12..16].try_into().unwrap()) as usize;
+    assert_eq!(start, 2048);
+    assert_eq!((start + sectors) * 512, card.len());
+    assert!(card[462..510].iter().all(|b| *b == 0), "a single partition");
+
+    if !(tool("fsck.vfat") && tool("mdir")) {
+        eprintln!("skipped the FAT checks: no dosfstools/mtools");
+        return;
+    }
+    // The FAT is valid: fsck.vfat finds nothing to say about the partition.
+    let part = tmp.path().join("part.img");
+    std::fs::write(&part, &card[start * 512..]).unwrap();
+    let fsck = Command::new("fsck.vfat").arg("-n").arg(&part).output().unwrap();
+    let said = String::from_utf8_lossy(&fsck.stdout).into_owned();
+    assert!(fsck.status.success(), "{said}");
+    assert_eq!(said.lines().count(), 2, "fsck.vfat reported something: {said}");
+    // Exactly the boot files, with fixed dates.
+    let img = format!("{}@@1M", card_path.display());
+    let mdir = Command::new("mdir").args(["-i", &img, "-b", "::/"]).output().unwrap();
+    assert!(mdir.status.success(), "{}", String::from_utf8_lossy(&mdir.stderr));
+    let mut listed: Vec<String> = String::from_utf8_lossy(&mdir.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("::/").to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["cmdline.txt", "config.txt", "fixup4.dat", "kernel8.img", "start4.elf"]
+    );
+    let long = Command::new("mdir").args(["-i", &img, "::/"]).output().unwrap();
+    let long = String::from_utf8_lossy(&long.stdout).into_owned();
+    assert_eq!(long.matches("1980-01-01   0:00").count(), 5, "{long}");
+    let read = |name: &str| {
+        let o = Command::new("mtype")
+            .args(["-i", &img, &format!("::/{name}")])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "mtype {name}");
+        o.stdout
+    };
+    assert_eq!(read("kernel8.img"), kernel);
+    for (name, bytes) in &firmware {
+        assert_eq!(&read(name), bytes, "{name}");
+    }
+    let config = String::from_utf8(read("config.txt")).unwrap();
+    for line in ["arm_64bit=1", "kernel=kernel8.img", "enable_uart=1", "kernel_address=0x80000"] {
+        assert!(config.lines().any(|l| l == line), "{config}");
+    }
+    assert_eq!(read("cmdline.txt"), b"--name=world --times=3\n");
+
+    // The firmware's hashes are in the build information and the SBOM.
+    let buildinfo = std::fs::read_to_string(entry.join("buildinfo.json")).unwrap();
+    let sbom = std::fs::read_to_string(entry.join("sbom.cdx.json")).unwrap();
+    for (name, bytes) in &firmware {
+        let sha = sha256(bytes);
+        assert!(
+            buildinfo.contains(&format!("target/firmware/{name}")) && buildinfo.contains(&sha),
+            "{name} not in buildinfo.json"
+        );
+        assert!(sbom.contains(&format!("\"file:{name}\"")) && sbom.contains(&sha), "{sbom}");
+    }
+    assert!(!buildinfo.contains(&fw_dir.display().to_string()), "a path in buildinfo");
+
+    // The same firmware from another directory and another store: the same card.
+    let fw2 = tmp.path().join("elsewhere/with/a/longer/path/fw");
+    fake_firmware(&fw2);
+    let mut cmd = compose(&tmp.path().join("store2"));
+    cmd.args(["build", "specs/hello.kdl", "--target", "rpi4", "--no-out-link"])
+        .env("COMPOSE_RPI4_FIRMWARE", &fw2);
+    let r = run(cmd, Duration::from_secs(600));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let again = std::fs::read(PathBuf::from(r.stdout.trim()).join("hello.sdcard.img")).unwrap();
+    assert!(again == card, "the card differs when the firmware is elsewhere");
+    // Other firmware: another card (and another store key).
+    std::fs::write(fw2.join("fixup4.dat"), b"another fixup").unwrap();
+    let mut cmd = compose(&tmp.path().join("store2"));
+    cmd.args(["build", "specs/hello.kdl", "--target", "rpi4", "--no-out-link"])
+        .env("COMPOSE_RPI4_FIRMWARE", &fw2);
+    let r = run(cmd, Duration::from_secs(600));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let other = std::fs::read(PathBuf::from(r.stdout.trim()).join("hello.sdcard.img")).unwrap();
+    assert!(other != card, "the firmware changed, the card did not");
+}

@@ -270,14 +270,39 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
             drop(image_bytes);
             let artifact = match finished {
                 Some(bytes) => {
-                    let path = artifact.with_file_name(&image_file);
+                    // Next to cargo's output, named after it: unikernels share the
+                    // target directory (and so would share `kernel8.img`).
+                    let path = artifact.with_file_name(format!("{name}-{target}.{image_file}"));
                     std::fs::write(&path, bytes).map_err(Error::io("write", &path))?;
                     path
                 }
                 None => artifact,
             };
+            // What the target makes besides the image (rpi4: the SD card image).
+            let extra = {
+                let image = std::fs::read(&artifact).map_err(Error::io("read", &artifact))?;
+                let inputs = info.input_files().map_err(Error::Inputs)?;
+                info.extra_outputs(&graph, &image, &inputs)
+                    .map_err(|why| Error::ImageCheck {
+                        target: target.clone(),
+                        path: artifact.clone(),
+                        why,
+                    })?
+            };
+            if let Some(note) = &extra.note {
+                eprintln!("note: {note}");
+            }
+            let mut extra_files = Vec::new();
+            for (file, bytes) in &extra.files {
+                let path = artifact.with_file_name(format!("{name}-{target}.{file}"));
+                std::fs::write(&path, bytes).map_err(Error::io("write", &path))?;
+                extra_files.push((file.clone(), path));
+            }
+            drop(extra.files);
             reporter.stage("Storing", &format!("{name} ({target})"));
             let sbom = crate::image::sbom(&glue_dir, &triple, &name).map_err(Error::Image)?;
+            let sbom = crate::image::sbom_with(&sbom, &extra.sbom_components)
+                .map_err(Error::Image)?;
             let spec_dir = crate::inputs::spec_dir(&opts.load.spec);
             let (spec_base, spec_path) = crate::inputs::portable(&opts.load.spec, &root, &spec_dir);
             let mut command = vec![
@@ -311,6 +336,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                     crate::image::EntryContents {
                         image: (&image_file, &artifact),
                         block_images: &images,
+                        extra_files: &extra_files,
                         manifest,
                         buildinfo,
                         sbom,
@@ -353,6 +379,16 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
         for (device, file) in &block_images {
             crate::image::place(file, out, &format!("{device}.img"))
                 .map_err(Error::io("copy a block image to", out))?;
+        }
+        // Other disk images the target made (rpi4: NAME.sdcard.img).
+        for f in manifest.files.keys() {
+            if f.ends_with(".img")
+                && *f != manifest.image
+                && !block_images.iter().any(|(d, _)| format!("{d}.img") == *f)
+            {
+                crate::image::place(&entry.join(f), out, f)
+                    .map_err(Error::io("copy a disk image to", out))?;
+            }
         }
     }
     reporter.stage("Finished", &entry.display().to_string());

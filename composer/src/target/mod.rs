@@ -95,6 +95,17 @@ pub enum DeployError {
     Mapping(#[from] MappingErrors),
 }
 
+/// What [`Target::extra_outputs`] adds to a store entry.
+#[derive(Debug, Default)]
+pub struct ExtraOutputs {
+    /// Files (name, contents), stored and bundled next to the image.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// CycloneDX components for what they carry that is not a crate (firmware).
+    pub sbom_components: Vec<serde_json::Value>,
+    /// A note for the user (printed on stderr), e.g. why a file was not made.
+    pub note: Option<String>,
+}
+
 /// A device the host provides, read from a descriptor's `host` capability.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostDevice {
@@ -180,6 +191,23 @@ pub trait Target: Sync {
     fn check_memory(&self, bytes: u64) -> Result<(), String>;
     /// Checks a built image before it goes into the store.
     fn check_image(&self, image: &[u8]) -> Result<(), String>;
+    /// Files from outside the compose tree and the spec that go into the build's outputs
+    /// (rpi4: the Pi's firmware, from the directory `$COMPOSE_RPI4_FIRMWARE` names), as
+    /// (label, path): part of the store key, hence of the build information. An error
+    /// (the directory lacks a file) stops the build before it starts.
+    fn input_files(&self) -> Result<Vec<(String, std::path::PathBuf)>, String> {
+        Ok(Vec::new())
+    }
+    /// Files the store entry holds besides the image, made from it and the
+    /// [`Target::input_files`] (rpi4: the SD card image).
+    fn extra_outputs(
+        &self,
+        _graph: &Graph,
+        _image: &[u8],
+        _inputs: &[(String, std::path::PathBuf)],
+    ) -> Result<ExtraOutputs, String> {
+        Ok(ExtraOutputs::default())
+    }
     /// The image to store, made from cargo's output (after [`Target::check_image`]);
     /// `None` stores the output as it is.
     fn finish_image(&self, _artifact: &[u8]) -> Result<Option<Vec<u8>>, String> {
