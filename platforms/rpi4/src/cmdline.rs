@@ -69,7 +69,7 @@ mod tests {
 
     #[test]
     fn the_command_line_is_found_in_an_atag_list() {
-        let mut words = vec![5, ATAG_CORE, 0, 0, 0, 4, 0x5441_0002, 0x1000_0000, 0];
+        let mut words = std::vec![5, ATAG_CORE, 0, 0, 0, 4, 0x5441_0002, 0x1000_0000, 0];
         let text = b"--name=Ada\0\0";
         words.push(2 + 3);
         words.push(ATAG_CMDLINE);
