@@ -44,6 +44,7 @@ unsafe extern "Rust" {
 /// The first Rust code, at EL1 with FP/SIMD on, the MMU off and interrupts masked;
 /// `x0` is what the firmware or QEMU passed (a device tree, an ATAG list or 0).
 pub extern "C" fn rpi4_start(x0: u64) -> ! {
+    let entered = cpu::cntpct();
     // SAFETY: once, first, at EL1 with the MMU off.
     unsafe { mmu::init() };
     let uart_hz = mailbox_u32(tag::CLOCK_RATE, &[clock::UART], 2)
@@ -71,6 +72,13 @@ pub extern "C" fn rpi4_start(x0: u64) -> ! {
     gic_init();
     timer_init();
     if debug() {
+        let us = |ticks: u64| ticks * 1_000_000 / cpu::cntfrq().max(1);
+        let _ = writeln!(
+            Uart,
+            "rpi4: entered at counter {} us, ready at {} us",
+            us(entered),
+            us(cpu::cntpct())
+        );
         report_board(heap_start, heap_end, uart_hz);
     }
     // SAFETY: `entry!` defines this function in the glue with this signature.
