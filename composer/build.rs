@@ -89,6 +89,7 @@ const TREE_DIRS: &[&str] = &[
     "templates",
     "specs/hello",
     "specs/echo",
+    "specs/jukebox",
 ];
 /// The single files it carries as they are.
 const TREE_FILES: &[&str] = &["Cargo.lock", "rust-toolchain.toml"];

@@ -26,6 +26,21 @@ impl Target for Unix {
     fn template(&self) -> &'static str {
         "unix"
     }
+    fn implements(&self) -> &'static [&'static str] {
+        // The whole contract, and audio as a WAV file (`--audio:NAME=PATH`).
+        &[
+            "console",
+            "clock",
+            "wall-clock",
+            "random",
+            "netif",
+            "ipv4",
+            "tcp",
+            "block",
+            "secret",
+            "audio",
+        ]
+    }
     fn image_file(&self, name: &str) -> String {
         name.to_string()
     }
@@ -56,5 +71,23 @@ impl Target for Unix {
     fn deploy_formats(&self) -> &'static [DeployFormat] {
         // A host program is run, not deployed to a monitor.
         &[]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_implements_the_contract_and_audio() {
+        let kinds = Unix.implements();
+        assert!(
+            super::super::CONTRACT_KINDS
+                .iter()
+                .all(|k| kinds.contains(k))
+        );
+        assert!(kinds.contains(&"audio"));
+        let solo5 = super::super::by_name("hvt").unwrap().implements();
+        assert!(!solo5.contains(&"audio"));
     }
 }

@@ -17,6 +17,7 @@ extern crate alloc;
 pub mod bootargs;
 pub mod executor;
 
+pub mod audio;
 pub mod block;
 pub mod console;
 pub mod kv;

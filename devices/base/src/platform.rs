@@ -24,6 +24,14 @@
 //! | `Secret::open` | `fn(&Boot, &'static str) -> Result<impl secret::Secret, _>` | `secret` |
 //! | the executor type | `impl executor::Platform` (argument of `platform_conformance!`) | `run` |
 //!
+//! Optional kinds: a platform may also implement these, and then names them after the
+//! executor type (`platform_conformance!(Unix, audio)`), which checks them too; its
+//! target lists them in `Target::implements`.
+//!
+//! | item | signature | used by |
+//! |------|-----------|---------|
+//! | `Audio::open` | `fn(&'static str, audio::PcmFormat, String) -> Result<impl audio::Audio, _>` | `audio` |
+//!
 //! A target may add items its own template uses (the Solo5 template calls
 //! `platform::entry!(main)` and names `platform::solo5_abi`); those are the template's
 //! business, not the contract's.
@@ -35,7 +43,7 @@ use core::fmt::Display;
 #[doc(hidden)]
 pub mod check {
     use super::Display;
-    use crate::{block, console, net, random, secret, time};
+    use crate::{audio, block, console, net, random, secret, time};
 
     /// `Console::new`.
     pub fn console<T: console::Console, E: Display>(_: fn() -> Result<T, E>) {}
@@ -55,16 +63,31 @@ pub mod check {
     pub fn block<B, T: block::Block, E: Display>(_: fn(&B, &'static str, u32) -> Result<T, E>) {}
     /// `Secret::open`.
     pub fn secret<B, T: secret::Secret, E: Display>(_: fn(&B, &'static str) -> Result<T, E>) {}
+    /// `Audio::open` (an optional kind).
+    pub fn audio<T: audio::Audio, E: Display>(
+        _: fn(&'static str, audio::PcmFormat, alloc::string::String) -> Result<T, E>,
+    ) {
+    }
     /// The executor type.
     pub fn executor<P: crate::executor::Platform>() {}
 }
 
 /// Checks, at compile time, that the crate it is invoked in (at its root) provides the
 /// whole platform contract of [`crate::platform`]; the argument is the platform's executor
-/// type. It generates no code that runs.
+/// type, followed by the optional kinds it implements (`audio`). It generates no code that
+/// runs.
 #[macro_export]
 macro_rules! platform_conformance {
-    ($executor:ty) => {
+    (@optional audio) => {
+        const _: () = {
+            #[allow(dead_code)]
+            fn compose_platform_audio() {
+                $crate::platform::check::audio::<Audio, _>(Audio::open);
+            }
+        };
+    };
+    ($executor:ty $(, $optional:ident)* $(,)?) => {
+        $( $crate::platform_conformance!(@optional $optional); )*
         const _: () = {
             #[allow(dead_code)]
             fn compose_platform_contract() {

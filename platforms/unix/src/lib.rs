@@ -15,7 +15,8 @@
 //! instead of spinning.
 //!
 //! Devices map onto the host: the console is stdout, the clocks are the host's, randomness
-//! comes from getrandom(2), TCP uses non-blocking host sockets and block devices are files.
+//! comes from getrandom(2), TCP uses non-blocking host sockets, block devices are files and
+//! an audio device records a WAV file.
 //! The code targets Linux (it uses `SOCK_CLOEXEC`, `MSG_NOSIGNAL` and getrandom(2)).
 
 use std::fmt;
@@ -26,6 +27,7 @@ use std::time::Instant;
 
 use compose_devices::executor::Platform;
 
+mod audio;
 mod block;
 mod boot;
 mod console;
@@ -35,6 +37,7 @@ mod reactor;
 mod secret;
 mod time;
 
+pub use audio::Audio;
 pub use block::Block;
 pub use boot::{Boot, BootError, boot};
 pub use console::Console;
@@ -46,8 +49,8 @@ pub use time::{MonotonicClock, WallClock};
 /// The unix platform for compose-devices' executor.
 pub struct Unix;
 
-// This crate provides the whole platform contract (compose_devices::platform).
-compose_devices::platform_conformance!(Unix);
+// This crate provides the whole platform contract (compose_devices::platform), and audio.
+compose_devices::platform_conformance!(Unix, audio);
 
 /// The instant the unikernel started: the zero of [`Unix::now_ns`].
 static START: LazyLock<Instant> = LazyLock::new(Instant::now);
