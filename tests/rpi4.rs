@@ -516,3 +516,36 @@ fn the_sd_card_image_is_a_valid_fat32_card_with_exactly_the_boot_files() {
     let other = std::fs::read(PathBuf::from(r.stdout.trim()).join("hello.sdcard.img")).unwrap();
     assert!(other != card, "the firmware changed, the card did not");
 }
+
+#[test]
+fn the_jukebox_builds_for_the_pi_and_says_qemu_has_no_jack() {
+    if !have_qemu() {
+        eprintln!("skipped: no qemu-system-aarch64 (Debian: qemu-system-arm)");
+        return;
+    }
+    // The jack is PWM1 through bcm2711-audio (tested against its register model in
+    // devices/bcm2711-audio); QEMU's raspi4b has no PWM: the device fails to start with a
+    // message, the runtime having caught the probe's abort, instead of a fault.
+    let store = tempfile::tempdir().unwrap();
+    let r = boot(store.path(), &root().join("specs/jukebox.kdl"), &[]);
+    let ctx = format!("stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, Some(1), "{ctx}");
+    assert!(
+        r.stdout.contains(
+            "jukebox-rpi4: device 'jack' failed to start: the board has no PWM1 (QEMU's raspi4b does not emulate PWM"
+        ),
+        "{ctx}"
+    );
+    assert!(!r.stdout.contains("trap"), "{ctx}");
+    // The crunched chime is in the image.
+    let chime = std::fs::metadata(root().join("specs/jukebox/music/chime.wav"))
+        .unwrap()
+        .len();
+    let image = std::fs::read_dir(store.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("kernel8.img"))
+        .find(|p| p.is_file())
+        .unwrap();
+    assert!(std::fs::metadata(image).unwrap().len() > chime);
+}

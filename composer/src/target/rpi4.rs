@@ -101,7 +101,7 @@ pub struct Rpi4;
 pub const LOAD_ADDRESS: u64 = 0x80000;
 
 /// The device kinds the platform implements.
-pub const KINDS: &[&str] = &["console", "clock", "random"];
+pub const KINDS: &[&str] = &["console", "clock", "random", "audio"];
 
 /// The ARM memory a 1 GiB Pi 4 leaves to the ARM (and QEMU's firmware reports): the
 /// heap is what the firmware reports above the image, so `memory` is only checked.

@@ -202,6 +202,68 @@ impl compose_devices::random::Random for Random {
     }
 }
 
+/// The board's registers as the PWM audio driver reaches them: volatile 32-bit accesses
+/// at their physical addresses (mapped as device memory), delays on the generic timer.
+#[derive(Debug)]
+pub struct BoardMmio;
+
+impl bcm2711_audio::Mmio for BoardMmio {
+    fn read32(&mut self, addr: usize) -> u32 {
+        // SAFETY: the driver only names registers of PWM1, the clock manager and GPIO,
+        // which `Audio::open` found present; the MMU maps them as device memory.
+        unsafe { core::ptr::read_volatile(addr as *const u32) }
+    }
+    fn write32(&mut self, addr: usize, value: u32) {
+        // SAFETY: as for `read32`.
+        unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
+    }
+    fn delay_us(&mut self, us: u32) {
+        let until = hw::now_ns() + u64::from(us) * 1000;
+        while hw::now_ns() < until {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// The headphone jack: PWM1 on GPIO 40 (right) and 41 (left), driven by
+/// `bcm2711-audio` from PLLD (750 MHz, the PWM clock 125 MHz). The CPU feeds the FIFO:
+/// a write busy-waits while the FIFO is full.
+#[derive(Debug)]
+pub struct Audio(bcm2711_audio::Jack<BoardMmio>);
+
+impl Audio {
+    /// Opens the jack for `format` (`file` is the unix target's and means nothing here).
+    /// Fails when the board has no PWM1 (QEMU's raspi4b: any access aborts, which this
+    /// probes for and catches) or the driver refuses the format.
+    pub fn open(
+        _name: &'static str,
+        format: compose_devices::audio::PcmFormat,
+        _file: alloc::string::String,
+    ) -> Result<Audio, alloc::string::String> {
+        if hw::probe_read(bcm2711_audio::reg::PWM_STA).is_none() {
+            return Err(
+                "the board has no PWM1 (QEMU's raspi4b does not emulate PWM: the headphone jack plays on a real Pi 4)"
+                    .into(),
+            );
+        }
+        bcm2711_audio::Jack::open(BoardMmio, format, bcm2711_audio::Clock::PLLD)
+            .map(Audio)
+            .map_err(|e| alloc::format!("{e}"))
+    }
+}
+
+impl compose_devices::audio::Audio for Audio {
+    fn format(&self) -> compose_devices::audio::PcmFormat {
+        self.0.format()
+    }
+    async fn write(&self, frames: &[u8]) -> Result<(), compose_devices::audio::AudioError> {
+        self.0.write(frames).await
+    }
+    async fn flush(&self) -> Result<(), compose_devices::audio::AudioError> {
+        self.0.flush().await
+    }
+}
+
 const NO_NET: Error = Error("the rpi4 target has no network driver (GENET) yet");
 
 macro_rules! unavailable {

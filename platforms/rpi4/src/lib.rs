@@ -39,8 +39,9 @@
 //!
 //! # Devices
 //!
-//! The console (PL011), the monotonic clock (generic timer) and randomness (RNG200, or a
-//! host-seeded ChaCha20 where the board has none: QEMU). The rest of the platform
+//! The console (PL011), the monotonic clock (generic timer), randomness (RNG200, or a
+//! host-seeded ChaCha20 where the board has none: QEMU) and audio on the headphone jack
+//! ([`Audio`]: PWM1 through `bcm2711-audio`; QEMU has no PWM, so there it fails to open). The rest of the platform
 //! contract exists so that the contract is complete, but every constructor fails: the
 //! target's `implements` list keeps specs from asking for them (`compose check` refuses
 //! network, block devices, secrets and the wall clock on rpi4: there is no GENET, SD card
@@ -64,9 +65,9 @@ mod devices;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use devices::*;
 
-// The crate provides the whole platform contract (compose_devices::platform).
+// The crate provides the whole platform contract (compose_devices::platform), and audio.
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-compose_devices::platform_conformance!(Rpi4);
+compose_devices::platform_conformance!(Rpi4, audio);
 
 /// The PL011's integer and fractional baud divisors for reference clock `hz`:
 /// divisor = hz / (16 * baud), the fraction in 64ths, rounded.
