@@ -66,7 +66,11 @@ impl Copy {
     fn firmware(&self) -> PathBuf {
         let dir = self.dir.path().join("rpi4-firmware");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("start4.elf"), b"not the real start4.elf\n".repeat(1000)).unwrap();
+        std::fs::write(
+            dir.join("start4.elf"),
+            b"not the real start4.elf\n".repeat(1000),
+        )
+        .unwrap();
         std::fs::write(dir.join("fixup4.dat"), b"not the real fixup4.dat\n").unwrap();
         dir
     }
@@ -121,7 +125,11 @@ impl Copy {
             // Solo5 images are NAME.hvt / NAME.spt; unix ones NAME; rpi4's kernel8.img, and
             // its SD card image is compared too.
             sha256(&entry.join(compose::target::by_name(target).unwrap().image_file(&name)))
-                + &(if card.is_file() { sha256(&card) } else { String::new() }),
+                + &(if card.is_file() {
+                    sha256(&card)
+                } else {
+                    String::new()
+                }),
             sha256(&entry.join(format!("{name}-{target}.tar.zst"))),
         )
     }

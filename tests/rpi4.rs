@@ -282,8 +282,9 @@ fn sleeps_faults_and_randomness_under_qemu() {
     );
     // No RNG200 under QEMU: the host's seed, said loudly; two draws differ.
     assert!(
-        r.stdout
-            .contains("rpi4: no hardware RNG (RNG200 absent): random bytes come from the host's seed"),
+        r.stdout.contains(
+            "rpi4: no hardware RNG (RNG200 absent): random bytes come from the host's seed"
+        ),
         "{ctx}"
     );
     let draws = r
@@ -296,7 +297,10 @@ fn sleeps_faults_and_randomness_under_qemu() {
     assert_ne!(a.trim(), b.trim(), "{ctx}");
     // Another boot gets another seed.
     let again = boot(store.path(), &spec, &["--mode=sleep"]);
-    assert!(!again.stdout.contains(&draws), "the same random bytes twice");
+    assert!(
+        !again.stdout.contains(&draws),
+        "the same random bytes twice"
+    );
 
     // A fault: a report on the UART and status 255, not a hang.
     let r = boot(store.path(), &spec, &["--mode=fault"]);
@@ -332,7 +336,11 @@ fn check_refuses_what_the_board_cannot_offer() {
             r.stderr
         );
     }
-    assert!(r.stderr.contains("compose::unsupported-target"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("compose::unsupported-target"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// A stand-in for the Pi's firmware (the real one is not free software and is never
@@ -375,12 +383,19 @@ fn the_sd_card_image_is_a_valid_fat32_card_with_exactly_the_boot_files() {
 
     // Without firmware: kernel8.img only, and a note that says how to get it.
     let mut cmd = compose(&store);
-    cmd.args(["build", "specs/hello.kdl", "--target", "rpi4", "--no-out-link"])
-        .env_remove("COMPOSE_RPI4_FIRMWARE");
+    cmd.args([
+        "build",
+        "specs/hello.kdl",
+        "--target",
+        "rpi4",
+        "--no-out-link",
+    ])
+    .env_remove("COMPOSE_RPI4_FIRMWARE");
     let r = run(cmd, Duration::from_secs(600));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(
-        r.stderr.contains("note: no SD card image: COMPOSE_RPI4_FIRMWARE")
+        r.stderr
+            .contains("note: no SD card image: COMPOSE_RPI4_FIRMWARE")
             && r.stderr.contains("apt-get download raspi-firmware"),
         "{}",
         r.stderr
@@ -395,8 +410,14 @@ fn the_sd_card_image_is_a_valid_fat32_card_with_exactly_the_boot_files() {
     let entries = || std::fs::read_dir(&store).unwrap().count();
     let before = entries();
     let mut cmd = compose(&store);
-    cmd.args(["build", "specs/hello.kdl", "--target", "rpi4", "--no-out-link"])
-        .env("COMPOSE_RPI4_FIRMWARE", &empty);
+    cmd.args([
+        "build",
+        "specs/hello.kdl",
+        "--target",
+        "rpi4",
+        "--no-out-link",
+    ])
+    .env("COMPOSE_RPI4_FIRMWARE", &empty);
     let r = run(cmd, Duration::from_secs(600));
     assert_ne!(r.code, Some(0), "{}", r.stderr);
     assert!(
@@ -413,10 +434,16 @@ fn the_sd_card_image_is_a_valid_fat32_card_with_exactly_the_boot_files() {
     // With it: the card, next to the image; --out gets both.
     let out = tmp.path().join("out");
     let mut cmd = compose(&store);
-    cmd.args(["build", "specs/hello.kdl", "--target", "rpi4", "--no-out-link"])
-        .arg("--out")
-        .arg(&out)
-        .env("COMPOSE_RPI4_FIRMWARE", &fw_dir);
+    cmd.args([
+        "build",
+        "specs/hello.kdl",
+        "--target",
+        "rpi4",
+        "--no-out-link",
+    ])
+    .arg("--out")
+    .arg(&out)
+    .env("COMPOSE_RPI4_FIRMWARE", &fw_dir);
     let r = run(cmd, Duration::from_secs(600));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let entry = PathBuf::from(r.stdout.trim());
@@ -445,14 +472,29 @@ fn the_sd_card_image_is_a_valid_fat32_card_with_exactly_the_boot_files() {
     // The FAT is valid: fsck.vfat finds nothing to say about the partition.
     let part = tmp.path().join("part.img");
     std::fs::write(&part, &card[start * 512..]).unwrap();
-    let fsck = Command::new("fsck.vfat").arg("-n").arg(&part).output().unwrap();
+    let fsck = Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(&part)
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&fsck.stdout).into_owned();
     assert!(fsck.status.success(), "{said}");
-    assert_eq!(said.lines().count(), 2, "fsck.vfat reported something: {said}");
+    assert_eq!(
+        said.lines().count(),
+        2,
+        "fsck.vfat reported something: {said}"
+    );
     // Exactly the boot files, with fixed dates.
     let img = format!("{}@@1M", card_path.display());
-    let mdir = Command::new("mdir").args(["-i", &img, "-b", "::/"]).output().unwrap();
-    assert!(mdir.status.success(), "{}", String::from_utf8_lossy(&mdir.stderr));
+    let mdir = Command::new("mdir")
+        .args(["-i", &img, "-b", "::/"])
+        .output()
+        .unwrap();
+    assert!(
+        mdir.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mdir.stderr)
+    );
     let mut listed: Vec<String> = String::from_utf8_lossy(&mdir.stdout)
         .lines()
         .map(|l| l.trim_start_matches("::/").to_string())
@@ -460,9 +502,18 @@ fn the_sd_card_image_is_a_valid_fat32_card_with_exactly_the_boot_files() {
     listed.sort();
     assert_eq!(
         listed,
-        ["cmdline.txt", "config.txt", "fixup4.dat", "kernel8.img", "start4.elf"]
+        [
+            "cmdline.txt",
+            "config.txt",
+            "fixup4.dat",
+            "kernel8.img",
+            "start4.elf"
+        ]
     );
-    let long = Command::new("mdir").args(["-i", &img, "::/"]).output().unwrap();
+    let long = Command::new("mdir")
+        .args(["-i", &img, "::/"])
+        .output()
+        .unwrap();
     let long = String::from_utf8_lossy(&long.stdout).into_owned();
     assert_eq!(long.matches("1980-01-01   0:00").count(), 5, "{long}");
     let read = |name: &str| {
@@ -478,7 +529,12 @@ fn the_sd_card_image_is_a_valid_fat32_card_with_exactly_the_boot_files() {
         assert_eq!(&read(name), bytes, "{name}");
     }
     let config = String::from_utf8(read("config.txt")).unwrap();
-    for line in ["arm_64bit=1", "kernel=kernel8.img", "enable_uart=1", "kernel_address=0x80000"] {
+    for line in [
+        "arm_64bit=1",
+        "kernel=kernel8.img",
+        "enable_uart=1",
+        "kernel_address=0x80000",
+    ] {
         assert!(config.lines().any(|l| l == line), "{config}");
     }
     assert_eq!(read("cmdline.txt"), b"--name=world --times=3\n");
@@ -492,25 +548,46 @@ fn the_sd_card_image_is_a_valid_fat32_card_with_exactly_the_boot_files() {
             buildinfo.contains(&format!("target/firmware/{name}")) && buildinfo.contains(&sha),
             "{name} not in buildinfo.json"
         );
-        assert!(sbom.contains(&format!("\"file:{name}\"")) && sbom.contains(&sha), "{sbom}");
+        assert!(
+            sbom.contains(&format!("\"file:{name}\"")) && sbom.contains(&sha),
+            "{sbom}"
+        );
     }
-    assert!(!buildinfo.contains(&fw_dir.display().to_string()), "a path in buildinfo");
+    assert!(
+        !buildinfo.contains(&fw_dir.display().to_string()),
+        "a path in buildinfo"
+    );
 
     // The same firmware from another directory and another store: the same card.
     let fw2 = tmp.path().join("elsewhere/with/a/longer/path/fw");
     fake_firmware(&fw2);
     let mut cmd = compose(&tmp.path().join("store2"));
-    cmd.args(["build", "specs/hello.kdl", "--target", "rpi4", "--no-out-link"])
-        .env("COMPOSE_RPI4_FIRMWARE", &fw2);
+    cmd.args([
+        "build",
+        "specs/hello.kdl",
+        "--target",
+        "rpi4",
+        "--no-out-link",
+    ])
+    .env("COMPOSE_RPI4_FIRMWARE", &fw2);
     let r = run(cmd, Duration::from_secs(600));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let again = std::fs::read(PathBuf::from(r.stdout.trim()).join("hello.sdcard.img")).unwrap();
-    assert!(again == card, "the card differs when the firmware is elsewhere");
+    assert!(
+        again == card,
+        "the card differs when the firmware is elsewhere"
+    );
     // Other firmware: another card (and another store key).
     std::fs::write(fw2.join("fixup4.dat"), b"another fixup").unwrap();
     let mut cmd = compose(&tmp.path().join("store2"));
-    cmd.args(["build", "specs/hello.kdl", "--target", "rpi4", "--no-out-link"])
-        .env("COMPOSE_RPI4_FIRMWARE", &fw2);
+    cmd.args([
+        "build",
+        "specs/hello.kdl",
+        "--target",
+        "rpi4",
+        "--no-out-link",
+    ])
+    .env("COMPOSE_RPI4_FIRMWARE", &fw2);
     let r = run(cmd, Duration::from_secs(600));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let other = std::fs::read(PathBuf::from(r.stdout.trim()).join("hello.sdcard.img")).unwrap();

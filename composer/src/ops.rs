@@ -301,8 +301,8 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
             drop(extra.files);
             reporter.stage("Storing", &format!("{name} ({target})"));
             let sbom = crate::image::sbom(&glue_dir, &triple, &name).map_err(Error::Image)?;
-            let sbom = crate::image::sbom_with(&sbom, &extra.sbom_components)
-                .map_err(Error::Image)?;
+            let sbom =
+                crate::image::sbom_with(&sbom, &extra.sbom_components).map_err(Error::Image)?;
             let spec_dir = crate::inputs::spec_dir(&opts.load.spec);
             let (spec_base, spec_path) = crate::inputs::portable(&opts.load.spec, &root, &spec_dir);
             let mut command = vec![
@@ -760,12 +760,13 @@ fn run_qemu(
     seed.extend_from_slice(&random);
     let fd = memfd_with(&seed)?;
     let seed_path = PathBuf::from(format!("/proc/self/fd/{fd}"));
-    let args = crate::target::qemu_args(&built.image, boot_args, Some(&seed_path)).map_err(
-        |why| LaunchError::BootArgs {
-            name: built.name.clone(),
-            why,
-        },
-    )?;
+    let args =
+        crate::target::qemu_args(&built.image, boot_args, Some(&seed_path)).map_err(|why| {
+            LaunchError::BootArgs {
+                name: built.name.clone(),
+                why,
+            }
+        })?;
     if verbose {
         Reporter::new(format).stage("Running", &format!("{} {}", qemu.display(), args.join(" ")));
     }

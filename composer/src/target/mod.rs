@@ -307,7 +307,10 @@ pub fn qemu_args(
     boot_args: &[String],
     seed: Option<&Path>,
 ) -> Result<Vec<String>, String> {
-    if let Some(a) = boot_args.iter().find(|a| a.chars().any(char::is_whitespace)) {
+    if let Some(a) = boot_args
+        .iter()
+        .find(|a| a.chars().any(char::is_whitespace))
+    {
         return Err(format!(
             "boot argument {a:?}: an rpi4 command line is split at white space (cmdline.txt, -append)"
         ));

@@ -177,15 +177,18 @@ impl Target for Rpi4 {
             });
         }
         let mut files = vec![
-            ("config.txt".to_string(), config_txt(&graph.name).into_bytes()),
+            (
+                "config.txt".to_string(),
+                config_txt(&graph.name).into_bytes(),
+            ),
             ("cmdline.txt".to_string(), cmdline_txt(graph).into_bytes()),
             ("kernel8.img".to_string(), image.to_vec()),
         ];
         let mut components = Vec::new();
         for (label, path) in inputs {
             let name = label.strip_prefix("firmware/").unwrap_or(label).to_string();
-            let bytes = std::fs::read(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             use sha2::Digest as _;
             let sha = hex::encode(sha2::Sha256::digest(&bytes));
             let licence = if name.ends_with(".dtb") {

@@ -28,7 +28,8 @@ pub fn atag_cmdline(words: &[u32]) -> Option<&[u8]> {
         if tag == ATAG_CMDLINE {
             let data = &words[i + 2..i + size];
             // SAFETY: reinterpreting initialised u32s as bytes (alignment only goes down).
-            let bytes = unsafe { core::slice::from_raw_parts(data.as_ptr().cast::<u8>(), data.len() * 4) };
+            let bytes =
+                unsafe { core::slice::from_raw_parts(data.as_ptr().cast::<u8>(), data.len() * 4) };
             let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
             return Some(&bytes[..len]);
         }

@@ -150,7 +150,7 @@ pub struct Random(RandomSource);
 
 enum RandomSource {
     Rng200,
-    Seeded(spin::Mutex<chacha20::ChaCha20Rng>),
+    Seeded(alloc::boxed::Box<spin::Mutex<chacha20::ChaCha20Rng>>),
 }
 
 impl fmt::Debug for Random {
@@ -175,8 +175,8 @@ impl Random {
                     "rpi4: no hardware RNG (RNG200 absent): random bytes come from the host's seed, expanded with ChaCha20"
                 );
                 use rand_core::SeedableRng as _;
-                Ok(Random(RandomSource::Seeded(spin::Mutex::new(
-                    chacha20::ChaCha20Rng::from_seed(seed),
+                Ok(Random(RandomSource::Seeded(alloc::boxed::Box::new(
+                    spin::Mutex::new(chacha20::ChaCha20Rng::from_seed(seed)),
                 ))))
             }
             None => Err(Error(
@@ -341,7 +341,9 @@ impl Block {
 impl Secret {
     /// Fails: no block device to carry secrets.
     pub fn open(_boot: &Boot, _name: &'static str) -> Result<Secret, Error> {
-        Err(Error("the rpi4 target has no secrets (they need a block device)"))
+        Err(Error(
+            "the rpi4 target has no secrets (they need a block device)",
+        ))
     }
 }
 

@@ -16,5 +16,8 @@ static HEAP: Heap = Heap::new(Manual);
 pub(crate) unsafe fn claim(start: usize, end: usize) {
     // SAFETY: the caller promises the range is unused, writable and ours for good.
     let claimed = unsafe { HEAP.lock().claim(start as *mut u8, end - start) };
-    assert!(claimed.is_some(), "compose-rpi4: the heap range is too small");
+    assert!(
+        claimed.is_some(),
+        "compose-rpi4: the heap range is too small"
+    );
 }

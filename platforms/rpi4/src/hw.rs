@@ -94,23 +94,28 @@ pub fn debug() -> bool {
 fn read_cmdline(x0: usize) {
     let mut found: &[u8] = &[];
     // A device tree: big-endian magic 0xd00dfeed.
-    if x0 != 0 && x0 % 8 == 0 && x0 < 0x4000_0000 && mmio_be32(x0) == 0xd00d_feed {
+    if x0 != 0 && x0.is_multiple_of(8) && x0 < 0x4000_0000 && mmio_be32(x0) == 0xd00d_feed {
         // SAFETY: a device tree the firmware or QEMU placed in RAM, intact until the heap
         // is claimed (after this copy).
-        if let Ok(fdt) = unsafe { fdt::Fdt::from_ptr(x0 as *const u8) } {
-            if let Some(args) = fdt.chosen().bootargs() {
-                found = args.as_bytes();
-            }
+        if let Ok(fdt) = unsafe { fdt::Fdt::from_ptr(x0 as *const u8) }
+            && let Some(args) = fdt
+                .find_node("/chosen")
+                .and_then(|n| n.property("bootargs"))
+                .and_then(|p| p.as_str())
+        {
+            found = args.as_bytes();
         }
-    } else if x0 != 0 && x0 % 4 == 0 && x0 < 0x10_0000 {
+    } else if x0 != 0 && x0.is_multiple_of(4) && x0 < 0x10_0000 {
         // SAFETY: an ATAG list below 1 MiB: at most the 4 KiB up to the image's load
         // address, which is RAM.
-        let words = unsafe { core::slice::from_raw_parts(x0 as *const u32, 1024.min((0x80000 - x0) / 4)) };
+        let words =
+            unsafe { core::slice::from_raw_parts(x0 as *const u32, 1024.min((0x80000 - x0) / 4)) };
         if let Some(c) = crate::cmdline::atag_cmdline(words) {
             found = c;
         }
     }
     // SAFETY: written once here, before anything reads it.
+    #[allow(clippy::deref_addrof)]
     let buf = unsafe { &mut *(&raw mut CMDLINE) };
     let n = found.len().min(buf.len());
     buf[..n].copy_from_slice(&found[..n]);
@@ -127,6 +132,7 @@ fn mmio_be32(addr: usize) -> u32 {
 pub fn cmdline() -> &'static str {
     let n = CMDLINE_LEN.load(Ordering::Acquire) as usize;
     // SAFETY: written once by `read_cmdline` before this is called.
+    #[allow(clippy::deref_addrof)]
     let bytes = unsafe { &(&*(&raw const CMDLINE))[..n] };
     core::str::from_utf8(bytes).unwrap_or("")
 }
@@ -198,7 +204,11 @@ fn report_board(heap_start: usize, heap_end: usize, uart_hz: u32) {
         "rpi4: generic timer {} Hz, MIDR {:#x}, RNG200 {}",
         cpu::cntfrq(),
         cpu::midr(),
-        if rng200_present() { "present" } else { "absent" }
+        if rng200_present() {
+            "present"
+        } else {
+            "absent"
+        }
     );
 }
 

@@ -53,15 +53,15 @@ pub mod cmdline;
 pub mod property;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod mmio;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod start;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-pub mod hw;
+mod devices;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod heap;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod devices;
+pub mod hw;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod mmio;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod start;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use devices::*;
 

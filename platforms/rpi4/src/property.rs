@@ -49,7 +49,12 @@ const SUCCESS: u32 = 0x8000_0000;
 
 /// Fills `buf` with a request of `tag`: `request` values, room for `response_words`.
 /// Returns `None` if it does not fit.
-pub fn encode(buf: &mut [u32; WORDS], tag: u32, request: &[u32], response_words: usize) -> Option<()> {
+pub fn encode(
+    buf: &mut [u32; WORDS],
+    tag: u32,
+    request: &[u32],
+    response_words: usize,
+) -> Option<()> {
     let values = request.len().max(response_words);
     if values > MAX_VALUES {
         return None;

@@ -158,7 +158,11 @@ mod tests {
         let a = image(&files(b"one")).unwrap();
         let mut reversed = files(b"one");
         reversed.reverse();
-        assert_eq!(a, image(&reversed).unwrap(), "the order given does not matter");
+        assert_eq!(
+            a,
+            image(&reversed).unwrap(),
+            "the order given does not matter"
+        );
         assert_ne!(a, image(&files(b"two")).unwrap());
         assert_eq!(a.len() as u64, (1 << 20) + MIN_PARTITION);
         assert_eq!(&a[510..512], &[0x55, 0xaa]);

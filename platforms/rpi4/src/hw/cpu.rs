@@ -66,7 +66,14 @@ pub fn wfi() {
 #[inline]
 pub fn take_irqs() {
     // SAFETY: the vectors are installed and the IRQ handler returns to the caller.
-    unsafe { asm!("msr daifclr, #2", "isb", "msr daifset, #2", options(nostack)) };
+    unsafe {
+        asm!(
+            "msr daifclr, #2",
+            "isb",
+            "msr daifset, #2",
+            options(nostack)
+        )
+    };
 }
 
 /// Cleans and invalidates the data cache lines covering `[addr, addr + len)` to the point

@@ -31,13 +31,15 @@ const DEVICE: u64 = 1 << 2;
 /// Once, at EL1, with the MMU off, before anything relies on atomics.
 pub unsafe fn init() {
     // SAFETY: nothing else touches the table; the MMU is off, so it is not in use yet.
+    #[allow(clippy::deref_addrof)]
     let table = unsafe { &mut *(&raw mut LEVEL1) };
     for gib in 0..3u64 {
         table.0[gib as usize] = (gib << 30) | VALID_BLOCK | AF | INNER_SHAREABLE | NORMAL;
     }
     table.0[3] = (3 << 30) | VALID_BLOCK | AF | DEVICE | UXN | PXN;
     cpu::dsb();
-    cpu::set_mair(0xFF | (0x04 << 8) | (0x00 << 16));
+    // Attribute 0: normal write-back; 1: device nGnRE; 2 (0x00): device nGnRnE.
+    cpu::set_mair(0xFF | (0x04 << 8));
     // T0SZ 25; IRGN0 = ORGN0 = write-back write-allocate; SH0 inner; TG0 4 KiB;
     // EPD1 (no walks through TTBR1); IPS 36 bits.
     let tcr = 25 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23) | (1 << 32);
