@@ -1,11 +1,14 @@
 //! The rpi4 target end to end, through the `compose` binary and QEMU's `raspi4b` machine
 //! (`qemu-system-aarch64`, from Debian's qemu-system-arm): hello prints its greeting on
 //! the UART and QEMU exits with the unikernel's status (semihosting); the mailbox answers
-//! with the board revision; sleeps measured by the guest against the generic timer last
+//! with the board revision; boot arguments arrive by `-append` (an ATAG list) and by a
+//! device tree's `/chosen/bootargs` (as the firmware passes cmdline.txt); sleeps measured by the guest against the generic timer last
 //! at least what was asked and not much more, and no less host time passes than the
 //! guest measured (the timer's frequency is read at run time, not assumed); a CPU fault
 //! prints a report and ends with 255 instead of hanging; `compose check` refuses devices
-//! the board cannot offer, naming the target.
+//! the board cannot offer, naming the target; the SD card image is a valid, reproducible
+//! FAT32 card with exactly the boot files (a stand-in firmware made here); the jukebox
+//! builds, and under QEMU (no PWM) its jack fails to start with a message.
 //!
 //! Every QEMU run has a deadline and is killed if it passes it.
 
@@ -176,6 +179,64 @@ pub async fn start<C: Console, T: MonotonicClock, R: Random>(
     spec
 }
 
+/// A minimal flattened device tree (version 17): `/` with the cells QEMU reads, and
+/// `/chosen` with `bootargs`, as the Pi's firmware passes it.
+fn tiny_dtb(bootargs: &str) -> Vec<u8> {
+    fn pad(v: &mut Vec<u8>) {
+        while v.len() % 4 != 0 {
+            v.push(0);
+        }
+    }
+    let mut strings: Vec<u8> = Vec::new();
+    let mut st: Vec<u8> = Vec::new();
+    let node = |st: &mut Vec<u8>, name: &str| {
+        st.extend(1u32.to_be_bytes());
+        st.extend(name.as_bytes());
+        st.push(0);
+        pad(st);
+    };
+    let mut prop = |st: &mut Vec<u8>, name: &str, value: &[u8]| {
+        let off = strings.len() as u32;
+        strings.extend(name.as_bytes());
+        strings.push(0);
+        st.extend(3u32.to_be_bytes());
+        st.extend((value.len() as u32).to_be_bytes());
+        st.extend(off.to_be_bytes());
+        st.extend(value);
+        pad(st);
+    };
+    node(&mut st, "");
+    prop(&mut st, "#address-cells", &1u32.to_be_bytes());
+    prop(&mut st, "#size-cells", &1u32.to_be_bytes());
+    node(&mut st, "chosen");
+    prop(&mut st, "bootargs", format!("{bootargs}\0").as_bytes());
+    st.extend(2u32.to_be_bytes()); // end of /chosen
+    st.extend(2u32.to_be_bytes()); // end of /
+    st.extend(9u32.to_be_bytes()); // end
+    let (off_rsv, off_st) = (40u32, 56u32);
+    let off_str = off_st + st.len() as u32;
+    let total = off_str + strings.len() as u32;
+    let mut out = Vec::new();
+    for w in [
+        0xd00d_feed,
+        total,
+        off_st,
+        off_str,
+        off_rsv,
+        17,
+        16,
+        0,
+        strings.len() as u32,
+        st.len() as u32,
+    ] {
+        out.extend(u32::to_be_bytes(w));
+    }
+    out.extend([0u8; 16]);
+    out.extend(st);
+    out.extend(strings);
+    out
+}
+
 /// `rpi4: slept X us for Y us (...)` lines: (X, Y).
 fn slept(out: &str) -> Vec<(u64, u64)> {
     out.lines()
@@ -246,6 +307,27 @@ fn hello_greets_on_the_uart_and_exits_with_its_status() {
     assert_eq!(r.code, Some(64), "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("times"), "{}", r.stdout);
     assert!(r.stdout.ends_with("rpi4: exit status 64\n"), "{}", r.stdout);
+    // The firmware's way: the command line in a device tree's /chosen/bootargs (x0), after
+    // words of its own for Linux, which the unikernel leaves alone.
+    let dtb = store.path().join("chosen.dtb");
+    std::fs::write(
+        &dtb,
+        tiny_dtb("coherent_pool=1M 8250.nr_uarts=1 --name=Tree --times=1"),
+    )
+    .unwrap();
+    let mut qemu = Command::new("qemu-system-aarch64");
+    qemu.args(["-M", "raspi4b", "-display", "none", "-monitor", "none"])
+        .args(["-serial", "stdio", "-semihosting", "-kernel"])
+        .arg(&image)
+        .arg("-dtb")
+        .arg(&dtb);
+    let r = run(qemu, Duration::from_secs(120));
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout, "Hello, Tree! (1/1)\nrpi4: exit status 0\n",
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
