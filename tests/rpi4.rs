@@ -2,9 +2,9 @@
 //! (`qemu-system-aarch64`, from Debian's qemu-system-arm): hello prints its greeting on
 //! the UART and QEMU exits with the unikernel's status (semihosting); the mailbox answers
 //! with the board revision; boot arguments arrive by `-append` (an ATAG list) and by a
-//! device tree's `/chosen/bootargs` (as the firmware passes cmdline.txt); sleeps measured by the guest against the generic timer last
-//! at least what was asked and not much more, and no less host time passes than the
-//! guest measured (the timer's frequency is read at run time, not assumed); a CPU fault
+//! device tree's `/chosen/bootargs` (as the firmware passes cmdline.txt); sleeps measured
+//! by the guest against the generic timer last at least what was asked and not much more,
+//! and no less host time passes than the guest measured (the timer's frequency is read at run time, not assumed); a CPU fault
 //! prints a report and ends with 255 instead of hanging; `compose check` refuses devices
 //! the board cannot offer, naming the target; the SD card image is a valid, reproducible
 //! FAT32 card with exactly the boot files (a stand-in firmware made here); the jukebox
@@ -183,7 +183,7 @@ pub async fn start<C: Console, T: MonotonicClock, R: Random>(
 /// `/chosen` with `bootargs`, as the Pi's firmware passes it.
 fn tiny_dtb(bootargs: &str) -> Vec<u8> {
     fn pad(v: &mut Vec<u8>) {
-        while v.len() % 4 != 0 {
+        while !v.len().is_multiple_of(4) {
             v.push(0);
         }
     }
