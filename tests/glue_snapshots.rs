@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use compose::ops::LoadOptions;
 
 /// The targets compose generates glue for today.
-const TARGETS: &[&str] = &["unix", "hvt", "spt", "xen"];
+const TARGETS: &[&str] = &["unix", "hvt", "spt", "xen", "rpi4"];
 
 /// Stands for the compose tree's location in the snapshots.
 const ROOT_MARK: &str = "@COMPOSE_ROOT@";

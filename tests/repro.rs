@@ -62,6 +62,19 @@ impl Copy {
         }
     }
 
+    /// A stand-in for the Pi's firmware in this copy (same bytes in every copy).
+    fn firmware(&self) -> PathBuf {
+        let dir = self.dir.path().join("rpi4-firmware");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("start4.elf"),
+            b"not the real start4.elf\n".repeat(1000),
+        )
+        .unwrap();
+        std::fs::write(dir.join("fixup4.dat"), b"not the real fixup4.dat\n").unwrap();
+        dir
+    }
+
     /// Builds `spec` (relative to the copy) for `target` and returns (image sha, bundle sha).
     fn build(&self, spec: &str, target: &str) -> (String, String) {
         let r = self.dir.path();
@@ -82,6 +95,8 @@ impl Copy {
             .env("COMPOSE_ROOT", r)
             .env("COMPOSE_STORE", r.join("store"))
             .env("COMPOSE_TARGET_DIR", r.join("target"))
+            // rpi4's SD card takes the Pi's firmware from here (a stand-in made below).
+            .env("COMPOSE_RPI4_FIRMWARE", self.firmware())
             .env("HOME", self.home.path())
             .env("USER", self.user)
             .env("LOGNAME", self.user)
@@ -104,9 +119,19 @@ impl Copy {
             .unwrap()
             .to_string_lossy()
             .into_owned();
+        let card = entry.join(format!("{name}.sdcard.img"));
+        if target == "rpi4" {
+            assert!(card.is_file(), "{spec} ({target}): no SD card image");
+        }
         (
-            // Solo5 images are NAME.hvt / NAME.spt; unix ones NAME.
-            sha256(&entry.join(compose::target::by_name(target).unwrap().image_file(&name))),
+            // Solo5 images are NAME.hvt / NAME.spt; unix ones NAME; rpi4's kernel8.img, and
+            // its SD card image is compared too.
+            sha256(&entry.join(compose::target::by_name(target).unwrap().image_file(&name)))
+                + &(if card.is_file() {
+                    sha256(&card)
+                } else {
+                    String::new()
+                }),
             sha256(&entry.join(format!("{name}-{target}.tar.zst"))),
         )
     }
@@ -128,6 +153,7 @@ fn two_copies_build_bit_for_bit_identical_images_and_bundles() {
             ("specs/site.kdl", target),
         ]);
     }
+    cases.push(("specs/hello.kdl", "rpi4"));
     for (spec, target) in cases {
         let first = a.build(spec, target);
         std::thread::sleep(std::time::Duration::from_millis(1100)); // a different second

@@ -612,7 +612,7 @@ mod tests {
         let r = Registry::builtin().unwrap();
         let netif = r.get("netif").unwrap();
         let targets: Vec<&str> = netif.targets.iter().map(|t| t.target.as_str()).collect();
-        assert_eq!(targets, ["unix", "hvt", "spt"]);
+        assert_eq!(targets, ["unix", "hvt", "spt", "xen"]);
         assert_eq!(netif.for_target("hvt").unwrap().krate, "compose-hvt-guest");
         assert_eq!(
             netif.host,

@@ -201,6 +201,19 @@ pub fn sbom(glue_dir: &Path, triple: &str, name: &str) -> Result<String, String>
     Ok(serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n")
 }
 
+/// `sbom` with `components` added to its components (nothing changes when there are none).
+pub fn sbom_with(sbom: &str, components: &[serde_json::Value]) -> Result<String, String> {
+    if components.is_empty() {
+        return Ok(sbom.to_string());
+    }
+    let mut doc: serde_json::Value = serde_json::from_str(sbom).map_err(|e| e.to_string())?;
+    let list = doc["components"]
+        .as_array_mut()
+        .ok_or("the SBOM has no components list")?;
+    list.extend(components.iter().cloned());
+    Ok(serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n")
+}
+
 /// File names inside a store entry and a bundle.
 pub const BUILDINFO_FILE: &str = "buildinfo.json";
 /// The SBOM's file name.
@@ -212,6 +225,8 @@ pub struct EntryContents<'a> {
     pub image: (&'a str, &'a Path),
     /// Block-device images: (device, file).
     pub block_images: &'a [(String, PathBuf)],
+    /// Other files the target made (rpi4: `NAME.sdcard.img`): (name in the entry, file).
+    pub extra_files: &'a [(String, PathBuf)],
     /// The manifest, without `files` filled in.
     pub manifest: Manifest,
     /// `buildinfo.json`.
@@ -275,6 +290,12 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
         }
         bundle
             .add_file(&name, &dir.join(&name))
+            .map_err(|x| x.to_string())?;
+    }
+    for (name, file) in c.extra_files {
+        std::fs::copy(file, dir.join(name)).map_err(e("cannot copy a file of the target"))?;
+        bundle
+            .add_file(name, &dir.join(name))
             .map_err(|x| x.to_string())?;
     }
     std::fs::write(dir.join(BUILDINFO_FILE), &c.buildinfo)

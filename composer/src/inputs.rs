@@ -196,6 +196,14 @@ pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
             }
         }
     }
+    // What the target takes from outside the tree (rpi4: the firmware), by content.
+    if let Some(target) = crate::target::by_name(&k.graph.target) {
+        let files = target.input_files()?;
+        for (label, path) in &files {
+            kb.add_file(&format!("target/{label}"), path)
+                .map_err(|e| e.to_string())?;
+        }
+    }
     Ok(Keyed {
         outcome: kb.finish(),
         crates,

@@ -262,9 +262,50 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                     path: artifact.clone(),
                     why: why.to_string(),
                 })?;
+            // A target may store another form of cargo's output (rpi4: the flat kernel8.img).
+            let finished = info
+                .finish_image(&image_bytes)
+                .map_err(|why| Error::ImageCheck {
+                    target: target.clone(),
+                    path: artifact.clone(),
+                    why,
+                })?;
             drop(image_bytes);
+            let artifact = match finished {
+                Some(bytes) => {
+                    // Next to cargo's output, named after it: unikernels share the
+                    // target directory (and so would share `kernel8.img`).
+                    let path = artifact.with_file_name(format!("{name}-{target}.{image_file}"));
+                    std::fs::write(&path, bytes).map_err(Error::io("write", &path))?;
+                    path
+                }
+                None => artifact,
+            };
+            // What the target makes besides the image (rpi4: the SD card image).
+            let extra = {
+                let image = std::fs::read(&artifact).map_err(Error::io("read", &artifact))?;
+                let inputs = info.input_files().map_err(Error::Inputs)?;
+                info.extra_outputs(&graph, &image, &inputs)
+                    .map_err(|why| Error::ImageCheck {
+                        target: target.clone(),
+                        path: artifact.clone(),
+                        why,
+                    })?
+            };
+            if let Some(note) = &extra.note {
+                eprintln!("note: {note}");
+            }
+            let mut extra_files = Vec::new();
+            for (file, bytes) in &extra.files {
+                let path = artifact.with_file_name(format!("{name}-{target}.{file}"));
+                std::fs::write(&path, bytes).map_err(Error::io("write", &path))?;
+                extra_files.push((file.clone(), path));
+            }
+            drop(extra.files);
             reporter.stage("Storing", &format!("{name} ({target})"));
             let sbom = crate::image::sbom(&glue_dir, &triple, &name).map_err(Error::Image)?;
+            let sbom =
+                crate::image::sbom_with(&sbom, &extra.sbom_components).map_err(Error::Image)?;
             let spec_dir = crate::inputs::spec_dir(&opts.load.spec);
             let (spec_base, spec_path) = crate::inputs::portable(&opts.load.spec, &root, &spec_dir);
             let mut command = vec![
@@ -316,6 +357,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                     crate::image::EntryContents {
                         image: (&image_file, &artifact),
                         block_images: &images,
+                        extra_files: &extra_files,
                         manifest,
                         buildinfo,
                         sbom,
@@ -348,8 +390,12 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
     let block_images: Vec<(String, PathBuf)> = manifest
         .files
         .keys()
+        // Not the image itself (rpi4's kernel8.img), nor a file named with a dot
+        // (`NAME.sdcard.img`): device names have none.
+        .filter(|f| **f != manifest.image)
         .filter_map(|f| {
             f.strip_suffix(".img")
+                .filter(|d| !d.contains('.'))
                 .map(|d| (d.to_string(), entry.join(f)))
         })
         .collect();
@@ -362,6 +408,16 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
         for (device, file) in &block_images {
             crate::image::place(file, out, &format!("{device}.img"))
                 .map_err(Error::io("copy a block image to", out))?;
+        }
+        // Other disk images the target made (rpi4: NAME.sdcard.img).
+        for f in manifest.files.keys() {
+            if f.ends_with(".img")
+                && *f != manifest.image
+                && !block_images.iter().any(|(d, _)| format!("{d}.img") == *f)
+            {
+                crate::image::place(&entry.join(f), out, f)
+                    .map_err(Error::io("copy a disk image to", out))?;
+            }
         }
     }
     reporter.stage("Finished", &entry.display().to_string());
@@ -555,8 +611,10 @@ impl Launch {
         let block_images = manifest
             .files
             .keys()
+            .filter(|f| **f != manifest.image)
             .filter_map(|f| {
                 f.strip_suffix(".img")
+                    .filter(|d| !d.contains('.'))
                     .map(|d| (d.to_string(), entry.join(f)))
             })
             .collect();
@@ -610,7 +668,14 @@ pub fn launch(
     format: MessageFormat,
     verbose: bool,
 ) -> Result<i32, Error> {
-    crate::manifest::check_boot_args(&built.manifest, &run.boot_args).map_err(|why| {
+    let runtime_flags = crate::target::by_name(&built.target).and_then(|t| t.runtime_flags());
+    let checked: Vec<String> = run
+        .boot_args
+        .iter()
+        .filter(|a| runtime_flags.is_none_or(|p| !a.starts_with(p)))
+        .cloned()
+        .collect();
+    crate::manifest::check_boot_args(&built.manifest, &checked).map_err(|why| {
         LaunchError::BootArgs {
             name: built.name.clone(),
             why,
@@ -693,6 +758,7 @@ pub fn launch(
             };
             crate::xen_sandbox::run(built, &manifest, mapping, secrets, &run.boot_args, verbose)
         }
+        crate::target::Launcher::Qemu => run_qemu(built, &run.boot_args, verbose, format),
         crate::target::Launcher::Tender(tender) => {
             let tender = ensure_tender(tender, format)?;
             let mut mapping = mapping;
@@ -728,6 +794,42 @@ pub fn launch(
             Err(e)
         }
     }
+}
+
+/// Boots an rpi4 image in QEMU (replacing compose), with a fresh random seed for the
+/// random device in an inherited memory file (the board under QEMU has no RNG200).
+/// `$COMPOSE_QEMU_AARCH64` names the QEMU binary (default: `qemu-system-aarch64`).
+fn run_qemu(
+    built: &Launch,
+    boot_args: &[String],
+    verbose: bool,
+    format: MessageFormat,
+) -> Result<i32, Error> {
+    let qemu = std::env::var_os("COMPOSE_QEMU_AARCH64")
+        .filter(|q| !q.is_empty())
+        .map_or_else(|| PathBuf::from("qemu-system-aarch64"), PathBuf::from);
+    let mut seed = b"compose-rpi4-rng".to_vec();
+    let mut random = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut random);
+    seed.extend_from_slice(&random);
+    let fd = memfd_with(&seed)?;
+    let seed_path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    let args =
+        crate::target::qemu_args(&built.image, boot_args, Some(&seed_path)).map_err(|why| {
+            LaunchError::BootArgs {
+                name: built.name.clone(),
+                why,
+            }
+        })?;
+    if verbose {
+        Reporter::new(format).stage("Running", &format!("{} {}", qemu.display(), args.join(" ")));
+    }
+    let mut cmd = std::process::Command::new(&qemu);
+    cmd.args(&args);
+    let record = record_launch(built);
+    let e = exec(cmd, &qemu);
+    forget_launch(record);
+    Err(e)
 }
 
 /// The tender binary `name` (`compose-hvt`, `compose-spt`). Found, in order: in

@@ -17,12 +17,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod hvt;
+mod rpi4;
 mod solo5;
 mod spt;
 mod unix;
 mod xen;
 
 pub use hvt::Hvt;
+pub use rpi4::Rpi4;
 pub use spt::Spt;
 pub use unix::Unix;
 pub use xen::Xen;
@@ -48,6 +50,9 @@ pub enum Launcher {
     /// A Xen domain: `xl create -c` with the image's .xl where `xl` exists, otherwise
     /// the local Xen-under-QEMU sandbox (`crate::xen_sandbox`).
     Xl,
+    /// Boot the image in QEMU (`qemu-system-aarch64 -M raspi4b`) with the UART on the
+    /// terminal (see [`qemu_args`]).
+    Qemu,
 }
 
 /// What `compose deploy` renders.
@@ -93,6 +98,17 @@ pub enum DeployError {
     /// The host mapping does not fit the manifest.
     #[error("{0}")]
     Mapping(#[from] MappingErrors),
+}
+
+/// What [`Target::extra_outputs`] adds to a store entry.
+#[derive(Debug, Default)]
+pub struct ExtraOutputs {
+    /// Files (name, contents), stored and bundled next to the image.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// CycloneDX components for what they carry that is not a crate (firmware).
+    pub sbom_components: Vec<serde_json::Value>,
+    /// A note for the user (printed on stderr), e.g. why a file was not made.
+    pub note: Option<String>,
 }
 
 /// A device the host provides, read from a descriptor's `host` capability.
@@ -180,8 +196,35 @@ pub trait Target: Sync {
     fn check_memory(&self, bytes: u64) -> Result<(), String>;
     /// Checks a built image before it goes into the store.
     fn check_image(&self, image: &[u8]) -> Result<(), String>;
+    /// Files from outside the compose tree and the spec that go into the build's outputs
+    /// (rpi4: the Pi's firmware, from the directory `$COMPOSE_RPI4_FIRMWARE` names), as
+    /// (label, path): part of the store key, hence of the build information. An error
+    /// (the directory lacks a file) stops the build before it starts.
+    fn input_files(&self) -> Result<Vec<(String, std::path::PathBuf)>, String> {
+        Ok(Vec::new())
+    }
+    /// Files the store entry holds besides the image, made from it and the
+    /// [`Target::input_files`] (rpi4: the SD card image).
+    fn extra_outputs(
+        &self,
+        _graph: &Graph,
+        _image: &[u8],
+        _inputs: &[(String, std::path::PathBuf)],
+    ) -> Result<ExtraOutputs, String> {
+        Ok(ExtraOutputs::default())
+    }
+    /// The image to store, made from cargo's output (after [`Target::check_image`]);
+    /// `None` stores the output as it is.
+    fn finish_image(&self, _artifact: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
     /// How `compose run` starts the image.
     fn launcher(&self) -> Launcher;
+    /// The prefix of the runtime's own command-line flags (rpi4: `--rpi4:debug`), which
+    /// `compose run` passes on without checking them against the image's boot arguments.
+    fn runtime_flags(&self) -> Option<&'static str> {
+        None
+    }
     /// The `compose deploy` formats that apply.
     fn deploy_formats(&self) -> &'static [DeployFormat];
 
@@ -225,7 +268,7 @@ pub trait Target: Sync {
 
 /// Every target compose builds for, in the order docs list them.
 pub fn all() -> &'static [&'static dyn Target] {
-    &[&Unix, &Hvt, &Spt, &Xen]
+    &[&Unix, &Hvt, &Spt, &Xen, &Rpi4]
 }
 
 /// The target named `name`, if compose has a platform for it.
@@ -235,7 +278,7 @@ pub fn by_name(name: &str) -> Option<&'static dyn Target> {
 
 /// Targets a spec may name that have no platform yet: checking a spec for one reports
 /// which devices it lacks, building refuses.
-pub const PLANNED: &[&str] = &["rpi4"];
+pub const PLANNED: &[&str] = &[];
 
 /// Every name a spec may give as its target: [`all`], then [`PLANNED`].
 pub fn names() -> impl Iterator<Item = &'static str> + Clone {
@@ -257,6 +300,54 @@ pub fn no_platform(name: &str) -> String {
         "compose has no platform for target {name} yet (it builds for: {})",
         have.join(", ")
     )
+}
+
+/// The QEMU command line that boots an rpi4 `image` (`compose run`): the `raspi4b`
+/// machine, the image as `-kernel`, the UART on stdio, semihosting (so the unikernel's
+/// exit status is QEMU's), no display or monitor, the boot arguments as `-append`, and
+/// `seed` (a file holding the random device's seed, see platforms/rpi4) loaded into RAM.
+/// A boot argument with white space cannot cross `-append`: refused.
+pub fn qemu_args(
+    image: &Path,
+    boot_args: &[String],
+    seed: Option<&Path>,
+) -> Result<Vec<String>, String> {
+    if let Some(a) = boot_args
+        .iter()
+        .find(|a| a.chars().any(char::is_whitespace))
+    {
+        return Err(format!(
+            "boot argument {a:?}: an rpi4 command line is split at white space (cmdline.txt, -append)"
+        ));
+    }
+    let mut v: Vec<String> = [
+        "-M",
+        "raspi4b",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+        "-semihosting",
+        "-no-reboot",
+        "-kernel",
+    ]
+    .map(String::from)
+    .to_vec();
+    v.push(image.display().to_string());
+    if !boot_args.is_empty() {
+        v.push("-append".into());
+        v.push(boot_args.join(" "));
+    }
+    if let Some(seed) = seed {
+        v.push("-device".into());
+        v.push(format!(
+            "loader,file={},addr=0x07f00000,force-raw=on",
+            seed.display()
+        ));
+    }
+    Ok(v)
 }
 
 /// The value of property `key` of a device, as resolved at build time.
@@ -331,6 +422,7 @@ mod tests {
         assert_eq!(names.len(), n);
         assert!(by_name("hvt").is_some());
         assert!(by_name("xen").is_some());
+        assert!(by_name("rpi4").is_some());
         assert!(is_known("xen") && is_known("rpi4") && !is_known("vmx"));
     }
 

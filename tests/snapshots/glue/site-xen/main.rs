@@ -43,6 +43,18 @@ static BOOT_ARGS: &[devices::bootargs::Spec] = &[
         default: Some("127.0.0.1/8"),
         doc: "the unikernel's address (on unix: the host address to bind)",
     },
+    devices::bootargs::Spec {
+        name: "access-log",
+        kind: devices::bootargs::Kind::Bool,
+        default: Some("false"),
+        doc: "log every response on the console (Common Log Format)",
+    },
+    devices::bootargs::Spec {
+        name: "log-level",
+        kind: devices::bootargs::Kind::Str,
+        default: Some("info"),
+        doc: "the server's messages: error, warn, info or debug",
+    },
 ];
 
 /// Asset archives. compose wrote each into an object file of its own, which `build.rs`
@@ -95,6 +107,9 @@ fn main() {
 
     // console `console` (a default), from devices/base/console.device.kdl
     let console = platform::init("console", platform::Console::new());
+
+    // wall-clock `wall-clock` (a default), from devices/base/clock.device.kdl
+    let wall_clock = platform::init("wall-clock", platform::WallClock::new());
 
     // application `site`: the call is application.rs
     let status = platform::run(include!("application.rs"));
