@@ -40,15 +40,7 @@ impl Target for Hvt {
     }
     fn check_memory(&self, bytes: u64) -> Result<(), String> {
         use solo5_abi::hvt::{MEM_MAX, MEM_MIN};
-        if (MEM_MIN..=MEM_MAX).contains(&bytes) {
-            Ok(())
-        } else {
-            Err(format!(
-                "an hvt guest has {} MiB to {} MiB of memory",
-                MEM_MIN >> 20,
-                MEM_MAX >> 20
-            ))
-        }
+        super::memory_within(bytes, MEM_MIN, MEM_MAX, "an hvt guest", "")
     }
     fn check_image(&self, image: &[u8]) -> Result<(), String> {
         solo5::check_image(image, solo5_abi::AbiTarget::Hvt)

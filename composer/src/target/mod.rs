@@ -266,6 +266,30 @@ pub trait Target: Sync {
     }
 }
 
+/// [`Target::check_memory`] for a target whose guests take `min..=max` bytes: `what` names
+/// the guest ("an hvt guest"), `why` (if not empty) says where the bounds come from.
+pub(crate) fn memory_within(
+    bytes: u64,
+    min: u64,
+    max: u64,
+    what: &str,
+    why: &str,
+) -> Result<(), String> {
+    if (min..=max).contains(&bytes) {
+        return Ok(());
+    }
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(" ({why})")
+    };
+    Err(format!(
+        "{what} has {} MiB to {} MiB of memory{why}",
+        min >> 20,
+        max >> 20
+    ))
+}
+
 /// Every target compose builds for, in the order docs list them.
 pub fn all() -> &'static [&'static dyn Target] {
     &[&Unix, &Hvt, &Spt, &Xen, &Rpi4]

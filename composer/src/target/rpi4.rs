@@ -143,15 +143,13 @@ impl Target for Rpi4 {
         Ok(BTreeMap::new())
     }
     fn check_memory(&self, bytes: u64) -> Result<(), String> {
-        if (MEM_MIN..=MEM_MAX).contains(&bytes) {
-            Ok(())
-        } else {
-            Err(format!(
-                "an rpi4 unikernel has {} MiB to {} MiB of memory (the ARM's share of the smallest Pi 4)",
-                MEM_MIN >> 20,
-                MEM_MAX >> 20
-            ))
-        }
+        super::memory_within(
+            bytes,
+            MEM_MIN,
+            MEM_MAX,
+            "an rpi4 unikernel",
+            "the ARM's share of the smallest Pi 4",
+        )
     }
     fn check_image(&self, image: &[u8]) -> Result<(), String> {
         flat_image(image).map(|_| ())

@@ -54,15 +54,7 @@ impl Target for Xen {
         solo5::glue_context(host, "compose-xen.ld")
     }
     fn check_memory(&self, bytes: u64) -> Result<(), String> {
-        if (MEM_MIN..=MEM_MAX).contains(&bytes) {
-            Ok(())
-        } else {
-            Err(format!(
-                "a xen guest has {} MiB to {} MiB of memory",
-                MEM_MIN >> 20,
-                MEM_MAX >> 20
-            ))
-        }
+        super::memory_within(bytes, MEM_MIN, MEM_MAX, "a xen guest", "")
     }
     fn check_image(&self, image: &[u8]) -> Result<(), String> {
         solo5::check_image(image, solo5_abi::AbiTarget::Xen)?;
