@@ -97,7 +97,7 @@ pub const CONNECTION_COST: u64 = 160 * 1024;
 
 /// Memory [`connection_limit`] keeps for everything but connections: the image when it is
 /// loaded in guest memory (a small site), the stack's listening and not yet accepted
-/// sockets (72 × 64 KiB), the block cache and the executor.
+/// sockets (at most 128 × 64 KiB), the block cache and the executor.
 pub const MEMORY_RESERVE: u64 = 16 << 20;
 
 /// The fewest connections [`connection_limit`] allows.

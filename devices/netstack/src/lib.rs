@@ -70,8 +70,9 @@ pub const LISTEN_BACKLOG: usize = 8;
 /// The most connections a listener holds (handshaking or established) that were not
 /// accepted yet. A SYN beyond that is dropped, not reset: the client sends it again (after
 /// 1 s, then 3 s, ... on Linux), by when the application has accepted some, so a burst of
-/// connects is absorbed instead of refused.
-pub const MAX_PENDING: usize = 64;
+/// connects is absorbed instead of refused. The listening sockets count in it; 128 sockets
+/// of 2 × [`SOCKET_BUFFER`] are 8 MiB, within the reserve the site's connection limit keeps.
+pub const MAX_PENDING: usize = 128;
 
 /// How long a dropped flow may take to close gracefully before it is reset and removed.
 pub const LINGER: Duration = Duration::from_secs(30);
