@@ -14,6 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+#[path = "support/netns.rs"]
+mod netns;
+use netns::{KillOnDrop, Netns};
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -87,17 +91,6 @@ fn raise_nofile(want: u64) {
             lim.rlim_cur = want;
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
         }
-    }
-}
-
-/// A child process that is killed and reaped when dropped, so a failed assertion leaves no
-/// server behind.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -247,70 +240,6 @@ fn unix_site_answers_at_once_and_survives_idle_connections() {
     );
 }
 
-/// A network namespace with a tap `tap0` that is up, holding `10.77.N.1/24`.
-struct Netns {
-    name: String,
-    subnet: u8,
-}
-
-impl Netns {
-    fn new(subnet: u8) -> Option<Netns> {
-        let name = format!("compose-abuse-{}-{subnet}", std::process::id());
-        let ip = |args: &[&str]| {
-            Command::new("ip")
-                .args(args)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !ip(&["netns", "add", &name]) {
-            return None;
-        }
-        let ns = Netns { name, subnet };
-        let addr = format!("10.77.{subnet}.1/24");
-        let steps: [&[&str]; 4] = [
-            &["-n", &ns.name, "link", "set", "lo", "up"],
-            &[
-                "-n", &ns.name, "tuntap", "add", "dev", "tap0", "mode", "tap",
-            ],
-            &["-n", &ns.name, "addr", "add", &addr, "dev", "tap0"],
-            &["-n", &ns.name, "link", "set", "tap0", "up"],
-        ];
-        for s in steps {
-            assert!(ip(s), "ip {s:?}");
-        }
-        Some(ns)
-    }
-
-    fn guest(&self) -> String {
-        format!("10.77.{}.2", self.subnet)
-    }
-
-    /// Runs `f` on a thread that has entered the namespace (threads it starts are inside
-    /// too).
-    fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap();
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on a namespace file we hold open; it changes only this thread's
-            // network namespace (and that of the threads it creates).
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 /// `n` clients connect at the same moment, each sends a request and reads its response;
 /// returns the failures.
 fn burst(addr: SocketAddr, n: usize) -> Vec<String> {
@@ -339,7 +268,7 @@ fn burst(addr: SocketAddr, n: usize) -> Vec<String> {
 
 #[test]
 fn spt_site_survives_idle_connections_and_bursts() {
-    let Some(ns) = Netns::new(43) else {
+    let Some(ns) = Netns::new("compose-abuse", 43) else {
         eprintln!(
             "\n*** SKIPPED: cannot create a network namespace (root and iproute2 needed): spt abuse not run ***\n"
         );

@@ -37,44 +37,11 @@ fn ok(o: Output) -> Output {
     o
 }
 
-/// A network namespace with a tap `tap0` that is up, holding `10.77.N.1/24`.
-struct Netns {
-    name: String,
-    subnet: u8,
-}
+#[path = "support/netns.rs"]
+mod netns;
+use netns::{KillOnDrop, Netns};
 
 impl Netns {
-    fn new(subnet: u8) -> Option<Netns> {
-        let name = format!("compose-solo5-{}-{subnet}", std::process::id());
-        let ns = Netns { name, subnet };
-        let ip = |args: &[&str]| {
-            Command::new("ip")
-                .args(args)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !ip(&["netns", "add", &ns.name]) {
-            return None;
-        }
-        let addr = format!("10.77.{subnet}.1/24");
-        let steps: [&[&str]; 4] = [
-            &["-n", &ns.name, "link", "set", "lo", "up"],
-            &[
-                "-n", &ns.name, "tuntap", "add", "dev", "tap0", "mode", "tap",
-            ],
-            &["-n", &ns.name, "addr", "add", &addr, "dev", "tap0"],
-            &["-n", &ns.name, "link", "set", "tap0", "up"],
-        ];
-        for s in steps {
-            assert!(ip(s), "ip {s:?}");
-        }
-        Some(ns)
-    }
-
-    fn guest(&self) -> String {
-        format!("10.77.{}.2", self.subnet)
-    }
-
     /// `compose ARGS` inside the namespace; the process is killed when the handle drops, so
     /// a failed assertion leaves no tender behind.
     fn compose(&self, args: &[&str]) -> KillOnDrop {
@@ -88,53 +55,6 @@ impl Netns {
             .spawn()
             .unwrap();
         KillOnDrop(child)
-    }
-
-    /// Runs `f` on a thread that has entered the namespace.
-    fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap();
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on a namespace file we hold open; it changes only this thread's
-            // network namespace, and the thread ends with `f`.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-/// A child process that is killed and reaped when dropped.
-struct KillOnDrop(Child);
-
-impl std::ops::Deref for KillOnDrop {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for KillOnDrop {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 
@@ -277,7 +197,7 @@ fn hello_echo_and_site(target: &'static str, subnet: u8) {
         text(&o.stderr)
     );
 
-    let Some(ns) = Netns::new(subnet) else {
+    let Some(ns) = Netns::new("compose-solo5", subnet) else {
         eprintln!(
             "\n*** SKIPPED: cannot create a network namespace (root and iproute2 needed): echo and site on {target} not run ***\n"
         );
