@@ -743,37 +743,16 @@ pub fn launch(
         crate::target::Launcher::Exec => run_unix(built, &mapping, &run.boot_args),
         crate::target::Launcher::Xl => {
             // The secrets travel on a block device of their own, as on Solo5 targets.
-            let secrets = if manifest.devices_of("secret").next().is_some() {
-                let mut values = Vec::new();
-                for (name, source) in &mapping.secrets {
-                    values.push((name.clone(), secret_value(name, source)?));
-                }
-                let refs: Vec<(&str, &[u8])> = values
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_slice()))
-                    .collect();
-                Some(crate::manifest::secrets_block_image(&refs)?)
-            } else {
-                None
-            };
+            let secrets = secrets_image(&manifest, &mapping)?;
             crate::xen_sandbox::run(built, &manifest, mapping, secrets, &run.boot_args, verbose)
         }
         crate::target::Launcher::Qemu => run_qemu(built, &run.boot_args, verbose, format),
         crate::target::Launcher::Tender(tender) => {
             let tender = ensure_tender(tender, format)?;
             let mut mapping = mapping;
-            if manifest.devices_of("secret").next().is_some() {
-                // The secrets block device is built in memory and handed to the tender as an
-                // inherited file: the values touch no disk and no command line.
-                let mut values = Vec::new();
-                for (name, source) in &mapping.secrets {
-                    values.push((name.clone(), secret_value(name, source)?));
-                }
-                let refs: Vec<(&str, &[u8])> = values
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_slice()))
-                    .collect();
-                let image = crate::manifest::secrets_block_image(&refs)?;
+            // The secrets block device is built in memory and handed to the tender as an
+            // inherited file: the values touch no disk and no command line.
+            if let Some(image) = secrets_image(&manifest, &mapping)? {
                 let fd = memfd_with(&image)?;
                 mapping.secrets_image = Some(PathBuf::from(format!("/proc/self/fd/{fd}")));
             }
@@ -988,6 +967,26 @@ fn run_unix(
     let e = exec(cmd, &built.image);
     forget_launch(record);
     Err(e)
+}
+
+/// The secrets block device's bytes, with every secret's value read from where the launch
+/// named it; `None` if the unikernel has no secret.
+fn secrets_image(
+    manifest: &crate::manifest::Manifest,
+    mapping: &crate::manifest::Mapping,
+) -> Result<Option<Vec<u8>>, Error> {
+    if manifest.devices_of("secret").next().is_none() {
+        return Ok(None);
+    }
+    let mut values = Vec::new();
+    for (name, source) in &mapping.secrets {
+        values.push((name.clone(), secret_value(name, source)?));
+    }
+    let refs: Vec<(&str, &[u8])> = values
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    Ok(Some(crate::manifest::secrets_block_image(&refs)?))
 }
 
 /// The value of secret `name` as the unikernel gets it: the file's or the variable's bytes
