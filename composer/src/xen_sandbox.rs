@@ -380,6 +380,19 @@ impl Sandbox {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+        // QEMU dies with the thread that started it, even if compose is killed with a signal
+        // no destructor sees (a test's deadline, the OOM killer).
+        // SAFETY: prctl is async-signal-safe; the closure touches no memory of the parent.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
         let start = Instant::now();
         let child = cmd
             .spawn()
