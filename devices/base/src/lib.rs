@@ -21,6 +21,8 @@ pub mod audio;
 pub mod block;
 pub mod console;
 pub mod kv;
+pub mod logs;
+pub mod metrics;
 pub mod net;
 pub mod platform;
 pub mod random;
