@@ -258,6 +258,8 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
         vars.insert("name".into(), format!("{:?}", d.name).into());
         // The unikernel's memory in bytes, for constructors that size themselves by it.
         vars.insert("memory".into(), format!("{}_u64", graph.memory).into());
+        // The unikernel's name, for devices that report it (the monitoring device's tag).
+        vars.insert("unikernel".into(), format!("{:?}", graph.name).into());
         for (key, _, value) in &d.props {
             if let PropValue::Given(v) | PropValue::Default(v) | PropValue::Param(_, v) = value {
                 raw.insert(key.replace('-', "_"), v.text());

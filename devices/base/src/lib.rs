@@ -13,6 +13,8 @@
 #![no_std]
 #![allow(async_fn_in_trait)] // single-threaded unikernels: no `Send` bounds wanted
 extern crate alloc;
+#[cfg(test)]
+extern crate std;
 
 pub mod bootargs;
 pub mod executor;

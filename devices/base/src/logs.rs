@@ -120,6 +120,24 @@ pub fn set_level(source: Source, level: Level) {
     LEVELS[source as usize].store(level as u8, Ordering::Relaxed);
 }
 
+/// Sources whose level [`apply`] set (a `--logs` boot argument, the monitoring endpoint):
+/// a device's own default ([`set_initial`]) no longer changes them.
+static SET: [core::sync::atomic::AtomicBool; 4] = [
+    core::sync::atomic::AtomicBool::new(false),
+    core::sync::atomic::AtomicBool::new(false),
+    core::sync::atomic::AtomicBool::new(false),
+    core::sync::atomic::AtomicBool::new(false),
+];
+
+/// Sets the level of `source` unless [`apply`] has set it: a device's own setting (the
+/// site's `log-level`) is the default that `--logs=http:debug` overrides, whichever
+/// device starts first.
+pub fn set_initial(source: Source, level: Level) {
+    if !SET[source as usize].load(Ordering::Relaxed) {
+        set_level(source, level);
+    }
+}
+
 /// Whether `source` shows messages of `at`.
 #[inline]
 pub fn enabled(source: Source, at: Level) -> bool {
@@ -151,9 +169,30 @@ impl fmt::Display for SettingError {
     }
 }
 
+/// Checks a setting as [`apply`] reads it, changing nothing.
+pub fn check(setting: &str) -> Result<(), SettingError> {
+    parse(setting).map(drop)
+}
+
 /// Applies a setting such as `debug` (every source), `http:debug` or
 /// `stack:warn,http:debug`; nothing is changed if any part is wrong.
 pub fn apply(setting: &str) -> Result<(), SettingError> {
+    let parsed = parse(setting)?;
+    let set = |s: Source, level| {
+        SET[s as usize].store(true, Ordering::Relaxed);
+        set_level(s, level);
+    };
+    for (source, level) in parsed {
+        match source {
+            Some(s) => set(s, level),
+            None => Source::ALL.into_iter().for_each(|s| set(s, level)),
+        }
+    }
+    Ok(())
+}
+
+/// The parts of a setting: each a source (`None`: every source) and a level.
+fn parse(setting: &str) -> Result<alloc::vec::Vec<(Option<Source>, Level)>, SettingError> {
     let mut parsed: alloc::vec::Vec<(Option<Source>, Level)> = alloc::vec::Vec::new();
     for part in setting.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (source, level) = match part.split_once(':') {
@@ -166,13 +205,48 @@ pub fn apply(setting: &str) -> Result<(), SettingError> {
         let level = Level::parse(level).ok_or_else(|| SettingError::Level(level.into()))?;
         parsed.push((source, level));
     }
-    for (source, level) in parsed {
-        match source {
-            Some(s) => set_level(s, level),
-            None => Source::ALL.into_iter().for_each(|s| set_level(s, level)),
-        }
+    Ok(parsed)
+}
+
+/// Where [`log`] writes: a console a device registered with [`set_console`] (the
+/// `monitoring` device registers its own), else nowhere.
+static CONSOLE: spin::Mutex<Option<&'static (dyn crate::console::Console + Sync)>> =
+    spin::Mutex::new(None);
+
+/// Makes `console` the one [`log`] writes to (devices without a console of their own, such
+/// as the network stack, log through it).
+pub fn set_console(console: &'static (dyn crate::console::Console + Sync)) {
+    *CONSOLE.lock() = Some(console);
+}
+
+/// Writes `SOURCE: MESSAGE` on the registered console if `source` shows `at`. Callers
+/// that format should ask [`enabled`] first, so that a message not shown costs nothing:
+/// `if logs::enabled(Source::Stack, Level::Debug) { logs::log(...) }`.
+pub fn log(source: Source, at: Level, message: fmt::Arguments<'_>) {
+    if !enabled(source, at) {
+        return;
     }
-    Ok(())
+    let console = *CONSOLE.lock();
+    if let Some(console) = console {
+        let mut line = alloc::string::String::new();
+        let _ = fmt::write(&mut line, format_args!("{}: {message}", source.name()));
+        console.log(&line);
+    }
+}
+
+/// The levels of every source, as `stack:info,http:debug,tls:info,monitoring:info` (what
+/// [`apply`] reads back).
+pub fn describe() -> alloc::string::String {
+    let mut out = alloc::string::String::new();
+    for (i, s) in Source::ALL.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(s.name());
+        out.push(':');
+        out.push_str(level(s).name());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -191,5 +265,9 @@ mod tests {
         assert!(Source::ALL.iter().all(|s| level(*s) == Level::Info));
         assert!(enabled(Source::Http, Level::Warn));
         assert!(!enabled(Source::Http, Level::Debug));
+        // A device's own default does not undo a setting.
+        set_initial(Source::Http, Level::Error);
+        assert_eq!(level(Source::Http), Level::Info);
+        assert_eq!(describe(), "stack:info,http:info,tls:info,monitoring:info");
     }
 }

@@ -212,6 +212,68 @@ pub fn heap_free(size: usize) {
     HEAP_IN_USE.value.fetch_sub(size as u64, Ordering::Relaxed);
 }
 
+/// A global allocator that counts what `A` allocates into [`HEAP_IN_USE`] and
+/// [`HEAP_PEAK`]: two relaxed atomics per allocation. Every platform installs its
+/// allocator through it (talc on the guests, the system allocator on unix).
+#[derive(Debug)]
+pub struct Counting<A>(A);
+
+impl<A> Counting<A> {
+    /// Counts the allocations of `inner`.
+    pub const fn new(inner: A) -> Counting<A> {
+        Counting(inner)
+    }
+
+    /// The allocator underneath (to give it memory).
+    pub const fn inner(&self) -> &A {
+        &self.0
+    }
+}
+
+// SAFETY: every call is forwarded to `A` unchanged; the wrapper only counts sizes.
+unsafe impl<A: core::alloc::GlobalAlloc> core::alloc::GlobalAlloc for Counting<A> {
+    #[inline]
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's promises about `layout` are passed on.
+        let p = unsafe { self.0.alloc(layout) };
+        if !p.is_null() {
+            heap_alloc(layout.size());
+        }
+        p
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: core::alloc::Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let p = unsafe { self.0.alloc_zeroed(layout) };
+        if !p.is_null() {
+            heap_alloc(layout.size());
+        }
+        p
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        // SAFETY: `ptr` was allocated by `A` with `layout` (through this wrapper).
+        unsafe { self.0.dealloc(ptr, layout) };
+        heap_free(layout.size());
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: core::alloc::Layout, new: usize) -> *mut u8 {
+        // SAFETY: the caller's promises are passed on.
+        let p = unsafe { self.0.realloc(ptr, layout, new) };
+        if !p.is_null() {
+            if new >= layout.size() {
+                heap_alloc(new - layout.size());
+            } else {
+                heap_free(layout.size() - new);
+            }
+        }
+        p
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +293,36 @@ mod tests {
                 assert!(m.label.is_some());
             }
         }
+    }
+
+    #[test]
+    fn the_counting_allocator_tracks_use_and_peak() {
+        use core::alloc::{GlobalAlloc, Layout};
+        struct Sys;
+        // SAFETY: forwards to the test process's allocator.
+        unsafe impl GlobalAlloc for Sys {
+            unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+                // SAFETY: passed on.
+                unsafe { std::alloc::System.alloc(l) }
+            }
+            unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+                // SAFETY: passed on.
+                unsafe { std::alloc::System.dealloc(p, l) }
+            }
+        }
+        let a = Counting::new(Sys);
+        let before = HEAP_IN_USE.get();
+        let l = Layout::from_size_align(1000, 8).unwrap();
+        // SAFETY: a non-zero layout; the block is freed with its layout below.
+        unsafe {
+            let p = a.alloc(l);
+            assert_eq!(HEAP_IN_USE.get(), before + 1000);
+            let p = a.realloc(p, l, 3000);
+            assert_eq!(HEAP_IN_USE.get(), before + 3000);
+            assert!(HEAP_PEAK.get() >= before + 3000);
+            a.dealloc(p, Layout::from_size_align(3000, 8).unwrap());
+        }
+        assert_eq!(HEAP_IN_USE.get(), before);
     }
 
     #[test]

@@ -219,9 +219,13 @@ async fn run<F: TcpFlow, K: Kv>(
             Some(Some(Err(_))) => return Ending::Drop,
             // The server needs the room for a new client: an idle connection goes first.
             Some(None) => return Ending::Drop,
-            None if inbox.filled == 0 => return Ending::Close,
+            None if inbox.filled == 0 => {
+                compose_devices::metrics::TCP_TIMED_OUT.inc();
+                return Ending::Close;
+            }
             // Part of a request came, but not all of it in time.
             None => {
+                compose_devices::metrics::TCP_TIMED_OUT.inc();
                 let response = error_response(408, true, false);
                 let line = obs.request_line(&inbox.buf[..inbox.filled]);
                 let sent =
@@ -295,6 +299,7 @@ fn served<F: TcpFlow>(
     response: &Response<'_>,
     sent: bool,
 ) {
+    compose_devices::metrics::http_response(response.status);
     if !obs.logs_access() {
         return;
     }
@@ -415,7 +420,10 @@ async fn discard_body<F: TcpFlow>(
             Some(Ok(0)) => return Err(NetError::Closed),
             Some(Ok(n)) => left -= n as u64,
             Some(Err(e)) => return Err(e),
-            None => return Err(NetError::TimedOut),
+            None => {
+                compose_devices::metrics::TCP_TIMED_OUT.inc();
+                return Err(NetError::TimedOut);
+            }
         }
     }
     Ok(())
@@ -432,7 +440,10 @@ async fn send<F: TcpFlow>(
             Some(Ok(0)) => return Err(NetError::Closed),
             Some(Ok(n)) => bytes = &bytes[n.min(bytes.len())..],
             Some(Err(e)) => return Err(e),
-            None => return Err(NetError::TimedOut),
+            None => {
+                compose_devices::metrics::TCP_TIMED_OUT.inc();
+                return Err(NetError::TimedOut);
+            }
         }
     }
     Ok(())
@@ -455,7 +466,10 @@ async fn send2<F: TcpFlow>(
             }
             Some(Ok(n)) => first = &first[n..],
             Some(Err(e)) => return Err(e),
-            None => return Err(NetError::TimedOut),
+            None => {
+                compose_devices::metrics::TCP_TIMED_OUT.inc();
+                return Err(NetError::TimedOut);
+            }
         }
     }
     send(flow, second, config).await
@@ -555,6 +569,7 @@ pub(crate) async fn refuse<F: TcpFlow>(mut flow: F, config: SiteConfig) {
         ..config
     };
     let response = error_response(503, true, false);
+    compose_devices::metrics::http_response(503);
     let mut out = Vec::new();
     if out.try_reserve(256).is_err() {
         return;

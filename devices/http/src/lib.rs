@@ -45,7 +45,7 @@ pub mod response;
 mod testing;
 
 pub use conn::{CHUNK, open_connections, serve_connection, serve_connection_with};
-pub use log::{LogLevel, Observer, UnknownLevel, keep_time};
+pub use log::{LogLevel, Observer, UnknownLevel, keep_time, parse_level};
 
 use alloc::format;
 use alloc::rc::Rc;
@@ -57,6 +57,7 @@ use core::time::Duration;
 use conn::Control;
 
 use compose_devices::console::Console;
+use compose_devices::logs::{self, Source};
 use compose_devices::kv::Kv;
 use compose_devices::net::{NetError, Tcp, TcpFlow, TcpListener};
 use compose_devices::time::WallClock;
@@ -182,8 +183,10 @@ impl fmt::Display for SiteError {
 /// Logs `site: listening on port PORT` on `console` once listening (at level `info`), then
 /// accepts connections and serves each in a task of its own; every response carries a
 /// `Date` from `clock`, and with `config.access_log` is logged on `console` in the Common
-/// Log Format. `log_level` (see [`LogLevel::parse`]) chooses which of the server's own
-/// messages are shown. Returns only if the log level is unknown, listening fails (the
+/// Log Format. `log_level` (see [`parse_level`]) chooses which of the server's own
+/// messages are shown: it sets the level of the `http` source of `compose_devices::logs`
+/// unless a `--logs` setting did (`logs::set_initial`); the level is read at each message,
+/// so that the monitoring device can change it at run time. Returns only if the log level is unknown, listening fails (the
 /// port is taken: `site: cannot listen on 127.0.0.1:8080: address in use`) or the
 /// listener is closed, after logging why on `console`.
 pub async fn serve_site<C: Console, W: WallClock, T: Tcp, K: Kv>(
@@ -202,10 +205,11 @@ where
         console.log(&format!("site: {e}"));
         Err(e)
     };
-    let level = match LogLevel::parse(log_level.as_ref()) {
-        Ok(level) => level,
+    match parse_level(log_level.as_ref()) {
+        Ok(level) => logs::set_initial(Source::Http, level),
         Err(e) => return fail(SiteError::LogLevel(e)),
-    };
+    }
+    let level = |at| logs::enabled(Source::Http, at);
     let listener = match tcp.listen(port) {
         Ok(listener) => listener,
         Err(error) => {
@@ -217,7 +221,7 @@ where
             });
         }
     };
-    if level >= LogLevel::Info {
+    if level(LogLevel::Info) {
         console.log(&format!("site: listening on port {}", listener.port()));
     }
     let now: &'static Cell<u64> = compose_devices::leak(Cell::new(clock.now().as_secs()));
@@ -235,7 +239,7 @@ where
             // go on.
             Err(e) => {
                 if e != NetError::Exhausted || !evict_oldest_idle(&controls) {
-                    if level >= LogLevel::Warn {
+                    if level(LogLevel::Warn) {
                         console.log(&format!("site: accepting a connection failed: {e}"));
                     }
                     sleep(Duration::from_millis(10)).await;
@@ -256,7 +260,7 @@ where
             }
         }
         let slot = Slot::take(&live);
-        if level >= LogLevel::Debug {
+        if level(LogLevel::Debug) {
             console.log(&format!(
                 "site: connection from {} ({} open)",
                 flow.peer(),

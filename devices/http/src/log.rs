@@ -19,36 +19,16 @@ use compose_devices::time::WallClock;
 
 use crate::date::{format_clf_date, format_http_date};
 
-/// How much the server says, from least to most.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// Only what stops the server (it cannot listen).
-    Error,
-    /// Also what goes wrong without stopping it (failed accepts).
-    Warn,
-    /// Also the start (`site: listening on port PORT`). The default.
-    Info,
-    /// Also every connection accepted and how many are open.
-    Debug,
-}
+/// How much the server says, from least to most: the levels of
+/// `compose_devices::logs`, where the server's messages are the source `http` (so that
+/// the monitoring device can change them at run time). `error` shows only what stops the
+/// server (it cannot listen), `warn` adds failed accepts, `info` (the default) the start
+/// (`site: listening on port PORT`), `debug` every connection accepted.
+pub use compose_devices::logs::Level as LogLevel;
 
-impl LogLevel {
-    /// The names accepted by [`LogLevel::parse`], least to most.
-    pub const NAMES: &'static str = "error, warn, info or debug";
-
-    /// The level named `name` (`error`, `warn`, `info`, `debug`; case-insensitive).
-    pub fn parse(name: &str) -> Result<LogLevel, UnknownLevel> {
-        let name = name.trim();
-        Ok(match () {
-            () if name.eq_ignore_ascii_case("error") => LogLevel::Error,
-            () if name.eq_ignore_ascii_case("warn") || name.eq_ignore_ascii_case("warning") => {
-                LogLevel::Warn
-            }
-            () if name.eq_ignore_ascii_case("info") => LogLevel::Info,
-            () if name.eq_ignore_ascii_case("debug") => LogLevel::Debug,
-            () => return Err(UnknownLevel(String::from(name))),
-        })
-    }
+/// The level named `name` (`error`, `warn`, `info`, `debug`; case-insensitive).
+pub fn parse_level(name: &str) -> Result<LogLevel, UnknownLevel> {
+    LogLevel::parse(name).ok_or_else(|| UnknownLevel(String::from(name.trim())))
 }
 
 /// A log level name that is none of [`LogLevel::NAMES`].
@@ -185,12 +165,12 @@ mod tests {
 
     #[test]
     fn levels_parse_and_order() {
-        assert_eq!(LogLevel::parse("debug"), Ok(LogLevel::Debug));
-        assert_eq!(LogLevel::parse("WARN"), Ok(LogLevel::Warn));
-        assert_eq!(LogLevel::parse(" info "), Ok(LogLevel::Info));
-        assert_eq!(LogLevel::parse("error"), Ok(LogLevel::Error));
+        assert_eq!(parse_level("debug"), Ok(LogLevel::Debug));
+        assert_eq!(parse_level("WARN"), Ok(LogLevel::Warn));
+        assert_eq!(parse_level(" info "), Ok(LogLevel::Info));
+        assert_eq!(parse_level("error"), Ok(LogLevel::Error));
         assert!(LogLevel::Error < LogLevel::Warn && LogLevel::Info < LogLevel::Debug);
-        let e = LogLevel::parse("loud").unwrap_err();
+        let e = parse_level("loud").unwrap_err();
         assert_eq!(
             e.to_string(),
             "unknown log level \"loud\" (expected error, warn, info or debug)"

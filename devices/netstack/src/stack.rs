@@ -267,6 +267,21 @@ fn dhcp<D: EthernetDevice>(inner: &mut Inner<D>) -> bool {
         prefix: cidr.prefix_len(),
     });
     inner.gateway = event.and_then(|(_, router)| router);
+    match event {
+        Some((cidr, router)) => compose_devices::logs::log(
+            compose_devices::logs::Source::Stack,
+            compose_devices::logs::Level::Info,
+            format_args!(
+                "DHCP lease {cidr}{}",
+                router.map_or(alloc::string::String::new(), |r| alloc::format!(" via {r}"))
+            ),
+        ),
+        None => compose_devices::logs::log(
+            compose_devices::logs::Source::Stack,
+            compose_devices::logs::Level::Warn,
+            format_args!("DHCP lease lost"),
+        ),
+    }
     for waker in inner.address_wakers.drain(..) {
         waker.wake();
     }

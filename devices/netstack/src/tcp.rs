@@ -21,6 +21,9 @@ use smoltcp::socket::tcp::{self, RecvError, SendError, State};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
+use compose_devices::logs::{self, Level, Source};
+use compose_devices::metrics;
+
 use crate::{LINGER, LISTEN_BACKLOG, MAX_PENDING, NetError, SOCKET_BUFFER, TCP_TIMEOUT};
 
 /// First port of the IANA dynamic range, used for outgoing connections.
@@ -161,6 +164,8 @@ impl TcpState {
                 return false;
             }
             if now >= o.deadline {
+                // The connection outlived LINGER: a peer that never acknowledged our FIN.
+                metrics::TCP_TIMED_OUT.inc();
                 // One RST goes out on the next egress; give it a second, then remove.
                 s.abort();
                 o.aborted = true;
@@ -236,6 +241,17 @@ impl ListenerState {
         // it instead, and the client sends it again a second later, when the application
         // has accepted some of the pending connections (as a full accept queue does on
         // Linux).
+        if listening == 0 && !self.full && logs::enabled(Source::Stack, Level::Warn) {
+            logs::log(
+                Source::Stack,
+                Level::Warn,
+                format_args!(
+                    "port {}: {} connections wait to be accepted; new ones are held back",
+                    self.port,
+                    self.sockets.len()
+                ),
+            );
+        }
         self.full = listening == 0;
         if ready {
             for w in self.wakers.drain(..) {
@@ -510,6 +526,15 @@ impl<H: Host> core::fmt::Debug for TcpFlow<H> {
 
 impl<H: Host> TcpFlow<H> {
     fn new(stack: H, handle: SocketHandle, peer: SocketAddrV4) -> Self {
+        metrics::TCP_OPENED.inc();
+        metrics::TCP_ESTABLISHED.inc();
+        if logs::enabled(Source::Stack, Level::Debug) {
+            logs::log(
+                Source::Stack,
+                Level::Debug,
+                format_args!("connection with {peer} open"),
+            );
+        }
         TcpFlow {
             stack,
             handle,
@@ -551,7 +576,10 @@ impl<H: Host> compose_devices::net::TcpFlow for TcpFlow<H> {
                     s.register_recv_waker(cx.waker());
                     Poll::Pending
                 }
-                Ok(n) => Poll::Ready(Ok(n)),
+                Ok(n) => {
+                    metrics::TCP_BYTES_IN.add(n as u64);
+                    Poll::Ready(Ok(n))
+                }
                 Err(RecvError::Finished) => Poll::Ready(Ok(0)),
                 Err(RecvError::InvalidState) => match s.state() {
                     State::SynSent | State::SynReceived => {
@@ -578,7 +606,10 @@ impl<H: Host> compose_devices::net::TcpFlow for TcpFlow<H> {
                     s.register_send_waker(cx.waker());
                     Poll::Pending
                 }
-                Ok(n) => Poll::Ready(Ok(n)),
+                Ok(n) => {
+                    metrics::TCP_BYTES_OUT.add(n as u64);
+                    Poll::Ready(Ok(n))
+                }
                 Err(SendError::InvalidState) => match s.state() {
                     State::SynSent | State::SynReceived => {
                         s.register_send_waker(cx.waker());
@@ -602,6 +633,7 @@ impl<H: Host> compose_devices::net::TcpFlow for TcpFlow<H> {
         // `first` is in the send buffer; add what fits of `second` before the stack runs,
         // so the two leave as one stream of full segments.
         let more = self.with_socket(|s, _| s.send_slice(second).unwrap_or(0));
+        metrics::TCP_BYTES_OUT.add(more as u64);
         Ok(n + more)
     }
 
@@ -627,6 +659,19 @@ impl<H: Host> compose_devices::net::TcpFlow for TcpFlow<H> {
 impl<H: Host> Drop for TcpFlow<H> {
     fn drop(&mut self) {
         let (handle, graceful) = (self.handle, !self.abort_on_drop);
+        metrics::TCP_CLOSED.inc();
+        metrics::TCP_ESTABLISHED.dec();
+        if logs::enabled(Source::Stack, Level::Debug) {
+            logs::log(
+                Source::Stack,
+                Level::Debug,
+                format_args!(
+                    "connection with {} released{}",
+                    self.peer,
+                    if graceful { "" } else { " (reset)" }
+                ),
+            );
+        }
         self.stack
             .with_net(|net| net.tcp.release(net.sockets, handle, graceful, net.now));
     }

@@ -46,6 +46,13 @@ pub use random::Random;
 pub use secret::Secret;
 pub use time::{MonotonicClock, WallClock};
 
+/// The process's allocator: the system's, counted in `compose_devices::metrics` (heap in
+/// use and peak) for the monitoring device. The heap of a host process is unbounded, so
+/// `heap_size_bytes` stays 0.
+#[global_allocator]
+static ALLOCATOR: compose_devices::metrics::Counting<std::alloc::System> =
+    compose_devices::metrics::Counting::new(std::alloc::System);
+
 /// The unix platform for compose-devices' executor.
 pub struct Unix;
 

@@ -10,6 +10,8 @@ use std::mem;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use compose_devices::logs::{self, Level, Source};
+use compose_devices::metrics;
 use compose_devices::net::{Ipv4Cidr, NetError};
 
 use crate::Error;
@@ -255,6 +257,15 @@ pub struct TcpFlow {
 
 impl TcpFlow {
     fn new(stream: TcpStream, peer: SocketAddrV4) -> Self {
+        metrics::TCP_OPENED.inc();
+        metrics::TCP_ESTABLISHED.inc();
+        if logs::enabled(Source::Stack, Level::Debug) {
+            logs::log(
+                Source::Stack,
+                Level::Debug,
+                format_args!("connection with {peer} open"),
+            );
+        }
         TcpFlow {
             stream,
             peer,
@@ -281,6 +292,20 @@ impl AsRawFd for TcpFlow {
     }
 }
 
+impl Drop for TcpFlow {
+    fn drop(&mut self) {
+        metrics::TCP_CLOSED.inc();
+        metrics::TCP_ESTABLISHED.dec();
+        if logs::enabled(Source::Stack, Level::Debug) {
+            logs::log(
+                Source::Stack,
+                Level::Debug,
+                format_args!("connection with {} released", self.peer),
+            );
+        }
+    }
+}
+
 impl compose_devices::net::TcpFlow for TcpFlow {
     async fn read(&mut self, buf: &mut [u8]) -> Result<usize, NetError> {
         if self.reads_without_waiting >= READ_BUDGET {
@@ -291,6 +316,7 @@ impl compose_devices::net::TcpFlow for TcpFlow {
             match (&self.stream).read(buf) {
                 Ok(n) => {
                     self.reads_without_waiting += 1;
+                    metrics::TCP_BYTES_IN.add(n as u64);
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -320,6 +346,7 @@ impl compose_devices::net::TcpFlow for TcpFlow {
                 )
             };
             if n >= 0 {
+                metrics::TCP_BYTES_OUT.add(n.unsigned_abs() as u64);
                 return Ok(n.unsigned_abs());
             }
             let err = io::Error::last_os_error();
@@ -357,6 +384,7 @@ impl compose_devices::net::TcpFlow for TcpFlow {
             // slices that the kernel only reads.
             let n = unsafe { libc::sendmsg(self.fd(), &raw const msg, libc::MSG_NOSIGNAL) };
             if n >= 0 {
+                metrics::TCP_BYTES_OUT.add(n.unsigned_abs() as u64);
                 return Ok(n.unsigned_abs());
             }
             let err = io::Error::last_os_error();
