@@ -40,6 +40,25 @@ impl Netns {
         Some(ns)
     }
 
+    /// Adds a second tap, `tap` at `10.77.SUBNET.1/24`, for a unikernel with two network
+    /// interfaces (it takes `10.77.SUBNET.2`).
+    #[allow(dead_code)]
+    pub fn add_tap(&self, tap: &str, subnet: u8) {
+        let addr = format!("10.77.{subnet}.1/24");
+        let steps: [&[&str]; 3] = [
+            &["-n", &self.name, "tuntap", "add", "dev", tap, "mode", "tap"],
+            &["-n", &self.name, "addr", "add", &addr, "dev", tap],
+            &["-n", &self.name, "link", "set", tap, "up"],
+        ];
+        for s in steps {
+            let ok = Command::new("ip")
+                .args(s)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip {s:?}");
+        }
+    }
+
     /// The unikernel's address on the tap's subnet.
     pub fn guest(&self) -> String {
         format!("10.77.{}.2", self.subnet)
