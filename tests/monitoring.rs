@@ -239,7 +239,9 @@ impl Influx {
         let row = values.split("]]").next()?;
         let mut cells = row.split(',');
         cells.next()?; // the time
-        let v: Vec<f64> = cells.map(|c| c.trim().parse().ok()).collect::<Option<_>>()?;
+        let v: Vec<f64> = cells
+            .map(|c| c.trim().parse().ok())
+            .collect::<Option<_>>()?;
         (v.len() == fields.len()).then_some(v)
     }
 }
@@ -293,7 +295,10 @@ fn unix_site_and_monitoring_on_two_addresses_with_prometheus_and_influxdb() {
     assert_eq!(d("http_responses_total{status=\"2xx\"}"), 1.0, "{after:?}");
     assert_eq!(d("http_responses_total{status=\"4xx\"}"), 1.0);
     // Two site connections and the first /metrics connection, at least.
-    assert!(d("tcp_connections_opened_total") >= 3.0, "{before:?} {after:?}");
+    assert!(
+        d("tcp_connections_opened_total") >= 3.0,
+        "{before:?} {after:?}"
+    );
     assert!(d("tcp_connections_closed_total") >= 2.0);
     assert!(d("tcp_received_bytes_total") >= 60.0);
     assert!(d("tcp_sent_bytes_total") >= page.len() as f64);
@@ -324,7 +329,10 @@ fn unix_site_and_monitoring_on_two_addresses_with_prometheus_and_influxdb() {
     // changes nothing.
     let (status, levels) = http(mgmt, "PUT", "/logs", "", "http:debug");
     assert_eq!(status, 200, "{levels}");
-    assert!(levels.contains("http:debug") && levels.contains("stack:debug"), "{levels}");
+    assert!(
+        levels.contains("http:debug") && levels.contains("stack:debug"),
+        "{levels}"
+    );
     let seen = console.len();
     assert_eq!(http(site, "GET", "/", "", "").0, 200);
     console.wait_for(seen, "site: connection from 127.0.0.1");
@@ -374,8 +382,14 @@ fn unix_site_and_monitoring_on_two_addresses_with_prometheus_and_influxdb() {
     .unwrap();
     let _prometheus = KillOnDrop(
         Command::new("prometheus")
-            .arg(format!("--config.file={}", pdir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", pdir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                pdir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                pdir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(pdir.join("prometheus.log")).unwrap())
@@ -396,9 +410,11 @@ fn unix_site_and_monitoring_on_two_addresses_with_prometheus_and_influxdb() {
         let v = body.split("\"value\":[").nth(1)?;
         v.split('"').nth(1)?.parse().ok()
     };
-    let scraped = eventually(90, "Prometheus to return tcp_connections_opened_total", || {
-        value(&api("tcp_connections_opened_total")?)
-    });
+    let scraped = eventually(
+        90,
+        "Prometheus to return tcp_connections_opened_total",
+        || value(&api("tcp_connections_opened_total")?),
+    );
     assert!(scraped >= now["tcp_connections_opened_total"], "{scraped}");
     let by_status = eventually(30, "Prometheus to return http_responses_total", || {
         value(&api("http_responses_total{status=\"2xx\"}")?)

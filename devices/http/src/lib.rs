@@ -57,8 +57,8 @@ use core::time::Duration;
 use conn::Control;
 
 use compose_devices::console::Console;
-use compose_devices::logs::{self, Source};
 use compose_devices::kv::Kv;
+use compose_devices::logs::{self, Source};
 use compose_devices::net::{NetError, Tcp, TcpFlow, TcpListener};
 use compose_devices::time::WallClock;
 use compose_devices::{sleep, spawn};

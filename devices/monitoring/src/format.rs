@@ -24,9 +24,11 @@ pub fn wants_openmetrics(accept: &str) -> bool {
         let media = params.next().unwrap_or("");
         media.eq_ignore_ascii_case("application/openmetrics-text")
             && params.all(|p| match p.split_once('=') {
-                Some((k, v)) if k.trim().eq_ignore_ascii_case("q") => {
-                    v.trim().trim_start_matches(['0', '.']).chars().any(|c| c != '0')
-                }
+                Some((k, v)) if k.trim().eq_ignore_ascii_case("q") => v
+                    .trim()
+                    .trim_start_matches(['0', '.'])
+                    .chars()
+                    .any(|c| c != '0'),
                 _ => true,
             })
     })
@@ -141,10 +143,10 @@ mod tests {
     use super::*;
 
     static OPENED: Metric = Metric::counter("tcp_connections_opened", "TCP connections opened");
-    static OK: Metric =
-        Metric::counter("http_responses", "HTTP responses by status class").labelled("status", "2xx");
-    static BAD: Metric =
-        Metric::counter("http_responses", "HTTP responses by status class").labelled("status", "4xx");
+    static OK: Metric = Metric::counter("http_responses", "HTTP responses by status class")
+        .labelled("status", "2xx");
+    static BAD: Metric = Metric::counter("http_responses", "HTTP responses by status class")
+        .labelled("status", "4xx");
     static HEAP: Metric = Metric::gauge("heap_in_use_bytes", "heap bytes allocated now");
 
     fn values() -> [&'static Metric; 4] {
@@ -229,6 +231,9 @@ mod tests {
     fn line_protocol_escapes_tags() {
         let mut out = String::new();
         line_protocol(&mut out, &[], "a b,c=d\n", Duration::ZERO, 1);
-        assert_eq!(out, "uptime_seconds,unikernel=a\\ b\\,c\\=d value=0.000 1\n");
+        assert_eq!(
+            out,
+            "uptime_seconds,unikernel=a\\ b\\,c\\=d value=0.000 1\n"
+        );
     }
 }

@@ -191,7 +191,10 @@ where
         logs::log(
             Source::Monitoring,
             Level::Info,
-            format_args!("pushing to InfluxDB at {addr} every {}s", interval.as_secs()),
+            format_args!(
+                "pushing to InfluxDB at {addr} every {}s",
+                interval.as_secs()
+            ),
         );
         spawn(push(tcp, clock, wall, addr, interval, config.unikernel));
     }
@@ -286,7 +289,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
     let mut accept = String::new();
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            match core::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok()) {
+            match core::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+            {
                 Some(n) => length = n,
                 None => return Parsed::Refused(400),
             }
@@ -380,9 +386,7 @@ pub fn respond(req: &Request, uptime: Duration) -> Response {
             if setting.is_empty() {
                 text(
                     400,
-                    String::from(
-                        "no setting: send one like http:debug or stack:warn,http:debug\n",
-                    ),
+                    String::from("no setting: send one like http:debug or stack:warn,http:debug\n"),
                 )
             } else {
                 match logs::apply(setting) {
@@ -430,7 +434,13 @@ async fn connection<F: TcpFlow, M: MonotonicClock>(mut flow: F, clock: &M) {
     };
     let mut out = String::new();
     if out
-        .try_reserve(160 + if response.head_only { 0 } else { response.body.len() })
+        .try_reserve(
+            160 + if response.head_only {
+                0
+            } else {
+                response.body.len()
+            },
+        )
         .is_err()
     {
         return;
@@ -566,7 +576,10 @@ async fn push<T: Tcp, M: MonotonicClock, W: WallClock>(
                     logs::log(
                         Source::Monitoring,
                         Level::Warn,
-                        format_args!("pushing metrics to {addr} failed: {e}; retrying every {}s", interval.as_secs()),
+                        format_args!(
+                            "pushing metrics to {addr} failed: {e}; retrying every {}s",
+                            interval.as_secs()
+                        ),
                     );
                 }
                 failing = true;
@@ -582,8 +595,12 @@ async fn post<T: Tcp>(tcp: &T, addr: SocketAddrV4, body: &str) -> Result<(), Pus
         "POST /write?db=compose HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    flow.write_all(head.as_bytes()).await.map_err(PushError::Net)?;
-    flow.write_all(body.as_bytes()).await.map_err(PushError::Net)?;
+    flow.write_all(head.as_bytes())
+        .await
+        .map_err(PushError::Net)?;
+    flow.write_all(body.as_bytes())
+        .await
+        .map_err(PushError::Net)?;
     let mut answer = [0u8; 256];
     let mut filled = 0;
     while !answer[..filled].contains(&b'\n') && filled < answer.len() {
@@ -593,14 +610,21 @@ async fn post<T: Tcp>(tcp: &T, addr: SocketAddrV4, body: &str) -> Result<(), Pus
             Err(e) => return Err(PushError::Net(e)),
         }
     }
-    let line = answer[..filled].split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let line = answer[..filled]
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or(&[]);
     let line = String::from_utf8_lossy(line).trim().into();
     let ok = {
         let s: &String = &line;
         s.starts_with("HTTP/1.") && s.get(9..10) == Some("2")
     };
     let _ = flow.close().await;
-    if ok { Ok(()) } else { Err(PushError::Status(line)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(PushError::Status(line))
+    }
 }
 
 #[cfg(test)]
@@ -620,11 +644,20 @@ mod tests {
         assert_eq!(r.path, "/metrics");
         assert_eq!(r.accept, "application/openmetrics-text");
         assert_eq!(parse(b"GET /metr"), Parsed::Partial);
-        assert_eq!(parse(b"PUT /logs HTTP/1.1\r\nContent-Length: 10\r\n\r\nhttp"), Parsed::Partial);
+        assert_eq!(
+            parse(b"PUT /logs HTTP/1.1\r\nContent-Length: 10\r\n\r\nhttp"),
+            Parsed::Partial
+        );
         let r = req(b"PUT /logs HTTP/1.1\r\nContent-Length: 10\r\n\r\nhttp:debug");
         assert_eq!(r.body, b"http:debug");
-        assert_eq!(parse(b"GET / HTTP/1.1\r\nContent-Length: 99999\r\n\r\n"), Parsed::Refused(413));
-        assert_eq!(parse(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), Parsed::Refused(400));
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nContent-Length: 99999\r\n\r\n"),
+            Parsed::Refused(413)
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            Parsed::Refused(400)
+        );
         assert_eq!(parse(b"\x01\x02 nonsense\r\n\r\n"), Parsed::Refused(400));
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(MAX_HEAD + 10, b'a');
@@ -633,9 +666,15 @@ mod tests {
 
     #[test]
     fn endpoints_answer() {
-        let m = respond(&req(b"GET /metrics HTTP/1.1\r\n\r\n"), Duration::from_secs(3));
+        let m = respond(
+            &req(b"GET /metrics HTTP/1.1\r\n\r\n"),
+            Duration::from_secs(3),
+        );
         assert_eq!((m.status, m.content_type), (200, format::PROMETHEUS_TYPE));
-        assert!(m.body.contains("# TYPE tcp_connections_opened_total counter\n"));
+        assert!(
+            m.body
+                .contains("# TYPE tcp_connections_opened_total counter\n")
+        );
         assert!(m.body.contains("uptime_seconds 3.000\n"));
         let m = respond(
             &req(b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=1.0.0\r\n\r\n"),
@@ -643,15 +682,24 @@ mod tests {
         );
         assert_eq!(m.content_type, format::OPENMETRICS_TYPE);
         assert!(m.body.ends_with("# EOF\n"));
-        assert_eq!(respond(&req(b"DELETE /metrics HTTP/1.1\r\n\r\n"), Duration::ZERO).status, 405);
-        assert_eq!(respond(&req(b"GET /nope HTTP/1.1\r\n\r\n"), Duration::ZERO).status, 404);
+        assert_eq!(
+            respond(&req(b"DELETE /metrics HTTP/1.1\r\n\r\n"), Duration::ZERO).status,
+            405
+        );
+        assert_eq!(
+            respond(&req(b"GET /nope HTTP/1.1\r\n\r\n"), Duration::ZERO).status,
+            404
+        );
         assert!(respond(&req(b"HEAD /metrics HTTP/1.1\r\n\r\n"), Duration::ZERO).head_only);
     }
 
     #[test]
     fn log_settings_change_whole_or_not_at_all() {
         let put = |body: &str| {
-            let raw = format!("PUT /logs HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let raw = format!(
+                "PUT /logs HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
             respond(&req(raw.as_bytes()), Duration::ZERO)
         };
         let ok = put("http:debug");
@@ -659,7 +707,11 @@ mod tests {
         assert!(ok.body.contains("http:debug"));
         let bad = put("http:info,stack:loud");
         assert_eq!(bad.status, 400);
-        assert!(bad.body.contains("unknown log level \"loud\""), "{}", bad.body);
+        assert!(
+            bad.body.contains("unknown log level \"loud\""),
+            "{}",
+            bad.body
+        );
         assert_eq!(logs::level(Source::Http), Level::Debug);
         assert_eq!(put("").status, 400);
         let got = respond(&req(b"GET /logs HTTP/1.1\r\n\r\n"), Duration::ZERO);
