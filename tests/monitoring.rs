@@ -347,6 +347,29 @@ fn unix_site_and_monitoring_on_two_addresses_with_prometheus_and_influxdb() {
     let (status, levels) = http(mgmt, "PUT", "/logs", "", "stack:info,http:info");
     assert_eq!(status, 200, "{levels}");
 
+    // The endpoint is no new way to take the unikernel down: an oversized head is refused,
+    // silent clients hold at most its 8 slots (the site goes on serving), and once they go
+    // the endpoint answers again.
+    let big = format!("X-Big: {}\r\n", "a".repeat(8192));
+    assert_eq!(http(mgmt, "GET", "/metrics", &big, "").0, 431);
+    let silent: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect_timeout(&mgmt, Duration::from_secs(20)).unwrap())
+        .collect();
+    assert_eq!(http(site, "GET", "/", "", "").0, 200);
+    drop(silent);
+    eventually(
+        30,
+        "the endpoint to answer after the silent clients",
+        || {
+            let mut c = TcpStream::connect_timeout(&mgmt, Duration::from_secs(5)).ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+            c.write_all(b"GET /logs HTTP/1.1\r\n\r\n").ok()?;
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).ok()?;
+            answer.starts_with("HTTP/1.1 200").then_some(())
+        },
+    );
+
     // The site's responses stay where they are now (only the site counts them): the
     // values InfluxDB receives and Prometheus scrapes must come to exactly these.
     let now = metrics(mgmt);

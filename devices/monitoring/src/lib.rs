@@ -467,8 +467,8 @@ async fn connection<F: TcpFlow, M: MonotonicClock>(mut flow: F, clock: &M) {
         if flow.close().await.is_err() {
             return;
         }
-        let mut scratch = [0u8; 256];
-        for _ in 0..16 {
+        let mut scratch = [0u8; 1024];
+        for _ in 0..64 {
             match flow.read(&mut scratch).await {
                 Ok(n) if n > 0 => {}
                 _ => return,
