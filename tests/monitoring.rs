@@ -450,7 +450,7 @@ fn unix_site_and_monitoring_on_two_addresses_with_prometheus_and_influxdb() {
 }
 
 #[test]
-fn a_bad_monitoring_setting_stops_the_unikernel_at_start() {
+fn bad_settings_stop_it_at_start_and_a_dead_collector_blocks_nothing() {
     let out = root().join("target/e2e-out/site-monitored-bad");
     let o = compose()
         .args(["build", "specs/site-monitored.kdl", "--out"])
@@ -473,6 +473,52 @@ fn a_bad_monitoring_setting_stops_the_unikernel_at_start() {
             "{arg}: {err}"
         );
     }
+
+    // A collector that hangs up without answering: the failure is logged once (not every
+    // second), the push goes on trying, and the endpoint and the site go on serving.
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = collector.local_addr().unwrap().port();
+    let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t = Arc::clone(&tries);
+    std::thread::spawn(move || {
+        for c in collector.incoming() {
+            drop(c);
+            t.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mut child = KillOnDrop(
+        Command::new(out.join("site"))
+            .args(["--port=0", "--mgmt-port=0", "--influx-interval=1"])
+            .arg(format!("--influx=127.0.0.1:{dead}"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let console = Console::read(child.stdout.take().unwrap());
+    let mport = port_of(&console.wait_for(0, "monitoring: serving /metrics"));
+    let sport = port_of(&console.wait_for(0, "site: listening on port"));
+    let failed = console.wait_for(0, "monitoring: pushing metrics to");
+    assert!(
+        failed.contains(&format!("127.0.0.1:{dead} failed")),
+        "{failed}"
+    );
+    let mgmt: SocketAddr = format!("127.0.0.2:{mport}").parse().unwrap();
+    let site: SocketAddr = format!("127.0.0.1:{sport}").parse().unwrap();
+    let first = tries.load(std::sync::atomic::Ordering::SeqCst);
+    eventually(30, "three more pushes", || {
+        (tries.load(std::sync::atomic::Ordering::SeqCst) >= first + 3).then_some(())
+    });
+    assert_eq!(metrics(mgmt)["http_responses_total{status=\"2xx\"}"], 0.0);
+    assert_eq!(http(site, "GET", "/", "", "").0, 200);
+    let lines = console.since(0);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("pushing metrics"))
+            .count(),
+        1,
+        "{lines:?}"
+    );
 }
 
 #[test]
