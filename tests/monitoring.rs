@@ -523,13 +523,30 @@ fn bad_settings_stop_it_at_start_and_a_dead_collector_blocks_nothing() {
 
 #[test]
 fn spt_site_and_monitoring_on_two_taps() {
-    let Some(ns) = Netns::new("compose-mon", 51) else {
+    two_taps("spt", 51);
+}
+
+#[test]
+fn hvt_site_and_monitoring_on_two_taps() {
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!(
+            "\n*** SKIPPED: no /dev/kvm on this machine: the hvt target cannot run here ***\n"
+        );
+        return;
+    }
+    two_taps("hvt", 53);
+}
+
+/// The site on tap0 (`10.77.SUBNET.2`), monitoring on tap1 (`10.77.SUBNET+1.2`).
+fn two_taps(target: &str, subnet: u8) {
+    let Some(ns) = Netns::new("compose-mon", subnet) else {
         eprintln!("\n*** SKIPPED: network namespaces need root ***\n");
         return;
     };
-    ns.add_tap("tap1", 52);
+    ns.add_tap("tap1", subnet + 1);
     let site_ip = ns.guest();
-    let mgmt_ip = "10.77.52.2";
+    let mgmt_ip = format!("10.77.{}.2", subnet + 1);
+    let client = format!("stack: connection with 10.77.{subnet}.1");
     let child = Command::new("ip")
         .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_compose")])
         .args([
@@ -537,7 +554,7 @@ fn spt_site_and_monitoring_on_two_taps() {
             "specs/site-monitored.kdl",
             "--no-out-link",
             "--target",
-            "spt",
+            target,
             "--net",
             "service=tap0",
             "--net",
@@ -586,7 +603,7 @@ fn spt_site_and_monitoring_on_two_taps() {
         assert_eq!(http(mgmt, "PUT", "/logs", "", "stack:debug").0, 200);
         let seen = c.len();
         assert_eq!(http(site, "GET", "/", "", "").0, 200);
-        c.wait_for(seen, "stack: connection with 10.77.51.1");
+        c.wait_for(seen, &client);
         assert_eq!(http(mgmt, "PUT", "/logs", "", "stack:nope").0, 400);
     });
     drop(child);
