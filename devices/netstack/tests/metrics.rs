@@ -2,7 +2,6 @@
 //! released, and payload bytes each way, counted exactly. One test in a binary of its own,
 //! since the counters are the process's.
 
-#[allow(dead_code)]
 mod sim;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
