@@ -48,18 +48,28 @@ build monitored monitored.kdl "$root" unix
 trap 'kill $p1 $p2 $p3 2>/dev/null || true' EXIT
 sleep 1
 
-one() { # port -> rps
-    wrk -t1 -c32 -d"${secs}s" "http://127.0.0.1:$1/small.html" | awk '/Requests\/sec/ { print $2 }'
+one() { # port -> "rps requests"
+    wrk -t1 -c32 -d"${secs}s" "http://127.0.0.1:$1/small.html" |
+        awk '/requests in/ { n = $1 } /Requests\/sec/ { r = $2 } END { print r, n }'
 }
 for _ in $(seq "$runs"); do
     for port in 18090 18091 18092; do echo "$port $(one $port)"; done
 done > "$work/runs.txt"
 median() { awk -v p="$1" '$1 == p { print $2 }' "$work/runs.txt" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+# CPU time the unikernel spent per request over all runs (user + system, from /proc): less
+# sensitive than req/s to what else the machine runs.
+cpu_us() { # pid port
+    local ticks total
+    ticks=$(awk '{ print $14 + $15 }' "/proc/$1/stat")
+    total=$(awk -v p="$2" '$1 == p { n += $3 } END { print n }' "$work/runs.txt")
+    echo "$ticks * 1000000 / $(getconf CLK_TCK) / $total" | bc -l
+}
 b=$(median 18090); c=$(median 18091); m=$(median 18092)
-printf '%-44s %12s %8s\n' "site unikernel (unix), 1 KiB page" "req/s" "ratio"
-printf '%-44s %12s %8s\n' "without counters ($(git -C "$root" rev-parse --short "$base"))" "$b" "1.000"
-printf '%-44s %12s %8.3f\n' "with counters" "$c" "$(echo "$c / $b" | bc -l)"
-printf '%-44s %12s %8.3f\n' "with counters and a monitoring device" "$m" "$(echo "$m / $b" | bc -l)"
+cb=$(cpu_us $p1 18090); cc=$(cpu_us $p2 18091); cm=$(cpu_us $p3 18092)
+printf '%-44s %10s %7s %12s %7s\n' "site unikernel (unix), 1 KiB page" "req/s" "ratio" "CPU us/req" "ratio"
+printf '%-44s %10s %7s %12.2f %7s\n' "without counters ($(git -C "$root" rev-parse --short "$base"))" "$b" "1.000" "$cb" "1.000"
+printf '%-44s %10s %7.3f %12.2f %7.3f\n' "with counters" "$c" "$(echo "$c / $b" | bc -l)" "$cc" "$(echo "$cc / $cb" | bc -l)"
+printf '%-44s %10s %7.3f %12.2f %7.3f\n' "with counters and a monitoring device" "$m" "$(echo "$m / $b" | bc -l)" "$cm" "$(echo "$cm / $cb" | bc -l)"
 curl -s "http://127.0.0.1:18093/metrics" | grep -E '^(http_responses_total\{status="2xx"\}|heap_peak_bytes) ' || true
 
 size() { stat -c %s "$1"; }
