@@ -9,7 +9,7 @@ use core::task::{Poll, Waker};
 use core::time::Duration;
 
 use compose_devices::executor::timeout;
-use compose_devices::kv::{Encoding, Entry, Kv};
+use compose_devices::kv::{Encoding, Entry, FileSpan, Kv};
 use compose_devices::net::{NetError, TcpFlow};
 
 use crate::SiteConfig;
@@ -49,6 +49,10 @@ impl Drop for Open {
 /// few segments. (A value the store lends as a slice is written from it in one go, after
 /// the head in the same write.)
 pub const CHUNK: usize = 64 * 1024;
+/// A value at least this long that the store can name as a host file span goes from the file
+/// to the socket (sendfile on unix) when the flow can send files; a shorter one is read and
+/// written with its head in one sendmsg, which costs fewer system calls.
+const SEND_FILE_MIN: u64 = 16 * 1024;
 /// With a value read from the store in steps, this much of it goes in the head's write.
 const COALESCE: usize = CHUNK;
 /// A connection going idle keeps its buffers up to this size and frees larger ones, so
@@ -461,6 +465,32 @@ async fn send2<F: TcpFlow>(
     send(flow, second, config).await
 }
 
+/// Writes all of `first`, then the whole of the host file span `file`, as one stream (see
+/// [`TcpFlow::write_file`]). Gives up like [`send`].
+async fn send_file<F: TcpFlow>(
+    flow: &mut F,
+    mut first: &[u8],
+    mut file: FileSpan,
+    config: &SiteConfig,
+) -> Result<(), NetError> {
+    while !first.is_empty() || file.len > 0 {
+        match timeout(config.send_timeout, flow.write_file(first, file)).await {
+            Some(Ok(0)) => return Err(NetError::Closed),
+            Some(Ok(n)) => {
+                let head = n.min(first.len());
+                first = &first[head..];
+                let body = (n - head) as u64;
+                file = file
+                    .part(body, file.len.checked_sub(body).ok_or(NetError::Other)?)
+                    .ok_or(NetError::Other)?;
+            }
+            Some(Err(e)) => return Err(e),
+            None => return Err(NetError::TimedOut),
+        }
+    }
+    Ok(())
+}
+
 /// Writes `response`: its head, then its body, from the store's slice when it has one
 /// (no copy), otherwise read in chunks through `scratch`.
 async fn send_response<F: TcpFlow, K: Kv>(
@@ -513,6 +543,13 @@ async fn send_value<F: TcpFlow, K: Kv>(
             .and_then(|(o, l)| value.get(o..o.checked_add(l)?))
             .ok_or(NetError::Other)?;
         return send2(flow, out, part, config).await;
+    }
+    if len >= SEND_FILE_MIN
+        && flow.sends_files()
+        && let Some(file) = kv.file_span(entry, encoding)
+    {
+        let part = file.part(offset, len).ok_or(NetError::Other)?;
+        return send_file(flow, out, part, config).await;
     }
     // Fill the rest of the first write with the start of the value.
     let mut sent = 0u64;
