@@ -13,7 +13,7 @@ use compose_devices::kv::{Encoding, Entry, FileSpan, Kv};
 use compose_devices::net::{NetError, TcpFlow};
 
 use crate::SiteConfig;
-use crate::log::Observer;
+use crate::log::{HttpDate, Observer};
 use crate::request::{Reject, parse_request};
 use crate::response::{Body, Response, error_response, respond};
 
@@ -49,10 +49,6 @@ impl Drop for Open {
 /// few segments. (A value the store lends as a slice is written from it in one go, after
 /// the head in the same write.)
 pub const CHUNK: usize = 64 * 1024;
-/// A value at least this long that the store can name as a host file span goes from the file
-/// to the socket (sendfile on unix) when the flow can send files; a shorter one is read and
-/// written with its head in one sendmsg, which costs fewer system calls.
-const SEND_FILE_MIN: u64 = 16 * 1024;
 /// With a value read from the store in steps, this much of it goes in the head's write.
 const COALESCE: usize = CHUNK;
 /// A connection going idle keeps its buffers up to this size and frees larger ones, so
@@ -504,7 +500,8 @@ async fn send_response<F: TcpFlow, K: Kv>(
 ) -> Result<(), NetError> {
     out.clear();
     out.try_reserve(1024).map_err(|_| NetError::Exhausted)?;
-    response.write_head_dated(out, obs.date().as_deref());
+    let date = obs.http_date();
+    response.write_head_dated(out, date.as_ref().map(HttpDate::as_str));
     match &response.body {
         Body::Empty => send(flow, out, config).await,
         Body::Message(m) => send2(flow, out, m.as_bytes(), config).await,
@@ -544,8 +541,10 @@ async fn send_value<F: TcpFlow, K: Kv>(
             .ok_or(NetError::Other)?;
         return send2(flow, out, part, config).await;
     }
-    if len >= SEND_FILE_MIN
-        && flow.sends_files()
+    // A value the store names as a span of a host file goes from the file to the socket
+    // (sendfile on unix), whatever its size: the host's page cache holds it, where reading
+    // it first would cost a read and a copy (and the store's cache) for each response.
+    if flow.sends_files()
         && let Some(file) = kv.file_span(entry, encoding)
     {
         let part = file.part(offset, len).ok_or(NetError::Other)?;

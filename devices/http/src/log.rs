@@ -17,7 +17,7 @@ use core::time::Duration;
 use compose_devices::console::Console;
 use compose_devices::time::WallClock;
 
-use crate::date::{format_clf_date, format_http_date};
+use crate::date::{HTTP_DATE_LEN, format_clf_date, http_date};
 
 /// How much the server says, from least to most.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -79,6 +79,8 @@ pub const RESYNC: Duration = Duration::from_secs(60);
 /// reading went backwards.
 pub struct SiteTime<'a> {
     clock: &'a dyn WallClock,
+    /// The last second formatted for `Date`, and its text.
+    formatted: Cell<(u64, [u8; HTTP_DATE_LEN])>,
     /// The last wall-clock reading (ns since the Unix epoch) and the turn's monotonic
     /// reading (ns since boot) when it was taken.
     anchor: Cell<Option<(u64, u64)>>,
@@ -89,8 +91,21 @@ impl<'a> SiteTime<'a> {
     pub fn new(clock: &'a dyn WallClock) -> SiteTime<'a> {
         SiteTime {
             clock,
+            formatted: Cell::new((u64::MAX, [b' '; HTTP_DATE_LEN])),
             anchor: Cell::new(None),
         }
+    }
+
+    /// The `Date` header's value now, formatted once a second.
+    pub fn http_date(&self) -> HttpDate {
+        let secs = self.secs();
+        let (at, text) = self.formatted.get();
+        if at == secs {
+            return HttpDate(text);
+        }
+        let text = http_date(secs);
+        self.formatted.set((secs, text));
+        HttpDate(text)
     }
 
     /// Seconds since the Unix epoch, now (as of the executor's current turn).
@@ -107,6 +122,19 @@ impl<'a> SiteTime<'a> {
             }
         };
         wall_ns / 1_000_000_000
+    }
+}
+
+/// An IMF-fixdate for a `Date` header (see [`crate::date::format_http_date`]), held
+/// without an allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpDate([u8; HTTP_DATE_LEN]);
+
+impl HttpDate {
+    /// The text: `Sun, 06 Nov 1994 08:49:37 GMT`.
+    pub fn as_str(&self) -> &str {
+        // Only `http_date` makes these bytes, and it writes ASCII.
+        core::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -147,7 +175,12 @@ impl<'a> Observer<'a> {
 
     /// The `Date` header's value for a response sent now.
     pub fn date(&self) -> Option<String> {
-        self.now().map(format_http_date)
+        self.http_date().map(|d| String::from(d.as_str()))
+    }
+
+    /// [`Observer::date`], without an allocation.
+    pub fn http_date(&self) -> Option<HttpDate> {
+        self.now.map(SiteTime::http_date)
     }
 
     /// Whether responses are logged.
