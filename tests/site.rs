@@ -570,9 +570,15 @@ fn compose_run_dates_responses_logs_access_and_names_a_taken_port() {
         if date_secs(&d) > date_secs(date) {
             break d;
         }
-        assert!(std::time::Instant::now() < deadline, "Date stays {d:?} for 30 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Date stays {d:?} for 30 s"
+        );
     };
-    assert!(date_secs(&later) - date_secs(date) < 30, "{date:?} then {later:?}");
+    assert!(
+        date_secs(&later) - date_secs(date) < 30,
+        "{date:?} then {later:?}"
+    );
     let bad = exchange(port, b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(bad.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{bad}");
     assert!(header(&bad, "date").is_some(), "{bad}");
@@ -724,11 +730,8 @@ impl Traced {
             .strip_prefix("site: listening on port ")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in {line:?}"));
-        let children = std::fs::read_to_string(format!(
-            "/proc/{0}/task/{0}/children",
-            strace.id()
-        ))
-        .unwrap();
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.id())).unwrap();
         let pid = children.split_whitespace().next().unwrap().parse().unwrap();
         Traced {
             strace,
@@ -797,7 +800,16 @@ fn large_values_are_sent_from_the_file_byte_identical_on_both_backends() {
     // 6 MiB of noise: more than a loopback socket buffer, and no compressed variant.
     let big: Vec<u8> = (0..6 << 20).map(|_| next() as u8).collect();
     // 400 KB of words: compressible, with gzip and zstd variants far over 16 KiB.
-    let words = ["alpha", "beta", "<p>", "gamma", "delta</p>", "epsilon", "\n", "zeta"];
+    let words = [
+        "alpha",
+        "beta",
+        "<p>",
+        "gamma",
+        "delta</p>",
+        "epsilon",
+        "\n",
+        "zeta",
+    ];
     let mut page = String::from("<!doctype html>\n");
     while page.len() < 400_000 {
         page.push_str(words[next() as usize % words.len()]);
@@ -831,7 +843,10 @@ fn large_values_are_sent_from_the_file_byte_identical_on_both_backends() {
         let entry = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
         let image = entry.join(format!("bigfiles-{backend}"));
         let extra = match backend {
-            "block" => vec![format!("--block:public={}", entry.join("public.img").display())],
+            "block" => vec![format!(
+                "--block:public={}",
+                entry.join("public.img").display()
+            )],
             _ => vec![],
         };
         let s = Traced::start(&image, &extra, d.path().join(format!("{backend}.trace")));
@@ -846,7 +861,10 @@ fn large_values_are_sent_from_the_file_byte_identical_on_both_backends() {
         let r = curl(&["-r", "1000-5000999", &at("big.bin")]);
         assert!(r == big[1000..5_001_000], "{backend}: range differs");
         let r = curl(&["-r", "-70000", &at("big.bin")]);
-        assert!(r == big[big.len() - 70_000..], "{backend}: suffix range differs");
+        assert!(
+            r == big[big.len() - 70_000..],
+            "{backend}: suffix range differs"
+        );
         let r = curl(&["-r", "100-19999", &at("mid.css")]);
         assert!(r == mid[100..], "{backend}: range of mid.css differs");
         // Precompressed variants, as curl asks for them and decodes them.
@@ -866,7 +884,10 @@ fn large_values_are_sent_from_the_file_byte_identical_on_both_backends() {
                 head.contains(&format!("content-encoding: {encoding}")),
                 "{backend}: no {encoding} variant: {head}"
             );
-            assert!(body == files[1].1, "{backend}: {encoding} decodes to other bytes");
+            assert!(
+                body == files[1].1,
+                "{backend}: {encoding} decodes to other bytes"
+            );
         }
         // HEAD sends no body: the next response on the connection starts right after it.
         let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
@@ -886,9 +907,18 @@ fn large_values_are_sent_from_the_file_byte_identical_on_both_backends() {
             .collect();
         let first = String::from_utf8_lossy(&resp[..heads[0]]).to_lowercase();
         assert!(first.starts_with("http/1.1 200"), "{first}");
-        assert!(first.contains(&format!("content-length: {}", big.len())), "{first}");
-        assert!(resp[heads[0]..].starts_with(b"HTTP/1.1 200"), "{backend}: HEAD sent a body");
-        assert!(resp[heads[1]..] == mid, "{backend}: the GET after HEAD differs");
+        assert!(
+            first.contains(&format!("content-length: {}", big.len())),
+            "{first}"
+        );
+        assert!(
+            resp[heads[0]..].starts_with(b"HTTP/1.1 200"),
+            "{backend}: HEAD sent a body"
+        );
+        assert!(
+            resp[heads[1]..] == mid,
+            "{backend}: the GET after HEAD differs"
+        );
         // Several large values at once, interleaved by the server.
         let fetches: Vec<_> = (0..4)
             .map(|_| {
@@ -897,13 +927,17 @@ fn large_values_are_sent_from_the_file_byte_identical_on_both_backends() {
             })
             .collect();
         for f in fetches {
-            assert!(f.join().unwrap() == big, "{backend}: a concurrent fetch differs");
+            assert!(
+                f.join().unwrap() == big,
+                "{backend}: a concurrent fetch differs"
+            );
         }
         // Clients that go away mid-file (some after reading a little, some at once).
         for i in 0..20 {
             let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
             c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            c.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            c.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
             let mut got = 0;
             let mut buf = vec![0u8; 64 * 1024];
             while got < i * 20_000 {
@@ -914,7 +948,10 @@ fn large_values_are_sent_from_the_file_byte_identical_on_both_backends() {
             }
         }
         assert!(s.alive(), "{backend}: the server died");
-        assert!(curl(&[&at("big.bin")]) == big, "{backend}: big.bin after the aborts");
+        assert!(
+            curl(&[&at("big.bin")]) == big,
+            "{backend}: big.bin after the aborts"
+        );
         // And the bytes went by sendfile: at least the large value's worth.
         let sent = s.sendfiles();
         assert!(

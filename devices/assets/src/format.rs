@@ -643,7 +643,9 @@ mod tests {
     #[test]
     fn key_table_finds_every_key_and_nothing_else() {
         // An index of generated keys, built as the packer lays it out.
-        let keys: Vec<String> = (0..3000).map(|i| alloc::format!("dir{}/file{i}.html", i % 17)).collect();
+        let keys: Vec<String> = (0..3000)
+            .map(|i| alloc::format!("dir{}/file{i}.html", i % 17))
+            .collect();
         let mut sorted = keys.clone();
         sorted.sort();
         let mut records = Vec::new();

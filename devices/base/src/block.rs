@@ -128,7 +128,9 @@ impl<B: Block + 'static> Block for Partition<B> {
         if offset.checked_add(len)? > size {
             return None;
         }
-        let start = self.start.checked_mul(u64::from(self.disk.info().sector_size))?;
+        let start = self
+            .start
+            .checked_mul(u64::from(self.disk.info().sector_size))?;
         self.disk.file_span(start.checked_add(offset)?, len)
     }
 }

@@ -157,11 +157,7 @@ impl<'a> Observer<'a> {
     }
 
     /// `Date` headers from `time`, and the access log on `console` if `access_log`.
-    pub fn new(
-        time: &'a SiteTime<'a>,
-        console: &'a dyn Console,
-        access_log: bool,
-    ) -> Observer<'a> {
+    pub fn new(time: &'a SiteTime<'a>, console: &'a dyn Console, access_log: bool) -> Observer<'a> {
         Observer {
             now: Some(time),
             access_log: access_log.then_some(console),
