@@ -7,10 +7,10 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use compose_devices::block::{Block, BlockError};
-use compose_devices::kv::{Encoding, Entry, Kv, KvError};
+use compose_devices::kv::{Encoding, Entry, FileSpan, Kv, KvError};
 
 use crate::ArchiveError;
-use crate::format::{HEADER_LEN, Header, Index};
+use crate::format::{HEADER_LEN, Header, Index, KeyTable};
 
 /// The unit the cache keeps: at least one sector, at least 4 KiB.
 const MIN_PAGE: usize = 4096;
@@ -19,7 +19,8 @@ const MAX_REQUEST: usize = 128 * 1024;
 
 /// An archive read from a block device (the image the packer wrote, starting at sector 0).
 ///
-/// Opening it reads and checks the header and the index, which then stay in memory.
+/// Opening it reads and checks the header and the index, which then stay in memory, with
+/// a hash table of the keys ([`KeyTable`]: 8 to 16 bytes per entry) for lookups.
 /// Values are read on demand: small ones through an LRU cache of whole pages (bounded by
 /// the `cache_bytes` given to [`OnBlock::open`]), large ones (over an eighth of the
 /// cache) straight from the device into the caller's buffer, so that streaming a big
@@ -30,6 +31,7 @@ pub struct OnBlock<B: Block + 'static> {
     block: &'static B,
     header: Header,
     index: Vec<u8>,
+    table: KeyTable,
     sector_size: usize,
     page_size: usize,
     direct_threshold: u64,
@@ -78,7 +80,7 @@ impl<B: Block + 'static> OnBlock<B> {
         read_bytes(block, sector_size, header.index_offset, &mut index)
             .await
             .map_err(ArchiveError::Block)?;
-        Index::parse(&index, &header)?;
+        let table = KeyTable::build(&Index::parse(&index, &header)?);
 
         let page_size = sector_size.max(MIN_PAGE);
         let capacity = cache_bytes / page_size;
@@ -86,6 +88,7 @@ impl<B: Block + 'static> OnBlock<B> {
             block,
             header,
             index,
+            table,
             sector_size,
             page_size,
             direct_threshold: (capacity * page_size / 8) as u64,
@@ -203,7 +206,7 @@ async fn read_bytes<B: Block>(
 
 impl<B: Block + 'static> Kv for OnBlock<B> {
     async fn get(&self, key: &str) -> Result<Option<Entry<'_>>, KvError> {
-        self.index().get(key)
+        self.index().get_with(&self.table, key)
     }
 
     async fn read(
@@ -228,6 +231,11 @@ impl<B: Block + 'static> Kv for OnBlock<B> {
             self.read_cached(start, buf).await?;
         }
         Ok(n)
+    }
+
+    fn file_span(&self, entry: &Entry<'_>, encoding: Encoding) -> Option<FileSpan> {
+        let span = self.index().span(entry, encoding).ok()?;
+        self.block.file_span(span.offset, span.len)
     }
 
     async fn list(

@@ -6,17 +6,19 @@ use alloc::vec::Vec;
 use compose_devices::kv::{Encoding, Entry, Kv, KvError};
 
 use crate::ArchiveError;
-use crate::format::{Header, Index, Span};
+use crate::format::{Header, Index, KeyTable, Span};
 
 /// An archive held in memory for the whole run, typically `include_bytes!` in the image.
 ///
 /// Opening it checks the header and the index and copies nothing; values are sub-slices
-/// of the archive ([`Kv::slice`] hands them out directly).
-#[derive(Clone, Copy, Debug)]
+/// of the archive ([`Kv::slice`] hands them out directly). Lookups go through a hash
+/// table of the keys built at opening ([`KeyTable`]: 8 to 16 bytes per entry).
+#[derive(Clone, Debug)]
 pub struct Embedded {
     bytes: &'static [u8],
     header: Header,
     index: Index<'static>,
+    table: KeyTable,
 }
 
 impl Embedded {
@@ -40,6 +42,7 @@ impl Embedded {
             bytes,
             header,
             index,
+            table: KeyTable::build(&index),
         })
     }
 
@@ -57,7 +60,7 @@ fn slice(bytes: &[u8], span: Span) -> Option<&[u8]> {
 
 impl Kv for Embedded {
     async fn get(&self, key: &str) -> Result<Option<Entry<'_>>, KvError> {
-        self.index.get(key)
+        self.index.get_with(&self.table, key)
     }
 
     async fn read(

@@ -400,7 +400,16 @@ impl<'a> Index<'a> {
 
     /// The entry for `key`, with its record number as the handle.
     pub fn get(&self, key: &str) -> Result<Option<Entry<'a>>, KvError> {
-        match self.find(key.as_bytes()) {
+        self.entry_at(self.find(key.as_bytes()))
+    }
+
+    /// The entry for `key`, found through `table` (built over this index).
+    pub fn get_with(&self, table: &KeyTable, key: &str) -> Result<Option<Entry<'a>>, KvError> {
+        self.entry_at(table.find(self, key.as_bytes()))
+    }
+
+    fn entry_at(&self, i: Option<usize>) -> Result<Option<Entry<'a>>, KvError> {
+        match i {
             Some(i) => {
                 let record = self.record(i).ok_or(KvError::Corrupt)?;
                 Ok(Some(record.entry(i as u64)))
@@ -441,6 +450,107 @@ impl<'a> Index<'a> {
         }
         keys
     }
+}
+
+/// A hash table over an index's keys, built once when an archive is opened: a lookup
+/// hashes the key and compares it with one record's key (rarely more), where a binary
+/// search of the sorted records compares about log2(n) keys scattered over the index.
+///
+/// Open addressing with linear probing, at most half full: each slot is a `u32` holding the
+/// record number plus one (0: empty) in its low [`KeyTable::RECORD_BITS`] bits and eight
+/// bits of the key's hash above, which settle most mismatches without touching the key.
+/// 4 bytes a slot, so 8 to 16 bytes per entry (512 KiB for 52,000 files). An index of
+/// more records than the slots can number, or a table that cannot be allocated, gives an
+/// empty table, and lookups fall back to the binary search.
+#[derive(Clone, Debug, Default)]
+pub struct KeyTable {
+    slots: Vec<u32>,
+}
+
+impl KeyTable {
+    /// Bits of a slot that hold the record number plus one.
+    pub const RECORD_BITS: u32 = 24;
+    const RECORD_MASK: u32 = (1 << Self::RECORD_BITS) - 1;
+
+    /// The table over every record of `index` (whose keys are unique, as
+    /// [`Index::parse`] checked).
+    pub fn build(index: &Index<'_>) -> KeyTable {
+        let n = index.len();
+        if n == 0 || n >= Self::RECORD_MASK as usize {
+            return KeyTable::default();
+        }
+        let Some(size) = n.checked_mul(2).and_then(usize::checked_next_power_of_two) else {
+            return KeyTable::default();
+        };
+        let size = size.max(16);
+        let mut slots = Vec::new();
+        if slots.try_reserve_exact(size).is_err() {
+            return KeyTable::default();
+        }
+        slots.resize(size, 0);
+        let mask = size - 1;
+        for i in 0..n {
+            let Some(key) = index.key(i) else {
+                return KeyTable::default();
+            };
+            let h = hash(key);
+            let mut at = (h as usize) & mask;
+            while slots[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            slots[at] = tag(h) | (i as u32 + 1);
+        }
+        KeyTable { slots }
+    }
+
+    /// The record of `index` whose key is `key`: through the table if it has one, else by
+    /// binary search.
+    pub fn find(&self, index: &Index<'_>, key: &[u8]) -> Option<usize> {
+        if self.slots.is_empty() {
+            return index.find(key);
+        }
+        let mask = self.slots.len() - 1;
+        let h = hash(key);
+        let want = tag(h);
+        let mut at = (h as usize) & mask;
+        loop {
+            let slot = self.slots[at];
+            if slot == 0 {
+                return None;
+            }
+            if slot & !Self::RECORD_MASK == want {
+                let i = (slot & Self::RECORD_MASK) as usize - 1;
+                if index.key(i) == Some(key) {
+                    return Some(i);
+                }
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Bytes the table holds.
+    pub fn memory(&self) -> usize {
+        self.slots.capacity() * core::mem::size_of::<u32>()
+    }
+}
+
+/// The tag bits of a slot for hash `h`: its top eight bits.
+fn tag(h: u64) -> u32 {
+    ((h >> 56) as u32) << KeyTable::RECORD_BITS
+}
+
+/// FNV-1a over the key's bytes, then a final mix so that both the low bits (the slot) and
+/// the high bits (the tag) depend on every byte.
+fn hash(key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
 }
 
 /// Rounds `n` up to a multiple of `align` (a power of two), `None` on overflow.
@@ -528,6 +638,52 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn key_table_finds_every_key_and_nothing_else() {
+        // An index of generated keys, built as the packer lays it out.
+        let keys: Vec<String> = (0..3000)
+            .map(|i| alloc::format!("dir{}/file{i}.html", i % 17))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        let mut records = Vec::new();
+        let mut strings = Vec::new();
+        for k in &sorted {
+            let mut r = [0u8; RECORD_LEN];
+            r[0..4].copy_from_slice(&(strings.len() as u32).to_le_bytes());
+            r[4..8].copy_from_slice(&(k.len() as u32).to_le_bytes());
+            strings.extend_from_slice(k.as_bytes());
+            records.extend_from_slice(&r);
+        }
+        let records_len = records.len() as u64;
+        records.extend_from_slice(&strings);
+        let header = Header {
+            version: VERSION,
+            align: 512,
+            entry_count: sorted.len() as u64,
+            index_offset: 512,
+            index_len: records.len() as u64,
+            archive_len: align_up(512 + records.len() as u64, 512).unwrap(),
+            source_date_epoch: 0,
+            index_sha256: [0; 32],
+        };
+        assert_eq!(header.records_len() as u64, records_len);
+        let index = Index::view(&records, &header);
+        let table = KeyTable::build(&index);
+        assert!(table.memory() >= 2 * sorted.len() * 4);
+        for (i, k) in sorted.iter().enumerate() {
+            assert_eq!(table.find(&index, k.as_bytes()), Some(i), "{k}");
+            assert_eq!(index.find(k.as_bytes()), Some(i));
+        }
+        for missing in ["", "dir1", "dir1/file1.htm", "dir1/file1.html/", "zzz"] {
+            assert_eq!(table.find(&index, missing.as_bytes()), None, "{missing}");
+        }
+        // No table: the same answers by binary search.
+        let empty = KeyTable::default();
+        assert_eq!(empty.find(&index, sorted[42].as_bytes()), Some(42));
+        assert_eq!(empty.find(&index, b"nope"), None);
     }
 
     #[test]

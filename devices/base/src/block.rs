@@ -60,6 +60,14 @@ pub trait Block {
     /// Writes `buf.len() / sector_size` sectors starting at `sector`.
     async fn write(&self, sector: u64, buf: &[u8]) -> Result<(), BlockError>;
 
+    /// Where `len` bytes at byte `offset` of the device lie in a host file, if the device is
+    /// one (a file attached on unix) and the range is inside it; `None` otherwise (the
+    /// default, and every guest target).
+    fn file_span(&self, offset: u64, len: u64) -> Option<crate::kv::FileSpan> {
+        let _ = (offset, len);
+        None
+    }
+
     /// Checks that `len` bytes at `sector` are whole sectors inside the device.
     fn check_range(&self, sector: u64, len: usize) -> Result<(), BlockError> {
         let info = self.info();
@@ -113,5 +121,16 @@ impl<B: Block + 'static> Block for Partition<B> {
     async fn write(&self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
         self.check_range(sector, buf.len())?;
         self.disk.write(self.start + sector, buf).await
+    }
+
+    fn file_span(&self, offset: u64, len: u64) -> Option<crate::kv::FileSpan> {
+        let size = self.info().capacity();
+        if offset.checked_add(len)? > size {
+            return None;
+        }
+        let start = self
+            .start
+            .checked_mul(u64::from(self.disk.info().sector_size))?;
+        self.disk.file_span(start.checked_add(offset)?, len)
     }
 }

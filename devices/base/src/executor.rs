@@ -124,6 +124,13 @@ fn turn_now_ns() -> u64 {
     }
 }
 
+/// The time since boot as of the current turn of [`block_on`]: the reading the executor
+/// took for its timers when the turn began (no clock read), or a fresh reading outside a
+/// turn (zero outside the executor). It lags the true time by the turn's length so far.
+pub fn turn_now() -> Duration {
+    Duration::from_nanos(turn_now_ns())
+}
+
 /// A fresh reading of the platform's clock.
 fn now_ns() -> u64 {
     match *LOCAL.0.now.borrow() {

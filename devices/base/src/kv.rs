@@ -45,6 +45,33 @@ impl fmt::Display for Encoding {
     }
 }
 
+/// A span of a file on the host that holds a value's bytes: what a host network stack sends
+/// without copying them through the unikernel's memory (`sendfile(2)` on unix, see
+/// [`crate::net::TcpFlow::write_file`]). Only the unix target has host files; on every
+/// other target [`Kv::file_span`] is `None`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileSpan {
+    /// The host's file descriptor, open for reading for the whole run.
+    pub fd: i32,
+    /// Byte offset of the first byte in the file.
+    pub offset: u64,
+    /// Number of bytes.
+    pub len: u64,
+}
+
+impl FileSpan {
+    /// The part of the span from `offset` (relative to its start), `len` bytes long, or
+    /// `None` if that is not inside the span.
+    pub fn part(&self, offset: u64, len: u64) -> Option<FileSpan> {
+        let end = offset.checked_add(len)?;
+        (end <= self.len).then_some(FileSpan {
+            fd: self.fd,
+            offset: self.offset.checked_add(offset)?,
+            len,
+        })
+    }
+}
+
 /// A value's metadata, borrowed from the store that returned it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry<'a> {
@@ -130,6 +157,15 @@ pub trait Kv {
     ///
     /// A server writes such a slice straight to the network, without copying it.
     fn slice(&self, entry: &Entry<'_>, encoding: Encoding) -> Option<&[u8]> {
+        let _ = (entry, encoding);
+        None
+    }
+
+    /// Where the whole of `entry`'s value in `encoding` lies in a host file, if the store
+    /// reads it from one that stays unchanged while the unikernel runs (an archive on a
+    /// unix block device). A server on a stack that sends from files
+    /// ([`crate::net::TcpFlow::sends_files`]) sends such a value without copying it.
+    fn file_span(&self, entry: &Entry<'_>, encoding: Encoding) -> Option<FileSpan> {
         let _ = (entry, encoding);
         None
     }

@@ -7,6 +7,8 @@
 use core::fmt;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
+use crate::kv::FileSpan;
+
 /// Why a network operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetError {
@@ -138,6 +140,23 @@ pub trait TcpFlow {
         } else {
             self.write(first).await
         }
+    }
+
+    /// Whether [`TcpFlow::write_file`] works: the stack is the host's and sends from host
+    /// files (unix). The default is `false`, and a server then reads values itself.
+    fn sends_files(&self) -> bool {
+        false
+    }
+
+    /// Writes some of `first` followed by the bytes of the host file span `file`, as one
+    /// stream, returning how much was taken (counting from the start of `first`), as
+    /// [`TcpFlow::write2`] does. On unix, `first` leaves in the same segment as the start of
+    /// the file's bytes where it can, and those go from the file to the socket without a
+    /// copy through the unikernel (`sendfile(2)`). Only call it where
+    /// [`TcpFlow::sends_files`] says so: the default fails with [`NetError::Other`].
+    async fn write_file(&mut self, first: &[u8], file: FileSpan) -> Result<usize, NetError> {
+        let _ = (first, file);
+        Err(NetError::Other)
     }
 
     /// Writes all of `buf`.

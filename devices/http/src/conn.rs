@@ -9,11 +9,11 @@ use core::task::{Poll, Waker};
 use core::time::Duration;
 
 use compose_devices::executor::timeout;
-use compose_devices::kv::{Encoding, Entry, Kv};
+use compose_devices::kv::{Encoding, Entry, FileSpan, Kv};
 use compose_devices::net::{NetError, TcpFlow};
 
 use crate::SiteConfig;
-use crate::log::Observer;
+use crate::log::{HttpDate, Observer};
 use crate::request::{Reject, parse_request};
 use crate::response::{Body, Response, error_response, respond};
 
@@ -475,6 +475,32 @@ async fn send2<F: TcpFlow>(
     send(flow, second, config).await
 }
 
+/// Writes all of `first`, then the whole of the host file span `file`, as one stream (see
+/// [`TcpFlow::write_file`]). Gives up like [`send`].
+async fn send_file<F: TcpFlow>(
+    flow: &mut F,
+    mut first: &[u8],
+    mut file: FileSpan,
+    config: &SiteConfig,
+) -> Result<(), NetError> {
+    while !first.is_empty() || file.len > 0 {
+        match timeout(config.send_timeout, flow.write_file(first, file)).await {
+            Some(Ok(0)) => return Err(NetError::Closed),
+            Some(Ok(n)) => {
+                let head = n.min(first.len());
+                first = &first[head..];
+                let body = (n - head) as u64;
+                file = file
+                    .part(body, file.len.checked_sub(body).ok_or(NetError::Other)?)
+                    .ok_or(NetError::Other)?;
+            }
+            Some(Err(e)) => return Err(e),
+            None => return Err(NetError::TimedOut),
+        }
+    }
+    Ok(())
+}
+
 /// Writes `response`: its head, then its body, from the store's slice when it has one
 /// (no copy), otherwise read in chunks through `scratch`.
 async fn send_response<F: TcpFlow, K: Kv>(
@@ -488,7 +514,8 @@ async fn send_response<F: TcpFlow, K: Kv>(
 ) -> Result<(), NetError> {
     out.clear();
     out.try_reserve(1024).map_err(|_| NetError::Exhausted)?;
-    response.write_head_dated(out, obs.date().as_deref());
+    let date = obs.http_date();
+    response.write_head_dated(out, date.as_ref().map(HttpDate::as_str));
     match &response.body {
         Body::Empty => send(flow, out, config).await,
         Body::Message(m) => send2(flow, out, m.as_bytes(), config).await,
@@ -527,6 +554,15 @@ async fn send_value<F: TcpFlow, K: Kv>(
             .and_then(|(o, l)| value.get(o..o.checked_add(l)?))
             .ok_or(NetError::Other)?;
         return send2(flow, out, part, config).await;
+    }
+    // A value the store names as a span of a host file goes from the file to the socket
+    // (sendfile on unix), whatever its size: the host's page cache holds it, where reading
+    // it first would cost a read and a copy (and the store's cache) for each response.
+    if flow.sends_files()
+        && let Some(file) = kv.file_span(entry, encoding)
+    {
+        let part = file.part(offset, len).ok_or(NetError::Other)?;
+        return send_file(flow, out, part, config).await;
     }
     // Fill the rest of the first write with the start of the value.
     let mut sent = 0u64;

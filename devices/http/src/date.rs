@@ -37,21 +37,36 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 
 /// Formats `secs` since the Unix epoch as an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn format_http_date(secs: u64) -> String {
+    let bytes = http_date(secs);
+    // `http_date` writes ASCII only.
+    String::from(core::str::from_utf8(&bytes).unwrap_or_default())
+}
+
+/// The length of an IMF-fixdate (the year is clamped to four digits).
+pub const HTTP_DATE_LEN: usize = 29;
+
+/// [`format_http_date`] as bytes, without allocating: this runs for every response.
+pub fn http_date(secs: u64) -> [u8; HTTP_DATE_LEN] {
     // Clamp to the year 9999 so that the year keeps four digits.
     let secs = secs.min(253_402_300_799);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize].as_bytes());
+    let two = |out: &mut [u8; HTTP_DATE_LEN], at: usize, n: u64| {
+        out[at] = b'0' + (n / 10 % 10) as u8;
+        out[at + 1] = b'0' + (n % 10) as u8;
+    };
+    two(&mut out, 5, u64::from(day));
+    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize].as_bytes());
+    let year = year as u64;
+    two(&mut out, 12, year / 100);
+    two(&mut out, 14, year % 100);
+    two(&mut out, 17, rem / 3600);
+    two(&mut out, 20, rem / 60 % 60);
+    two(&mut out, 23, rem % 60);
+    out
 }
 
 /// Formats `secs` since the Unix epoch as the Common Log Format's time, in UTC:

@@ -45,7 +45,7 @@ pub mod response;
 mod testing;
 
 pub use conn::{CHUNK, open_connections, serve_connection, serve_connection_with};
-pub use log::{LogLevel, Observer, UnknownLevel, keep_time, parse_level};
+pub use log::{LogLevel, Observer, SiteTime, UnknownLevel, parse_level};
 
 use alloc::format;
 use alloc::rc::Rc;
@@ -224,8 +224,7 @@ where
     if level(LogLevel::Info) {
         console.log(&format!("site: listening on port {}", listener.port()));
     }
-    let now: &'static Cell<u64> = compose_devices::leak(Cell::new(clock.now().as_secs()));
-    spawn(log::keep_time(clock, now));
+    let now: &'static SiteTime<'static> = compose_devices::leak(SiteTime::new(clock));
     let obs = Observer::new(now, console, config.access_log);
     let live = Rc::new(Cell::new(0usize));
     let controls: Rc<RefCell<Vec<Rc<Control>>>> = Rc::new(RefCell::new(Vec::new()));

@@ -17,7 +17,7 @@ use core::time::Duration;
 use compose_devices::console::Console;
 use compose_devices::time::WallClock;
 
-use crate::date::{format_clf_date, format_http_date};
+use crate::date::{HTTP_DATE_LEN, format_clf_date, http_date};
 
 /// How much the server says, from least to most: the levels of
 /// `compose_devices::logs`, where the server's messages are the source `http` (so that
@@ -46,26 +46,85 @@ impl fmt::Display for UnknownLevel {
     }
 }
 
-/// What a connection reports to: the time for `Date` headers and the access log, and the
-/// console the access log goes to. [`Observer::none`] reports nothing (no `Date` header,
-/// no log).
-///
-/// The time is a cell of seconds since the Unix epoch that [`keep_time`] refreshes from
-/// the wall clock once a second, as nginx caches its time: a response reads no clock
-/// (on hvt a wall-clock read is an exit to the tender).
-#[derive(Clone, Copy)]
-pub struct Observer<'a> {
-    now: Option<&'a Cell<u64>>,
-    access_log: Option<&'a dyn Console>,
+/// How long the site's time runs on the executor's monotonic readings before it reads the
+/// wall clock again, so that a host clock that was stepped (or slews) is followed.
+pub const RESYNC: Duration = Duration::from_secs(60);
+
+/// The site's time for `Date` headers and the access log, as nginx caches its time, but
+/// without a timer: the wall clock is read once, then advanced by the executor's reading of
+/// the monotonic clock for the current turn, which the executor takes anyway (see
+/// [`compose_devices::executor::turn_now`]). A response reads no clock (on hvt a wall-clock
+/// read is an exit to the tender) and an idle site has nothing to wake up for; the wall
+/// clock is read again when the last reading is [`RESYNC`] old, or if the monotonic
+/// reading went backwards.
+pub struct SiteTime<'a> {
+    clock: &'a dyn WallClock,
+    /// The last second formatted for `Date`, and its text.
+    formatted: Cell<(u64, [u8; HTTP_DATE_LEN])>,
+    /// The last wall-clock reading (ns since the Unix epoch) and the turn's monotonic
+    /// reading (ns since boot) when it was taken.
+    anchor: Cell<Option<(u64, u64)>>,
 }
 
-/// Keeps `now` at the wall clock's seconds since the Unix epoch, forever: reads it, then
-/// sleeps a second.
-pub async fn keep_time<W: WallClock>(clock: &W, now: &Cell<u64>) {
-    loop {
-        now.set(clock.now().as_secs());
-        compose_devices::sleep(Duration::from_secs(1)).await;
+impl<'a> SiteTime<'a> {
+    /// The time from `clock`, read at the first use.
+    pub fn new(clock: &'a dyn WallClock) -> SiteTime<'a> {
+        SiteTime {
+            clock,
+            formatted: Cell::new((u64::MAX, [b' '; HTTP_DATE_LEN])),
+            anchor: Cell::new(None),
+        }
     }
+
+    /// The `Date` header's value now, formatted once a second.
+    pub fn http_date(&self) -> HttpDate {
+        let secs = self.secs();
+        let (at, text) = self.formatted.get();
+        if at == secs {
+            return HttpDate(text);
+        }
+        let text = http_date(secs);
+        self.formatted.set((secs, text));
+        HttpDate(text)
+    }
+
+    /// Seconds since the Unix epoch, now (as of the executor's current turn).
+    pub fn secs(&self) -> u64 {
+        let mono = compose_devices::executor::turn_now().as_nanos();
+        let mono = u64::try_from(mono).unwrap_or(u64::MAX);
+        let resync = RESYNC.as_nanos() as u64;
+        let wall_ns = match self.anchor.get() {
+            Some((wall, at)) if mono >= at && mono - at < resync => wall + (mono - at),
+            _ => {
+                let wall = u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX);
+                self.anchor.set(Some((wall, mono)));
+                wall
+            }
+        };
+        wall_ns / 1_000_000_000
+    }
+}
+
+/// An IMF-fixdate for a `Date` header (see [`crate::date::format_http_date`]), held
+/// without an allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpDate([u8; HTTP_DATE_LEN]);
+
+impl HttpDate {
+    /// The text: `Sun, 06 Nov 1994 08:49:37 GMT`.
+    pub fn as_str(&self) -> &str {
+        // Only `http_date` makes these bytes, and it writes ASCII.
+        core::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// What a connection reports to: the time for `Date` headers and the access log (a
+/// [`SiteTime`]), and the console the access log goes to. [`Observer::none`] reports
+/// nothing (no `Date` header, no log).
+#[derive(Clone, Copy)]
+pub struct Observer<'a> {
+    now: Option<&'a SiteTime<'a>>,
+    access_log: Option<&'a dyn Console>,
 }
 
 impl<'a> Observer<'a> {
@@ -77,23 +136,27 @@ impl<'a> Observer<'a> {
         }
     }
 
-    /// `Date` headers from `now` (seconds since the Unix epoch, see [`keep_time`]), and
-    /// the access log on `console` if `access_log`.
-    pub fn new(now: &'a Cell<u64>, console: &'a dyn Console, access_log: bool) -> Observer<'a> {
+    /// `Date` headers from `time`, and the access log on `console` if `access_log`.
+    pub fn new(time: &'a SiteTime<'a>, console: &'a dyn Console, access_log: bool) -> Observer<'a> {
         Observer {
-            now: Some(now),
+            now: Some(time),
             access_log: access_log.then_some(console),
         }
     }
 
     /// Seconds since the Unix epoch.
     fn now(&self) -> Option<u64> {
-        self.now.map(Cell::get)
+        self.now.map(SiteTime::secs)
     }
 
     /// The `Date` header's value for a response sent now.
     pub fn date(&self) -> Option<String> {
-        self.now().map(format_http_date)
+        self.http_date().map(|d| String::from(d.as_str()))
+    }
+
+    /// [`Observer::date`], without an allocation.
+    pub fn http_date(&self) -> Option<HttpDate> {
+        self.now.map(SiteTime::http_date)
     }
 
     /// Whether responses are logged.
@@ -180,7 +243,8 @@ mod tests {
     #[test]
     fn access_log_lines_are_common_log_format() {
         let console = MemConsole::default();
-        let now = Cell::new(971_186_136);
+        let clock = crate::testing::FixedClock(971_186_136);
+        let now = SiteTime::new(&clock);
         let obs = Observer::new(&now, &console, true);
         let peer = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 7), 5555);
         let line = obs.request_line(b"\r\nGET /a?b HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -201,7 +265,8 @@ mod tests {
     #[test]
     fn without_access_log_nothing_is_copied_or_written() {
         let console = MemConsole::default();
-        let now = Cell::new(0);
+        let clock = crate::testing::FixedClock(0);
+        let now = SiteTime::new(&clock);
         let obs = Observer::new(&now, &console, false);
         assert_eq!(obs.request_line(b"GET / HTTP/1.1\r\n"), None);
         obs.served(
@@ -216,17 +281,35 @@ mod tests {
     }
 
     #[test]
-    fn the_time_is_kept_from_the_wall_clock() {
-        use crate::testing::{FixedClock, block_on};
-        let now = Cell::new(0);
-        let clock = FixedClock(1_700_000_000);
+    fn the_time_follows_the_wall_clock_without_a_timer() {
+        use crate::testing::block_on;
+        use compose_devices::executor::{pending_timers, turn_now};
+        struct Moving(Cell<u64>, Cell<u32>);
+        impl WallClock for Moving {
+            fn now(&self) -> Duration {
+                self.1.set(self.1.get() + 1);
+                Duration::from_secs(self.0.get())
+            }
+        }
+        let clock = Moving(Cell::new(1_700_000_000), Cell::new(0));
+        let time = SiteTime::new(&clock);
         block_on(async {
-            let _ = compose_devices::executor::timeout(
-                Duration::from_millis(10),
-                keep_time(&clock, &now),
-            )
-            .await;
+            assert_eq!(time.secs(), 1_700_000_000);
+            assert_eq!(clock.1.get(), 1, "read once");
+            // Within a turn and over turns, the executor's readings advance it: no read.
+            let start = turn_now();
+            while turn_now() - start < Duration::from_millis(1100) {
+                compose_devices::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(time.secs(), 1_700_000_001);
+            assert_eq!(clock.1.get(), 1, "still read once");
+            // Nothing is left waking the executor up.
+            assert_eq!(pending_timers(), 0);
         });
-        assert_eq!(now.get(), 1_700_000_000);
+        // A stepped host clock shows once the reading is RESYNC old (forced here).
+        clock.0.set(1_800_000_000);
+        time.anchor.set(Some((0, u64::MAX)));
+        block_on(async { assert_eq!(time.secs(), 1_800_000_000) });
+        assert_eq!(clock.1.get(), 2);
     }
 }

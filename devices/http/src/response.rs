@@ -64,17 +64,57 @@ impl Response<'_> {
     /// [`Response::write_head`], with a `Date` header first if `date` is given (an
     /// IMF-fixdate, see [`crate::date::format_http_date`]).
     pub fn write_head_dated(&self, out: &mut Vec<u8>, date: Option<&str>) {
-        let mut s = String::with_capacity(256);
-        let _ = write!(s, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        // Straight into `out`, without the formatting machinery: this runs per response.
+        let len = 17
+            + reason(self.status).len()
+            + date.map_or(0, |d| d.len() + 8)
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 4)
+                .sum::<usize>();
+        out.reserve(len);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(out, u64::from(self.status));
+        out.push(b' ');
+        out.extend_from_slice(reason(self.status).as_bytes());
+        out.extend_from_slice(b"\r\n");
         if let Some(date) = date {
-            let _ = write!(s, "Date: {date}\r\n");
+            out.extend_from_slice(b"Date: ");
+            out.extend_from_slice(date.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         for (name, value) in &self.headers {
-            let _ = write!(s, "{name}: {value}\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        s.push_str("\r\n");
-        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `n` in decimal, as a header value.
+pub(crate) fn decimal(n: u64) -> String {
+    let mut v = Vec::with_capacity(20);
+    push_decimal(&mut v, n);
+    // Only ASCII digits were pushed.
+    String::from_utf8(v).unwrap_or_default()
 }
 
 /// The reason phrase for the statuses this server sends.
@@ -110,7 +150,7 @@ pub fn message_response<'k>(
 ) -> Response<'k> {
     let mut headers = Vec::with_capacity(4);
     headers.push(("Content-Type", String::from("text/plain; charset=utf-8")));
-    headers.push(("Content-Length", format!("{}", message.len())));
+    headers.push(("Content-Length", decimal(message.len() as u64)));
     if close {
         headers.push(("Connection", String::from("close")));
     }
@@ -346,8 +386,10 @@ async fn lookup<'k, K: Kv>(kv: &'k K, target: &Target<'_>) -> Found<'k> {
 pub fn etag(entry: &Entry<'_>, encoding: Encoding) -> String {
     let mut s = String::with_capacity(40);
     s.push('"');
-    for b in &entry.sha256[..16] {
-        let _ = write!(s, "{b:02x}");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in &entry.sha256[..16] {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
     }
     match encoding {
         Encoding::Identity => {}
@@ -591,7 +633,7 @@ fn serve<'k, K: Kv>(req: &Request<'_>, kv: &'k K, entry: Entry<'k>) -> Response<
         Some(ByteRange::Satisfiable(first, last)) => {
             let len = last - first + 1;
             headers.push(("Content-Range", format!("bytes {first}-{last}/{size}")));
-            headers.push(("Content-Length", format!("{len}")));
+            headers.push(("Content-Length", decimal(len)));
             Response {
                 status: 206,
                 headers,
@@ -613,7 +655,7 @@ fn serve<'k, K: Kv>(req: &Request<'_>, kv: &'k K, entry: Entry<'k>) -> Response<
             if encoding != Encoding::Identity {
                 headers.push(("Content-Encoding", String::from(encoding.token())));
             }
-            headers.push(("Content-Length", format!("{size}")));
+            headers.push(("Content-Length", decimal(size)));
             Response {
                 status: 200,
                 headers,
@@ -641,7 +683,7 @@ fn serve_not_found<'k>(req: &Request<'_>, page: Entry<'k>) -> Response<'k> {
     if encoding != Encoding::Identity {
         headers.push(("Content-Encoding", String::from(encoding.token())));
     }
-    headers.push(("Content-Length", format!("{size}")));
+    headers.push(("Content-Length", decimal(size)));
     Response {
         status: 404,
         headers,

@@ -4,9 +4,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use compose_devices::block::{BlockError, BlockInfo};
+use compose_devices::kv::FileSpan;
 
 use crate::{Boot, Error};
 
@@ -78,6 +80,15 @@ impl compose_devices::block::Block for Block {
         self.file
             .read_exact_at(buf, self.offset(sector))
             .map_err(|_| BlockError::Io)
+    }
+
+    /// The span of the attached file itself: a server sends from it with sendfile(2).
+    fn file_span(&self, offset: u64, len: u64) -> Option<FileSpan> {
+        (offset.checked_add(len)? <= self.info.capacity()).then(|| FileSpan {
+            fd: self.file.as_raw_fd(),
+            offset,
+            len,
+        })
     }
 
     async fn write(&self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {

@@ -31,6 +31,7 @@ mod audio;
 mod block;
 mod boot;
 mod console;
+mod image;
 mod net;
 mod random;
 mod reactor;

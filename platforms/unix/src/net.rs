@@ -10,6 +10,7 @@ use std::mem;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use compose_devices::kv::FileSpan;
 use compose_devices::logs::{self, Level, Source};
 use compose_devices::metrics;
 use compose_devices::net::{Ipv4Cidr, NetError};
@@ -24,6 +25,14 @@ const BACKLOG: libc::c_int = 1024;
 /// How many reads in a row may complete without waiting before the task yields, so that
 /// one busy connection cannot starve the others.
 const READ_BUDGET: u32 = 64;
+
+/// A slice of the executable's read-only image (an embedded asset archive's value) at least
+/// this long is sent from the executable's file with sendfile(2), not copied out of memory:
+/// below it, one copying sendmsg costs less than a send and a sendfile.
+const SENDFILE_FROM_IMAGE: usize = 16 * 1024;
+
+/// The most bytes one sendfile(2) call is asked for (the kernel caps it near 2 GiB).
+const SENDFILE_MAX: u64 = 0x7fff_f000;
 
 /// A network interface. On unix it is the host's networking; this only carries the name.
 #[derive(Debug)]
@@ -277,6 +286,33 @@ impl TcpFlow {
     fn fd(&self) -> RawFd {
         self.as_raw_fd()
     }
+
+    /// One send(2) of some of `buf` with `flags`, waiting while the socket is full.
+    async fn send_flags(&mut self, buf: &[u8], flags: libc::c_int) -> Result<usize, NetError> {
+        loop {
+            // SAFETY: the socket is open; `buf` is valid for reads of `buf.len()` bytes.
+            let n = unsafe { libc::send(self.fd(), buf.as_ptr().cast(), buf.len(), flags) };
+            if n >= 0 {
+                metrics::TCP_BYTES_OUT.add(n.unsigned_abs() as u64);
+                return Ok(n.unsigned_abs());
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => writable(self.fd()).await,
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(net_error(&err)),
+            }
+        }
+    }
+}
+
+/// The executable's file span of `buf`, if it is a large enough slice of the read-only
+/// image (see [`SENDFILE_FROM_IMAGE`]).
+fn from_image(buf: &[u8]) -> Option<FileSpan> {
+    if buf.len() < SENDFILE_FROM_IMAGE {
+        return None;
+    }
+    crate::image::span(buf)
 }
 
 /// The host socket, for options the device interface does not cover.
@@ -333,34 +369,20 @@ impl compose_devices::net::TcpFlow for TcpFlow {
         if self.write_closed {
             return Err(NetError::Closed);
         }
-        loop {
-            // MSG_NOSIGNAL: a peer that is gone gives EPIPE rather than killing the
-            // process with SIGPIPE.
-            // SAFETY: the socket is open; `buf` is valid for reads of `buf.len()` bytes.
-            let n = unsafe {
-                libc::send(
-                    self.fd(),
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_NOSIGNAL,
-                )
-            };
-            if n >= 0 {
-                metrics::TCP_BYTES_OUT.add(n.unsigned_abs() as u64);
-                return Ok(n.unsigned_abs());
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock => writable(self.fd()).await,
-                io::ErrorKind::Interrupted => {}
-                _ => return Err(net_error(&err)),
-            }
+        if let Some(span) = from_image(buf) {
+            return self.write_file(&[], span).await;
         }
+        // MSG_NOSIGNAL: a peer that is gone gives EPIPE rather than killing the process
+        // with SIGPIPE.
+        self.send_flags(buf, libc::MSG_NOSIGNAL).await
     }
 
     async fn write2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, NetError> {
         if self.write_closed {
             return Err(NetError::Closed);
+        }
+        if let Some(span) = from_image(second) {
+            return self.write_file(first, span).await;
         }
         let mut iov = [
             libc::iovec {
@@ -391,6 +413,56 @@ impl compose_devices::net::TcpFlow for TcpFlow {
             match err.kind() {
                 io::ErrorKind::WouldBlock => writable(self.fd()).await,
                 io::ErrorKind::Interrupted => {}
+                _ => return Err(net_error(&err)),
+            }
+        }
+    }
+
+    fn sends_files(&self) -> bool {
+        true
+    }
+
+    /// Sends `first` with `MSG_MORE` (so that it waits for the file's first bytes and leaves
+    /// in the same segment), then as much of `file` as the socket takes with sendfile(2).
+    async fn write_file(&mut self, first: &[u8], file: FileSpan) -> Result<usize, NetError> {
+        if self.write_closed {
+            return Err(NetError::Closed);
+        }
+        let mut taken = 0;
+        if !first.is_empty() {
+            let more = if file.len > 0 { libc::MSG_MORE } else { 0 };
+            taken = self.send_flags(first, libc::MSG_NOSIGNAL | more).await?;
+            if taken < first.len() || file.len == 0 {
+                return Ok(taken);
+            }
+        }
+        let Ok(mut offset) = libc::off_t::try_from(file.offset) else {
+            return Err(NetError::Other);
+        };
+        let want = file.len.min(SENDFILE_MAX) as usize;
+        loop {
+            // SAFETY: both descriptors are open; `offset` is a live off_t that the kernel
+            // advances (the file's own position is left alone).
+            let n = unsafe { libc::sendfile(self.fd(), file.fd, &raw mut offset, want) };
+            if n > 0 {
+                metrics::TCP_BYTES_OUT.add(n.unsigned_abs() as u64);
+                return Ok(taken + n.unsigned_abs());
+            }
+            if n == 0 {
+                // The file ends before the span does: it changed under us.
+                return if taken > 0 {
+                    Ok(taken)
+                } else {
+                    Err(NetError::Other)
+                };
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                // The head went; the caller comes back for the rest (and times it).
+                io::ErrorKind::WouldBlock if taken > 0 => return Ok(taken),
+                io::ErrorKind::WouldBlock => writable(self.fd()).await,
+                io::ErrorKind::Interrupted => {}
+                _ if taken > 0 => return Ok(taken),
                 _ => return Err(net_error(&err)),
             }
         }

@@ -354,7 +354,8 @@ fn serve_site_listens_logs_and_serves_connections() {
 fn responses_are_dated_and_logged() {
     let kv = site();
     let console = MemConsole::default();
-    let now = core::cell::Cell::new(971_186_136);
+    let clock = crate::testing::FixedClock(971_186_136);
+    let now = crate::SiteTime::new(&clock);
     let obs = crate::Observer::new(&now, &console, true);
     let script = |steps: Vec<Step>, head_only: &[bool]| {
         let (flow, log) = ScriptFlow::new(steps);
