@@ -41,11 +41,13 @@ pub mod date;
 pub mod log;
 pub mod request;
 pub mod response;
+pub mod redirect;
 #[cfg(test)]
 mod testing;
 
 pub use conn::{CHUNK, open_connections, serve_connection, serve_connection_with};
 pub use log::{LogLevel, Observer, UnknownLevel, keep_time};
+pub use redirect::start_https_redirect;
 
 use alloc::format;
 use alloc::rc::Rc;
