@@ -340,7 +340,7 @@ fn fail_handshakes(addr: SocketAddr, n: usize, hello: &[u8], old_hello: &[u8], t
         eprintln!("tls: {n} x {kind} in {:?}", start.elapsed());
     }
     // Close mid-handshake: a real ClientHello, the first bytes of the server's flight, gone.
-    let mid = (n / 10).max(100);
+    let mid = n.max(100);
     std::thread::scope(|s| {
         for t in 0..2 {
             s.spawn(move || {
@@ -408,7 +408,7 @@ fn check_https(wrap: &[&str], certs: &Certs, host: &str, port: u16, http_port: u
     // openssl s_client: a verified handshake, ALPN http/1.1.
     let mut c = Command::new(wrap[0]);
     c.args(&wrap[1..])
-        .args(["openssl", "s_client", "-verify_return_error", "-alpn", "http/1.1", "-CAfile"])
+        .args(["openssl", "s_client", "-ign_eof", "-verify_return_error", "-alpn", "http/1.1", "-CAfile"])
         .arg(&ca)
         .arg("-connect")
         .arg(format!("{host}:{port}"))
@@ -476,8 +476,17 @@ fn check_refusals(certs: &Certs, run_args: &[String]) {
 /// No 16-byte window of the key in the store entry (every file, the bundle unpacked), the
 /// glue directory, or any process's command line.
 fn check_key_absent(cert: &Cert, entry: &Path, glue: &Path) {
-    let windows = cert.secret_windows();
-    let has = |hay: &[u8]| windows.iter().any(|w| hay.windows(16).any(|h| h == w.as_slice()));
+    let windows: std::collections::HashSet<Vec<u8>> = cert.secret_windows().into_iter().collect();
+    // A table of the windows' first two bytes keeps the scan of a large image fast.
+    let mut first = vec![false; 1 << 16];
+    for w in &windows {
+        first[usize::from(u16::from_be_bytes([w[0], w[1]]))] = true;
+    }
+    let has = |hay: &[u8]| {
+        hay.windows(16).any(|h| {
+            first[usize::from(u16::from_be_bytes([h[0], h[1]]))] && windows.contains(h)
+        })
+    };
     let mut files = Vec::new();
     for dir in [entry, glue] {
         let mut stack = vec![dir.to_path_buf()];
@@ -612,7 +621,11 @@ fn https_on_unix() {
         wait_for_line(&mut site, &format!("listening on port {port}"));
         let pid = find_process(site.id(), "site-https");
         check_https(&["env"], &certs, "127.0.0.1", port, http_port);
-        check_chromium(&cert, port);
+        if kind == "p256" {
+            // Chromium does not take Ed25519 server certificates (BoringSSL offers no
+            // ed25519 signature scheme to servers): P-256 only.
+            check_chromium(&cert, port);
+        }
         check_key_absent(&cert, &entry, &glue);
         if kind == "p256" {
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -622,7 +635,7 @@ fn https_on_unix() {
             let n = failures(10_000);
             fail_handshakes(addr, n, &hello, &old_hello, 1);
             check_https(&["env"], &certs, "127.0.0.1", port, http_port);
-            assert_back_near(before, snapshot(pid), 3 * n + n / 10 + 100);
+            assert_back_near(before, snapshot(pid), 4 * n + 100);
         }
     }
 }
@@ -700,7 +713,7 @@ fn https_on_spt() {
                 (before, snapshot(tender))
             });
             check_https(&wrap, &certs, &guest, 443, 80);
-            assert_back_near(before, after, 3 * n + n / 10 + 100);
+            assert_back_near(before, after, 4 * n + 100);
         }
     }
 }
