@@ -214,7 +214,9 @@ impl<F: TcpFlow> TlsFlow<F> {
                 None => Next::Again,
             },
             Ok(ConnectionState::PeerClosed) | Ok(ConnectionState::Closed) => Next::Eof,
-            Ok(ConnectionState::ReadEarlyData(_)) => Next::Fail(FlowError::Unexpected("early data")),
+            Ok(ConnectionState::ReadEarlyData(_)) => {
+                Next::Fail(FlowError::Unexpected("early data"))
+            }
             Ok(_) => Next::Fail(FlowError::Unexpected("unknown state")),
         };
         if discard > 0 {

@@ -103,9 +103,13 @@ fn public_key_info(key: &PrivateKeyDer<'_>) -> Result<Vec<u8>, KeyError> {
     let bad = |e: &dyn fmt::Display| KeyError::BadKey(alloc::format!("{e}"));
     match key {
         PrivateKeyDer::Sec1(der) => {
-            let secret = p256::SecretKey::from_sec1_der(der.secret_sec1_der())
-                .map_err(|_| KeyError::UnsupportedKey("an EC key not on the P-256 curve, or malformed"))?;
-            let spki = secret.public_key().to_public_key_der().map_err(|e| bad(&e))?;
+            let secret = p256::SecretKey::from_sec1_der(der.secret_sec1_der()).map_err(|_| {
+                KeyError::UnsupportedKey("an EC key not on the P-256 curve, or malformed")
+            })?;
+            let spki = secret
+                .public_key()
+                .to_public_key_der()
+                .map_err(|e| bad(&e))?;
             Ok(spki.as_bytes().to_vec())
         }
         PrivateKeyDer::Pkcs8(der) => {
@@ -116,7 +120,10 @@ fn public_key_info(key: &PrivateKeyDer<'_>) -> Result<Vec<u8>, KeyError> {
                 let secret = p256::SecretKey::from_pkcs8_der(der).map_err(|_| {
                     KeyError::UnsupportedKey("an EC key not on the P-256 curve (P-384? P-521?)")
                 })?;
-                let spki = secret.public_key().to_public_key_der().map_err(|e| bad(&e))?;
+                let spki = secret
+                    .public_key()
+                    .to_public_key_der()
+                    .map_err(|e| bad(&e))?;
                 Ok(spki.as_bytes().to_vec())
             } else if oid == p256::pkcs8::ObjectIdentifier::new_unwrap("1.3.101.112") {
                 let secret = ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(|e| bad(&e))?;

@@ -102,8 +102,15 @@ pub struct Tls<C: 'static, T: 'static> {
 
 impl<C, T> fmt::Debug for Tls<C, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tls").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Tls")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
+}
+
+/// The crypto provider the device uses (`rustls-rustcrypto`), with its own randomness.
+pub fn provider() -> rustls::crypto::CryptoProvider {
+    rustls_rustcrypto::provider()
 }
 
 /// The server configuration for the certificate and key in `pem`.
@@ -113,7 +120,7 @@ pub fn server_config(
     random: &'static dyn rustls::crypto::SecureRandom,
     time: Arc<dyn rustls::time_provider::TimeProvider>,
 ) -> Result<ServerConfig, Error> {
-    let mut provider = rustls_rustcrypto::provider();
+    let mut provider = provider();
     provider.secure_random = random;
     let certified = keys::certified_key(pem, &provider).map_err(|error| Error::Secret {
         name: secret_name,
@@ -146,7 +153,9 @@ impl<C: Console, T: Tcp> Tls<C, T> {
             return Err(Error::Property("max-handshakes must be at least 1"));
         }
         if config.handshake_timeout.is_zero() {
-            return Err(Error::Property("handshake-timeout must be at least 1 second"));
+            return Err(Error::Property(
+                "handshake-timeout must be at least 1 second",
+            ));
         }
         let random = random::install(random);
         let time = Arc::new(random::Clock(clock));
@@ -182,7 +191,9 @@ pub struct TlsListener<F> {
 
 impl<F> fmt::Debug for TlsListener<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsListener").field("port", &self.port).finish()
+        f.debug_struct("TlsListener")
+            .field("port", &self.port)
+            .finish()
     }
 }
 
@@ -325,7 +336,8 @@ async fn handshake_task<C: Console, F: compose_devices::net::TcpFlow + 'static>(
 ) {
     metrics::TLS_HANDSHAKES_ACTIVE.inc();
     let peer = tcp.peer();
-    let outcome = compose_devices::executor::timeout(deadline, TlsFlow::handshake(tcp, server)).await;
+    let outcome =
+        compose_devices::executor::timeout(deadline, TlsFlow::handshake(tcp, server)).await;
     metrics::TLS_HANDSHAKES_ACTIVE.dec();
     let mut s = shared.borrow_mut();
     match outcome {
