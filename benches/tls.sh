@@ -92,7 +92,7 @@ child_named() { # pid comm -> the descendant (or pid itself) named comm
     local want=$2 p
     for _ in $(seq 200); do
         for p in $1 $(pgrep -P "$1") $(for c in $(pgrep -P "$1"); do pgrep -P "$c"; done); do
-            [[ $(cat /proc/$p/comm 2>/dev/null) == "$want" ]] && { echo "$p"; return; }
+            [[ $(cat /proc/$p/comm 2>/dev/null) == "$want"* ]] && { echo "$p"; return; }
         done
         sleep 0.1
     done
@@ -172,7 +172,7 @@ for cert in p256 ed; do
     conf=$(nginx_conf $cert 18444)
     nginx -c "$conf" & npid=$!; pids+=($npid)
     wait_port env 127.0.0.1 18443; wait_port in_ns $guest 443; wait_port env 127.0.0.1 18444
-    tender=$(child_named $spid compose-spt); upid=$(child_named $cpid tlsbench)
+    tender=$(child_named $spid spt:); upid=$(child_named $cpid tlsbench)
     for r in $(seq "$rounds"); do
         hs[unix-$cert]+="$(handshakes env 127.0.0.1:18443) "
         hs[spt-$cert]+="$(handshakes in_ns $guest:443) "
