@@ -18,7 +18,7 @@
 #   benches/tls.sh [--secs N] [--rounds N] [--leak]
 #
 # Needs: openssl, wrk, nginx (nginx-light), python3, iproute2; root for spt (namespace, tap).
-# Work dir: target/tls-bench (builds in target/tls-bench/target, ~1.5 GB).
+# Work dir: target/tls-bench; builds in target/compose-tests (the tests'), or $COMPOSE_TARGET_DIR.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 secs=5; rounds=3; leak=0
@@ -34,7 +34,8 @@ done
 for tool in openssl wrk nginx python3 ip; do command -v $tool >/dev/null || { echo "tls.sh: needs $tool" >&2; exit 1; }; done
 work=$root/target/tls-bench
 mkdir -p "$work/public/std"
-export COMPOSE_TARGET_DIR=$work/target COMPOSE_STORE=$work/store
+# Builds share the tests' target dir (their dependencies are built there already).
+export COMPOSE_TARGET_DIR=${COMPOSE_TARGET_DIR:-$root/target/compose-tests} COMPOSE_STORE=$work/store
 page=$(ls "$HOME"/.rustup/toolchains/"$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$root/rust-toolchain.toml")"-*/share/doc/rust/html/std/index.html 2>/dev/null | head -1)
 [[ -f $page ]] || { echo "tls.sh: no rustdoc std/index.html in the pinned toolchain (rustup component add rust-docs)" >&2; exit 1; }
 cp "$page" "$work/public/std/index.html"

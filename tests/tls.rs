@@ -51,12 +51,7 @@ fn text(b: &[u8]) -> String {
 }
 
 fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "{}{}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     o
 }
 
@@ -198,7 +193,13 @@ fn descendants(pid: u32) -> Vec<u32> {
             let Some(after) = stat.rsplit_once(") ") else {
                 continue;
             };
-            let ppid: u32 = after.1.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+            let ppid: u32 = after
+                .1
+                .split(' ')
+                .nth(1)
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
             if ppid == p {
                 out.push(child);
                 frontier.push(child);
@@ -319,7 +320,10 @@ fn fail_handshakes(addr: SocketAddr, n: usize, hello: &[u8], old_hello: &[u8], t
     let start = Instant::now();
     let kinds: [(&str, Vec<u8>); 3] = [
         ("garbage", (0..300u32).map(|i| (i * 7 + 3) as u8).collect()),
-        ("plain HTTP", b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
+        (
+            "plain HTTP",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+        ),
         ("TLS 1.0", old_hello.to_vec()),
     ];
     for (kind, payload) in &kinds {
@@ -386,30 +390,49 @@ fn check_https(wrap: &[&str], certs: &Certs, host: &str, port: u16, http_port: u
     let index = std::fs::read(root().join("specs/site/public/index.html")).unwrap();
     let css = std::fs::read(root().join("specs/site/public/style.css")).unwrap();
     for (path, want) in [("/", &index), ("/style.css", &css)] {
-        let o = ok(run(Command::new(wrap[0]).args(&wrap[1..]).args([
+        let o = ok(run(Command::new(wrap[0])
+            .args(&wrap[1..])
+            .args(["curl", "-sS", "--fail", "--max-time", "60", "--cacert"])
+            .arg(&ca)
+            .arg(format!("https://{host}:{port}{path}"))));
+        assert!(
+            &o.stdout == want,
+            "{path} over HTTPS differs from the source"
+        );
+    }
+    // TLS 1.2 too.
+    let o = ok(run(Command::new(wrap[0])
+        .args(&wrap[1..])
+        .args([
             "curl",
             "-sS",
             "--fail",
             "--max-time",
             "60",
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
             "--cacert",
         ])
         .arg(&ca)
-        .arg(format!("https://{host}:{port}{path}"))));
-        assert!(&o.stdout == want, "{path} over HTTPS differs from the source");
-    }
-    // TLS 1.2 too.
-    let o = ok(run(Command::new(wrap[0]).args(&wrap[1..]).args([
-        "curl", "-sS", "--fail", "--max-time", "60", "--tlsv1.2", "--tls-max", "1.2", "-o", "/dev/null",
-        "-w", "%{http_code}", "--cacert",
-    ])
-    .arg(&ca)
-    .arg(format!("https://{host}:{port}/"))));
+        .arg(format!("https://{host}:{port}/"))));
     assert_eq!(text(&o.stdout), "200");
     // openssl s_client: a verified handshake, ALPN http/1.1.
     let mut c = Command::new(wrap[0]);
     c.args(&wrap[1..])
-        .args(["openssl", "s_client", "-ign_eof", "-verify_return_error", "-alpn", "http/1.1", "-CAfile"])
+        .args([
+            "openssl",
+            "s_client",
+            "-ign_eof",
+            "-verify_return_error",
+            "-alpn",
+            "http/1.1",
+            "-CAfile",
+        ])
         .arg(&ca)
         .arg("-connect")
         .arg(format!("{host}:{port}"))
@@ -430,12 +453,15 @@ fn check_https(wrap: &[&str], certs: &Certs, host: &str, port: u16, http_port: u
         "s_client: {out}{}",
         text(&o.stderr)
     );
-    assert!(out.contains("HTTP/1.1 200 OK"), "s_client got no page: {out}");
+    assert!(
+        out.contains("HTTP/1.1 200 OK"),
+        "s_client got no page: {out}"
+    );
     // The redirect port.
-    let o = ok(run(Command::new(wrap[0]).args(&wrap[1..]).args([
-        "curl", "-sS", "-i", "--max-time", "60",
-    ])
-    .arg(format!("http://{host}:{http_port}/docs/?a=b"))));
+    let o = ok(run(Command::new(wrap[0])
+        .args(&wrap[1..])
+        .args(["curl", "-sS", "-i", "--max-time", "60"])
+        .arg(format!("http://{host}:{http_port}/docs/?a=b"))));
     let head = text(&o.stdout);
     assert!(head.starts_with("HTTP/1.1 301 "), "{head}");
     let location = if port == 443 {
@@ -443,13 +469,19 @@ fn check_https(wrap: &[&str], certs: &Certs, host: &str, port: u16, http_port: u
     } else {
         format!("https://{host}:{port}/docs/?a=b")
     };
-    assert!(head.contains(&format!("Location: {location}\r\n")), "{head}");
+    assert!(
+        head.contains(&format!("Location: {location}\r\n")),
+        "{head}"
+    );
 }
 
 /// Refusals at start: a key of another certificate, no key, no certificate.
 fn check_refusals(certs: &Certs, run_args: &[String]) {
     for (file, message) in [
-        ("wrong.pem", "secret `tls`: its private key does not match its first certificate"),
+        (
+            "wrong.pem",
+            "secret `tls`: its private key does not match its first certificate",
+        ),
         ("nokey.pem", "secret `tls`: it holds no private key"),
         ("nocert.pem", "secret `tls`: it holds no certificate"),
     ] {
@@ -488,9 +520,8 @@ fn check_key_absent(cert: &Cert, entry: &Path, glue: &Path) {
         first[usize::from(u16::from_be_bytes([w[0], w[1]]))] = true;
     }
     let has = |hay: &[u8]| {
-        hay.windows(16).any(|h| {
-            first[usize::from(u16::from_be_bytes([h[0], h[1]]))] && windows.contains(h)
-        })
+        hay.windows(16)
+            .any(|h| first[usize::from(u16::from_be_bytes([h[0], h[1]]))] && windows.contains(h))
     };
     let mut files = Vec::new();
     for dir in [entry, glue] {
@@ -510,10 +541,18 @@ fn check_key_absent(cert: &Cert, entry: &Path, glue: &Path) {
     assert!(files.len() > 3, "nothing to search in {}", entry.display());
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
-        assert!(!has(&bytes), "a window of the private key is in {}", f.display());
+        assert!(
+            !has(&bytes),
+            "a window of the private key is in {}",
+            f.display()
+        );
         if f.to_string_lossy().ends_with(".tar.zst") {
             let tar = zstd::decode_all(bytes.as_slice()).unwrap();
-            assert!(!has(&tar), "a window of the private key is in the bundle {}", f.display());
+            assert!(
+                !has(&tar),
+                "a window of the private key is in the bundle {}",
+                f.display()
+            );
         }
     }
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -614,7 +653,10 @@ fn https_on_unix() {
         let mut args = base(port, http_port);
         args.splice(
             3..3,
-            ["--secret".to_string(), format!("tls=@{}", cert.pem.display())],
+            [
+                "--secret".to_string(),
+                format!("tls=@{}", cert.pem.display()),
+            ],
         );
         let child = compose()
             .args(&args)
@@ -680,7 +722,14 @@ fn https_on_spt() {
             v.push(format!("tls=@{}", s.display()));
         }
         v.extend(
-            ["--", &ipv4, "--port=443", "--http-port=80", "--handshake-timeout=1"].map(String::from),
+            [
+                "--",
+                &ipv4,
+                "--port=443",
+                "--http-port=80",
+                "--handshake-timeout=1",
+            ]
+            .map(String::from),
         );
         v
     };

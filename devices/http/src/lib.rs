@@ -39,9 +39,9 @@ extern crate std;
 mod conn;
 pub mod date;
 pub mod log;
+pub mod redirect;
 pub mod request;
 pub mod response;
-pub mod redirect;
 #[cfg(test)]
 mod testing;
 

@@ -179,9 +179,9 @@ fn host_name(value: &str) -> Option<&str> {
     };
     let ok = !host.is_empty()
         && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':'));
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':')
+        });
     ok.then_some(host)
 }
 
@@ -191,10 +191,16 @@ mod tests {
 
     #[test]
     fn redirects_to_the_same_host_and_path() {
-        let r = redirect_response(b"GET /a/b?c=1 HTTP/1.1\r\nHost: example.org:8080\r\n\r\n", 8443)
-            .unwrap();
+        let r = redirect_response(
+            b"GET /a/b?c=1 HTTP/1.1\r\nHost: example.org:8080\r\n\r\n",
+            8443,
+        )
+        .unwrap();
         assert!(r.starts_with("HTTP/1.1 301 Moved Permanently\r\n"), "{r}");
-        assert!(r.contains("\r\nLocation: https://example.org:8443/a/b?c=1\r\n"), "{r}");
+        assert!(
+            r.contains("\r\nLocation: https://example.org:8443/a/b?c=1\r\n"),
+            "{r}"
+        );
         let r = redirect_response(b"HEAD / HTTP/1.1\r\nhost: example.org\r\n\r\n", 443).unwrap();
         assert!(r.contains("\r\nLocation: https://example.org/\r\n"), "{r}");
     }
