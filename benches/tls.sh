@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # TLS figures of the `tls` device next to nginx with OpenSSL, on the same machine in the
 # same run:
-#   * handshakes/s, ECDSA P-256 and Ed25519 certificates: `openssl s_time -new` (one client,
-#     a full handshake per connection, no request) against compose on unix (127.0.0.1),
+#   * handshakes/s, ECDSA P-256 and Ed25519 certificates: wrk over HTTPS with 8 connections
+#     and `Connection: close` (a full handshake per request of a 3-byte file; openssl s_time,
+#     one connection at a time, was client-bound here) against compose on unix (127.0.0.1),
 #     compose on spt (a tap in a network namespace; the client runs inside it) and nginx
 #     (1 worker, 127.0.0.1, the same certificate and key);
 #   * HTTPS throughput of rustdoc's 53 KB std/index.html (the pinned toolchain's copy):
@@ -39,6 +40,7 @@ export COMPOSE_TARGET_DIR=${COMPOSE_TARGET_DIR:-$root/target/compose-tests} COMP
 page=$(ls "$HOME"/.rustup/toolchains/"$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$root/rust-toolchain.toml")"-*/share/doc/rust/html/std/index.html 2>/dev/null | head -1)
 [[ -f $page ]] || { echo "tls.sh: no rustdoc std/index.html in the pinned toolchain (rustup component add rust-docs)" >&2; exit 1; }
 cp "$page" "$work/public/std/index.html"
+printf 'ok\n' > "$work/public/hs.txt"
 cd "$work"
 # Certificates: a CA, P-256 and Ed25519 server certificates for 127.0.0.1 and the spt guest.
 guest=10.77.41.2
@@ -89,15 +91,14 @@ ip -n $ns link set tap0 up
 in_ns() { ip netns exec $ns "$@"; }
 
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
-child_named() { # pid comm -> the descendant (or pid itself) named comm
-    local want=$2 p
-    for _ in $(seq 200); do
-        for p in $1 $(pgrep -P "$1") $(for c in $(pgrep -P "$1"); do pgrep -P "$c"; done); do
-            [[ $(cat /proc/$p/comm 2>/dev/null) == "$want"* ]] && { echo "$p"; return; }
-        done
+image_pid() { # image path fragment -> the pid of the process running it (the spt tender, the unix process)
+    local p
+    for _ in $(seq 600); do
+        p=$(pgrep -f -- "$1" | head -1)
+        [[ -n $p ]] && { echo "$p"; return; }
         sleep 0.1
     done
-    echo "tls.sh: no process $want" >&2; exit 1
+    echo "tls.sh: no process runs $1" >&2; exit 1
 }
 wait_port() { # wrapper... host port
     for _ in $(seq 300); do
@@ -120,7 +121,7 @@ http {
     access_log off;
     sendfile on;
     keepalive_requests 100000;
-    types { text/html html; }
+    types { text/html html; text/plain txt; }
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache off;
     ssl_session_tickets off;
@@ -135,10 +136,10 @@ NGX
     echo "$work/nginx-$1/nginx.conf"
 }
 
-handshakes() { # wrapper... host:port -> handshakes/s over $secs
-    local out
-    out=$("${@:1:$#-1}" openssl s_time -connect "${*: -1}" -new -time "$secs" 2>&1 </dev/null)
-    awk '/connections in [0-9.]+ real seconds/ { n = $1; t = $4; if (t > 0) printf "%.1f\n", n / t }' <<<"$out" | tail -1
+handshakes() { # wrapper... host:port -> handshakes/s over $secs: wrk, 8 connections, each
+    # request on a new connection (Connection: close) for a 3-byte file
+    "${@:1:$#-1}" wrk -t1 -c8 -d"${secs}s" -H "Connection: close" "https://${*: -1}/hs.txt" 2>&1 |
+        awk '/Requests\/sec/ { print $2 }'
 }
 throughput() { # wrapper... url -> "req/s MiB/s"
     "${@:1:$#-1}" wrk -t1 -c8 -d"${secs}s" "${*: -1}" 2>&1 | awk '
@@ -173,7 +174,8 @@ for cert in p256 ed; do
     conf=$(nginx_conf $cert 18444)
     nginx -c "$conf" & npid=$!; pids+=($npid)
     wait_port env 127.0.0.1 18443; wait_port in_ns $guest 443; wait_port env 127.0.0.1 18444
-    tender=$(child_named $spid spt:); upid=$(child_named $cpid tlsbench)
+    tender=$(image_pid "tlsbench-spt/tlsbench.spt"); upid=$(image_pid "tlsbench-unix/tlsbench ")
+    pids+=($tender $upid)
     for r in $(seq "$rounds"); do
         hs[unix-$cert]+="$(handshakes env 127.0.0.1:18443) "
         hs[spt-$cert]+="$(handshakes in_ns $guest:443) "
@@ -195,13 +197,13 @@ for cert in p256 ed; do
             cat <&4 >/dev/null || true
         done
     fi
-    kill "$cpid" "$spid" "$npid" 2>/dev/null || true
+    kill "$cpid" "$spid" "$npid" "$tender" "$upid" 2>/dev/null || true
     wait "$cpid" "$spid" "$npid" 2>/dev/null || true
     pids=()
 done
 
 echo
-echo "## TLS: handshakes/s (openssl s_time -new, ${secs}s, median of $rounds)"
+echo "## TLS: handshakes/s (wrk -c8, a new connection per request, ${secs}s, median of $rounds)"
 printf '%-12s %12s %12s %12s %10s %10s\n' cert "compose unix" "compose spt" "nginx" "unix/ngx" "spt/ngx"
 for cert in p256 ed; do
     u=$(tr ' ' '\n' <<<"${hs[unix-$cert]}" | median); s=$(tr ' ' '\n' <<<"${hs[spt-$cert]}" | median); n=$(tr ' ' '\n' <<<"${hs[nginx-$cert]}" | median)
