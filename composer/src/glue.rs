@@ -328,6 +328,11 @@ pub fn generate(graph: &Graph, spec_file: &Path) -> Result<Glue, GlueError> {
                 slot.replace('-', "_"),
                 ident(&graph.devices[*dep].name).into(),
             );
+            // The referenced device's name, for messages ("secret `tls`: ...").
+            vars.insert(
+                format!("{}_name", slot.replace('-', "_")),
+                format!("{:?}", graph.devices[*dep].name).into(),
+            );
         }
         for (key, ty, value) in &d.props {
             let optional = d

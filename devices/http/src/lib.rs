@@ -39,6 +39,7 @@ extern crate std;
 mod conn;
 pub mod date;
 pub mod log;
+pub mod redirect;
 pub mod request;
 pub mod response;
 #[cfg(test)]
@@ -46,6 +47,7 @@ mod testing;
 
 pub use conn::{CHUNK, open_connections, serve_connection, serve_connection_with};
 pub use log::{LogLevel, Observer, SiteTime, UnknownLevel, parse_level};
+pub use redirect::start_https_redirect;
 
 use alloc::format;
 use alloc::rc::Rc;
