@@ -950,6 +950,16 @@ impl Store {
         )
     }
 
+    /// The bundles' cache of compressed frames (`.cache/bundle-v1/`).
+    pub fn frame_cache(&self) -> crate::bundle::FrameCache {
+        crate::bundle::FrameCache::new(
+            &self
+                .root
+                .join(CACHE_DIR)
+                .join(crate::bundle::FRAME_CACHE_DIR),
+        )
+    }
+
     /// The file-hash cache of this store.
     pub fn hash_cache(&self) -> HashCache {
         HashCache::load(&self.root.join(CACHE_DIR).join(CACHE_FILE))
@@ -1083,7 +1093,7 @@ impl Store {
             discard(&tmp);
             return Err(StoreError::Fill(e.into()));
         }
-        if let Err(e) = seal(&tmp) {
+        if let Err(e) = crate::timings::time("seal", || seal(&tmp)) {
             discard(&tmp);
             return Err(e);
         }
@@ -1361,6 +1371,12 @@ impl Store {
         self.prune_pack_cache(&mut report, dry_run)?;
         if !dry_run {
             let _ = self.hash_cache().prune();
+            // The bundles' frames: made again, once, by the next build that needs them.
+            let frames = self
+                .root
+                .join(CACHE_DIR)
+                .join(crate::bundle::FRAME_CACHE_DIR);
+            let _ = remove_tree(&frames);
         }
         Ok(report)
     }

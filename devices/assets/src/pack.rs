@@ -83,6 +83,12 @@ pub struct PackSummary {
     pub gzip_variants: u64,
     /// Files stored with a zstd variant.
     pub zstd_variants: u64,
+    /// Files whose bytes (and variants) were copied from the previous archive at the
+    /// output path, unread (see [`pack_cached`]).
+    pub reused_files: u64,
+    /// Whether the archive was written: `false` when the previous archive at the output
+    /// path was already the archive these files make, and was kept as it is.
+    pub written: bool,
 }
 
 /// Why packing failed.
@@ -245,9 +251,22 @@ pub fn pack(dir: &Path, options: &PackOptions, out: &Path) -> Result<PackSummary
 }
 
 /// [`pack`], taking each file's compressed variants from `cache` when it has them for the
-/// file's contents (and storing them there when it has not): packing a tree of which
-/// only a few files changed then costs one read of each file and one write of the
-/// archive. The archive is the same byte for byte as without a cache.
+/// file's contents (and storing them there when it has not), and reusing the archive that
+/// is already at `out`: the archive is the same byte for byte as without either.
+///
+/// Reuse: next to the archive, `.<name>.stamps` records, for each entry, the file it was
+/// packed from and that file's identity and times (device, inode, size, modification and
+/// change times, in nanoseconds) as they were before it was read, with the packer's
+/// settings and the archive's identity. A file whose path and stamp are unchanged is not
+/// read again: its bytes and variants are copied from the previous archive (in the
+/// kernel, `copy_file_range`; runs of such files in one copy), and its hash, media type
+/// and key scan come from the previous index. A file modified within two seconds of being
+/// packed is never trusted this way ("racily clean", as git's index). If every file is
+/// unchanged and the list is the same, the previous archive is kept as it is (not
+/// rewritten). Packing a tree of which one file changed then costs a `stat` of each
+/// file, a read of the changed one and an in-kernel copy of the rest. A missing, damaged
+/// or foreign stamps file, or an archive that is not the one it describes, means a full
+/// pack.
 pub fn pack_cached(
     dir: &Path,
     options: &PackOptions,
@@ -266,6 +285,37 @@ pub fn pack_cached(
         return Err(PackError::InvalidOption("zstd level must be 1..=19"));
     }
     let files = select(dir, options)?;
+    let started = std::time::SystemTime::now();
+    let previous = Previous::load(out, options);
+    let stamps: Vec<Option<Stamp>> = files
+        .iter()
+        .map(|f| fs::metadata(&f.path).ok().map(|m| Stamp::of(&m)))
+        .collect();
+    let reuse: Vec<Option<usize>> = match &previous {
+        Some(p) => files
+            .iter()
+            .zip(&stamps)
+            .map(|(f, st)| p.reusable(f, st.as_ref()?))
+            .collect(),
+        None => std::vec![None; files.len()],
+    };
+    if let Some(p) = &previous
+        && p.count == files.len()
+        && reuse.iter().enumerate().all(|(i, r)| *r == Some(i))
+        && p.source_date_epoch == options.source_date_epoch.unwrap_or(0)
+        && p.modified_unchanged(options)
+    {
+        // Every file as it was: the archive at `out` is the one they make.
+        return Ok(PackSummary {
+            files: files.len() as u64,
+            input_bytes: p.input_bytes,
+            archive_bytes: p.archive_len,
+            gzip_variants: p.gzip_variants,
+            zstd_variants: p.zstd_variants,
+            reused_files: files.len() as u64,
+            written: false,
+        });
+    }
 
     let name = out
         .file_name()
@@ -286,7 +336,7 @@ pub fn pack_cached(
             pos: 0,
             path: out,
         };
-        write_archive(&mut w, &files, options, cache)?
+        write_archive(&mut w, &files, options, cache, previous.as_ref(), &reuse)?
     };
 
     let file = tmp.as_file();
@@ -298,6 +348,11 @@ pub fn pack_cached(
         file.set_permissions(fs::Permissions::from_mode(0o644))
             .map_err(io_at(out))?;
     }
+    let written = fs::metadata(tmp.path()).map_err(io_at(out))?;
+    // The stamps go first (and are removed while the archive is replaced): stamps never
+    // describe an archive they were not written for.
+    let stamps_path = stamps_file(out);
+    let _ = fs::remove_file(&stamps_path);
     tmp.persist(out).map_err(|e| PackError::Io {
         path: out.to_owned(),
         source: e.error,
@@ -306,7 +361,218 @@ pub fn pack_cached(
     if let Ok(d) = File::open(parent) {
         let _ = d.sync_all();
     }
+    // Best effort: without stamps the next pack reads every file.
+    let _ = write_stamps(
+        &stamps_path,
+        options,
+        &written,
+        &summary,
+        &files,
+        &stamps,
+        started,
+    );
+    let mut summary = summary;
+    summary.written = true;
     Ok(summary)
+}
+
+/// Where the stamps of the archive at `out` are kept.
+fn stamps_file(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned());
+    out.with_file_name(format!(".{}.stamps", name.unwrap_or_default()))
+}
+
+const STAMPS_MAGIC: &str = "compose-assets-stamps v1";
+/// A file modified this recently before it was packed is not trusted by its stamp.
+const RACY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What identifies a file's contents without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+        }
+    }
+}
+
+/// The settings the bytes of an archive depend on, besides the files.
+fn settings_fingerprint(options: &PackOptions) -> String {
+    format!(
+        "{:016x} align={} compress={} min={} keys={} epoch={:?}",
+        cache_fingerprint(options),
+        options.align,
+        options.compress,
+        options.min_compress_size,
+        options.allow_private_keys,
+        options.source_date_epoch,
+    )
+}
+
+/// The archive's own identity: which file the stamps were written for.
+fn archive_identity(m: &fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{} {} {}", m.dev(), m.ino(), m.size())
+}
+
+fn write_stamps(
+    path: &Path,
+    options: &PackOptions,
+    archive: &fs::Metadata,
+    summary: &PackSummary,
+    files: &[Source],
+    stamps: &[Option<Stamp>],
+    started: std::time::SystemTime,
+) -> io::Result<()> {
+    let racy_from = started
+        .checked_sub(RACY)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128);
+    let mut text = format!(
+        "{STAMPS_MAGIC}\n{}\n{}\n{} {} {} {}\n",
+        settings_fingerprint(options),
+        archive_identity(archive),
+        summary.input_bytes,
+        summary.gzip_variants,
+        summary.zstd_variants,
+        files.len()
+    );
+    for (f, st) in files.iter().zip(stamps) {
+        let Some(path) = f.path.to_str().filter(|p| !p.contains('\n')) else {
+            return Ok(());
+        };
+        match st {
+            Some(s) if s.mtime_ns < racy_from && s.ctime_ns < racy_from => text.push_str(&format!(
+                "{} {} {} {} {} {path}\n",
+                s.dev, s.ino, s.size, s.mtime_ns, s.ctime_ns
+            )),
+            _ => text.push_str(&format!("- {path}\n")),
+        }
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    fs::write(&tmp, text)?;
+    fs::rename(&tmp, path)
+}
+
+/// The previous archive at the output path, with its stamps.
+struct Previous {
+    file: File,
+    index: Vec<u8>,
+    header: Header,
+    /// Per entry: the file it came from and its stamp (`None`: not to be trusted).
+    sources: Vec<(PathBuf, Option<Stamp>)>,
+    by_key: std::collections::HashMap<String, usize>,
+    count: usize,
+    archive_len: u64,
+    source_date_epoch: u64,
+    input_bytes: u64,
+    gzip_variants: u64,
+    zstd_variants: u64,
+}
+
+impl Previous {
+    fn load(out: &Path, options: &PackOptions) -> Option<Previous> {
+        use std::os::unix::fs::FileExt;
+        let text = fs::read_to_string(stamps_file(out)).ok()?;
+        let mut lines = text.split('\n');
+        if lines.next()? != STAMPS_MAGIC || lines.next()? != settings_fingerprint(options) {
+            return None;
+        }
+        let file = File::open(out).ok()?;
+        let meta = file.metadata().ok()?;
+        if lines.next()? != archive_identity(&meta) {
+            return None;
+        }
+        let mut totals = lines.next()?.split(' ').map(|n| n.parse::<u64>().ok());
+        let (input_bytes, gzip_variants, zstd_variants, count) = (
+            totals.next()??,
+            totals.next()??,
+            totals.next()??,
+            totals.next()?? as usize,
+        );
+        let mut head = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut head, 0).ok()?;
+        let header = Header::parse(&head).ok()?;
+        if header.archive_len != meta.len() || header.entry_count != count as u64 {
+            return None;
+        }
+        let mut index = std::vec![0u8; usize::try_from(header.index_len).ok()?];
+        file.read_exact_at(&mut index, header.index_offset).ok()?;
+        let ix = crate::format::Index::parse(&index, &header).ok()?;
+        let mut sources = Vec::with_capacity(count);
+        let mut by_key = std::collections::HashMap::with_capacity(count);
+        for i in 0..count {
+            let line = lines.next()?;
+            let (stamp, path) = if let Some(path) = line.strip_prefix("- ") {
+                (None, path)
+            } else {
+                let mut parts = line.splitn(6, ' ');
+                let mut n = || parts.next();
+                let stamp = Stamp {
+                    dev: n()?.parse().ok()?,
+                    ino: n()?.parse().ok()?,
+                    size: n()?.parse().ok()?,
+                    mtime_ns: n()?.parse().ok()?,
+                    ctime_ns: n()?.parse().ok()?,
+                };
+                (Some(stamp), n()?)
+            };
+            sources.push((PathBuf::from(path), stamp));
+            by_key.insert(ix.record(i)?.key.to_string(), i);
+        }
+        Some(Previous {
+            file,
+            index,
+            header,
+            sources,
+            by_key,
+            count,
+            archive_len: meta.len(),
+            source_date_epoch: header.source_date_epoch,
+            input_bytes,
+            gzip_variants,
+            zstd_variants,
+        })
+    }
+
+    fn index(&self) -> crate::format::Index<'_> {
+        crate::format::Index::view(&self.index, &self.header)
+    }
+
+    /// The previous entry `file` can be copied from: same key, same file, same stamp.
+    fn reusable(&self, file: &Source, stamp: &Stamp) -> Option<usize> {
+        let i = *self.by_key.get(&file.key)?;
+        let (path, old) = &self.sources[i];
+        (path == &file.path && old.as_ref() == Some(stamp)).then_some(i)
+    }
+
+    /// Whether every entry's recorded time is what packing now would record.
+    fn modified_unchanged(&self, options: &PackOptions) -> bool {
+        let ix = self.index();
+        (0..self.count).all(|i| {
+            let Some(r) = ix.record(i) else { return false };
+            let now = match options.source_date_epoch {
+                Some(t) => t,
+                None => self.sources[i]
+                    .1
+                    .map_or(0, |s| (s.mtime_ns / 1_000_000_000).max(0) as u64),
+            };
+            r.modified == now
+        })
+    }
 }
 
 /// A file [`select`] chose: its key in the archive and where its bytes are.
@@ -585,11 +851,66 @@ impl<W: Write + Seek> Out<'_, W> {
     }
 
     /// Moves back to `pos`: what follows will overwrite what was written after it.
+    /// (Defined below for files as well: [`Out::copy_from`].)
     fn rewind(&mut self, pos: u64) -> Result<(), PackError> {
         self.file
             .seek(SeekFrom::Start(pos))
             .map_err(io_at(self.path))?;
         self.pos = pos;
+        Ok(())
+    }
+}
+
+impl Out<'_, &mut File> {
+    /// Appends `len` bytes of `src` from `offset`: in the kernel where it can
+    /// (`copy_file_range`), else through a buffer.
+    fn copy_from(&mut self, src: &File, offset: u64, len: u64) -> Result<(), PackError> {
+        use std::os::unix::fs::FileExt;
+        use std::os::unix::io::AsRawFd;
+        self.file.flush().map_err(io_at(self.path))?;
+        let dst: &mut File = self.file.get_mut();
+        let (mut off_in, mut done) = (offset as libc::loff_t, 0u64);
+        while done < len {
+            let want = ((len - done) as usize).min(1 << 30);
+            // SAFETY: both descriptors are open files; the offset pointer is valid.
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    &mut off_in,
+                    dst.as_raw_fd(),
+                    core::ptr::null_mut(),
+                    want,
+                    0,
+                )
+            };
+            if n > 0 {
+                done += n as u64;
+                continue;
+            }
+            if n == 0 {
+                return Err(PackError::Io {
+                    path: self.path.to_owned(),
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the previous archive is shorter than its index says",
+                    ),
+                });
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // Not supported here: copy through a buffer.
+            let mut buf = std::vec![0u8; 1 << 20];
+            while done < len {
+                let n = ((len - done) as usize).min(buf.len());
+                src.read_exact_at(&mut buf[..n], offset + done)
+                    .map_err(io_at(self.path))?;
+                dst.write_all(&buf[..n]).map_err(io_at(self.path))?;
+                done += n as u64;
+            }
+        }
+        self.pos += len;
         Ok(())
     }
 }
@@ -1109,11 +1430,13 @@ impl CacheHeader {
     }
 }
 
-fn write_archive<W: Write + Seek>(
-    w: &mut Out<'_, W>,
+fn write_archive(
+    w: &mut Out<'_, &mut File>,
     files: &[Source],
     options: &PackOptions,
     cache: Option<&PackCache>,
+    previous: Option<&Previous>,
+    reuse: &[Option<usize>],
 ) -> Result<PackSummary, PackError> {
     let align = options.align as u64;
     let mut summary = PackSummary::default();
@@ -1121,7 +1444,65 @@ fn write_archive<W: Write + Seek>(
     w.write_all(&[0; HEADER_LEN]).map_err(w.err())?;
 
     let mut pending = Vec::with_capacity(files.len());
-    for source in files {
+    // Entries copied from the previous archive, not yet copied: (old start, new start, len).
+    let mut run: Option<(u64, u64, u64)> = None;
+    for (source, reuse) in files.iter().zip(reuse) {
+        if let (Some(prev), Some(i)) = (previous, *reuse)
+            && let Some(r) = prev.index().record(i)
+        {
+            let old_start = r.data.offset;
+            let old_end = [Some(r.data), r.gzip, r.zstd]
+                .into_iter()
+                .flatten()
+                .map(|s| s.offset + s.len)
+                .max()
+                .unwrap_or(old_start);
+            let here = match run {
+                Some((_, new, len)) => new + len,
+                None => w.pos,
+            };
+            let new_start = align_up(here, align).ok_or(PackError::TooLarge)?;
+            match &mut run {
+                // Laid out alike in both: one copy.
+                Some((old, new, len)) if old_start.checked_sub(*old) == Some(new_start - *new) => {
+                    *len = old_end - *old;
+                }
+                _ => {
+                    if let Some((old, _, len)) = run.take() {
+                        w.copy_from(&prev.file, old, len)?;
+                    }
+                    w.pad_to(align)?;
+                    run = Some((old_start, w.pos, old_end - old_start));
+                }
+            }
+            let moved = |s: Span| Span {
+                offset: s.offset - old_start + new_start,
+                len: s.len,
+            };
+            let modified = match options.source_date_epoch {
+                Some(t) => t,
+                None => prev.sources[i]
+                    .1
+                    .map_or(0, |s| (s.mtime_ns / 1_000_000_000).max(0) as u64),
+            };
+            summary.files += 1;
+            summary.input_bytes += r.data.len;
+            summary.gzip_variants += r.gzip.is_some() as u64;
+            summary.zstd_variants += r.zstd.is_some() as u64;
+            summary.reused_files += 1;
+            pending.push(Pending {
+                content_type: r.content_type.to_string(),
+                data: moved(r.data),
+                gzip: r.gzip.map(moved),
+                zstd: r.zstd.map(moved),
+                sha256: r.sha256,
+                modified,
+            });
+            continue;
+        }
+        if let (Some(prev), Some((old, _, len))) = (previous, run.take()) {
+            w.copy_from(&prev.file, old, len)?;
+        }
         w.pad_to(align)?;
         let start = w.pos;
         let path = source.path.as_path();
@@ -1178,6 +1559,10 @@ fn write_archive<W: Write + Seek>(
             sha256,
             modified,
         });
+    }
+
+    if let (Some(prev), Some((old, _, len))) = (previous, run.take()) {
+        w.copy_from(&prev.file, old, len)?;
     }
 
     // The string table: every key, then each distinct content type once.
