@@ -3,12 +3,18 @@
 # ~52,000 files, ~0.66 GB), built for unix with the block and the embedded backends.
 #
 #   benches/rebuild.sh [--backends block,embed] [--rounds N] [--work DIR] [--out FILE]
-#                      [--keep]
+#                      [--keep] [--rev REV] [--compose BIN]
 #
-# For each backend, in this order, through the compose CLI (release build):
+# The compose tree the builds use (COMPOSE_ROOT) is a snapshot of the commit REV (default
+# HEAD: `git archive`), so that editing the tree while the bench runs changes nothing;
+# BIN (default: this tree's `cargo build --release`) is the compose that runs. To compare
+# with an older compose: build it, then `--compose OLD-BINARY --rev OLD-COMMIT`.
+#
+# For each backend, in this order, through the compose CLI:
 #  * cold:     an empty store and build folder (the cargo build of the dependencies is
-#              shared: a first warm-up build in a separate store fills cargo's target dir,
-#              so "cold" is compose's own work: packing, compressing, linking, storing);
+#              shared: a warm-up build of a one-page site in a separate store fills
+#              cargo's target dir, so "cold" is compose's own work on the 660 MB tree:
+#              packing, compressing, linking, storing);
 #  * no-op:    the same build again, nothing changed (N rounds);
 #  * one file: one HTML page of the tree rewritten with new content (N rounds, a new
 #              content each round, so each is a real rebuild).
@@ -25,7 +31,7 @@
 # Results: printed, and written as markdown to --out (default target/rebuild.md).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-backends=block,embed; rounds=3; work=""; out="$root/target/rebuild.md"; keep=0
+backends=block,embed; rounds=3; work=""; out="$root/target/rebuild.md"; keep=0; rev=HEAD; compose="" 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "rebuild: $*" >&2; exit 1; }
 while [[ $# -gt 0 ]]; do
@@ -38,6 +44,8 @@ while [[ $# -gt 0 ]]; do
         --backends) backends=$2 ;;
         --rounds) [[ $2 =~ ^[0-9]+$ && $2 -gt 0 ]] || die "--rounds wants a positive whole number"; rounds=$2 ;;
         --work) work=$2 ;;
+        --rev) rev=$2 ;;
+        --compose) compose=$(realpath "$2") ;;
         --out) out=$2 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
@@ -68,6 +76,14 @@ cp -al "$docs" "$public" 2>/dev/null || { rm -rf "$public"; cp -a "$docs" "$publ
 read -r files bytes < <(find "$public" -type f -printf '%s\n' | awk '{ n++; s += $1 } END { print n, s }')
 page=$public/std/vec/struct.Vec.html
 [[ -f $page ]] || die "no $page in the tree"
+src=$work/src
+log "compose tree: $rev ($(git -C "$root" rev-parse --short "$rev")) in $src"
+rm -rf "$src"; mkdir -p "$src"
+git -C "$root" archive "$rev" | tar -x -C "$src"
+export COMPOSE_ROOT=$src
+# The warm-up's site: one page.
+mkdir -p "$site/warm/public"
+echo '<h1>warm-up</h1>' >"$site/warm/public/index.html"
 cat >"$site/rebuild.kdl" <<'KDL'
 // The Rust standard library's documentation (rust-docs), served by the built-in static site.
 unikernel rebuild {
@@ -88,9 +104,13 @@ change_page() { # round: replace the page by a new file with new content
     mv -f "$tmp" "$page"
 }
 
-log "building compose (release)"
-cargo build -q --release -p compose --manifest-path "$root/Cargo.toml"
-compose=$root/target/release/compose
+sed 's/^assets public dir="public"/assets public dir="warm\/public"/' "$site/rebuild.kdl" >"$site/warm.kdl"
+if [[ -z $compose ]]; then
+    log "building compose (release)"
+    cargo build -q --release -p compose --manifest-path "$root/Cargo.toml"
+    compose=$root/target/release/compose
+fi
+[[ -x $compose ]] || die "no compose binary at $compose"
 export COMPOSE_TIMINGS=1
 
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
@@ -105,17 +125,14 @@ run_build() { # backend store build label -> appends "secs kib" to $work/times-<
 rows=()
 phases=()
 for b in "${backend_list[@]}"; do
-    st=$work/store-$b bd=$work/build-$b
+    st=$work/store-$b bd=$work/build
     # Dependencies once, in a store of its own: "cold" below is compose's work, not the
     # cargo build of the network stack.
     log "$b: warm-up (cargo dependencies)"
-    rm -rf "$st" "$bd" "$work/warm-store"
-    COMPOSE_STORE=$work/warm-store COMPOSE_TARGET_DIR=$bd "$compose" build "$site/rebuild.kdl" \
+    rm -rf "$st" "$work/warm-store" "$site/_build"
+    COMPOSE_STORE=$work/warm-store COMPOSE_TARGET_DIR=$bd "$compose" build "$site/warm.kdl" \
         --arg backend="$b" >"$work/log-warm-$b" 2>&1 || { tail -30 "$work/log-warm-$b" >&2; die "warm-up build failed"; }
     rm -rf "$work/warm-store"
-    # The pack cache and the glue's outputs of the warm-up go too: cold is cold.
-    find "$bd" -maxdepth 1 -name '*.compose-*' -delete 2>/dev/null || true
-    rm -rf "$site/_build"
     rm -f "$work"/times-"$b"-*
     log "$b: cold"
     run_build "$b" "$st" "$bd" "$b-cold"
@@ -132,8 +149,9 @@ for b in "${backend_list[@]}"; do
     done
     cp "$work/log-$b-one" "$work/phases-$b-one"
     du_store=$(du -sm "$st" | cut -f1)
-    du_build=$(du -sm "$bd" "$site/_build" | awk '{ s += $1 } END { print s }')
-    du_both=$(du -smc "$st" "$bd" "$site/_build" | tail -1 | cut -f1)
+    du_glue=$(du -sm "$site/_build" | cut -f1)
+    du_build=$(du -sm "$bd" | cut -f1)
+    du_both=$(du -smc "$st" "$site/_build" | tail -1 | cut -f1)
     for c in cold noop one; do
         f=$work/times-$b-$c
         secs=$(cut -d' ' -f1 "$f" | median)
@@ -141,16 +159,17 @@ for b in "${backend_list[@]}"; do
         n=$(wc -l <"$f")
         rows+=("| $b | $c | $secs | $mib | $n |")
     done
-    rows+=("| $b | disk: store ${du_store} MiB, build folder ${du_build} MiB, both ${du_both} MiB (shared files once) | | | |")
+    rows+=("| $b | disk after the runs: store ${du_store} MiB ($(ls -d "$st"/*-rebuild-unix | wc -l) entries), glue folder ${du_glue} MiB, both ${du_both} MiB (hard-linked files once); cargo target dir ${du_build} MiB (shared by the backends) | | | |")
     for c in cold noop one; do
         phases+=("$b $c: $(grep -E '^timings:' "$work/phases-$b-$c" | tail -1 | sed 's/^timings: //')")
     done
-    [[ $keep == 1 ]] || rm -rf "$st" "$bd" "$site/_build"
+    [[ $keep == 1 ]] || rm -rf "$st" "$site/_build"
 done
+[[ $keep == 1 ]] || rm -rf "$work/build"
 {
     echo "# Rebuilds of rust-docs ($files files, $((bytes / 1048576)) MiB), unix target"
     echo
-    echo "$(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); medians of $rounds rounds (cold: 1)"
+    echo "$(date -u +%FT%TZ), compose tree $rev, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); medians of $rounds rounds (cold: 1)"
     echo
     echo "| backend | case | wall s | peak RSS MiB | runs |"
     echo "|---|---|---|---|---|"
