@@ -790,6 +790,70 @@ mod tests {
     }
 
     #[test]
+    fn frames_follow_the_content_and_the_cache_changes_no_byte() {
+        let d = tempfile::tempdir().unwrap();
+        // 24 MiB that compress a little and are not periodic.
+        let mut x: u64 = 1;
+        let mut big: Vec<u8> = (0..24 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b"abcdefgh"[(x % 8) as usize] ^ ((x >> 60) as u8 & 1)
+            })
+            .collect();
+        let image = d.path().join("public.img");
+        fs::write(&image, &big).unwrap();
+        let bundle = |cache: Option<&FrameCache>, out: &str| {
+            let mut w = BundleWriter::new(0);
+            if let Some(c) = cache {
+                w = w.with_frame_cache(c.clone());
+            }
+            w.add_file("public.img", &image).unwrap();
+            w.add_bytes("manifest.json", b"{}\n".to_vec(), false)
+                .unwrap();
+            let path = d.path().join(out);
+            w.write(&path).unwrap();
+            fs::read(path).unwrap()
+        };
+        let plain = bundle(None, "plain.tar.zst");
+        let cache = FrameCache::new(&d.path().join("frames"));
+        assert_eq!(bundle(Some(&cache), "cold.tar.zst"), plain);
+        let frames = |c: &FrameCache| {
+            walkdir::WalkDir::new(&c.dir)
+                .into_iter()
+                .filter(|e| e.as_ref().unwrap().file_type().is_file())
+                .count()
+        };
+        let n = frames(&cache);
+        assert!(n >= 3 && n <= 48, "{n} frames for 24 MiB");
+        // Several frames, one ordinary zstd stream.
+        let entries = read(&d.path().join("cold.tar.zst")).unwrap();
+        assert_eq!(entries[1].0, "public.img");
+        assert!(entries[1].1 == big);
+        // One byte inserted in the middle: the frames resynchronise after it, so only
+        // one or two are new; the bytes are still those of a bundle made without a cache.
+        big.insert(12 << 20, b'!');
+        fs::write(&image, &big).unwrap();
+        let plain = bundle(None, "plain2.tar.zst");
+        assert_eq!(bundle(Some(&cache), "warm.tar.zst"), plain);
+        let new = frames(&cache) - n;
+        assert!(new <= 3, "{new} new frames for a one-byte change");
+        assert!(read(&d.path().join("warm.tar.zst")).unwrap()[1].1 == big);
+        // A damaged frame in the cache is not used.
+        for e in walkdir::WalkDir::new(&cache.dir) {
+            let e = e.unwrap();
+            if e.file_type().is_file() {
+                let mut b = fs::read(e.path()).unwrap();
+                let last = b.len() - 1;
+                b[last] ^= 1;
+                fs::write(e.path(), b).unwrap();
+            }
+        }
+        assert_eq!(bundle(Some(&cache), "damaged.tar.zst"), plain);
+    }
+
+    #[test]
     fn private_keys_never_enter() {
         let d = tempfile::tempdir().unwrap();
         let key = d.path().join("k");

@@ -522,7 +522,7 @@ fn run_step(
                 std::fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
             }
             let summary = crate::timings::time("pack", || {
-                compose_assets::pack_cached(dir, &options, &out, Some(pack_cache))
+                compose_assets::pack_incremental(dir, &options, &out, Some(pack_cache))
             })
             .map_err(|source| Error::Pack {
                 device: device.clone(),

@@ -81,7 +81,7 @@ pub use embedded::Embedded;
 #[cfg(feature = "pack")]
 pub use pack::{
     AssetFile, PACK_CACHE_DIR, PackCache, PackError, PackOptions, PackSummary, archive_digests,
-    is_compressible, pack, pack_cached, select, source_date_epoch_from_env,
+    is_compressible, pack, pack_cached, pack_incremental, select, source_date_epoch_from_env,
 };
 
 use compose_devices::block::BlockError;

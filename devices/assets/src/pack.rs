@@ -251,8 +251,20 @@ pub fn pack(dir: &Path, options: &PackOptions, out: &Path) -> Result<PackSummary
 }
 
 /// [`pack`], taking each file's compressed variants from `cache` when it has them for the
-/// file's contents (and storing them there when it has not), and reusing the archive that
-/// is already at `out`: the archive is the same byte for byte as without either.
+/// file's contents (and storing them there when it has not): packing a tree of which
+/// only a few files changed then costs one read of each file and one write of the
+/// archive. The archive is the same byte for byte as without a cache.
+pub fn pack_cached(
+    dir: &Path,
+    options: &PackOptions,
+    out: &Path,
+    cache: Option<&PackCache>,
+) -> Result<PackSummary, PackError> {
+    pack_with(dir, options, out, cache, false)
+}
+
+/// [`pack_cached`], reusing the archive that is already at `out` (what the previous
+/// pack to the same path wrote): the archive is the same byte for byte as without it.
 ///
 /// Reuse: next to the archive, `.<name>.stamps` records, for each entry, the file it was
 /// packed from and that file's identity and times (device, inode, size, modification and
@@ -261,17 +273,28 @@ pub fn pack(dir: &Path, options: &PackOptions, out: &Path) -> Result<PackSummary
 /// read again: its bytes and variants are copied from the previous archive (in the
 /// kernel, `copy_file_range`; runs of such files in one copy), and its hash, media type
 /// and key scan come from the previous index. A file modified within two seconds of being
-/// packed is never trusted this way ("racily clean", as git's index). If every file is
+/// packed is never trusted this way ("racily clean", as git's index: by its modification
+/// time; a later change still changes the change time, which the stamp holds). If every file is
 /// unchanged and the list is the same, the previous archive is kept as it is (not
 /// rewritten). Packing a tree of which one file changed then costs a `stat` of each
 /// file, a read of the changed one and an in-kernel copy of the rest. A missing, damaged
 /// or foreign stamps file, or an archive that is not the one it describes, means a full
 /// pack.
-pub fn pack_cached(
+pub fn pack_incremental(
     dir: &Path,
     options: &PackOptions,
     out: &Path,
     cache: Option<&PackCache>,
+) -> Result<PackSummary, PackError> {
+    pack_with(dir, options, out, cache, true)
+}
+
+fn pack_with(
+    dir: &Path,
+    options: &PackOptions,
+    out: &Path,
+    cache: Option<&PackCache>,
+    reuse_previous: bool,
 ) -> Result<PackSummary, PackError> {
     if !options.align.is_power_of_two() || options.align > MAX_ALIGN {
         return Err(PackError::InvalidOption(
@@ -286,7 +309,9 @@ pub fn pack_cached(
     }
     let files = select(dir, options)?;
     let started = std::time::SystemTime::now();
-    let previous = Previous::load(out, options);
+    let previous = reuse_previous
+        .then(|| Previous::load(out, options))
+        .flatten();
     let stamps: Vec<Option<Stamp>> = files
         .iter()
         .map(|f| fs::metadata(&f.path).ok().map(|m| Stamp::of(&m)))
@@ -352,7 +377,9 @@ pub fn pack_cached(
     // The stamps go first (and are removed while the archive is replaced): stamps never
     // describe an archive they were not written for.
     let stamps_path = stamps_file(out);
-    let _ = fs::remove_file(&stamps_path);
+    if reuse_previous {
+        let _ = fs::remove_file(&stamps_path);
+    }
     tmp.persist(out).map_err(|e| PackError::Io {
         path: out.to_owned(),
         source: e.error,
@@ -362,15 +389,17 @@ pub fn pack_cached(
         let _ = d.sync_all();
     }
     // Best effort: without stamps the next pack reads every file.
-    let _ = write_stamps(
-        &stamps_path,
-        options,
-        &written,
-        &summary,
-        &files,
-        &stamps,
-        started,
-    );
+    if reuse_previous {
+        let _ = write_stamps(
+            &stamps_path,
+            options,
+            &written,
+            &summary,
+            &files,
+            &stamps,
+            started,
+        );
+    }
     let mut summary = summary;
     summary.written = true;
     Ok(summary)
@@ -455,7 +484,7 @@ fn write_stamps(
             return Ok(());
         };
         match st {
-            Some(s) if s.mtime_ns < racy_from && s.ctime_ns < racy_from => text.push_str(&format!(
+            Some(s) if s.mtime_ns < racy_from => text.push_str(&format!(
                 "{} {} {} {} {} {path}\n",
                 s.dev, s.ino, s.size, s.mtime_ns, s.ctime_ns
             )),
@@ -1914,6 +1943,125 @@ mod tests {
         for (_, p) in c5.entries().unwrap() {
             assert!(!p.to_string_lossy().ends_with(".tmp"), "{}", p.display());
         }
+    }
+
+    #[test]
+    fn the_previous_archive_is_reused_and_the_result_is_the_same_bytes() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tree();
+        let t = d.path().join("t");
+        let page = "<p>a page that compresses well</p>\n".repeat(200);
+        fs::write(t.join("big.html"), &page).unwrap();
+        fs::write(t.join("docs/z.css"), "p { color: red }\n".repeat(100)).unwrap();
+        fs::write(
+            t.join("raw.bin"),
+            (0..5000u32)
+                .map(|i| (i * 7919 % 251) as u8)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        // Files last modified long ago: not racily clean.
+        let age = |p: &Path| {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000))
+                .unwrap()
+        };
+        for f in [
+            "index.html",
+            "docs/a.html",
+            "docs/deep/b.txt",
+            "big.html",
+            "docs/z.css",
+            "raw.bin",
+        ] {
+            age(&t.join(f));
+        }
+        let opts = PackOptions::default();
+        let out = d.path().join("out/site.kv");
+        fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let first = pack_incremental(&t, &opts, &out, None).unwrap();
+        assert!(first.written);
+        assert_eq!(first.reused_files, 0);
+        let inode = fs::metadata(&out).unwrap().ino();
+        // Nothing changed: the archive is kept as it is.
+        let again = pack_incremental(&t, &opts, &out, None).unwrap();
+        assert_eq!((again.written, again.reused_files), (false, 6));
+        assert_eq!(fs::metadata(&out).unwrap().ino(), inode);
+        assert_eq!(again.archive_bytes, first.archive_bytes);
+        // One file changed (and grew): only it is read; the rest is copied, and the
+        // archive is what a fresh pack makes, byte for byte.
+        fs::write(t.join("docs/a.html"), "<p>a, longer now</p>".repeat(50)).unwrap();
+        age(&t.join("docs/a.html"));
+        let changed = pack_incremental(&t, &opts, &out, None).unwrap();
+        assert_eq!((changed.written, changed.reused_files), (true, 5));
+        let fresh = d.path().join("fresh.kv");
+        pack(&t, &opts, &fresh).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&fresh).unwrap());
+        // A file added and one removed.
+        fs::write(t.join("docs/new.txt"), "new").unwrap();
+        fs::remove_file(t.join("big.html")).unwrap();
+        let moved = pack_incremental(&t, &opts, &out, None).unwrap();
+        assert_eq!((moved.written, moved.reused_files), (true, 5));
+        pack(&t, &opts, &fresh).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&fresh).unwrap());
+        // A file rewritten with its old size and time: its change time tells.
+        let b = t.join("docs/deep/b.txt");
+        fs::write(&b, "c").unwrap();
+        age(&b);
+        let same_size = pack_incremental(&t, &opts, &out, None).unwrap();
+        // (new.txt was written just before the last pack: racily clean, read again.)
+        assert_eq!(same_size.reused_files, 4);
+        pack(&t, &opts, &fresh).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&fresh).unwrap());
+        // Other settings, a damaged archive or stamps: a full pack, still right.
+        let other = PackOptions {
+            compress: false,
+            ..PackOptions::default()
+        };
+        assert_eq!(
+            pack_incremental(&t, &other, &out, None)
+                .unwrap()
+                .reused_files,
+            0
+        );
+        pack_incremental(&t, &opts, &out, None).unwrap();
+        let stamps = stamps_file(&out);
+        fs::write(
+            &stamps,
+            fs::read_to_string(&stamps).unwrap().replace("v1", "v0"),
+        )
+        .unwrap();
+        assert_eq!(
+            pack_incremental(&t, &opts, &out, None)
+                .unwrap()
+                .reused_files,
+            0
+        );
+        let mut bytes = fs::read(&out).unwrap();
+        let n = bytes.len();
+        bytes[n - 600] ^= 0xff; // in the index
+        // In place: the same file, as its stamps say.
+        fs::write(&out, &bytes).unwrap();
+        let repaired = pack_incremental(&t, &opts, &out, None).unwrap();
+        assert_eq!(
+            repaired.reused_files, 0,
+            "stamps of another archive were trusted"
+        );
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&fresh).unwrap());
+    }
+
+    #[test]
+    fn files_modified_just_before_packing_are_read_again() {
+        let d = tree();
+        let t = d.path().join("t");
+        let out = d.path().join("site.kv");
+        pack_incremental(&t, &PackOptions::default(), &out, None).unwrap();
+        // Just written: within the racy window, so never trusted by their stamps.
+        let s = pack_incremental(&t, &PackOptions::default(), &out, None).unwrap();
+        assert_eq!((s.written, s.reused_files), (true, 0));
     }
 
     #[test]
