@@ -831,14 +831,16 @@ mod tests {
         let entries = read(&d.path().join("cold.tar.zst")).unwrap();
         assert_eq!(entries[1].0, "public.img");
         assert!(entries[1].1 == big);
-        // One byte inserted in the middle: the frames resynchronise after it, so only
-        // one or two are new; the bytes are still those of a bundle made without a cache.
+        // One byte inserted in the middle: the frames resynchronise after it, so only the
+        // one or two around it are new, with the first (the entry's header, which holds
+        // its size) and the last (the padding after it); the bytes are still those of a
+        // bundle made without a cache.
         big.insert(12 << 20, b'!');
         fs::write(&image, &big).unwrap();
         let plain = bundle(None, "plain2.tar.zst");
         assert_eq!(bundle(Some(&cache), "warm.tar.zst"), plain);
         let new = frames(&cache) - n;
-        assert!(new <= 3, "{new} new frames for a one-byte change");
+        assert!(new <= 4, "{new} new frames for a one-byte change");
         assert!(read(&d.path().join("warm.tar.zst")).unwrap()[1].1 == big);
         // A damaged frame in the cache is not used.
         for e in walkdir::WalkDir::new(&cache.dir) {
