@@ -376,6 +376,11 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                 )
                 .map(|_| ())
             })?;
+            // The store has fsync'd the archives it holds (and so the build folder's, the
+            // same files): the next pack may trust their stamps.
+            for (_, archive) in &images {
+                compose_assets::commit_stamps(archive).map_err(Error::io("sync", archive))?;
+            }
             crate::timings::add("store", store_started.elapsed());
             // The image in the store holds the assets objects' bytes: they are written
             // again before the next link, so the build folder need not keep them.
@@ -522,7 +527,7 @@ fn run_step(
                 std::fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
             }
             let summary = crate::timings::time("pack", || {
-                compose_assets::pack_incremental(dir, &options, &out, Some(pack_cache))
+                compose_assets::pack_incremental_deferred(dir, &options, &out, Some(pack_cache))
             })
             .map_err(|source| Error::Pack {
                 device: device.clone(),
@@ -550,6 +555,7 @@ fn run_step(
             // The object holds every byte of the archive: keep one copy. (The next build
             // packs again, from the pack cache.)
             let _ = std::fs::remove_file(glue_dir.join(archive));
+            let _ = std::fs::remove_file(compose_assets::stamps_file(&glue_dir.join(archive)));
             Ok(None)
         }
     }

@@ -11,6 +11,8 @@
 //! * `.cache/pack-v1/`: the packer's compressed variants by content
 //!   ([`compose_assets::PackCache`]); [`Store::gc`] keeps only those of files that a live
 //!   entry's archive holds;
+//! * `.cache/bundle-v1/`: bundles' compressed zstd frames by the content of their chunk
+//!   ([`crate::bundle::FrameCache`]); [`Store::gc`] empties it;
 //! * `gcroots/<sha256 of a link's path>`: a symlink to each `result` link made by
 //!   [`Store::link_result`]; an entry that such a link still points to is live;
 //! * `pins/<name>`: a symlink to a pinned entry, live until unpinned;

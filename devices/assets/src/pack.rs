@@ -260,7 +260,7 @@ pub fn pack_cached(
     out: &Path,
     cache: Option<&PackCache>,
 ) -> Result<PackSummary, PackError> {
-    pack_with(dir, options, out, cache, false)
+    pack_with(dir, options, out, cache, false, true)
 }
 
 /// [`pack_cached`], reusing the archive that is already at `out` (what the previous
@@ -286,7 +286,39 @@ pub fn pack_incremental(
     out: &Path,
     cache: Option<&PackCache>,
 ) -> Result<PackSummary, PackError> {
-    pack_with(dir, options, out, cache, true)
+    pack_with(dir, options, out, cache, true, true)
+}
+
+/// [`pack_incremental`] for a caller that makes the archive durable itself (a store that
+/// fsyncs what it commits): the archive is not fsync'd here, only its writeback started
+/// (`sync_file_range`), so that the disk works while the caller does; its stamps are
+/// written aside and trusted by the next pack only once [`commit_stamps`] has fsync'd
+/// the archive. A crash before that leaves no stamps, so the next pack reads every file:
+/// an archive that a crash may have damaged is never copied from.
+pub fn pack_incremental_deferred(
+    dir: &Path,
+    options: &PackOptions,
+    out: &Path,
+    cache: Option<&PackCache>,
+) -> Result<PackSummary, PackError> {
+    pack_with(dir, options, out, cache, true, false)
+}
+
+/// After [`pack_incremental_deferred`]: fsyncs the archive at `out` (nothing to do when
+/// the caller already has: it is then quick) and makes its stamps trusted.
+pub fn commit_stamps(out: &Path) -> io::Result<()> {
+    let pending = pending_stamps(out);
+    if !pending.exists() {
+        return Ok(());
+    }
+    File::open(out)?.sync_all()?;
+    fs::rename(&pending, stamps_file(out))
+}
+
+fn pending_stamps(out: &Path) -> PathBuf {
+    let mut p = stamps_file(out).into_os_string();
+    p.push(".pending");
+    PathBuf::from(p)
 }
 
 fn pack_with(
@@ -295,6 +327,7 @@ fn pack_with(
     out: &Path,
     cache: Option<&PackCache>,
     reuse_previous: bool,
+    durable: bool,
 ) -> Result<PackSummary, PackError> {
     if !options.align.is_power_of_two() || options.align > MAX_ALIGN {
         return Err(PackError::InvalidOption(
@@ -366,7 +399,15 @@ fn pack_with(
 
     let file = tmp.as_file();
     file.set_len(summary.archive_bytes).map_err(io_at(out))?;
-    file.sync_all().map_err(io_at(out))?;
+    if durable {
+        file.sync_all().map_err(io_at(out))?;
+    } else {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: an open file; the call only starts writeback.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -379,6 +420,7 @@ fn pack_with(
     let stamps_path = stamps_file(out);
     if reuse_previous {
         let _ = fs::remove_file(&stamps_path);
+        let _ = fs::remove_file(pending_stamps(out));
     }
     tmp.persist(out).map_err(|e| PackError::Io {
         path: out.to_owned(),
@@ -391,7 +433,11 @@ fn pack_with(
     // Best effort: without stamps the next pack reads every file.
     if reuse_previous {
         let _ = write_stamps(
-            &stamps_path,
+            &if durable {
+                stamps_path
+            } else {
+                pending_stamps(out)
+            },
             options,
             &written,
             &summary,
@@ -405,8 +451,9 @@ fn pack_with(
     Ok(summary)
 }
 
-/// Where the stamps of the archive at `out` are kept.
-fn stamps_file(out: &Path) -> PathBuf {
+/// Where [`pack_incremental`] keeps the stamps of the archive at `out`
+/// (`.<name>.stamps` next to it).
+pub fn stamps_file(out: &Path) -> PathBuf {
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned());
     out.with_file_name(format!(".{}.stamps", name.unwrap_or_default()))
 }
@@ -743,13 +790,15 @@ impl Walk<'_> {
     /// path is `real`, at key prefix `prefix` (empty or ending in `/`).
     fn dir(&mut self, shown: &Path, real: &Path, prefix: &str) -> Result<(), PackError> {
         self.active.push(real.to_owned());
+        // The type from the directory listing itself where the file system gives it (no
+        // `stat` per file: this walk runs for every build's key).
         let mut entries = Vec::new();
         for entry in fs::read_dir(real).map_err(io_at(shown))? {
             let entry = entry.map_err(io_at(shown))?;
-            entries.push(entry.file_name());
+            entries.push((entry.file_name(), entry.file_type().ok()));
         }
-        entries.sort();
-        for name in entries {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, listed) in entries {
             let path = shown.join(&name);
             // Exclusion first: an excluded entry is not examined at all.
             let lossy_key = format!("{prefix}{}", name.to_string_lossy());
@@ -759,9 +808,12 @@ impl Walk<'_> {
             let name = check_name(&path, &name)?;
             let key = format!("{prefix}{name}");
             let entry_real = real.join(name);
-            let kind = fs::symlink_metadata(&entry_real)
-                .map_err(io_at(&path))?
-                .file_type();
+            let kind = match listed {
+                Some(kind) => kind,
+                None => fs::symlink_metadata(&entry_real)
+                    .map_err(io_at(&path))?
+                    .file_type(),
+            };
             if kind.is_dir() {
                 self.dir(&path, &entry_real, &format!("{key}/"))?;
             } else if kind.is_file() {
@@ -2051,6 +2103,21 @@ mod tests {
             "stamps of another archive were trusted"
         );
         assert_eq!(fs::read(&out).unwrap(), fs::read(&fresh).unwrap());
+        // Deferred durability: the stamps are trusted only once committed.
+        age(&t.join("docs/new.txt"));
+        let deferred = d.path().join("deferred.kv");
+        pack_incremental_deferred(&t, &opts, &deferred, None).unwrap();
+        let s = pack_incremental_deferred(&t, &opts, &deferred, None).unwrap();
+        assert_eq!(
+            (s.written, s.reused_files),
+            (true, 0),
+            "uncommitted stamps were trusted"
+        );
+        commit_stamps(&deferred).unwrap();
+        let s = pack_incremental_deferred(&t, &opts, &deferred, None).unwrap();
+        assert_eq!((s.written, s.reused_files), (false, 6));
+        pack(&t, &opts, &fresh).unwrap();
+        assert_eq!(fs::read(&deferred).unwrap(), fs::read(&fresh).unwrap());
     }
 
     #[test]
