@@ -826,7 +826,7 @@ mod tests {
                 .count()
         };
         let n = frames(&cache);
-        assert!(n >= 3 && n <= 48, "{n} frames for 24 MiB");
+        assert!((3..=48).contains(&n), "{n} frames for 24 MiB");
         // Several frames, one ordinary zstd stream.
         let entries = read(&d.path().join("cold.tar.zst")).unwrap();
         assert_eq!(entries[1].0, "public.img");

@@ -257,11 +257,9 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
         std::fs::copy(artifact, dir.join(image_name)).map(|_| ())
     }
     .map_err(e("cannot copy the image"))?;
-    let hash_started = std::time::Instant::now();
     // Each large file is hashed once, here; the bundle takes the hashes.
     let sha = |p: &Path| crate::store::sha256_file(p).map(|(s, _)| s);
     let mut known: BTreeMap<String, String> = BTreeMap::new();
-    crate::timings::add("hash", hash_started.elapsed());
     let mut bundle = BundleWriter::new(c.epoch);
     if let Some(cache) = c.frame_cache {
         bundle = bundle.with_frame_cache(cache);
