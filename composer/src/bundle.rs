@@ -4,9 +4,17 @@
 //! wherever and by whom: entries are sorted by name; every header is a plain ustar
 //! header with uid and gid 0, empty user and group names, mode 0644 (0755 for
 //! executables), the given mtime ([`source_date_epoch`], else 0) and no extension
-//! headers; directories are implied, never stored. The tar stream reaches zstd (level
-//! [`ZSTD_LEVEL`], single-threaded, with a checksum) in fixed-size chunks, so short reads
-//! of input files cannot change how it is compressed. The file is written atomically.
+//! headers; directories are implied, never stored. The tar stream is cut into chunks at
+//! points its own bytes choose (content-defined chunking: a gear rolling hash over the
+//! last 64 bytes, chunks of [`FRAME_MIN`] to [`FRAME_MAX`] bytes, about 2 MiB on
+//! average), and each chunk becomes one zstd frame (level [`ZSTD_LEVEL`], with its size
+//! and a checksum); a `.tar.zst` of several frames is an ordinary zstd stream to every
+//! decoder. The frames depend on nothing but the stream, so short reads of input files
+//! cannot change the output, and a frame can be taken from a cache of frames by the
+//! chunk's content ([`FrameCache`]: the store's `.cache/bundle-v1/`): a bundle whose
+//! large block image changed in one place compresses the few chunks around the change,
+//! not the whole image. The bytes are the same with or without the cache. The file is
+//! written atomically.
 //!
 //! Entry names are 1 to 100 bytes of `A-Z a-z 0-9 . _ + -` in `/`-separated components,
 //! none empty, `.` or `..`. The reader ([`read`]) applies the same rule and refuses
@@ -23,8 +31,16 @@ use std::path::{Path, PathBuf};
 pub const ZSTD_LEVEL: i32 = 3;
 /// The longest entry name: what a ustar header's name field holds without a prefix.
 pub const MAX_NAME: usize = 100;
-/// Bytes handed to the compressor per call.
+/// Bytes handed to the compressor per call (the tests' unit of a long stream).
+#[cfg(test)]
 const CHUNK: usize = 128 * 1024;
+/// The shortest chunk (one zstd frame) of the tar stream, but the last.
+pub const FRAME_MIN: usize = 512 * 1024;
+/// The longest chunk.
+pub const FRAME_MAX: usize = 8 << 20;
+/// A cut where the gear hash has these bits clear: one chance in 2^21 per byte past
+/// [`FRAME_MIN`], so chunks are about 2.5 MiB on average.
+const FRAME_MASK: u64 = ((1 << 21) - 1) << 43;
 
 /// Why a bundle could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +158,9 @@ pub struct BundleWriter {
     mtime: u64,
     entries: BTreeMap<String, (Source, bool)>,
     keys_allowed: std::collections::BTreeSet<String>,
+    cache: Option<FrameCache>,
+    /// The SHA-256 of entries whose hash the caller gave.
+    known: BTreeMap<String, String>,
 }
 
 impl BundleWriter {
@@ -151,7 +170,16 @@ impl BundleWriter {
             mtime,
             entries: BTreeMap::new(),
             keys_allowed: Default::default(),
+            cache: None,
+            known: BTreeMap::new(),
         }
+    }
+
+    /// Takes frames from `cache` (and adds new ones to it): the bundle's bytes are the
+    /// same, only faster to make when most of its chunks were compressed before.
+    pub fn with_frame_cache(mut self, cache: FrameCache) -> BundleWriter {
+        self.cache = Some(cache);
+        self
     }
 
     /// Lets the entry `name` hold a private key: for an image or block image made from
@@ -201,6 +229,14 @@ impl BundleWriter {
         )
     }
 
+    /// Adds a file whose SHA-256 (hex) the caller has just computed: the bundle does not
+    /// hash it again (its size is still checked, and it is still scanned for keys).
+    pub fn add_file_hashed(&mut self, name: &str, path: &Path, sha256: &str) -> Result<()> {
+        self.add_file(name, path)?;
+        self.known.insert(name.to_string(), sha256.to_string());
+        Ok(())
+    }
+
     /// The entry names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
@@ -242,9 +278,8 @@ impl BundleWriter {
             path: PathBuf::from("bundle"),
             source,
         };
-        let mut encoder = zstd::stream::write::Encoder::new(w, ZSTD_LEVEL).map_err(wio)?;
-        encoder.include_checksum(true).map_err(wio)?;
-        let mut tar = tar::Builder::new(Chunked::new(encoder));
+        let frames = Frames::new(w, self.cache.as_ref()).map_err(wio)?;
+        let mut tar = tar::Builder::new(frames);
         let mut hashes = BTreeMap::new();
         for (name, (source, executable)) in &self.entries {
             let mut header = tar::Header::new_ustar();
@@ -276,20 +311,28 @@ impl BundleWriter {
                     // Exactly `size` bytes go into the archive; a file that grew or
                     // shrank meanwhile is an error, not a corrupt entry.
                     let mut r = Scanned::new(file.take(size), !self.keys_allowed.contains(name));
+                    r.hash = !self.known.contains_key(name);
                     tar.append_data(&mut header, name, &mut r).map_err(rio)?;
                     let mut probe = [0u8; 1];
                     let grew = r.inner.get_mut().read(&mut probe).map_err(rio)? != 0;
                     if r.len != size || grew {
                         return Err(BundleError::Changed(path.clone()));
                     }
-                    r.finish(name)?
+                    match self.known.get(name) {
+                        Some(known) => {
+                            r.finish(name)?;
+                            known.clone()
+                        }
+                        None => r.finish(name)?,
+                    }
                 }
             };
             hashes.insert(name.clone(), digest);
         }
-        let chunked = tar.into_inner().map_err(wio)?;
-        let encoder = chunked.finish().map_err(wio)?;
-        let w = encoder.finish().map_err(wio)?;
+        let frames = tar.into_inner().map_err(wio)?;
+        let (w, stats) = frames.finish().map_err(wio)?;
+        crate::timings::count("bundle-frames-compressed", stats.0);
+        crate::timings::count("bundle-frames-cached", stats.1);
         Ok((w, hashes))
     }
 }
@@ -302,6 +345,8 @@ struct Scanned<R> {
     hasher: Sha256,
     len: u64,
     keys: Option<compose_assets::keyscan::KeyScan>,
+    /// Whether to hash (off when the caller knows the hash).
+    hash: bool,
 }
 
 impl<R: Read> Scanned<R> {
@@ -311,6 +356,7 @@ impl<R: Read> Scanned<R> {
             hasher: Sha256::new(),
             len: 0,
             keys: scan.then(compose_assets::keyscan::KeyScan::new),
+            hash: true,
         }
     }
 
@@ -330,7 +376,9 @@ impl<R: Read> Read for Scanned<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         let data = &buf[..n];
-        self.hasher.update(data);
+        if self.hash {
+            self.hasher.update(data);
+        }
         self.len += n as u64;
         if let Some(k) = &mut self.keys {
             k.feed(data);
@@ -339,44 +387,198 @@ impl<R: Read> Read for Scanned<R> {
     }
 }
 
-/// Passes bytes on in chunks of exactly [`CHUNK`] bytes (the last one shorter), so the
-/// compressor sees the same calls for the same stream.
-struct Chunked<W: Write> {
-    inner: W,
+/// The gear table of the chunker: 256 fixed pseudo-random words (splitmix64 from 0).
+const GEAR: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut x: u64 = 0;
+    let mut i = 0;
+    while i < 256 {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        t[i] = z ^ (z >> 31);
+        i += 1;
+    }
+    t
+};
+
+/// Cuts the stream written to it into content-defined chunks and writes each as one zstd
+/// frame (see the module documentation).
+struct Frames<'a, W: Write> {
+    out: W,
     buf: Vec<u8>,
+    /// Where the hash scan of `buf` resumes, and the hash there.
+    scan: usize,
+    hash: u64,
+    zstd: zstd::bulk::Compressor<'static>,
+    cache: Option<&'a FrameCache>,
+    /// Frames compressed, frames taken from the cache.
+    stats: (u64, u64),
 }
 
-impl<W: Write> Chunked<W> {
-    fn new(inner: W) -> Self {
-        Chunked {
-            inner,
-            buf: Vec::with_capacity(CHUNK),
-        }
+impl<'a, W: Write> Frames<'a, W> {
+    fn new(out: W, cache: Option<&'a FrameCache>) -> io::Result<Self> {
+        let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+        zstd.include_checksum(true)?;
+        zstd.include_contentsize(true)?;
+        Ok(Frames {
+            out,
+            buf: Vec::with_capacity(FRAME_MAX),
+            scan: 0,
+            hash: 0,
+            zstd,
+            cache,
+            stats: (0, 0),
+        })
     }
 
-    fn finish(mut self) -> io::Result<W> {
+    /// The end of the next chunk of `buf`, if `buf` holds all of it.
+    fn cut(&mut self) -> Option<usize> {
+        // The hash covers the last 64 bytes only (each step shifts one bit out), so the
+        // scan can start 64 bytes before the shortest cut.
+        let from = self.scan.max(FRAME_MIN - 64);
+        let end = self.buf.len().min(FRAME_MAX);
+        let mut h = self.hash;
+        for (i, b) in self.buf[from.min(end)..end].iter().enumerate() {
+            h = (h << 1).wrapping_add(GEAR[*b as usize]);
+            let at = from + i + 1;
+            if at >= FRAME_MIN && h & FRAME_MASK == 0 {
+                return Some(at);
+            }
+        }
+        if end == FRAME_MAX {
+            return Some(FRAME_MAX);
+        }
+        self.scan = end.max(from);
+        self.hash = h;
+        None
+    }
+
+    fn emit(&mut self, len: usize) -> io::Result<()> {
+        let chunk = &self.buf[..len];
+        let frame = match self.cache {
+            Some(cache) => {
+                let sha: [u8; 32] = Sha256::digest(chunk).into();
+                match cache.get(&sha) {
+                    Some(frame) => {
+                        self.stats.1 += 1;
+                        frame
+                    }
+                    None => {
+                        let frame = self.zstd.compress(chunk)?;
+                        self.stats.0 += 1;
+                        cache.put(&sha, &frame);
+                        frame
+                    }
+                }
+            }
+            None => {
+                self.stats.0 += 1;
+                self.zstd.compress(chunk)?
+            }
+        };
+        self.out.write_all(&frame)?;
+        self.buf.drain(..len);
+        self.scan = 0;
+        self.hash = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<(W, (u64, u64))> {
+        while let Some(at) = self.cut() {
+            self.emit(at)?;
+        }
         if !self.buf.is_empty() {
-            self.inner.write_all(&self.buf)?;
-            self.buf.clear();
+            self.emit(self.buf.len())?;
         }
-        Ok(self.inner)
+        Ok((self.out, self.stats))
     }
 }
 
-impl<W: Write> Write for Chunked<W> {
+impl<W: Write> Write for Frames<'_, W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.inner.write_all(&self.buf)?;
-            self.buf.clear();
+        self.buf.extend_from_slice(data);
+        while let Some(at) = self.cut() {
+            self.emit(at)?;
         }
-        Ok(n)
+        Ok(data.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        // Deliberately not passed on: a flush would end a zstd block early.
+        // Deliberately not passed on: frames end where the content says.
         Ok(())
+    }
+}
+
+/// A cache of compressed bundle frames by the content of their chunk: a directory (the
+/// store's `.cache/bundle-v1/`) of one file per chunk,
+/// `<first two hex digits>/<sha256 of the chunk>-<settings fingerprint>`, holding a
+/// 72-byte header (magic, the chunk's SHA-256, the SHA-256 of the frame) and the frame.
+/// Entries are written to a temporary file and renamed into place; a damaged entry
+/// (wrong magic, hash or length) is never used, but compressed again and replaced.
+/// Removing any entry, or the whole directory, at any time is safe (`compose gc` empties it).
+#[derive(Debug, Clone)]
+pub struct FrameCache {
+    dir: PathBuf,
+}
+
+const FRAME_MAGIC: [u8; 8] = *b"CBNDFRM1";
+const FRAME_HEADER_LEN: usize = 72;
+/// The cache directory's name under a store's `.cache/`.
+pub const FRAME_CACHE_DIR: &str = "bundle-v1";
+
+impl FrameCache {
+    /// The cache in `dir` (created when first written).
+    pub fn new(dir: &Path) -> FrameCache {
+        FrameCache {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self, sha: &[u8; 32]) -> PathBuf {
+        let fingerprint = {
+            let d = Sha256::digest(
+                format!(
+                    "zstd {} level {ZSTD_LEVEL} checksum contentsize",
+                    zstd::zstd_safe::version_number()
+                )
+                .as_bytes(),
+            );
+            hex::encode(&d[..8])
+        };
+        self.dir
+            .join(hex::encode(&sha[..1]))
+            .join(format!("{}-{fingerprint}", hex::encode(sha)))
+    }
+
+    fn get(&self, sha: &[u8; 32]) -> Option<Vec<u8>> {
+        let bytes = fs::read(self.path(sha)).ok()?;
+        let (head, frame) = bytes.split_at_checked(FRAME_HEADER_LEN)?;
+        if head[..8] != FRAME_MAGIC || head[8..40] != sha[..] {
+            return None;
+        }
+        let digest: [u8; 32] = Sha256::digest(frame).into();
+        (head[40..72] == digest[..]).then(|| frame.to_vec())
+    }
+
+    /// Best effort: a frame that cannot be cached is compressed again next time.
+    fn put(&self, sha: &[u8; 32], frame: &[u8]) {
+        let path = self.path(sha);
+        let Some(dir) = path.parent() else { return };
+        if fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let mut bytes = Vec::with_capacity(FRAME_HEADER_LEN + frame.len());
+        bytes.extend_from_slice(&FRAME_MAGIC);
+        bytes.extend_from_slice(sha);
+        bytes.extend_from_slice(&Sha256::digest(frame));
+        bytes.extend_from_slice(frame);
+        // No fsync: an entry a crash left short fails its own hash and is made again.
+        let tmp = crate::store::tmp_sibling(&path);
+        if fs::write(&tmp, &bytes).is_err() || fs::rename(&tmp, &path).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
     }
 }
 
@@ -585,6 +787,72 @@ mod tests {
             w.add_bytes("a", b"2".to_vec(), false),
             Err(BundleError::Duplicate(_))
         ));
+    }
+
+    #[test]
+    fn frames_follow_the_content_and_the_cache_changes_no_byte() {
+        let d = tempfile::tempdir().unwrap();
+        // 24 MiB that compress a little and are not periodic.
+        let mut x: u64 = 1;
+        let mut big: Vec<u8> = (0..24 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b"abcdefgh"[(x % 8) as usize] ^ ((x >> 60) as u8 & 1)
+            })
+            .collect();
+        let image = d.path().join("public.img");
+        fs::write(&image, &big).unwrap();
+        let bundle = |cache: Option<&FrameCache>, out: &str| {
+            let mut w = BundleWriter::new(0);
+            if let Some(c) = cache {
+                w = w.with_frame_cache(c.clone());
+            }
+            w.add_file("public.img", &image).unwrap();
+            w.add_bytes("manifest.json", b"{}\n".to_vec(), false)
+                .unwrap();
+            let path = d.path().join(out);
+            w.write(&path).unwrap();
+            fs::read(path).unwrap()
+        };
+        let plain = bundle(None, "plain.tar.zst");
+        let cache = FrameCache::new(&d.path().join("frames"));
+        assert_eq!(bundle(Some(&cache), "cold.tar.zst"), plain);
+        let frames = |c: &FrameCache| {
+            walkdir::WalkDir::new(&c.dir)
+                .into_iter()
+                .filter(|e| e.as_ref().unwrap().file_type().is_file())
+                .count()
+        };
+        let n = frames(&cache);
+        assert!((3..=48).contains(&n), "{n} frames for 24 MiB");
+        // Several frames, one ordinary zstd stream.
+        let entries = read(&d.path().join("cold.tar.zst")).unwrap();
+        assert_eq!(entries[1].0, "public.img");
+        assert!(entries[1].1 == big);
+        // One byte inserted in the middle: the frames resynchronise after it, so only the
+        // one or two around it are new, with the first (the entry's header, which holds
+        // its size) and the last (the padding after it); the bytes are still those of a
+        // bundle made without a cache.
+        big.insert(12 << 20, b'!');
+        fs::write(&image, &big).unwrap();
+        let plain = bundle(None, "plain2.tar.zst");
+        assert_eq!(bundle(Some(&cache), "warm.tar.zst"), plain);
+        let new = frames(&cache) - n;
+        assert!(new <= 4, "{new} new frames for a one-byte change");
+        assert!(read(&d.path().join("warm.tar.zst")).unwrap()[1].1 == big);
+        // A damaged frame in the cache is not used.
+        for e in walkdir::WalkDir::new(&cache.dir) {
+            let e = e.unwrap();
+            if e.file_type().is_file() {
+                let mut b = fs::read(e.path()).unwrap();
+                let last = b.len() - 1;
+                b[last] ^= 1;
+                fs::write(e.path(), b).unwrap();
+            }
+        }
+        assert_eq!(bundle(Some(&cache), "damaged.tar.zst"), plain);
     }
 
     #[test]

@@ -238,6 +238,8 @@ pub struct EntryContents<'a> {
     /// Entries that may hold a private key (made from an assets device with
     /// `allow-private-keys=#true`).
     pub keys_allowed: &'a [String],
+    /// Where the bundle's compressed frames are cached (the store's `.cache/bundle-v1/`).
+    pub frame_cache: Option<crate::bundle::FrameCache>,
 }
 
 /// Fills the store entry directory `dir` and returns the final manifest.
@@ -255,13 +257,22 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
         std::fs::copy(artifact, dir.join(image_name)).map(|_| ())
     }
     .map_err(e("cannot copy the image"))?;
+    // Each large file is hashed once, here; the bundle takes the hashes.
+    let sha = |p: &Path| crate::store::sha256_file(p).map(|(s, _)| s);
+    let mut known: BTreeMap<String, String> = BTreeMap::new();
     let mut bundle = BundleWriter::new(c.epoch);
+    if let Some(cache) = c.frame_cache {
+        bundle = bundle.with_frame_cache(cache);
+    }
     for name in c.keys_allowed {
         bundle.allow_private_keys(name);
     }
+    let image_sha =
+        crate::timings::time("hash", || sha(&dir.join(image_name))).map_err(e("cannot hash"))?;
     bundle
-        .add_file(image_name, &dir.join(image_name))
+        .add_file_hashed(image_name, &dir.join(image_name), &image_sha)
         .map_err(|x| x.to_string())?;
+    known.insert(image_name.to_string(), image_sha);
     for (device, file) in c.block_images {
         let name = format!("{device}.img");
         // The archive the packer wrote: the next pack renames a new one over it, so the
@@ -288,9 +299,12 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
                 },
             }),
         }
+        let block_sha =
+            crate::timings::time("hash", || sha(&dir.join(&name))).map_err(e("cannot hash"))?;
         bundle
-            .add_file(&name, &dir.join(&name))
+            .add_file_hashed(&name, &dir.join(&name), &block_sha)
             .map_err(|x| x.to_string())?;
+        known.insert(name, block_sha);
     }
     for (name, file) in c.extra_files {
         std::fs::copy(file, dir.join(name)).map_err(e("cannot copy a file of the target"))?;
@@ -307,10 +321,15 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
     bundle
         .add_bytes(SBOM_FILE, c.sbom.clone().into_bytes(), false)
         .map_err(|x| x.to_string())?;
+    let hash_started = std::time::Instant::now();
     for name in bundle.names().map(str::to_string).collect::<Vec<_>>() {
-        let (sha, _) = crate::store::sha256_file(&dir.join(&name)).map_err(e("cannot hash"))?;
+        let sha = match known.remove(&name) {
+            Some(sha) => sha,
+            None => sha(&dir.join(&name)).map_err(e("cannot hash"))?,
+        };
         files.insert(name, sha);
     }
+    crate::timings::add("hash", hash_started.elapsed());
     manifest.files = files;
     let json = manifest.to_json();
     let kdl = manifest.to_kdl();
@@ -325,8 +344,7 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
         .add_bytes(crate::manifest::KDL_FILE, kdl.into_bytes(), false)
         .map_err(|x| x.to_string())?;
     let bundle_name = crate::bundle::file_name(&manifest.name, &manifest.target);
-    bundle
-        .write(&dir.join(bundle_name))
+    crate::timings::time("bundle", || bundle.write(&dir.join(bundle_name)))
         .map_err(|x| x.to_string())?;
     Ok(manifest)
 }

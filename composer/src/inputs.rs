@@ -105,7 +105,7 @@ pub struct Keyed {
 /// Computes the store key of a build (see the module documentation).
 pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
     let spec_dir = spec_dir(k.spec);
-    let mut kb = store.key_builder();
+    let mut kb = crate::timings::time("key-cache-load", || store.key_builder());
     let add = |kb: &mut KeyBuilder, label: &str, bytes: &[u8]| {
         kb.add_bytes(label, bytes).map_err(|e| e.to_string())
     };
@@ -142,7 +142,8 @@ pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
     kb.add_file("compose/Cargo.toml", &k.root.join("Cargo.toml"))
         .map_err(|e| e.to_string())?;
 
-    let crates = closure(store, k, &spec_dir)?;
+    let crates = crate::timings::time("key-closure", || closure(store, k, &spec_dir))?;
+    let crates_started = std::time::Instant::now();
     let glue_lock = k.glue_dir.join("Cargo.lock");
     if glue_lock.is_file() {
         kb.add_file("glue/Cargo.lock", &glue_lock)
@@ -163,6 +164,7 @@ pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
         kb.add_tree(&c.label, &c.dir, &[])
             .map_err(|e| format!("crate {}: {e}", c.name))?;
     }
+    crate::timings::add("key-crates", crates_started.elapsed());
     for step in &k.glue.steps {
         if let Step::PackAssets {
             device,
@@ -172,10 +174,13 @@ pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
             ..
         } = step
         {
-            let files = asset_files(dir, include, exclude)
-                .map_err(|e| format!("assets `{device}`: {e}"))?;
-            kb.add_files(&format!("assets/{device}"), &files)
-                .map_err(|e| format!("assets `{device}`: {e}"))?;
+            let files =
+                crate::timings::time("key-assets-select", || asset_files(dir, include, exclude))
+                    .map_err(|e| format!("assets `{device}`: {e}"))?;
+            crate::timings::time("key-assets-hash", || {
+                kb.add_files(&format!("assets/{device}"), &files)
+            })
+            .map_err(|e| format!("assets `{device}`: {e}"))?;
             // Without SOURCE_DATE_EPOCH, each file's mtime is its time in the archive.
             if compose_assets::source_date_epoch_from_env()
                 .ok()
@@ -205,7 +210,7 @@ pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
         }
     }
     Ok(Keyed {
-        outcome: kb.finish(),
+        outcome: crate::timings::time("key-finish", || kb.finish()),
         crates,
     })
 }

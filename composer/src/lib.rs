@@ -22,6 +22,7 @@ pub mod sign;
 pub mod spec;
 pub mod store;
 pub mod target;
+pub mod timings;
 pub mod toolchain;
 pub mod tree;
 pub mod types;

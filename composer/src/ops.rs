@@ -140,13 +140,14 @@ fn reproducible_rustflags(
 /// Parse, resolve, generate, then either find the result in the store or compile it and
 /// add it: `compose build`.
 pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
+    let started = std::time::Instant::now();
     let mut reporter = Reporter::new(opts.format);
-    let (spec, graph) = check(&opts.load)?;
+    let (spec, graph) = crate::timings::time("parse", || check(&opts.load))?;
     let info = crate::target::by_name(&graph.target)
         .ok_or_else(|| Error::NoPlatform(crate::target::no_platform(&graph.target)))?;
     let root = crate::tree::root()?;
     let root = root.canonicalize().unwrap_or(root);
-    let glue = crate::glue::generate(&graph, &opts.load.spec)?;
+    let glue = crate::timings::time("glue", || crate::glue::generate(&graph, &opts.load.spec))?;
     let dir = spec_dir(&opts.load.spec);
     let glue_dir = dir
         .join("_build")
@@ -165,6 +166,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
         crate::graph::App::User { dir, .. } => Some(dir.canonicalize().unwrap_or(dir.clone())),
         crate::graph::App::Builtin(_) => None,
     };
+    let key_started = std::time::Instant::now();
     let key = crate::inputs::key(
         &store,
         &crate::inputs::KeyInputs {
@@ -180,6 +182,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
     )
     .map_err(Error::Inputs)?
     .outcome;
+    crate::timings::add("key", key_started.elapsed());
 
     let _lock = store.lock()?;
     let name = graph.name.clone();
@@ -234,6 +237,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
             // Only a user application's call can be wrong because of the spec; a built-in one is ours.
             let app_span = matches!(graph.app, crate::graph::App::User { .. })
                 .then_some(&spec.application.span);
+            let cargo_started = std::time::Instant::now();
             let artifact = match crate::build::cargo_build(
                 &glue,
                 &glue_dir,
@@ -255,6 +259,8 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            crate::timings::add("cargo", cargo_started.elapsed());
+            let image_started = std::time::Instant::now();
             let image_bytes = std::fs::read(&artifact).map_err(Error::io("read", &artifact))?;
             info.check_image(&image_bytes)
                 .map_err(|why| Error::ImageCheck {
@@ -302,6 +308,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                 extra_files.push((file.clone(), path));
             }
             drop(extra.files);
+            crate::timings::add("image", image_started.elapsed());
             reporter.stage("Storing", &format!("{name} ({target})"));
             let sbom = crate::image::sbom(&glue_dir, &triple, &name).map_err(Error::Image)?;
             let sbom =
@@ -351,6 +358,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                     _ => None,
                 })
                 .collect();
+            let store_started = std::time::Instant::now();
             let committed = store.commit(&key.key, &name, &target, |tmp: &Path| {
                 crate::image::fill_entry(
                     tmp,
@@ -363,10 +371,17 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                         sbom,
                         epoch,
                         keys_allowed: &keys_allowed,
+                        frame_cache: Some(store.frame_cache()),
                     },
                 )
                 .map(|_| ())
             })?;
+            // The store has fsync'd the archives it holds (and so the build folder's, the
+            // same files): the next pack may trust their stamps.
+            for (_, archive) in &images {
+                compose_assets::commit_stamps(archive).map_err(Error::io("sync", archive))?;
+            }
+            crate::timings::add("store", store_started.elapsed());
             // The image in the store holds the assets objects' bytes: they are written
             // again before the next link, so the build folder need not keep them.
             for step in &glue.steps {
@@ -421,6 +436,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
         }
     }
     reporter.stage("Finished", &entry.display().to_string());
+    crate::timings::report(started.elapsed());
     match opts.format {
         MessageFormat::Json => crate::build::json_line(
             &serde_json::json!({"reason": "compose-result", "success": true, "entry": entry, "image": image, "target": target, "fresh": fresh}),
@@ -510,12 +526,16 @@ fn run_step(
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
             }
-            compose_assets::pack_cached(dir, &options, &out, Some(pack_cache)).map_err(
-                |source| Error::Pack {
-                    device: device.clone(),
-                    source,
-                },
-            )?;
+            let summary = crate::timings::time("pack", || {
+                compose_assets::pack_incremental_deferred(dir, &options, &out, Some(pack_cache))
+            })
+            .map_err(|source| Error::Pack {
+                device: device.clone(),
+                source,
+            })?;
+            crate::timings::count("archive-written", summary.written as u64);
+            crate::timings::count("files-reused", summary.reused_files);
+            crate::timings::count("files-read", summary.files - summary.reused_files);
             Ok(block.then(|| (device.clone(), out)))
         }
         crate::glue::Step::AssetsObject {
@@ -523,16 +543,19 @@ fn run_step(
             ident,
             object,
         } => {
-            crate::elfobj::write_blob_object(
-                &glue_dir.join(archive),
-                ident,
-                crate::elfobj::Machine::of(triple),
-                &glue_dir.join(object),
-            )
+            crate::timings::time("object", || {
+                crate::elfobj::write_blob_object(
+                    &glue_dir.join(archive),
+                    ident,
+                    crate::elfobj::Machine::of(triple),
+                    &glue_dir.join(object),
+                )
+            })
             .map_err(Error::io("write", glue_dir.join(object)))?;
             // The object holds every byte of the archive: keep one copy. (The next build
             // packs again, from the pack cache.)
             let _ = std::fs::remove_file(glue_dir.join(archive));
+            let _ = std::fs::remove_file(compose_assets::stamps_file(&glue_dir.join(archive)));
             Ok(None)
         }
     }

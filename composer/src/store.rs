@@ -11,6 +11,8 @@
 //! * `.cache/pack-v1/`: the packer's compressed variants by content
 //!   ([`compose_assets::PackCache`]); [`Store::gc`] keeps only those of files that a live
 //!   entry's archive holds;
+//! * `.cache/bundle-v1/`: bundles' compressed zstd frames by the content of their chunk
+//!   ([`crate::bundle::FrameCache`]); [`Store::gc`] empties it;
 //! * `gcroots/<sha256 of a link's path>`: a symlink to each `result` link made by
 //!   [`Store::link_result`]; an entry that such a link still points to is live;
 //! * `pins/<name>`: a symlink to a pinned entry, live until unpinned;
@@ -950,6 +952,16 @@ impl Store {
         )
     }
 
+    /// The bundles' cache of compressed frames (`.cache/bundle-v1/`).
+    pub fn frame_cache(&self) -> crate::bundle::FrameCache {
+        crate::bundle::FrameCache::new(
+            &self
+                .root
+                .join(CACHE_DIR)
+                .join(crate::bundle::FRAME_CACHE_DIR),
+        )
+    }
+
     /// The file-hash cache of this store.
     pub fn hash_cache(&self) -> HashCache {
         HashCache::load(&self.root.join(CACHE_DIR).join(CACHE_FILE))
@@ -1083,7 +1095,7 @@ impl Store {
             discard(&tmp);
             return Err(StoreError::Fill(e.into()));
         }
-        if let Err(e) = seal(&tmp) {
+        if let Err(e) = crate::timings::time("seal", || seal(&tmp)) {
             discard(&tmp);
             return Err(e);
         }
@@ -1361,6 +1373,12 @@ impl Store {
         self.prune_pack_cache(&mut report, dry_run)?;
         if !dry_run {
             let _ = self.hash_cache().prune();
+            // The bundles' frames: made again, once, by the next build that needs them.
+            let frames = self
+                .root
+                .join(CACHE_DIR)
+                .join(crate::bundle::FRAME_CACHE_DIR);
+            let _ = remove_tree(&frames);
         }
         Ok(report)
     }

@@ -81,7 +81,8 @@ pub use embedded::Embedded;
 #[cfg(feature = "pack")]
 pub use pack::{
     AssetFile, PACK_CACHE_DIR, PackCache, PackError, PackOptions, PackSummary, archive_digests,
-    is_compressible, pack, pack_cached, select, source_date_epoch_from_env,
+    commit_stamps, is_compressible, pack, pack_cached, pack_incremental, pack_incremental_deferred,
+    select, source_date_epoch_from_env, stamps_file,
 };
 
 use compose_devices::block::BlockError;

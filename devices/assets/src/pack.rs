@@ -83,6 +83,12 @@ pub struct PackSummary {
     pub gzip_variants: u64,
     /// Files stored with a zstd variant.
     pub zstd_variants: u64,
+    /// Files whose bytes (and variants) were copied from the previous archive at the
+    /// output path, unread (see [`pack_cached`]).
+    pub reused_files: u64,
+    /// Whether the archive was written: `false` when the previous archive at the output
+    /// path was already the archive these files make, and was kept as it is.
+    pub written: bool,
 }
 
 /// Why packing failed.
@@ -254,6 +260,75 @@ pub fn pack_cached(
     out: &Path,
     cache: Option<&PackCache>,
 ) -> Result<PackSummary, PackError> {
+    pack_with(dir, options, out, cache, false, true)
+}
+
+/// [`pack_cached`], reusing the archive that is already at `out` (what the previous
+/// pack to the same path wrote): the archive is the same byte for byte as without it.
+///
+/// Reuse: next to the archive, `.<name>.stamps` records, for each entry, the file it was
+/// packed from and that file's identity and times (device, inode, size, modification and
+/// change times, in nanoseconds) as they were before it was read, with the packer's
+/// settings and the archive's identity. A file whose path and stamp are unchanged is not
+/// read again: its bytes and variants are copied from the previous archive (in the
+/// kernel, `copy_file_range`; runs of such files in one copy), and its hash, media type
+/// and key scan come from the previous index. A file modified within two seconds of being
+/// packed is never trusted this way ("racily clean", as git's index: by its modification
+/// time; a later change still changes the change time, which the stamp holds). If every file is
+/// unchanged and the list is the same, the previous archive is kept as it is (not
+/// rewritten). Packing a tree of which one file changed then costs a `stat` of each
+/// file, a read of the changed one and an in-kernel copy of the rest. A missing, damaged
+/// or foreign stamps file, or an archive that is not the one it describes, means a full
+/// pack.
+pub fn pack_incremental(
+    dir: &Path,
+    options: &PackOptions,
+    out: &Path,
+    cache: Option<&PackCache>,
+) -> Result<PackSummary, PackError> {
+    pack_with(dir, options, out, cache, true, true)
+}
+
+/// [`pack_incremental`] for a caller that makes the archive durable itself (a store that
+/// fsyncs what it commits): the archive is not fsync'd here, only its writeback started
+/// (`sync_file_range`), so that the disk works while the caller does; its stamps are
+/// written aside and trusted by the next pack only once [`commit_stamps`] has fsync'd
+/// the archive. A crash before that leaves no stamps, so the next pack reads every file:
+/// an archive that a crash may have damaged is never copied from.
+pub fn pack_incremental_deferred(
+    dir: &Path,
+    options: &PackOptions,
+    out: &Path,
+    cache: Option<&PackCache>,
+) -> Result<PackSummary, PackError> {
+    pack_with(dir, options, out, cache, true, false)
+}
+
+/// After [`pack_incremental_deferred`]: fsyncs the archive at `out` (nothing to do when
+/// the caller already has: it is then quick) and makes its stamps trusted.
+pub fn commit_stamps(out: &Path) -> io::Result<()> {
+    let pending = pending_stamps(out);
+    if !pending.exists() {
+        return Ok(());
+    }
+    File::open(out)?.sync_all()?;
+    fs::rename(&pending, stamps_file(out))
+}
+
+fn pending_stamps(out: &Path) -> PathBuf {
+    let mut p = stamps_file(out).into_os_string();
+    p.push(".pending");
+    PathBuf::from(p)
+}
+
+fn pack_with(
+    dir: &Path,
+    options: &PackOptions,
+    out: &Path,
+    cache: Option<&PackCache>,
+    reuse_previous: bool,
+    durable: bool,
+) -> Result<PackSummary, PackError> {
     if !options.align.is_power_of_two() || options.align > MAX_ALIGN {
         return Err(PackError::InvalidOption(
             "align must be a power of two up to 1 MiB",
@@ -266,6 +341,39 @@ pub fn pack_cached(
         return Err(PackError::InvalidOption("zstd level must be 1..=19"));
     }
     let files = select(dir, options)?;
+    let started = std::time::SystemTime::now();
+    let previous = reuse_previous
+        .then(|| Previous::load(out, options))
+        .flatten();
+    let stamps: Vec<Option<Stamp>> = files
+        .iter()
+        .map(|f| fs::metadata(&f.path).ok().map(|m| Stamp::of(&m)))
+        .collect();
+    let reuse: Vec<Option<usize>> = match &previous {
+        Some(p) => files
+            .iter()
+            .zip(&stamps)
+            .map(|(f, st)| p.reusable(f, st.as_ref()?))
+            .collect(),
+        None => std::vec![None; files.len()],
+    };
+    if let Some(p) = &previous
+        && p.count == files.len()
+        && reuse.iter().enumerate().all(|(i, r)| *r == Some(i))
+        && p.source_date_epoch == options.source_date_epoch.unwrap_or(0)
+        && p.modified_unchanged(options)
+    {
+        // Every file as it was: the archive at `out` is the one they make.
+        return Ok(PackSummary {
+            files: files.len() as u64,
+            input_bytes: p.input_bytes,
+            archive_bytes: p.archive_len,
+            gzip_variants: p.gzip_variants,
+            zstd_variants: p.zstd_variants,
+            reused_files: files.len() as u64,
+            written: false,
+        });
+    }
 
     let name = out
         .file_name()
@@ -286,17 +394,33 @@ pub fn pack_cached(
             pos: 0,
             path: out,
         };
-        write_archive(&mut w, &files, options, cache)?
+        write_archive(&mut w, &files, options, cache, previous.as_ref(), &reuse)?
     };
 
     let file = tmp.as_file();
     file.set_len(summary.archive_bytes).map_err(io_at(out))?;
-    file.sync_all().map_err(io_at(out))?;
+    if durable {
+        file.sync_all().map_err(io_at(out))?;
+    } else {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: an open file; the call only starts writeback.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         file.set_permissions(fs::Permissions::from_mode(0o644))
             .map_err(io_at(out))?;
+    }
+    let written = fs::metadata(tmp.path()).map_err(io_at(out))?;
+    // The stamps go first (and are removed while the archive is replaced): stamps never
+    // describe an archive they were not written for.
+    let stamps_path = stamps_file(out);
+    if reuse_previous {
+        let _ = fs::remove_file(&stamps_path);
+        let _ = fs::remove_file(pending_stamps(out));
     }
     tmp.persist(out).map_err(|e| PackError::Io {
         path: out.to_owned(),
@@ -306,7 +430,225 @@ pub fn pack_cached(
     if let Ok(d) = File::open(parent) {
         let _ = d.sync_all();
     }
+    // Best effort: without stamps the next pack reads every file.
+    if reuse_previous {
+        let _ = write_stamps(
+            &if durable {
+                stamps_path
+            } else {
+                pending_stamps(out)
+            },
+            options,
+            &written,
+            &summary,
+            &files,
+            &stamps,
+            started,
+        );
+    }
+    let mut summary = summary;
+    summary.written = true;
     Ok(summary)
+}
+
+/// Where [`pack_incremental`] keeps the stamps of the archive at `out`
+/// (`.<name>.stamps` next to it).
+pub fn stamps_file(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned());
+    out.with_file_name(format!(".{}.stamps", name.unwrap_or_default()))
+}
+
+const STAMPS_MAGIC: &str = "compose-assets-stamps v1";
+/// A file modified this recently before it was packed is not trusted by its stamp.
+const RACY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What identifies a file's contents without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+        }
+    }
+}
+
+/// The settings the bytes of an archive depend on, besides the files.
+fn settings_fingerprint(options: &PackOptions) -> String {
+    format!(
+        "{:016x} align={} compress={} min={} keys={} epoch={:?}",
+        cache_fingerprint(options),
+        options.align,
+        options.compress,
+        options.min_compress_size,
+        options.allow_private_keys,
+        options.source_date_epoch,
+    )
+}
+
+/// The archive's own identity: which file the stamps were written for.
+fn archive_identity(m: &fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{} {} {}", m.dev(), m.ino(), m.size())
+}
+
+fn write_stamps(
+    path: &Path,
+    options: &PackOptions,
+    archive: &fs::Metadata,
+    summary: &PackSummary,
+    files: &[Source],
+    stamps: &[Option<Stamp>],
+    started: std::time::SystemTime,
+) -> io::Result<()> {
+    let racy_from = started
+        .checked_sub(RACY)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128);
+    let mut text = format!(
+        "{STAMPS_MAGIC}\n{}\n{}\n{} {} {} {}\n",
+        settings_fingerprint(options),
+        archive_identity(archive),
+        summary.input_bytes,
+        summary.gzip_variants,
+        summary.zstd_variants,
+        files.len()
+    );
+    for (f, st) in files.iter().zip(stamps) {
+        let Some(path) = f.path.to_str().filter(|p| !p.contains('\n')) else {
+            return Ok(());
+        };
+        match st {
+            Some(s) if s.mtime_ns < racy_from => text.push_str(&format!(
+                "{} {} {} {} {} {path}\n",
+                s.dev, s.ino, s.size, s.mtime_ns, s.ctime_ns
+            )),
+            _ => text.push_str(&format!("- {path}\n")),
+        }
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    fs::write(&tmp, text)?;
+    fs::rename(&tmp, path)
+}
+
+/// The previous archive at the output path, with its stamps.
+struct Previous {
+    file: File,
+    index: Vec<u8>,
+    header: Header,
+    /// Per entry: the file it came from and its stamp (`None`: not to be trusted).
+    sources: Vec<(PathBuf, Option<Stamp>)>,
+    by_key: std::collections::HashMap<String, usize>,
+    count: usize,
+    archive_len: u64,
+    source_date_epoch: u64,
+    input_bytes: u64,
+    gzip_variants: u64,
+    zstd_variants: u64,
+}
+
+impl Previous {
+    fn load(out: &Path, options: &PackOptions) -> Option<Previous> {
+        use std::os::unix::fs::FileExt;
+        let text = fs::read_to_string(stamps_file(out)).ok()?;
+        let mut lines = text.split('\n');
+        if lines.next()? != STAMPS_MAGIC || lines.next()? != settings_fingerprint(options) {
+            return None;
+        }
+        let file = File::open(out).ok()?;
+        let meta = file.metadata().ok()?;
+        if lines.next()? != archive_identity(&meta) {
+            return None;
+        }
+        let mut totals = lines.next()?.split(' ').map(|n| n.parse::<u64>().ok());
+        let (input_bytes, gzip_variants, zstd_variants, count) = (
+            totals.next()??,
+            totals.next()??,
+            totals.next()??,
+            totals.next()?? as usize,
+        );
+        let mut head = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut head, 0).ok()?;
+        let header = Header::parse(&head).ok()?;
+        if header.archive_len != meta.len() || header.entry_count != count as u64 {
+            return None;
+        }
+        let mut index = std::vec![0u8; usize::try_from(header.index_len).ok()?];
+        file.read_exact_at(&mut index, header.index_offset).ok()?;
+        let ix = crate::format::Index::parse(&index, &header).ok()?;
+        let mut sources = Vec::with_capacity(count);
+        let mut by_key = std::collections::HashMap::with_capacity(count);
+        for i in 0..count {
+            let line = lines.next()?;
+            let (stamp, path) = if let Some(path) = line.strip_prefix("- ") {
+                (None, path)
+            } else {
+                let mut parts = line.splitn(6, ' ');
+                let mut n = || parts.next();
+                let stamp = Stamp {
+                    dev: n()?.parse().ok()?,
+                    ino: n()?.parse().ok()?,
+                    size: n()?.parse().ok()?,
+                    mtime_ns: n()?.parse().ok()?,
+                    ctime_ns: n()?.parse().ok()?,
+                };
+                (Some(stamp), n()?)
+            };
+            sources.push((PathBuf::from(path), stamp));
+            by_key.insert(ix.record(i)?.key.to_string(), i);
+        }
+        Some(Previous {
+            file,
+            index,
+            header,
+            sources,
+            by_key,
+            count,
+            archive_len: meta.len(),
+            source_date_epoch: header.source_date_epoch,
+            input_bytes,
+            gzip_variants,
+            zstd_variants,
+        })
+    }
+
+    fn index(&self) -> crate::format::Index<'_> {
+        crate::format::Index::view(&self.index, &self.header)
+    }
+
+    /// The previous entry `file` can be copied from: same key, same file, same stamp.
+    fn reusable(&self, file: &Source, stamp: &Stamp) -> Option<usize> {
+        let i = *self.by_key.get(&file.key)?;
+        let (path, old) = &self.sources[i];
+        (path == &file.path && old.as_ref() == Some(stamp)).then_some(i)
+    }
+
+    /// Whether every entry's recorded time is what packing now would record.
+    fn modified_unchanged(&self, options: &PackOptions) -> bool {
+        let ix = self.index();
+        (0..self.count).all(|i| {
+            let Some(r) = ix.record(i) else { return false };
+            let now = match options.source_date_epoch {
+                Some(t) => t,
+                None => self.sources[i]
+                    .1
+                    .map_or(0, |s| (s.mtime_ns / 1_000_000_000).max(0) as u64),
+            };
+            r.modified == now
+        })
+    }
 }
 
 /// A file [`select`] chose: its key in the archive and where its bytes are.
@@ -448,13 +790,15 @@ impl Walk<'_> {
     /// path is `real`, at key prefix `prefix` (empty or ending in `/`).
     fn dir(&mut self, shown: &Path, real: &Path, prefix: &str) -> Result<(), PackError> {
         self.active.push(real.to_owned());
+        // The type from the directory listing itself where the file system gives it (no
+        // `stat` per file: this walk runs for every build's key).
         let mut entries = Vec::new();
         for entry in fs::read_dir(real).map_err(io_at(shown))? {
             let entry = entry.map_err(io_at(shown))?;
-            entries.push(entry.file_name());
+            entries.push((entry.file_name(), entry.file_type().ok()));
         }
-        entries.sort();
-        for name in entries {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, listed) in entries {
             let path = shown.join(&name);
             // Exclusion first: an excluded entry is not examined at all.
             let lossy_key = format!("{prefix}{}", name.to_string_lossy());
@@ -464,9 +808,12 @@ impl Walk<'_> {
             let name = check_name(&path, &name)?;
             let key = format!("{prefix}{name}");
             let entry_real = real.join(name);
-            let kind = fs::symlink_metadata(&entry_real)
-                .map_err(io_at(&path))?
-                .file_type();
+            let kind = match listed {
+                Some(kind) => kind,
+                None => fs::symlink_metadata(&entry_real)
+                    .map_err(io_at(&path))?
+                    .file_type(),
+            };
             if kind.is_dir() {
                 self.dir(&path, &entry_real, &format!("{key}/"))?;
             } else if kind.is_file() {
@@ -585,11 +932,66 @@ impl<W: Write + Seek> Out<'_, W> {
     }
 
     /// Moves back to `pos`: what follows will overwrite what was written after it.
+    /// (Defined below for files as well: [`Out::copy_from`].)
     fn rewind(&mut self, pos: u64) -> Result<(), PackError> {
         self.file
             .seek(SeekFrom::Start(pos))
             .map_err(io_at(self.path))?;
         self.pos = pos;
+        Ok(())
+    }
+}
+
+impl Out<'_, &mut File> {
+    /// Appends `len` bytes of `src` from `offset`: in the kernel where it can
+    /// (`copy_file_range`), else through a buffer.
+    fn copy_from(&mut self, src: &File, offset: u64, len: u64) -> Result<(), PackError> {
+        use std::os::unix::fs::FileExt;
+        use std::os::unix::io::AsRawFd;
+        self.file.flush().map_err(io_at(self.path))?;
+        let dst: &mut File = self.file.get_mut();
+        let (mut off_in, mut done) = (offset as libc::loff_t, 0u64);
+        while done < len {
+            let want = ((len - done) as usize).min(1 << 30);
+            // SAFETY: both descriptors are open files; the offset pointer is valid.
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    &mut off_in,
+                    dst.as_raw_fd(),
+                    core::ptr::null_mut(),
+                    want,
+                    0,
+                )
+            };
+            if n > 0 {
+                done += n as u64;
+                continue;
+            }
+            if n == 0 {
+                return Err(PackError::Io {
+                    path: self.path.to_owned(),
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the previous archive is shorter than its index says",
+                    ),
+                });
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // Not supported here: copy through a buffer.
+            let mut buf = std::vec![0u8; 1 << 20];
+            while done < len {
+                let n = ((len - done) as usize).min(buf.len());
+                src.read_exact_at(&mut buf[..n], offset + done)
+                    .map_err(io_at(self.path))?;
+                dst.write_all(&buf[..n]).map_err(io_at(self.path))?;
+                done += n as u64;
+            }
+        }
+        self.pos += len;
         Ok(())
     }
 }
@@ -1109,11 +1511,13 @@ impl CacheHeader {
     }
 }
 
-fn write_archive<W: Write + Seek>(
-    w: &mut Out<'_, W>,
+fn write_archive(
+    w: &mut Out<'_, &mut File>,
     files: &[Source],
     options: &PackOptions,
     cache: Option<&PackCache>,
+    previous: Option<&Previous>,
+    reuse: &[Option<usize>],
 ) -> Result<PackSummary, PackError> {
     let align = options.align as u64;
     let mut summary = PackSummary::default();
@@ -1121,7 +1525,65 @@ fn write_archive<W: Write + Seek>(
     w.write_all(&[0; HEADER_LEN]).map_err(w.err())?;
 
     let mut pending = Vec::with_capacity(files.len());
-    for source in files {
+    // Entries copied from the previous archive, not yet copied: (old start, new start, len).
+    let mut run: Option<(u64, u64, u64)> = None;
+    for (source, reuse) in files.iter().zip(reuse) {
+        if let (Some(prev), Some(i)) = (previous, *reuse)
+            && let Some(r) = prev.index().record(i)
+        {
+            let old_start = r.data.offset;
+            let old_end = [Some(r.data), r.gzip, r.zstd]
+                .into_iter()
+                .flatten()
+                .map(|s| s.offset + s.len)
+                .max()
+                .unwrap_or(old_start);
+            let here = match run {
+                Some((_, new, len)) => new + len,
+                None => w.pos,
+            };
+            let new_start = align_up(here, align).ok_or(PackError::TooLarge)?;
+            match &mut run {
+                // Laid out alike in both: one copy.
+                Some((old, new, len)) if old_start.checked_sub(*old) == Some(new_start - *new) => {
+                    *len = old_end - *old;
+                }
+                _ => {
+                    if let Some((old, _, len)) = run.take() {
+                        w.copy_from(&prev.file, old, len)?;
+                    }
+                    w.pad_to(align)?;
+                    run = Some((old_start, w.pos, old_end - old_start));
+                }
+            }
+            let moved = |s: Span| Span {
+                offset: s.offset - old_start + new_start,
+                len: s.len,
+            };
+            let modified = match options.source_date_epoch {
+                Some(t) => t,
+                None => prev.sources[i]
+                    .1
+                    .map_or(0, |s| (s.mtime_ns / 1_000_000_000).max(0) as u64),
+            };
+            summary.files += 1;
+            summary.input_bytes += r.data.len;
+            summary.gzip_variants += r.gzip.is_some() as u64;
+            summary.zstd_variants += r.zstd.is_some() as u64;
+            summary.reused_files += 1;
+            pending.push(Pending {
+                content_type: r.content_type.to_string(),
+                data: moved(r.data),
+                gzip: r.gzip.map(moved),
+                zstd: r.zstd.map(moved),
+                sha256: r.sha256,
+                modified,
+            });
+            continue;
+        }
+        if let (Some(prev), Some((old, _, len))) = (previous, run.take()) {
+            w.copy_from(&prev.file, old, len)?;
+        }
         w.pad_to(align)?;
         let start = w.pos;
         let path = source.path.as_path();
@@ -1178,6 +1640,10 @@ fn write_archive<W: Write + Seek>(
             sha256,
             modified,
         });
+    }
+
+    if let (Some(prev), Some((old, _, len))) = (previous, run.take()) {
+        w.copy_from(&prev.file, old, len)?;
     }
 
     // The string table: every key, then each distinct content type once.
@@ -1529,6 +1995,140 @@ mod tests {
         for (_, p) in c5.entries().unwrap() {
             assert!(!p.to_string_lossy().ends_with(".tmp"), "{}", p.display());
         }
+    }
+
+    #[test]
+    fn the_previous_archive_is_reused_and_the_result_is_the_same_bytes() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tree();
+        let t = d.path().join("t");
+        let page = "<p>a page that compresses well</p>\n".repeat(200);
+        fs::write(t.join("big.html"), &page).unwrap();
+        fs::write(t.join("docs/z.css"), "p { color: red }\n".repeat(100)).unwrap();
+        fs::write(
+            t.join("raw.bin"),
+            (0..5000u32)
+                .map(|i| (i * 7919 % 251) as u8)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        // Files last modified long ago: not racily clean.
+        let age = |p: &Path| {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000))
+                .unwrap()
+        };
+        for f in [
+            "index.html",
+            "docs/a.html",
+            "docs/deep/b.txt",
+            "big.html",
+            "docs/z.css",
+            "raw.bin",
+        ] {
+            age(&t.join(f));
+        }
+        let opts = PackOptions::default();
+        let out = d.path().join("out/site.kv");
+        fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let first = pack_incremental(&t, &opts, &out, None).unwrap();
+        assert!(first.written);
+        assert_eq!(first.reused_files, 0);
+        let inode = fs::metadata(&out).unwrap().ino();
+        // Nothing changed: the archive is kept as it is.
+        let again = pack_incremental(&t, &opts, &out, None).unwrap();
+        assert_eq!((again.written, again.reused_files), (false, 6));
+        assert_eq!(fs::metadata(&out).unwrap().ino(), inode);
+        assert_eq!(again.archive_bytes, first.archive_bytes);
+        // One file changed (and grew): only it is read; the rest is copied, and the
+        // archive is what a fresh pack makes, byte for byte.
+        fs::write(t.join("docs/a.html"), "<p>a, longer now</p>".repeat(50)).unwrap();
+        age(&t.join("docs/a.html"));
+        let changed = pack_incremental(&t, &opts, &out, None).unwrap();
+        assert_eq!((changed.written, changed.reused_files), (true, 5));
+        let fresh = d.path().join("fresh.kv");
+        pack(&t, &opts, &fresh).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&fresh).unwrap());
+        // A file added and one removed.
+        fs::write(t.join("docs/new.txt"), "new").unwrap();
+        fs::remove_file(t.join("big.html")).unwrap();
+        let moved = pack_incremental(&t, &opts, &out, None).unwrap();
+        assert_eq!((moved.written, moved.reused_files), (true, 5));
+        pack(&t, &opts, &fresh).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&fresh).unwrap());
+        // A file rewritten with its old size and time: its change time tells.
+        let b = t.join("docs/deep/b.txt");
+        fs::write(&b, "c").unwrap();
+        age(&b);
+        let same_size = pack_incremental(&t, &opts, &out, None).unwrap();
+        // (new.txt was written just before the last pack: racily clean, read again.)
+        assert_eq!(same_size.reused_files, 4);
+        pack(&t, &opts, &fresh).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&fresh).unwrap());
+        // Other settings, a damaged archive or stamps: a full pack, still right.
+        let other = PackOptions {
+            compress: false,
+            ..PackOptions::default()
+        };
+        assert_eq!(
+            pack_incremental(&t, &other, &out, None)
+                .unwrap()
+                .reused_files,
+            0
+        );
+        pack_incremental(&t, &opts, &out, None).unwrap();
+        let stamps = stamps_file(&out);
+        fs::write(
+            &stamps,
+            fs::read_to_string(&stamps).unwrap().replace("v1", "v0"),
+        )
+        .unwrap();
+        assert_eq!(
+            pack_incremental(&t, &opts, &out, None)
+                .unwrap()
+                .reused_files,
+            0
+        );
+        let mut bytes = fs::read(&out).unwrap();
+        let n = bytes.len();
+        bytes[n - 600] ^= 0xff; // in the index
+        // In place: the same file, as its stamps say.
+        fs::write(&out, &bytes).unwrap();
+        let repaired = pack_incremental(&t, &opts, &out, None).unwrap();
+        assert_eq!(
+            repaired.reused_files, 0,
+            "stamps of another archive were trusted"
+        );
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&fresh).unwrap());
+        // Deferred durability: the stamps are trusted only once committed.
+        age(&t.join("docs/new.txt"));
+        let deferred = d.path().join("deferred.kv");
+        pack_incremental_deferred(&t, &opts, &deferred, None).unwrap();
+        let s = pack_incremental_deferred(&t, &opts, &deferred, None).unwrap();
+        assert_eq!(
+            (s.written, s.reused_files),
+            (true, 0),
+            "uncommitted stamps were trusted"
+        );
+        commit_stamps(&deferred).unwrap();
+        let s = pack_incremental_deferred(&t, &opts, &deferred, None).unwrap();
+        assert_eq!((s.written, s.reused_files), (false, 6));
+        pack(&t, &opts, &fresh).unwrap();
+        assert_eq!(fs::read(&deferred).unwrap(), fs::read(&fresh).unwrap());
+    }
+
+    #[test]
+    fn files_modified_just_before_packing_are_read_again() {
+        let d = tree();
+        let t = d.path().join("t");
+        let out = d.path().join("site.kv");
+        pack_incremental(&t, &PackOptions::default(), &out, None).unwrap();
+        // Just written: within the racy window, so never trusted by their stamps.
+        let s = pack_incremental(&t, &PackOptions::default(), &out, None).unwrap();
+        assert_eq!((s.written, s.reused_files), (true, 0));
     }
 
     #[test]
