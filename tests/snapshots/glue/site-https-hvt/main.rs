@@ -17,12 +17,14 @@ use compose_hvt_guest as platform;
 /// The Solo5 manifest note (MFT1): the devices the tender must attach, by handle:
 /// 0: (reserved)
 /// 1: network interface `service`
-/// 2: block device `secrets`
+/// 2: network interface `management`
+/// 3: block device `secrets`
 #[used]
 #[allow(unsafe_code)] // placing a note in its section is the only unsafe-marked item here
 #[unsafe(link_section = ".note.solo5.manifest")]
-static SOLO5_MANIFEST: platform::solo5_abi::Mft1Note<3> = platform::solo5_abi::Mft1Note::new(&[
+static SOLO5_MANIFEST: platform::solo5_abi::Mft1Note<4> = platform::solo5_abi::Mft1Note::new(&[
     platform::solo5_abi::MftDevice::net("service"),
+    platform::solo5_abi::MftDevice::net("management"),
     platform::solo5_abi::MftDevice::block("secrets"),
 ]);
 
@@ -63,6 +65,24 @@ static BOOT_ARGS: &[devices::bootargs::Spec] = &[
         kind: devices::bootargs::Kind::Str,
         default: Some("info"),
         doc: "the server's messages: error, warn, info or debug",
+    },
+    devices::bootargs::Spec {
+        name: "mgmt-ipv4",
+        kind: devices::bootargs::Kind::Ipv4Cidr,
+        default: Some("127.0.0.2/8"),
+        doc: "the monitoring address, on the management interface (on unix: the host address to bind)",
+    },
+    devices::bootargs::Spec {
+        name: "mgmt-port",
+        kind: devices::bootargs::Kind::U16,
+        default: Some("9090"),
+        doc: "TCP port of the monitoring endpoint",
+    },
+    devices::bootargs::Spec {
+        name: "logs",
+        kind: devices::bootargs::Kind::Str,
+        default: Some(""),
+        doc: "log levels per source at start, like tls:debug,http:warn",
     },
 ];
 
@@ -111,6 +131,25 @@ fn main() {
     // tcp `tcp`, from devices/base/net.device.kdl
     let tcp = platform::init("tcp", platform::Tcp::new(stack));
 
+    // netif `management`, from devices/base/net.device.kdl
+    let management = platform::init("management", platform::Netif::new("management"));
+
+    // ipv4 `mgmt-stack`, from devices/base/net.device.kdl
+    let mgmt_stack = platform::init(
+        "mgmt-stack",
+        platform::Ipv4::new(
+            management,
+            platform::Ipv4Config {
+                address: Some(boot.args.get::<compose_devices::net::Ipv4Cidr>("mgmt-ipv4")),
+                gateway: None,
+                dhcp: false,
+            },
+        ),
+    );
+
+    // tcp `mgmt`, from devices/base/net.device.kdl
+    let mgmt = platform::init("mgmt", platform::Tcp::new(mgmt_stack));
+
     // secret `tls`, from devices/base/secret.device.kdl
     let tls = platform::init("tls", platform::Secret::open(&boot, "tls"));
 
@@ -130,11 +169,32 @@ fn main() {
     // console `console` (a default), from devices/base/console.device.kdl
     let console = platform::init("console", platform::Console::new());
 
-    // random `random` (a default), from devices/base/random.device.kdl
-    let random = platform::init("random", platform::Random::new());
+    // clock `clock` (a default), from devices/base/clock.device.kdl
+    let clock = platform::init("clock", platform::MonotonicClock::new());
 
     // wall-clock `wall-clock` (a default), from devices/base/clock.device.kdl
     let wall_clock = platform::init("wall-clock", platform::WallClock::new());
+
+    // monitoring `monitoring`, from devices/monitoring/monitoring.device.kdl
+    let _monitoring = platform::init(
+        "monitoring",
+        compose_monitoring::start(
+            mgmt,
+            console,
+            clock,
+            wall_clock,
+            compose_monitoring::Config {
+                port: boot.args.get::<u16>("mgmt-port"),
+                logs: boot.args.get::<alloc::string::String>("logs").into(),
+                influx: "".into(),
+                influx_interval: 10_u32,
+                unikernel: "site-https",
+            },
+        ),
+    );
+
+    // random `random` (a default), from devices/base/random.device.kdl
+    let random = platform::init("random", platform::Random::new());
 
     // tls `https`, from devices/tls/tls.device.kdl
     let https = platform::init(

@@ -49,6 +49,24 @@ static BOOT_ARGS: &[devices::bootargs::Spec] = &[
         default: Some("info"),
         doc: "the server's messages: error, warn, info or debug",
     },
+    devices::bootargs::Spec {
+        name: "mgmt-ipv4",
+        kind: devices::bootargs::Kind::Ipv4Cidr,
+        default: Some("127.0.0.2/8"),
+        doc: "the monitoring address, on the management interface (on unix: the host address to bind)",
+    },
+    devices::bootargs::Spec {
+        name: "mgmt-port",
+        kind: devices::bootargs::Kind::U16,
+        default: Some("9090"),
+        doc: "TCP port of the monitoring endpoint",
+    },
+    devices::bootargs::Spec {
+        name: "logs",
+        kind: devices::bootargs::Kind::Str,
+        default: Some(""),
+        doc: "log levels per source at start, like tls:debug,http:warn",
+    },
 ];
 
 /// Asset archives. compose wrote each into an object file of its own, which `build.rs`
@@ -96,6 +114,25 @@ fn main() {
     // tcp `tcp`, from devices/base/net.device.kdl
     let tcp = platform::init("tcp", platform::Tcp::new(stack));
 
+    // netif `management`, from devices/base/net.device.kdl
+    let management = platform::init("management", platform::Netif::new("management"));
+
+    // ipv4 `mgmt-stack`, from devices/base/net.device.kdl
+    let mgmt_stack = platform::init(
+        "mgmt-stack",
+        platform::Ipv4::new(
+            management,
+            platform::Ipv4Config {
+                address: Some(boot.args.get::<compose_devices::net::Ipv4Cidr>("mgmt-ipv4")),
+                gateway: None,
+                dhcp: false,
+            },
+        ),
+    );
+
+    // tcp `mgmt`, from devices/base/net.device.kdl
+    let mgmt = platform::init("mgmt", platform::Tcp::new(mgmt_stack));
+
     // secret `tls`, from devices/base/secret.device.kdl
     let tls = platform::init("tls", platform::Secret::open(&boot, "tls"));
 
@@ -115,11 +152,32 @@ fn main() {
     // console `console` (a default), from devices/base/console.device.kdl
     let console = platform::init("console", platform::Console::new());
 
-    // random `random` (a default), from devices/base/random.device.kdl
-    let random = platform::init("random", platform::Random::new());
+    // clock `clock` (a default), from devices/base/clock.device.kdl
+    let clock = platform::init("clock", platform::MonotonicClock::new());
 
     // wall-clock `wall-clock` (a default), from devices/base/clock.device.kdl
     let wall_clock = platform::init("wall-clock", platform::WallClock::new());
+
+    // monitoring `monitoring`, from devices/monitoring/monitoring.device.kdl
+    let _monitoring = platform::init(
+        "monitoring",
+        compose_monitoring::start(
+            mgmt,
+            console,
+            clock,
+            wall_clock,
+            compose_monitoring::Config {
+                port: boot.args.get::<u16>("mgmt-port"),
+                logs: boot.args.get::<alloc::string::String>("logs").into(),
+                influx: "".into(),
+                influx_interval: 10_u32,
+                unikernel: "site-https",
+            },
+        ),
+    );
+
+    // random `random` (a default), from devices/base/random.device.kdl
+    let random = platform::init("random", platform::Random::new());
 
     // tls `https`, from devices/tls/tls.device.kdl
     let https = platform::init(
