@@ -127,6 +127,37 @@ pub static TCP_BYTES_IN: Metric =
 /// Payload bytes sent.
 pub static TCP_BYTES_OUT: Metric = Metric::counter("tcp_sent_bytes", "TCP payload bytes sent");
 
+/// Counts a TCP connection with `peer` as opened and established, and says so at the
+/// stack's `debug` level (for every `tcp` implementation).
+pub fn tcp_opened(peer: core::net::SocketAddrV4) {
+    TCP_OPENED.inc();
+    TCP_ESTABLISHED.inc();
+    if crate::logs::enabled(crate::logs::Source::Stack, crate::logs::Level::Debug) {
+        crate::logs::log(
+            crate::logs::Source::Stack,
+            crate::logs::Level::Debug,
+            format_args!("connection with {peer} open"),
+        );
+    }
+}
+
+/// Counts a TCP connection with `peer` as released (`reset` if it ended with a reset), and
+/// says so at the stack's `debug` level.
+pub fn tcp_released(peer: core::net::SocketAddrV4, reset: bool) {
+    TCP_CLOSED.inc();
+    TCP_ESTABLISHED.dec();
+    if crate::logs::enabled(crate::logs::Source::Stack, crate::logs::Level::Debug) {
+        crate::logs::log(
+            crate::logs::Source::Stack,
+            crate::logs::Level::Debug,
+            format_args!(
+                "connection with {peer} released{}",
+                if reset { " (reset)" } else { "" }
+            ),
+        );
+    }
+}
+
 // HTTP, kept by the site server: responses by status class.
 
 /// Responses with a 1xx or 2xx status.

@@ -526,15 +526,7 @@ impl<H: Host> core::fmt::Debug for TcpFlow<H> {
 
 impl<H: Host> TcpFlow<H> {
     fn new(stack: H, handle: SocketHandle, peer: SocketAddrV4) -> Self {
-        metrics::TCP_OPENED.inc();
-        metrics::TCP_ESTABLISHED.inc();
-        if logs::enabled(Source::Stack, Level::Debug) {
-            logs::log(
-                Source::Stack,
-                Level::Debug,
-                format_args!("connection with {peer} open"),
-            );
-        }
+        metrics::tcp_opened(peer);
         TcpFlow {
             stack,
             handle,
@@ -659,19 +651,7 @@ impl<H: Host> compose_devices::net::TcpFlow for TcpFlow<H> {
 impl<H: Host> Drop for TcpFlow<H> {
     fn drop(&mut self) {
         let (handle, graceful) = (self.handle, !self.abort_on_drop);
-        metrics::TCP_CLOSED.inc();
-        metrics::TCP_ESTABLISHED.dec();
-        if logs::enabled(Source::Stack, Level::Debug) {
-            logs::log(
-                Source::Stack,
-                Level::Debug,
-                format_args!(
-                    "connection with {} released{}",
-                    self.peer,
-                    if graceful { "" } else { " (reset)" }
-                ),
-            );
-        }
+        metrics::tcp_released(self.peer, !graceful);
         self.stack
             .with_net(|net| net.tcp.release(net.sockets, handle, graceful, net.now));
     }

@@ -11,7 +11,6 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use compose_devices::kv::FileSpan;
-use compose_devices::logs::{self, Level, Source};
 use compose_devices::metrics;
 use compose_devices::net::{Ipv4Cidr, NetError};
 
@@ -266,15 +265,7 @@ pub struct TcpFlow {
 
 impl TcpFlow {
     fn new(stream: TcpStream, peer: SocketAddrV4) -> Self {
-        metrics::TCP_OPENED.inc();
-        metrics::TCP_ESTABLISHED.inc();
-        if logs::enabled(Source::Stack, Level::Debug) {
-            logs::log(
-                Source::Stack,
-                Level::Debug,
-                format_args!("connection with {peer} open"),
-            );
-        }
+        metrics::tcp_opened(peer);
         TcpFlow {
             stream,
             peer,
@@ -330,15 +321,7 @@ impl AsRawFd for TcpFlow {
 
 impl Drop for TcpFlow {
     fn drop(&mut self) {
-        metrics::TCP_CLOSED.inc();
-        metrics::TCP_ESTABLISHED.dec();
-        if logs::enabled(Source::Stack, Level::Debug) {
-            logs::log(
-                Source::Stack,
-                Level::Debug,
-                format_args!("connection with {} released", self.peer),
-            );
-        }
+        metrics::tcp_released(self.peer, false);
     }
 }
 
