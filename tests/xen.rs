@@ -11,8 +11,8 @@
 //! token appears in neither the `.xl` nor the command line; site-monitored has two vifs
 //! (`xenbr0`, `xenbr1`): dom0 fetches the site on one and `/metrics` on the other, and
 //! neither address serves the other's port; site-https, its certificate and key from the
-//! secrets disk, is fetched with curl `--cacert` (TLS 1.3 and 1.2) on the service vif and
-//! counts its handshakes on the management vif. Xen's boot log must show that
+//! secrets disk, is fetched with curl `--cacert` (TLS 1.3 and 1.2) and `openssl s_client`
+//! on the service vif and counts its handshakes on the management vif. Xen's boot log must show that
 //! a real Xen with hardware-assisted paging ran. A second boot is `compose run --target
 //! xen` as a process: an application's exit status reaches its caller.
 //!
@@ -356,6 +356,9 @@ fn guests_run_under_real_xen() {
              echo \"tls1.2 $($c --tlsv1.2 --tls-max 1.2 -o /dev/null -w '%{{http_code}}' --cacert $ca https://10.0.0.6/style.css)\"\n\
              $c -o /dev/null --cacert /job/g8/other-ca.pem https://10.0.0.6/; echo \"untrusted rc=$?\"\n\
              echo \"redirect $($c -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://10.0.0.6/)\"\n\
+             printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' | timeout 60 openssl s_client -ign_eof \
+               -verify_return_error -alpn http/1.1 -CAfile $ca -connect 10.0.0.6:443 2>&1 \
+               | grep -E 'Verify return code|ALPN protocol|^HTTP/1.1' | sed 's/^/s_client: /'\n\
              echo metrics-begin; $c $wait http://10.0.1.6:9090/metrics; echo metrics-end\n\
              xl destroy $1\n"
         )),
@@ -520,8 +523,16 @@ fn guests_run_under_real_xen() {
         "{}",
         report(7)
     );
+    // openssl s_client: a verified handshake, ALPN http/1.1, the page.
+    for line in [
+        "s_client: Verify return code: 0 (ok)",
+        "s_client: ALPN protocol: http/1.1",
+        "s_client: HTTP/1.1 200 OK",
+    ] {
+        assert!(g.hook.contains(line), "{line}: {}", report(7));
+    }
     let ok = metric(&g.hook, "tls_handshakes_total{outcome=\"succeeded\"}");
-    assert!(ok.is_some_and(|v| v >= 2.0), "{ok:?}\n{}", report(7));
+    assert!(ok.is_some_and(|v| v >= 3.0), "{ok:?}\n{}", report(7));
     // The key is in neither the .xl nor anything on the serial line.
     for line in key.lines().filter(|l| !l.starts_with("-----")) {
         assert!(!https_xl_text.contains(line));
