@@ -8,7 +8,11 @@
 //! the same guest asked to panic crashes the domain; echo answers a client in dom0 over
 //! `xenbr0` (netfront), then idles without using CPU (it blocks in `SCHEDOP_poll`); the site, its assets on a block device (blkfront), is fetched
 //! byte-identical from dom0; echo-token gets its token from the secrets disk, and the
-//! token appears in neither the `.xl` nor the command line. Xen's boot log must show that
+//! token appears in neither the `.xl` nor the command line; site-monitored has two vifs
+//! (`xenbr0`, `xenbr1`): dom0 fetches the site on one and `/metrics` on the other, and
+//! neither address serves the other's port; site-https, its certificate and key from the
+//! secrets disk, is fetched with curl `--cacert` (TLS 1.3 and 1.2) and `openssl s_client`
+//! on the service vif and counts its handshakes on the management vif. Xen's boot log must show that
 //! a real Xen with hardware-assisted paging ran. A second boot is `compose run --target
 //! xen` as a process: an application's exit status reaches its caller.
 //!
@@ -251,6 +255,117 @@ fn guests_run_under_real_xen() {
         ..Guest::default()
     });
 
+    // 7. site-monitored on two vifs: the site on `service` (xenbr0), the metrics on
+    // `management` (xenbr1), each address serving only its own port.
+    let mon = build(
+        "specs/site-monitored.kdl",
+        &[],
+        &tmp.path().join("site-monitored"),
+    );
+    let (_, xl) = deploy(
+        &mon,
+        &[
+            "--net",
+            "service=xenbr0",
+            "--net",
+            "management=xenbr1",
+            "--",
+            "--ipv4=10.0.0.5/24",
+            "--port=80",
+            "--mgmt-ipv4=10.0.1.5/24",
+        ],
+    );
+    assert!(
+        xl.iter()
+            .any(|l| l == "vif = [ 'bridge=xenbr0', 'bridge=xenbr1' ]"),
+        "{xl:?}"
+    );
+    guests.push(Guest {
+        image: mon.join("site.xen"),
+        xl,
+        hook: Some(format!(
+            "{CURL}\n\
+             echo \"index $($c $wait http://10.0.0.5/ | sha256sum | cut -d' ' -f1)\"\n\
+             echo metrics-begin; $c $wait http://10.0.1.5:9090/metrics; echo metrics-end\n\
+             $c -o /dev/null http://10.0.0.5:9090/metrics; echo \"service:9090 rc=$?\"\n\
+             $c -o /dev/null http://10.0.1.5/; echo \"management:80 rc=$?\"\n\
+             xl destroy $1\n"
+        )),
+        timeout: Some(120),
+        ..Guest::default()
+    });
+
+    // 8. site-https on two vifs: curl --cacert over HTTPS (TLS 1.3 and 1.2), the redirect
+    // on plain HTTP, the handshakes counted on the management interface. The certificate
+    // and key are the secret `tls`, on the secrets disk.
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let o = Command::new("sh")
+        .args([
+            "-ec",
+            "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+               -keyout ca.key -out ca.pem -days 2 -subj /CN=compose-xen-test-ca 2>/dev/null
+             printf 'subjectAltName=IP:10.0.0.6\\nbasicConstraints=CA:FALSE\\n' > ext
+             openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out site.key
+             openssl req -new -key site.key -out site.csr -subj /CN=10.0.0.6
+             openssl x509 -req -in site.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+               -out site.crt -days 2 -extfile ext 2>/dev/null
+             cat site.crt site.key > site.pem
+             openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+               -keyout other-ca.key -out other-ca.pem -days 2 -subj /CN=another-ca 2>/dev/null",
+        ])
+        .current_dir(&certs)
+        .output()
+        .expect("run openssl");
+    assert!(o.status.success(), "openssl: {}", text(&o.stderr));
+    let pem = std::fs::read(certs.join("site.pem")).unwrap();
+    let key = text(&std::fs::read(certs.join("site.key")).unwrap());
+    let https = build("specs/site-https.kdl", &[], &tmp.path().join("site-https"));
+    let (https_xl_text, xl) = deploy(
+        &https,
+        &[
+            "--net",
+            "service=xenbr0",
+            "--net",
+            "management=xenbr1",
+            "--block",
+            "secrets=/job/g8/secrets.img",
+            "--",
+            "--ipv4=10.0.0.6/24",
+            "--port=443",
+            "--http-port=80",
+            "--mgmt-ipv4=10.0.1.6/24",
+            "--handshake-timeout=60",
+        ],
+    );
+    let secrets = compose::manifest::secrets_block_image(&[("tls", &pem)]).unwrap();
+    let read = |n: &str| std::fs::read(certs.join(n)).unwrap();
+    guests.push(Guest {
+        image: https.join("site-https.xen"),
+        xl,
+        files: vec![
+            ("secrets.img".into(), secrets),
+            ("ca.pem".into(), read("ca.pem")),
+            ("other-ca.pem".into(), read("other-ca.pem")),
+        ],
+        hook: Some(format!(
+            "{CURL}\n\
+             ca=/job/g8/ca.pem\n\
+             command -v curl >/dev/null || echo 'no curl in dom0'\n\
+             echo \"https $($c $wait --cacert $ca https://10.0.0.6/ | sha256sum | cut -d' ' -f1)\"\n\
+             echo \"tls1.2 $($c --tlsv1.2 --tls-max 1.2 -o /dev/null -w '%{{http_code}}' --cacert $ca https://10.0.0.6/style.css)\"\n\
+             $c -o /dev/null --cacert /job/g8/other-ca.pem https://10.0.0.6/; echo \"untrusted rc=$?\"\n\
+             echo \"redirect $($c -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://10.0.0.6/)\"\n\
+             printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' | timeout 60 openssl s_client -ign_eof \
+               -verify_return_error -alpn http/1.1 -CAfile $ca -connect 10.0.0.6:443 2>&1 \
+               | grep -E 'Verify return code|ALPN protocol|^HTTP/1.1' | sed 's/^/s_client: /'\n\
+             echo metrics-begin; $c $wait http://10.0.1.6:9090/metrics; echo metrics-end\n\
+             xl destroy $1\n"
+        )),
+        timeout: Some(240),
+        ..Guest::default()
+    });
+
     let boot = sandbox
         .boot(&guests, Duration::from_secs(1500))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -360,7 +475,78 @@ fn guests_run_under_real_xen() {
     // and dom0's messages, every guest's console) carries the token.
     assert!(!xl_text.contains(token));
     assert!(!boot.serial.contains(token));
+
+    let metric = |hook: &str, name: &str| -> Option<f64> {
+        let body = hook
+            .split("metrics-begin\n")
+            .nth(1)?
+            .split("metrics-end")
+            .next()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    let g = &boot.guests[6];
+    let index = sha256_hex(&std::fs::read(dir.join("index.html")).unwrap());
+    assert!(g.hook.contains(&format!("index {index}")), "{}", report(6));
+    // The management interface serves the metrics, which count the service's responses.
+    assert!(
+        metric(&g.hook, "http_responses_total{status=\"2xx\"}").is_some_and(|v| v >= 1.0),
+        "{}",
+        report(6)
+    );
+    assert!(
+        metric(&g.hook, "tcp_connections_opened_total").is_some_and(|v| v >= 1.0),
+        "{}",
+        report(6)
+    );
+    // Neither address serves the other's port (curl: 7, refused; 28, no answer).
+    for which in ["service:9090", "management:80"] {
+        let rc = g
+            .hook
+            .lines()
+            .find_map(|l| l.strip_prefix(which)?.strip_prefix(" rc="));
+        assert!(
+            matches!(rc, Some("7" | "28")),
+            "{which}: {rc:?}\n{}",
+            report(6)
+        );
+    }
+
+    let g = &boot.guests[7];
+    assert!(!g.hook.contains("no curl in dom0"), "{}", report(7));
+    assert!(g.hook.contains(&format!("https {index}")), "{}", report(7));
+    assert!(g.hook.contains("tls1.2 200\n"), "{}", report(7));
+    // With another CA, curl refuses the certificate (60: not verified).
+    assert!(g.hook.contains("untrusted rc=60\n"), "{}", report(7));
+    assert!(
+        g.hook.contains("redirect 301 https://10.0.0.6/\n"),
+        "{}",
+        report(7)
+    );
+    // openssl s_client: a verified handshake, ALPN http/1.1, the page.
+    for line in [
+        "s_client: Verify return code: 0 (ok)",
+        "s_client: ALPN protocol: http/1.1",
+        "s_client: HTTP/1.1 200 OK",
+    ] {
+        assert!(g.hook.contains(line), "{line}: {}", report(7));
+    }
+    let ok = metric(&g.hook, "tls_handshakes_total{outcome=\"succeeded\"}");
+    assert!(ok.is_some_and(|v| v >= 3.0), "{ok:?}\n{}", report(7));
+    // The key is in neither the .xl nor anything on the serial line.
+    for line in key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!https_xl_text.contains(line));
+        assert!(
+            !boot.serial.contains(line),
+            "a line of the key on the serial line"
+        );
+    }
 }
+
+/// A dom0 shell prelude for the hooks: `$c` is curl, quiet, with a deadline; `$wait`
+/// retries until the guest answers (it is still booting when the hook starts).
+const CURL: &str =
+    "c='curl -sS --max-time 30'; wait='--retry 90 --retry-delay 1 --retry-all-errors'";
 
 #[test]
 fn an_exit_status_reaches_compose_run() {

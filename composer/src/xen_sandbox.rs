@@ -15,8 +15,10 @@
 //! configuration, files and dom0 hook go into a second cpio archive appended to the
 //! initramfs; dom0 creates the guests one after another (`run-guest.sh`) and reports
 //! each one's console, hook output, shutdown reason and timings on the serial line, which
-//! this module parses into [`Outcome`]s. dom0 has a bridge `xenbr0` at 10.0.0.1/24 for
-//! the guests' vifs. QEMU has no network device: nothing leaves the machine.
+//! this module parses into [`Outcome`]s. dom0 has two bridges for the guests' vifs,
+//! `xenbr0` at 10.0.0.1/24 and `xenbr1` at 10.0.1.1/24 (a second, private interface, as
+//! for monitoring), and, when the host has them, its `curl` and `openssl` (clients for the
+//! hooks: HTTPS with `--cacert`). QEMU has no network device: nothing leaves the machine.
 
 use std::fmt::Write as _;
 use std::io::{BufRead as _, Read as _, Write as _};
@@ -30,7 +32,7 @@ const INIT: &str = include_str!("xen_sandbox/init.sh");
 const RUN_GUEST: &str = include_str!("xen_sandbox/run-guest.sh");
 
 /// Bumped when what [`Sandbox::prepare`] writes changes.
-const LAYOUT: &str = "compose-xen-sandbox-1";
+const LAYOUT: &str = "compose-xen-sandbox-2";
 const XENVER: &str = "4.17";
 
 /// The Debian packages of the sandbox (the dom0 kernel is added: the current
@@ -75,6 +77,14 @@ const XEN_BINS: &[&str] = &[
     "xenconsole",
     "xen-init-dom0",
 ];
+
+/// dom0's bridges for the guests' vifs (`init.sh`): `xenbr0` at 10.0.0.1/24, `xenbr1` at
+/// 10.0.1.1/24.
+pub const BRIDGES: &[&str] = &["xenbr0", "xenbr1"];
+
+/// Host programs copied into dom0 when the host has them (with their libraries), for the
+/// hooks: HTTP(S) clients that verify certificates.
+const HOST_CLIENTS: &[&str] = &["/usr/bin/curl", "/usr/bin/openssl"];
 
 /// What the sandbox needs on the host, for messages.
 pub const NEEDS: &str = "qemu-system-x86_64 (Debian: qemu-system-x86), apt-get and dpkg-deb \
@@ -900,6 +910,11 @@ fn stage_dom0(dir: &Path, pkgroot: &Path, stage: &Path, kver: &str) -> Result<()
     // bash and flock for the hotplug scripts; libgcc_s, which glibc loads for threads.
     copy_elf(Path::new("/bin/bash"), "/bin/bash")?;
     copy_elf(Path::new("/usr/bin/flock"), "/usr/bin/flock")?;
+    for client in HOST_CLIENTS {
+        if Path::new(client).is_file() {
+            copy_elf(Path::new(client), client)?;
+        }
+    }
     let gcc = Path::new("/lib/x86_64-linux-gnu/libgcc_s.so.1");
     if gcc.exists() {
         std::fs::copy(gcc, stage.join("lib/x86_64-linux-gnu/libgcc_s.so.1")).map_err(io)?;
@@ -1013,11 +1028,13 @@ pub fn run(
         dir.display()
     );
     let sandbox = Sandbox::prepare(&dir).map_err(|e| err(e.to_string()))?;
-    // The .xl as deploy writes it, with the sandbox's bridge and the files in dom0.
+    // The .xl as deploy writes it, with the sandbox's bridges and the files in dom0.
     let mut m = mapping.clone();
     let mut files = Vec::new();
-    for v in m.net.values_mut() {
-        *v = "xenbr0".into();
+    for (name, from, to) in sandbox_bridges(manifest, &mut m) {
+        eprintln!(
+            "note: network interface {name}: the sandbox has no bridge {from:?}: attached to its {to}"
+        );
     }
     for (name, path) in m.block.iter_mut() {
         let data = std::fs::read(&*path).map_err(|e| {
@@ -1055,6 +1072,32 @@ pub fn run(
     print!("{}", strip_exit_line(&g.console));
     let _ = std::io::stdout().flush();
     outcome_status(&built.name, g.exit_status(), &g.reason, &g.xl)
+}
+
+/// Puts every network interface of `mapping` on one of the sandbox's [`BRIDGES`]: a
+/// `--net NAME=xenbrN` naming one is kept; any other is replaced by the bridge of the
+/// interface's position (the first interface `xenbr0`, the second `xenbr1`, later ones
+/// the last bridge). Returns the replacements: (interface, given, bridge).
+pub fn sandbox_bridges(
+    manifest: &crate::manifest::Manifest,
+    mapping: &mut crate::manifest::Mapping,
+) -> Vec<(String, String, &'static str)> {
+    let mut changed = Vec::new();
+    let nets = manifest
+        .devices
+        .iter()
+        .filter(|d| matches!(d.kind, crate::manifest::DeviceKind::Net { .. }));
+    for (i, d) in nets.enumerate() {
+        let Some(v) = mapping.net.get_mut(&d.name) else {
+            continue;
+        };
+        if BRIDGES.contains(&v.as_str()) {
+            continue;
+        }
+        let to = BRIDGES[i.min(BRIDGES.len() - 1)];
+        changed.push((d.name.clone(), std::mem::replace(v, to.to_string()), to));
+    }
+    changed
 }
 
 /// The console without the runtime's `compose: exit status N` line.
@@ -1199,6 +1242,61 @@ SANDBOX: guest 2 result reason=create-failed create=7 first=none end=8
         assert_eq!(o[1].reason, Reason::CreateFailed);
         assert_eq!(o[1].xl, "libxl: error\n");
         assert_eq!(o[1].exit_status(), None);
+    }
+
+    #[test]
+    fn interfaces_go_on_the_sandbox_bridges() {
+        use crate::manifest::{Device, DeviceKind, Manifest, Mapping};
+        let dev = |name: &str, kind| Device {
+            name: name.into(),
+            kind,
+        };
+        let manifest = Manifest {
+            schema: String::new(),
+            name: "site".into(),
+            target: "xen".into(),
+            memory: 64 << 20,
+            image: "site.xen".into(),
+            bootargs: Vec::new(),
+            devices: vec![
+                dev("service", DeviceKind::Net { mac: None }),
+                dev(
+                    "public",
+                    DeviceKind::Block {
+                        size: None,
+                        sector_size: None,
+                        writable: false,
+                    },
+                ),
+                dev("management", DeviceKind::Net { mac: None }),
+                dev("third", DeviceKind::Net { mac: None }),
+            ],
+            files: Default::default(),
+        };
+        let mut m = Mapping::default();
+        for (n, v) in [
+            ("service", "tap0"),
+            ("management", "tap1"),
+            ("third", "xenbr0"),
+        ] {
+            m.net.insert(n.into(), v.into());
+        }
+        let changed = sandbox_bridges(&manifest, &mut m);
+        assert_eq!(m.net["service"], "xenbr0");
+        assert_eq!(m.net["management"], "xenbr1");
+        assert_eq!(m.net["third"], "xenbr0");
+        assert_eq!(
+            changed,
+            vec![
+                ("service".to_string(), "tap0".to_string(), "xenbr0"),
+                ("management".to_string(), "tap1".to_string(), "xenbr1"),
+            ]
+        );
+        // Given on the sandbox's bridges, swapped: kept as given.
+        m.net.insert("service".into(), "xenbr1".into());
+        m.net.insert("management".into(), "xenbr0".into());
+        assert!(sandbox_bridges(&manifest, &mut m).is_empty());
+        assert_eq!(m.net["service"], "xenbr1");
     }
 
     #[test]

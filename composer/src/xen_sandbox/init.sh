@@ -1,6 +1,7 @@
 #!/bin/sh
 # PID 1 of the dom0 of compose's Xen sandbox (busybox sh). Starts the Xen toolstack
-# (xenstored, xenconsoled, the backend drivers, bridge xenbr0 at 10.0.0.1/24), runs
+# (xenstored, xenconsoled, the backend drivers, bridges xenbr0 at 10.0.0.1/24 and xenbr1
+# at 10.0.1.1/24, for a guest's second vif), runs
 # /job/run.sh (the guests, appended to the initramfs by compose) and powers the machine
 # off, which ends QEMU. Lines starting with "SANDBOX:" are read by compose from the
 # serial console that Xen and dom0 share.
@@ -23,7 +24,9 @@ xenstored --pid-file=/run/xenstored.pid
 xen-init-dom0 >/dev/null
 xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console --timestamp=none
 ip link set lo up
-brctl addbr xenbr0 && ip addr add 10.0.0.1/24 dev xenbr0 && ip link set xenbr0 up
+for b in 0 1; do
+    brctl addbr xenbr$b && ip addr add 10.0.$b.1/24 dev xenbr$b && ip link set xenbr$b up
+done
 echo "SANDBOX: ready uptime=$(cut -d' ' -f1 /proc/uptime)"
 if [ -x /job/run.sh ]; then /job/run.sh; fi
 echo "SANDBOX: finished"
