@@ -962,6 +962,17 @@ impl Store {
         )
     }
 
+    /// The frame cache of the store that holds the entry at `entry` (a store entry or a
+    /// link to one), if it is in a store.
+    pub fn frame_cache_of_entry(entry: &Path) -> Option<crate::bundle::FrameCache> {
+        let root = entry.canonicalize().ok()?.parent()?.to_path_buf();
+        (root.join(CACHE_DIR).is_dir() && root.join(TMP_DIR).is_dir()).then(|| {
+            crate::bundle::FrameCache::new(
+                &root.join(CACHE_DIR).join(crate::bundle::FRAME_CACHE_DIR),
+            )
+        })
+    }
+
     /// The file-hash cache of this store.
     pub fn hash_cache(&self) -> HashCache {
         HashCache::load(&self.root.join(CACHE_DIR).join(CACHE_FILE))
