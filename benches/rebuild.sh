@@ -17,7 +17,9 @@
 #              packing, compressing, linking, storing);
 #  * no-op:    the same build again, nothing changed (N rounds);
 #  * one file: one HTML page of the tree rewritten with new content (N rounds, a new
-#              content each round, so each is a real rebuild).
+#              content each round, so each is a real rebuild);
+#  * bundle:   `compose bundle` of the last result (1 run; the block backend's build leaves
+#              the bundle to it).
 # Figures: wall time and peak RSS (GNU time: max over the process tree), medians over the
 # rounds; the phase breakdown of the last round of each case (COMPOSE_TIMINGS=1, on
 # stderr); disk use (du) of the store and of the build folder after the runs (du counts a
@@ -148,11 +150,25 @@ for b in "${backend_list[@]}"; do
         run_build "$b" "$st" "$bd" "$b-one"
     done
     cp "$work/log-$b-one" "$work/phases-$b-one"
+    # `compose bundle` of the last result (a build of block images of 256 MiB or more leaves
+    # the bundle to it: docs/spec.md, "Deferred bundles"), the frame cache warm. Skipped for
+    # a compose without the command (--compose OLD-BINARY).
+    cases="cold noop one"
+    entry=$(grep -o "$st/[0-9a-f]*-rebuild-unix" "$work/log-$b-one" | tail -1 || true)
+    if [[ -n $entry ]] && "$compose" bundle --help >/dev/null 2>&1; then
+        log "$b: compose bundle of the last result"
+        COMPOSE_STORE=$st /usr/bin/time -f "%e %M" -o "$work/time.one" "$compose" bundle "$entry" \
+            -o "$work/bundle.tar.zst" >/dev/null 2>"$work/log-$b-bundle" \
+            || { cat "$work/log-$b-bundle" >&2; die "compose bundle failed"; }
+        cat "$work/time.one" >"$work/times-$b-bundle"
+        rm -f "$work/bundle.tar.zst"
+        cases="$cases bundle"
+    fi
     du_store=$(du -sm "$st" | cut -f1)
     du_glue=$(du -sm "$site/_build" | cut -f1)
     du_build=$(du -sm "$bd" | cut -f1)
     du_both=$(du -smc "$st" "$site/_build" | tail -1 | cut -f1)
-    for c in cold noop one; do
+    for c in $cases; do
         f=$work/times-$b-$c
         secs=$(cut -d' ' -f1 "$f" | median)
         mib=$(($(cut -d' ' -f2 "$f" | median | cut -d. -f1) / 1024))

@@ -966,8 +966,14 @@ fn large_values_are_sent_from_the_file_byte_identical_on_both_backends() {
 /// `compose build` of `spec` (in its own directory) into `store`, with the phase report
 /// (`COMPOSE_TIMINGS=1`) and a fixed `SOURCE_DATE_EPOCH`: (entry, stderr).
 fn timed_build(spec: &Path, store: &Path) -> (PathBuf, String) {
+    timed_build_env(spec, store, &[])
+}
+
+/// [`timed_build`] with more environment variables.
+fn timed_build_env(spec: &Path, store: &Path, env: &[(&str, &str)]) -> (PathBuf, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_compose"))
         .args(["build", spec.to_str().unwrap(), "--no-out-link"])
+        .envs(env.iter().copied())
         .current_dir(spec.parent().unwrap())
         .env("COMPOSE_TARGET_DIR", root().join("target/compose-tests"))
         .env("COMPOSE_STORE", store)
@@ -1119,24 +1125,111 @@ fn one_changed_file_rebuilds_the_block_image_and_an_unchanged_tree_is_not_repack
     drop(old);
 
     // The same tree built from scratch elsewhere (no previous archive, an empty store):
-    // the same entry, byte for byte (the image, the block image and the bundle).
+    // the same entry, byte for byte (the image, the block image and the bundle). That
+    // build leaves the bundle to `compose bundle`, as a build of block images of 256 MiB
+    // or more does: it writes the very bytes the build would have.
     let elsewhere = d.path().join("b");
     std::fs::create_dir_all(elsewhere.join("public/docs")).unwrap();
     for (k, v) in &files {
         std::fs::write(elsewhere.join("public").join(k), v).unwrap();
     }
     std::fs::copy(&spec_path, elsewhere.join("resite.kdl")).unwrap();
-    let (fresh, _) = timed_build(&elsewhere.join("resite.kdl"), &d.path().join("store2"));
+    let spec_b = elsewhere.join("resite.kdl");
+    let store2 = d.path().join("store2");
+    let (fresh, err) = timed_build_env(&spec_b, &store2, &[("COMPOSE_DEFER_BUNDLE_FROM", "1")]);
+    assert_eq!(counter(&err, "bundle-deferred"), 1, "{err}");
     assert_eq!(fresh.file_name(), one.file_name());
-    for f in [
-        "resite",
-        "public.img",
-        "resite-unix.tar.zst",
-        "manifest.json",
-    ] {
+    assert!(!fresh.join("resite-unix.tar.zst").exists());
+    for f in ["resite", "public.img", "manifest.json"] {
         assert!(
             std::fs::read(fresh.join(f)).unwrap() == std::fs::read(one.join(f)).unwrap(),
             "{f} differs between the incremental and the fresh build"
         );
     }
+    let bundle = |entry: &Path, out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_compose"))
+            .arg("bundle")
+            .arg(entry)
+            .arg("-o")
+            .arg(out)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap()
+    };
+    let written = d.path().join("deferred.tar.zst");
+    let o = bundle(&fresh, &written);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        written.to_str().unwrap()
+    );
+    assert!(
+        std::fs::read(&written).unwrap() == std::fs::read(one.join("resite-unix.tar.zst")).unwrap(),
+        "`compose bundle` differs from the bundle the build wrote"
+    );
+    let v = Command::new(env!("CARGO_BIN_EXE_compose"))
+        .args(["verify", "--no-trust"])
+        .arg(&written)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    // An entry altered since its build gives no bundle, and a clear message.
+    let altered = d.path().join("altered");
+    std::fs::create_dir_all(&altered).unwrap();
+    for e in std::fs::read_dir(&fresh).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), altered.join(e.file_name())).unwrap();
+    }
+    let img = altered.join("public.img");
+    let mut perms = std::fs::metadata(&img).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&img, perms).unwrap();
+    let mut bytes = std::fs::read(&img).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&img, bytes).unwrap();
+    let refused = d.path().join("refused.tar.zst");
+    let o = bundle(&altered, &refused);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("public.img") && err.contains("no bundle written"),
+        "{err}"
+    );
+    assert!(!refused.exists());
+    assert!(
+        std::fs::read_dir(d.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".tmp"))
+    );
+    // A bad threshold is refused, and nothing is stored.
+    let entries = |store: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(store)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = entries(&store2);
+    std::fs::write(elsewhere.join("public/new.txt"), "new\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_compose"))
+        .args(["build", spec_b.to_str().unwrap(), "--no-out-link"])
+        .current_dir(&elsewhere)
+        .env("COMPOSE_TARGET_DIR", root().join("target/compose-tests"))
+        .env("COMPOSE_STORE", &store2)
+        .env("COMPOSE_DEFER_BUNDLE_FROM", "lots")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("COMPOSE_DEFER_BUNDLE_FROM") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert_eq!(entries(&store2), before);
 }

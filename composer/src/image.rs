@@ -343,8 +343,41 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
     bundle
         .add_bytes(crate::manifest::KDL_FILE, kdl.into_bytes(), false)
         .map_err(|x| x.to_string())?;
-    let bundle_name = crate::bundle::file_name(&manifest.name, &manifest.target);
-    crate::timings::time("bundle", || bundle.write(&dir.join(bundle_name)))
-        .map_err(|x| x.to_string())?;
+    // A large block image's bundle is left to `compose bundle` (see [`defer_bundle_from`]):
+    // writing a few hundred megabytes durably at each build would dominate a rebuild.
+    let block_bytes: u64 = manifest
+        .devices
+        .iter()
+        .filter_map(|d| match d.kind {
+            DeviceKind::Block { size, .. } => size,
+            _ => None,
+        })
+        .sum();
+    if c.block_images.is_empty() || block_bytes < defer_bundle_from()? {
+        let bundle_name = crate::bundle::file_name(&manifest.name, &manifest.target);
+        crate::timings::time("bundle", || bundle.write(&dir.join(bundle_name)))
+            .map_err(|x| x.to_string())?;
+    } else {
+        crate::timings::count("bundle-deferred", 1);
+    }
     Ok(manifest)
 }
+
+/// The size of the block images (in all, in bytes) from which a build leaves the bundle
+/// out of the store entry: `$COMPOSE_DEFER_BUNDLE_FROM` if set, else
+/// [`DEFER_BUNDLE_FROM`]. `compose bundle RESULT` writes it when it is wanted, with the
+/// same bytes.
+pub fn defer_bundle_from() -> Result<u64, String> {
+    match std::env::var_os("COMPOSE_DEFER_BUNDLE_FROM") {
+        None => Ok(DEFER_BUNDLE_FROM),
+        Some(v) => v
+            .to_str()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| {
+                format!("COMPOSE_DEFER_BUNDLE_FROM={v:?} is not a whole number of bytes")
+            }),
+    }
+}
+
+/// The default of [`defer_bundle_from`]: 256 MiB of block images.
+pub const DEFER_BUNDLE_FROM: u64 = 256 << 20;

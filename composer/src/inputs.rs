@@ -177,8 +177,8 @@ pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
             let files =
                 crate::timings::time("key-assets-select", || asset_files(dir, include, exclude))
                     .map_err(|e| format!("assets `{device}`: {e}"))?;
-            crate::timings::time("key-assets-hash", || {
-                kb.add_files(&format!("assets/{device}"), &files)
+            let mtimes = crate::timings::time("key-assets-hash", || {
+                kb.add_files_mtimes(&format!("assets/{device}"), &files)
             })
             .map_err(|e| format!("assets `{device}`: {e}"))?;
             // Without SOURCE_DATE_EPOCH, each file's mtime is its time in the archive.
@@ -188,12 +188,7 @@ pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
                 .is_none()
             {
                 let mut times = String::new();
-                for (name, path) in &files {
-                    let secs = std::fs::metadata(path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                        .map_or(0, |d| d.as_secs());
+                for ((name, _), secs) in files.iter().zip(&mtimes) {
                     times.push_str(&format!("{name} {secs}\n"));
                 }
                 kb.add_bytes(&format!("assets/{device}/mtimes"), times.as_bytes())

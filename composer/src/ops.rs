@@ -1282,6 +1282,86 @@ pub fn rebuild_and_compare(path: &Path, format: MessageFormat) -> Result<Option<
     Ok(None)
 }
 
+/// `compose bundle`: writes the bundle of the result (a store entry or a link to one) at
+/// `path` to `out`, with the bytes the build writes into an entry whose block images are
+/// small enough (see [`crate::image::defer_bundle_from`]). Every file is checked against
+/// the entry's manifest first, so an entry altered since its build gives no bundle; frames
+/// come from the store's frame cache. Block images were scanned for private keys file by
+/// file when they were packed, and are not scanned again; every other entry is.
+pub fn bundle(path: &Path, out: &Path) -> Result<PathBuf, Error> {
+    use crate::manifest::{DeviceKind, JSON_FILE, Manifest};
+    let artifact = |what: String| Error::Artifact {
+        path: path.to_path_buf(),
+        what,
+    };
+    if !is_result(path) {
+        return Err(artifact(
+            "is not a result (a store entry, or a link to one)".into(),
+        ));
+    }
+    let json_path = path.join(JSON_FILE);
+    let json = std::fs::read_to_string(&json_path).map_err(Error::io("read", &json_path))?;
+    let manifest = Manifest::from_json(&json)
+        .map_err(|e| artifact(format!("has an invalid {JSON_FILE}: {e}")))?;
+    let mut w = crate::bundle::BundleWriter::new(crate::bundle::source_date_epoch()?);
+    if let Some(cache) = crate::store::Store::frame_cache_of_entry(path) {
+        w = w.with_frame_cache(cache);
+    }
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(path).map_err(Error::io("read", path))? {
+        let e = e.map_err(Error::io("read", path))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tar.zst") || !e.path().is_file() {
+            continue;
+        }
+        w.add_file(&name, &e.path())?;
+        names.push(name);
+    }
+    for d in &manifest.devices {
+        if matches!(d.kind, DeviceKind::Block { size: Some(_), .. }) {
+            w.allow_private_keys(&format!("{}.img", d.name));
+        }
+    }
+    // Everything the manifest lists and nothing else (but the manifests themselves).
+    let listed: std::collections::BTreeSet<&str> =
+        manifest.files.keys().map(String::as_str).collect();
+    for name in &names {
+        if !listed.contains(name.as_str()) && name != JSON_FILE && name != crate::manifest::KDL_FILE
+        {
+            return Err(artifact(format!(
+                "holds {name}, which its manifest does not list"
+            )));
+        }
+    }
+    for name in &listed {
+        if !names.iter().any(|n| n == name) {
+            return Err(artifact(format!("lacks {name}, which its manifest lists")));
+        }
+    }
+    let dir = crate::store::parent_dir(out);
+    let tmp = crate::store::tmp_sibling(out);
+    let hashes = w.write(&tmp)?;
+    let altered: Vec<&str> = manifest
+        .files
+        .iter()
+        .filter(|(name, sha)| hashes.get(*name) != Some(*sha))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !altered.is_empty() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(artifact(format!(
+            "does not match its manifest (altered: {}): no bundle written",
+            altered.join(", ")
+        )));
+    }
+    std::fs::rename(&tmp, out).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io("write", out)(e)
+    })?;
+    let _ = crate::store::sync_dir(dir);
+    Ok(out.to_path_buf())
+}
+
 /// `compose sign`: writes a signed bundle of a bundle or result to `out`.
 pub fn sign(path: &Path, key: &Path, out: &Path) -> Result<PathBuf, Error> {
     use crate::manifest::{JSON_FILE, SIGNATURE_FILE};

@@ -488,15 +488,28 @@ impl KeyBuilder {
     /// listing. For asset directories, with the list [`compose_assets::select`] gives, so
     /// that the key covers what is packed and nothing else.
     pub fn add_files(&mut self, label: &str, files: &[(String, PathBuf)]) -> Result<()> {
+        self.add_files_mtimes(label, files).map(|_| ())
+    }
+
+    /// [`KeyBuilder::add_files`], returning each file's modification time (whole seconds
+    /// since 1970, 0 before), in the order of `files`, from the `stat` that the hash
+    /// cache made anyway.
+    pub fn add_files_mtimes(
+        &mut self,
+        label: &str,
+        files: &[(String, PathBuf)],
+    ) -> Result<Vec<u64>> {
         let mut listing = Sha256::new();
-        let mut sorted: Vec<&(String, PathBuf)> = files.iter().collect();
-        sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        for (rel, path) in &sorted {
+        let mut sorted: Vec<(usize, &(String, PathBuf))> = files.iter().enumerate().collect();
+        sorted.sort_by(|a, b| a.1.0.as_bytes().cmp(b.1.0.as_bytes()));
+        let mut mtimes = vec![0u64; files.len()];
+        for (i, (rel, path)) in &sorted {
             let abs = std::path::absolute(path).map_err(io_err("cannot find", path))?;
-            let (digest, size) = self
+            let (digest, size, mtime) = self
                 .cache
-                .hash(&abs)
+                .hash_mtime(&abs)
                 .map_err(io_err("cannot hash input file", path))?;
+            mtimes[*i] = mtime;
             listing.update((rel.len() as u64).to_le_bytes());
             listing.update(rel.as_bytes());
             listing.update([InputKind::File.tag()]);
@@ -508,7 +521,8 @@ impl KeyBuilder {
             InputKind::Tree,
             listing.finalize().into(),
             sorted.len() as u64,
-        )
+        )?;
+        Ok(mtimes)
     }
 
     /// The key, the sorted input list and the hashing counters. Saves the hash cache (a
@@ -673,7 +687,18 @@ impl HashCache {
     /// The sha256 and length of the file at `path` (absolute, following symlinks): from
     /// the cache after a single `stat` if its stamp is unchanged, else by reading it.
     pub fn hash(&mut self, path: &Path) -> io::Result<([u8; 32], u64)> {
+        self.hash_mtime(path).map(|(d, size, _)| (d, size))
+    }
+
+    /// [`HashCache::hash`], with the file's modification time (whole seconds since 1970,
+    /// 0 before) as the `stat` before the hash saw it.
+    pub fn hash_mtime(&mut self, path: &Path) -> io::Result<([u8; 32], u64, u64)> {
         let before = fs::metadata(path)?;
+        let mtime = before
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
         if !before.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -685,7 +710,7 @@ impl HashCache {
             && *s == stamp
         {
             self.stats.cache_hits += 1;
-            return Ok((*digest, stamp.size));
+            return Ok((*digest, stamp.size, mtime));
         }
         let file = fs::File::open(path)?;
         let (digest, len) = hash_reader(&file)?;
@@ -704,7 +729,7 @@ impl HashCache {
             self.entries.insert(path.to_path_buf(), (stamp, digest));
             self.updates.insert(path.to_path_buf(), (stamp, digest));
         }
-        Ok((digest, len))
+        Ok((digest, len, mtime))
     }
 
     /// Writes new entries to the cache file, merged with what other processes saved
@@ -960,6 +985,17 @@ impl Store {
                 .join(CACHE_DIR)
                 .join(crate::bundle::FRAME_CACHE_DIR),
         )
+    }
+
+    /// The frame cache of the store that holds the entry at `entry` (a store entry or a
+    /// link to one), if it is in a store.
+    pub fn frame_cache_of_entry(entry: &Path) -> Option<crate::bundle::FrameCache> {
+        let root = entry.canonicalize().ok()?.parent()?.to_path_buf();
+        (root.join(CACHE_DIR).is_dir() && root.join(TMP_DIR).is_dir()).then(|| {
+            crate::bundle::FrameCache::new(
+                &root.join(CACHE_DIR).join(crate::bundle::FRAME_CACHE_DIR),
+            )
+        })
     }
 
     /// The file-hash cache of this store.

@@ -122,6 +122,18 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Write the bundle of a result (NAME-TARGET.tar.zst) that its build left out of the
+    /// store entry (block images of 256 MiB or more: see COMPOSE_DEFER_BUNDLE_FROM), or
+    /// a copy of the one it holds: the same bytes either way. Checks every file against
+    /// the manifest first; prints the path written.
+    #[command(verbatim_doc_comment)]
+    Bundle {
+        /// A result (link or store entry).
+        path: PathBuf,
+        /// The bundle to write (default: NAME-TARGET.tar.zst here).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Remove store entries that no `result` link, pin or running unikernel refers to.
     Gc {
         /// The store.
@@ -398,6 +410,24 @@ fn sign(
         }
     };
     let written = ops::sign(path, key, &out)?;
+    println!("{}", written.display());
+    Ok(0)
+}
+
+fn bundle(path: &std::path::Path, output: Option<&std::path::Path>) -> Result<i32, Error> {
+    let out = match output {
+        Some(o) => o.to_path_buf(),
+        None => {
+            let json = path.join(compose::manifest::JSON_FILE);
+            let text = std::fs::read_to_string(&json).map_err(Error::io("read", &json))?;
+            let m = compose::manifest::Manifest::from_json(&text).map_err(|e| Error::Artifact {
+                path: path.to_path_buf(),
+                what: format!("has an invalid {}: {e}", compose::manifest::JSON_FILE),
+            })?;
+            PathBuf::from(compose::bundle::file_name(&m.name, &m.target))
+        }
+    };
+    let written = ops::bundle(path, &out)?;
     println!("{}", written.display());
     Ok(0)
 }
@@ -720,6 +750,7 @@ fn main() -> ExitCode {
             })
             .map_err(Error::from),
         Command::Sign { path, key, output } => sign(path, key, output.as_deref()),
+        Command::Bundle { path, output } => bundle(path, output.as_deref()),
         Command::Gc { store, dry_run } => gc(store.clone(), *dry_run),
         Command::Pin { path, name, store } => pin(path, name, store.clone()),
         Command::Unpin { name, store } => compose::store::Store::open(store.clone())
