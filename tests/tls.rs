@@ -92,7 +92,7 @@ impl Certs {
         };
         sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
             -keyout ca.key -out ca.pem -days 2 -subj /CN=compose-test-ca 2>/dev/null
-            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:10.77.31.2\\nbasicConstraints=CA:FALSE\\n' > ext
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:10.77.31.2,IP:10.77.33.2\\nbasicConstraints=CA:FALSE\\n' > ext
             for k in p256 p256b; do openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $k.key; done
             for k in ed ed2; do openssl genpkey -algorithm ed25519 -out $k.key; done
             for k in p256 ed; do
