@@ -8,8 +8,9 @@ use core::net::SocketAddrV4;
 
 use compose_devices::net::{NetError, TcpFlow};
 use rustls::ServerConfig;
+use rustls::server::ServerConnectionData;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::ConnectionState;
+use rustls::unbuffered::{ConnectionState, EncodeTlsData};
 
 /// The largest TLS record on the wire: a 5-byte header and 2^14 + 2048 bytes of ciphertext
 /// (TLS 1.2's limit; TLS 1.3's is 2^14 + 256). A record must fit whole to be decrypted.
@@ -169,12 +170,10 @@ impl<F: TcpFlow> TlsFlow<F> {
         let next = match status.state {
             Err(e) => Next::Fail(FlowError::Tls(e)),
             Ok(ConnectionState::EncodeTlsData(mut state)) => {
-                match state.encode(&mut self.outgoing[self.out_len..]) {
-                    Ok(n) => {
-                        self.out_len += n;
-                        Next::Again
-                    }
-                    Err(_) => Next::Fail(FlowError::TooLarge),
+                if encode_into(&mut state, &mut self.outgoing, &mut self.out_len) {
+                    Next::Again
+                } else {
+                    Next::Fail(FlowError::TooLarge)
                 }
             }
             Ok(ConnectionState::TransmitTlsData(state)) => {
@@ -264,9 +263,7 @@ impl<F: TcpFlow> TlsFlow<F> {
                 .process_tls_records(&mut self.incoming[..self.in_len]);
             match status.state {
                 Ok(ConnectionState::EncodeTlsData(mut state)) => {
-                    if let Ok(n) = state.encode(&mut self.outgoing[self.out_len..]) {
-                        self.out_len += n;
-                    } else {
+                    if !encode_into(&mut state, &mut self.outgoing, &mut self.out_len) {
                         break;
                     }
                 }
@@ -366,12 +363,10 @@ impl<F: TcpFlow> TcpFlow for TlsFlow<F> {
                     None => Next::Again,
                 },
                 Ok(ConnectionState::EncodeTlsData(mut state)) => {
-                    match state.encode(&mut self.outgoing[self.out_len..]) {
-                        Ok(n) => {
-                            self.out_len += n;
-                            Next::Again
-                        }
-                        Err(_) => Next::Fail(FlowError::TooLarge),
+                    if encode_into(&mut state, &mut self.outgoing, &mut self.out_len) {
+                        Next::Again
+                    } else {
+                        Next::Fail(FlowError::TooLarge)
                     }
                 }
                 Ok(ConnectionState::TransmitTlsData(state)) => {
@@ -427,9 +422,7 @@ impl<F: TcpFlow> TcpFlow for TlsFlow<F> {
                     false
                 }
                 Ok(ConnectionState::EncodeTlsData(mut state)) => {
-                    if let Ok(n) = state.encode(&mut self.outgoing[self.out_len..]) {
-                        self.out_len += n;
-                    }
+                    encode_into(&mut state, &mut self.outgoing, &mut self.out_len);
                     false
                 }
                 Ok(ConnectionState::TransmitTlsData(state)) => {
@@ -455,5 +448,21 @@ impl<F: TcpFlow> TcpFlow for TlsFlow<F> {
 
     fn peer(&self) -> SocketAddrV4 {
         self.tcp.peer()
+    }
+}
+
+/// Encodes the TLS bytes rustls has for the peer into `out` after the `out_len` bytes
+/// already there; false if they do not fit.
+fn encode_into(
+    state: &mut EncodeTlsData<'_, ServerConnectionData>,
+    out: &mut [u8],
+    out_len: &mut usize,
+) -> bool {
+    match state.encode(&mut out[*out_len..]) {
+        Ok(n) => {
+            *out_len += n;
+            true
+        }
+        Err(_) => false,
     }
 }
