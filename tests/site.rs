@@ -1233,3 +1233,247 @@ fn one_changed_file_rebuilds_the_block_image_and_an_unchanged_tree_is_not_repack
     );
     assert_eq!(entries(&store2), before);
 }
+
+/// The bytes of a block image in the store: a plain file's, or what a layered image's
+/// parts make.
+fn image_bytes(path: &Path) -> Vec<u8> {
+    let mut v = Vec::new();
+    compose_blockfile::BlockFile::open(path)
+        .unwrap()
+        .reader()
+        .read_to_end(&mut v)
+        .unwrap();
+    v
+}
+
+#[test]
+fn a_rebuild_stores_a_layered_image_that_serves_verifies_and_bundles_as_a_plain_one() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    let site = d.path().join("a");
+    let public = site.join("public");
+    std::fs::create_dir_all(public.join("docs")).unwrap();
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    files.insert("index.html".into(), b"<h1>home</h1>\n".to_vec());
+    files.insert(
+        "docs/page.html".into(),
+        "<p>a page that compresses</p>\n".repeat(3000).into_bytes(),
+    );
+    files.insert(
+        "style.css".into(),
+        "p { margin: 0 }\n".repeat(500).into_bytes(),
+    );
+    // Large and incompressible: a rebuild that wrote it again would show in the delta.
+    let blob: Vec<u8> = (0..600_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    files.insert("blob.bin".into(), blob.clone());
+    for (k, v) in &files {
+        std::fs::write(public.join(k), v).unwrap();
+    }
+    let spec_path = site.join("layered.kdl");
+    std::fs::write(
+        &spec_path,
+        "unikernel layered {\n    target unix\n}\nbootarg port type=u16 default=8080\n\
+         netif service\nipv4 stack net=service address=\"127.0.0.1/8\"\ntcp\n\
+         assets public dir=\"public\" backend=\"block\"\n\
+         application site builtin=static-site assets=public port=(bootarg)\"port\"\n",
+    )
+    .unwrap();
+    // Past the racily-clean window, so that unchanged files are taken from their stamps.
+    let written = std::time::SystemTime::now();
+    while written.elapsed().unwrap() < Duration::from_millis(2100) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let layered = [("COMPOSE_LAYERED_FROM", "0")];
+    let (first, _) = timed_build_env(&spec_path, &store, &layered);
+    assert!(!compose_blockfile::is_layered(&first.join("public.img")).unwrap());
+    let first_bytes = image_bytes(&first.join("public.img"));
+
+    let mut entries = vec![first.clone()];
+    for (round, file) in ["docs/page.html", "style.css"].into_iter().enumerate() {
+        let new = format!("<p>edit {round} of {file}</p>\n")
+            .repeat(700 + round)
+            .into_bytes();
+        std::fs::write(public.join(file), &new).unwrap();
+        files.insert(file.into(), new);
+        // Past the racily-clean window again, so that the next round reads one file.
+        let written = std::time::SystemTime::now();
+        while written.elapsed().unwrap() < Duration::from_millis(2100) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (entry, err) = timed_build_env(&spec_path, &store, &layered);
+        assert_eq!(counter(&err, "files-read"), 1, "{err}");
+        let img = entry.join("public.img");
+        assert!(
+            compose_blockfile::is_layered(&img).unwrap(),
+            "round {round}"
+        );
+        // Only the changed page, the index and the header were written: the new part
+        // is much smaller than the blob, which is referenced, not copied.
+        let layout = compose_blockfile::read_layout(&img).unwrap().unwrap();
+        assert_eq!(layout.parts.len(), round + 2, "{layout:?}");
+        let before: Vec<String> =
+            compose_blockfile::read_layout(&entries[round].join("public.img"))
+                .unwrap()
+                .map_or(Vec::new(), |l| l.parts.into_iter().map(|p| p.0).collect());
+        let new_parts: Vec<u64> = layout
+            .parts
+            .iter()
+            .filter(|p| !before.contains(&p.0) && p.0.starts_with("d-"))
+            .map(|p| p.1)
+            .collect();
+        assert_eq!(new_parts.len(), 1, "{layout:?}");
+        assert!(
+            new_parts[0] < blob.len() as u64 / 2,
+            "a {}-byte new part",
+            new_parts[0]
+        );
+        let v = Command::new(env!("CARGO_BIN_EXE_compose"))
+            .args(["verify", "--no-trust"])
+            .arg(&entry)
+            .output()
+            .unwrap();
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+        // Served from the parts (the block backend sends with sendfile from them).
+        let server = start(
+            &entry.join("layered"),
+            &[format!("--block-ro:public={}", img.display())],
+        );
+        for (k, v) in &files {
+            assert!(
+                fetch(&server, k) == *v,
+                "round {round}: {k}: served bytes differ"
+            );
+        }
+        drop(server);
+        entries.push(entry);
+    }
+    // The first entry is as it was, and still serves the first page.
+    assert!(image_bytes(&first.join("public.img")) == first_bytes);
+    let old = start(
+        &first.join("layered"),
+        &[format!(
+            "--block-ro:public={}",
+            first.join("public.img").display()
+        )],
+    );
+    assert!(
+        fetch(&old, "docs/page.html")
+            == "<p>a page that compresses</p>\n".repeat(3000).into_bytes()
+    );
+    drop(old);
+
+    // The same tree built plain from scratch: the same entry name, manifest, image bytes
+    // and bundle.
+    let last = entries.last().unwrap();
+    let elsewhere = d.path().join("b");
+    std::fs::create_dir_all(elsewhere.join("public/docs")).unwrap();
+    for (k, v) in &files {
+        std::fs::write(elsewhere.join("public").join(k), v).unwrap();
+    }
+    std::fs::copy(&spec_path, elsewhere.join("layered.kdl")).unwrap();
+    let (fresh, _) = timed_build_env(
+        &elsewhere.join("layered.kdl"),
+        &d.path().join("store2"),
+        &[("COMPOSE_LAYERED_FROM", "off")],
+    );
+    assert_eq!(fresh.file_name(), last.file_name());
+    assert!(!compose_blockfile::is_layered(&fresh.join("public.img")).unwrap());
+    assert!(image_bytes(&fresh.join("public.img")) == image_bytes(&last.join("public.img")));
+    for f in ["manifest.json", "layered-unix.tar.zst"] {
+        assert!(
+            std::fs::read(fresh.join(f)).unwrap() == std::fs::read(last.join(f)).unwrap(),
+            "{f} differs between the layered and the plain build"
+        );
+    }
+    // `compose bundle` of the layered entry: the same bytes again.
+    let bundled = d.path().join("again.tar.zst");
+    let o = Command::new(env!("CARGO_BIN_EXE_compose"))
+        .arg("bundle")
+        .arg(last)
+        .arg("-o")
+        .arg(&bundled)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        std::fs::read(&bundled).unwrap()
+            == std::fs::read(fresh.join("layered-unix.tar.zst")).unwrap()
+    );
+    // `--out` writes the block image as one plain file, for programs that need one.
+    let out = d.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_compose"))
+        .args([
+            "build",
+            spec_path.to_str().unwrap(),
+            "--no-out-link",
+            "--out",
+        ])
+        .arg(&out)
+        .current_dir(&site)
+        .env("COMPOSE_TARGET_DIR", root().join("target/compose-tests"))
+        .env("COMPOSE_STORE", &store)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!compose_blockfile::is_layered(&out.join("public.img")).unwrap());
+    assert!(
+        std::fs::read(out.join("public.img")).unwrap() == image_bytes(&fresh.join("public.img"))
+    );
+    // A layered image damaged in one of its parts fails verification.
+    let copy = d.path().join("damaged");
+    std::fs::create_dir_all(compose_blockfile::parts_dir(&copy.join("public.img"))).unwrap();
+    for e in walk(last) {
+        let rel = e.strip_prefix(last).unwrap();
+        let to = copy.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&e, &to).unwrap();
+    }
+    let layout = compose_blockfile::read_layout(&copy.join("public.img"))
+        .unwrap()
+        .unwrap();
+    let biggest = layout.parts.iter().max_by_key(|p| p.1).unwrap();
+    let part = compose_blockfile::parts_dir(&copy.join("public.img")).join(&biggest.0);
+    let mut perms = std::fs::metadata(&part).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&part, perms).unwrap();
+    let mut bytes = std::fs::read(&part).unwrap();
+    // Inside the blob, which every image since the first uses.
+    let at = bytes
+        .windows(64)
+        .position(|w| w == &blob[1000..1064])
+        .unwrap();
+    bytes[at] ^= 1;
+    std::fs::write(&part, bytes).unwrap();
+    let v = Command::new(env!("CARGO_BIN_EXE_compose"))
+        .args(["verify", "--no-trust"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(!v.status.success());
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains("public.img")
+            || String::from_utf8_lossy(&v.stderr).contains("public.img")
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -150,6 +150,8 @@ pub fn check_name(name: &str) -> Result<()> {
 enum Source {
     Bytes(Vec<u8>),
     File(PathBuf),
+    /// A block image, plain or layered (`compose_blockfile`): the entry holds its bytes.
+    Image(PathBuf),
 }
 
 /// Collects entries, then writes them as a deterministic bundle.
@@ -237,6 +239,20 @@ impl BundleWriter {
         Ok(())
     }
 
+    /// Adds a block image, plain or layered (`compose_blockfile`): the entry holds the
+    /// image's bytes.
+    pub fn add_image(&mut self, name: &str, path: &Path) -> Result<()> {
+        self.add(name, Source::Image(path.to_path_buf()), false)
+    }
+
+    /// Adds a block image, plain or layered (`compose_blockfile`), whose SHA-256 (hex, of
+    /// the image's bytes) the caller has computed: the entry holds the image's bytes.
+    pub fn add_image_hashed(&mut self, name: &str, path: &Path, sha256: &str) -> Result<()> {
+        self.add(name, Source::Image(path.to_path_buf()), false)?;
+        self.known.insert(name.to_string(), sha256.to_string());
+        Ok(())
+    }
+
     /// The entry names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
@@ -299,18 +315,28 @@ impl BundleWriter {
                     tar.append_data(&mut header, name, &mut r).map_err(wio)?;
                     r.finish(name)?
                 }
-                Source::File(path) => {
+                Source::File(path) | Source::Image(path) => {
                     let rio = |source| BundleError::Io {
                         what: "cannot read",
                         path: path.clone(),
                         source,
                     };
-                    let file = fs::File::open(path).map_err(rio)?;
-                    let size = file.metadata().map_err(rio)?.len();
+                    let image;
+                    let (reader, size): (Box<dyn Read>, u64) = match source {
+                        Source::Image(_) => {
+                            image = compose_blockfile::BlockFile::open(path).map_err(rio)?;
+                            (Box::new(image.reader()), image.size())
+                        }
+                        _ => {
+                            let file = fs::File::open(path).map_err(rio)?;
+                            let size = file.metadata().map_err(rio)?.len();
+                            (Box::new(file), size)
+                        }
+                    };
                     header.set_size(size);
                     // Exactly `size` bytes go into the archive; a file that grew or
                     // shrank meanwhile is an error, not a corrupt entry.
-                    let mut r = Scanned::new(file.take(size), !self.keys_allowed.contains(name));
+                    let mut r = Scanned::new(reader.take(size), !self.keys_allowed.contains(name));
                     r.hash = !self.known.contains_key(name);
                     tar.append_data(&mut header, name, &mut r).map_err(rio)?;
                     let mut probe = [0u8; 1];

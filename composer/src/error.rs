@@ -112,6 +112,10 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(code(compose::assets::epoch))]
     PackEpoch(compose_assets::PackError),
+    /// An environment setting compose reads is malformed (its message names it).
+    #[error("{0}")]
+    #[diagnostic(code(compose::env))]
+    Env(String),
     /// The store key could not be computed from the inputs.
     #[error("cannot hash the build's inputs: {0}")]
     #[diagnostic(code(compose::inputs))]

@@ -39,6 +39,31 @@ pub fn link_or_copy(src: &Path, dest: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Puts the block image `src` at `dest` with [`link_or_copy`]; a layered image
+/// (`compose_blockfile`) as its descriptor and each of its parts, in `<dest>.parts/`.
+pub fn link_block_image(src: &Path, dest: &Path) -> std::io::Result<()> {
+    if let Some(layout) = compose_blockfile::read_layout(src)? {
+        let (from, to) = (
+            compose_blockfile::parts_dir(src),
+            compose_blockfile::parts_dir(dest),
+        );
+        std::fs::create_dir_all(&to)?;
+        for (name, _) in &layout.parts {
+            link_or_copy(&from.join(name), &to.join(name))?;
+        }
+    }
+    link_or_copy(src, dest)
+}
+
+/// Writes the block image `src` (plain or layered) to `out/<name>` as one plain file,
+/// atomically, and returns its path: what [`place`] is for a block image.
+pub fn place_block_image(src: &Path, out: &Path, name: &str) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(out)?;
+    let dest = out.join(name);
+    compose_blockfile::copy_flat(src, &dest)?;
+    Ok(dest)
+}
+
 /// Build information, as robur's builder records it: what went in, with what, how.
 pub struct BuildInfo<'a> {
     /// The unikernel.
@@ -277,10 +302,11 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
         let name = format!("{device}.img");
         // The archive the packer wrote: the next pack renames a new one over it, so the
         // store's link keeps this one.
-        link_or_copy(file, &dir.join(&name)).map_err(e("cannot copy a block image"))?;
-        let size = std::fs::metadata(dir.join(&name))
-            .map(|m| m.len())
-            .map_err(e("cannot read a block image"))?;
+        link_block_image(file, &dir.join(&name)).map_err(e("cannot copy a block image"))?;
+        // Plain or layered: the image's bytes are what is hashed, sized and bundled.
+        let (block_sha, size) =
+            crate::timings::time("hash", || crate::store::sha256_image(&dir.join(&name)))
+                .map_err(e("cannot hash"))?;
         // A block device the build made: the manifest records its exact size.
         match manifest.devices.iter_mut().find(|d| d.name == *device) {
             Some(d) => {
@@ -299,10 +325,8 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
                 },
             }),
         }
-        let block_sha =
-            crate::timings::time("hash", || sha(&dir.join(&name))).map_err(e("cannot hash"))?;
         bundle
-            .add_file_hashed(&name, &dir.join(&name), &block_sha)
+            .add_image_hashed(&name, &dir.join(&name), &block_sha)
             .map_err(|x| x.to_string())?;
         known.insert(name, block_sha);
     }
@@ -381,3 +405,25 @@ pub fn defer_bundle_from() -> Result<u64, String> {
 
 /// The default of [`defer_bundle_from`]: 256 MiB of block images.
 pub const DEFER_BUNDLE_FROM: u64 = 256 << 20;
+
+/// From what size a block image that a rebuild changed is stored as a *layered image*
+/// (see `compose_blockfile`: the unchanged bytes referenced from the previous image's
+/// files, only the changed files, the index and the header written): on targets whose
+/// launcher reads them, `$COMPOSE_LAYERED_FROM` bytes if set (`off`: never), else
+/// [`LAYERED_FROM`].
+pub fn layered_from() -> Result<Option<u64>, String> {
+    match std::env::var_os("COMPOSE_LAYERED_FROM") {
+        None => Ok(Some(LAYERED_FROM)),
+        Some(v) if v == "off" => Ok(None),
+        Some(v) => v
+            .to_str()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                format!("COMPOSE_LAYERED_FROM={v:?} is neither a whole number of bytes nor `off`")
+            }),
+    }
+}
+
+/// The default of [`layered_from`]: block images of 64 MiB or more.
+pub const LAYERED_FROM: u64 = 64 << 20;

@@ -215,10 +215,21 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
             reporter.stage("Generating", &format!("glue for {name} ({target})"));
             let mut images = Vec::new();
             let pack_cache = store.pack_cache();
+            let layered = crate::target::by_name(&target)
+                .is_some_and(|t| t.reads_layered_images())
+                .then(crate::image::layered_from)
+                .transpose()
+                .map(Option::flatten)
+                .map_err(Error::Env)?;
             for step in &glue.steps {
-                if let Some(image) =
-                    run_step(step, &glue_dir, info.triple(), &pack_cache, &reporter)?
-                {
+                if let Some(image) = run_step(
+                    step,
+                    &glue_dir,
+                    info.triple(),
+                    layered,
+                    &pack_cache,
+                    &reporter,
+                )? {
                     images.push(image);
                 }
             }
@@ -421,7 +432,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
         crate::image::place(&image, out, &manifest.image)
             .map_err(Error::io("copy the image to", out))?;
         for (device, file) in &block_images {
-            crate::image::place(file, out, &format!("{device}.img"))
+            crate::image::place_block_image(file, out, &format!("{device}.img"))
                 .map_err(Error::io("copy a block image to", out))?;
         }
         // Other disk images the target made (rpi4: NAME.sdcard.img).
@@ -498,6 +509,7 @@ fn run_step(
     step: &crate::glue::Step,
     glue_dir: &Path,
     triple: Option<&str>,
+    layered_from: Option<u64>,
     pack_cache: &compose_assets::PackCache,
     reporter: &Reporter,
 ) -> Result<Option<(String, PathBuf)>, Error> {
@@ -520,6 +532,7 @@ fn run_step(
                 allow_private_keys: *allow_private_keys,
                 source_date_epoch: compose_assets::source_date_epoch_from_env()
                     .map_err(Error::PackEpoch)?,
+                layered_from: layered_from.filter(|_| *block),
                 ..Default::default()
             };
             let out = glue_dir.join(archive);
@@ -1100,7 +1113,20 @@ fn read_artifact(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, Error> {
         {
             let name = e.file_name().to_string_lossy().into_owned();
             if e.path().is_file() && !name.ends_with(".tar.zst") {
-                let bytes = std::fs::read(e.path()).map_err(Error::io("read", e.path()))?;
+                // A layered block image (`compose_blockfile`) is read as the bytes it
+                // stands for; its parts are in a directory, not listed here.
+                let bytes = if name.ends_with(".img")
+                    && compose_blockfile::is_layered(&e.path()).unwrap_or(false)
+                {
+                    let image = compose_blockfile::BlockFile::open(&e.path())
+                        .map_err(Error::io("read", e.path()))?;
+                    let mut v = Vec::new();
+                    std::io::Read::read_to_end(&mut image.reader(), &mut v)
+                        .map_err(Error::io("read", e.path()))?;
+                    v
+                } else {
+                    std::fs::read(e.path()).map_err(Error::io("read", e.path()))?
+                };
                 files.insert(name, bytes);
             }
         }
@@ -1314,7 +1340,15 @@ pub fn bundle(path: &Path, out: &Path) -> Result<PathBuf, Error> {
         if name.ends_with(".tar.zst") || !e.path().is_file() {
             continue;
         }
-        w.add_file(&name, &e.path())?;
+        let block_image = manifest.devices.iter().any(|d| {
+            matches!(d.kind, DeviceKind::Block { size: Some(_), .. })
+                && name == format!("{}.img", d.name)
+        });
+        if block_image {
+            w.add_image(&name, &e.path())?;
+        } else {
+            w.add_file(&name, &e.path())?;
+        }
         names.push(name);
     }
     for d in &manifest.devices {

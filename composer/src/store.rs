@@ -137,6 +137,14 @@ pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
     Ok((hex::encode(digest), len))
 }
 
+/// The lowercase hex sha256 of a block image's bytes and its length: a plain file's
+/// contents, or what a layered image's extents make (`compose_blockfile`).
+pub fn sha256_image(path: &Path) -> io::Result<(String, u64)> {
+    let image = compose_blockfile::BlockFile::open(path)?;
+    let (digest, len) = hash_reader(image.reader())?;
+    Ok((hex::encode(digest), len))
+}
+
 fn hash_reader(mut r: impl Read) -> io::Result<([u8; 32], u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];

@@ -29,6 +29,9 @@ impl Target for Hvt {
     fn image_file(&self, name: &str) -> String {
         format!("{name}.hvt")
     }
+    fn reads_layered_images(&self) -> bool {
+        true
+    }
     fn attaches_net(&self) -> bool {
         true
     }

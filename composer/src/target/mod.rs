@@ -186,6 +186,13 @@ pub trait Target: Sync {
     /// Whether network interfaces are attached by the launcher (`--net NAME=TAP`); when
     /// not, they are the host's networking and `--net` is refused.
     fn attaches_net(&self) -> bool;
+    /// Whether what launches its images reads *layered* block images
+    /// (`compose_blockfile`): compose's own launchers do, so a rebuild that changed a few
+    /// files of a large block image stores only those. A target whose block images go to
+    /// another program (a Xen disk, an SD card) gets plain images.
+    fn reads_layered_images(&self) -> bool {
+        false
+    }
     /// Extra template context for the glue (e.g. the Solo5 manifest note), from the host
     /// devices of the graph in order.
     fn glue_context(

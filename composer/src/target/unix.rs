@@ -44,6 +44,9 @@ impl Target for Unix {
     fn image_file(&self, name: &str) -> String {
         name.to_string()
     }
+    fn reads_layered_images(&self) -> bool {
+        true
+    }
     fn attaches_net(&self) -> bool {
         // A network interface is the host's networking.
         false

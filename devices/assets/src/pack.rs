@@ -14,6 +14,7 @@ use std::string::{String, ToString};
 use std::vec::Vec;
 use std::{fmt, format};
 
+use compose_blockfile::{BlockFile, LayoutBuilder};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 
@@ -52,6 +53,14 @@ pub struct PackOptions {
     /// Zstd level, 1..=19 (6 by default). Higher levels are not accepted: their windows
     /// exceed the 8 MiB that HTTP clients must support (RFC 9659).
     pub zstd_level: i32,
+    /// Write a *layered image* (see [`compose_blockfile`]) instead of a new archive when
+    /// an incremental pack ([`pack_incremental`]) finds a previous archive of at least
+    /// this many bytes: the bytes the previous archive already holds are referenced, not
+    /// copied, and only the changed files, the index and the header are written. The
+    /// image's bytes are the same as the plain archive's. `None` (the default): always a
+    /// plain archive. Only for readers that open images with
+    /// [`compose_blockfile::BlockFile`] (compose's own launchers).
+    pub layered_from: Option<u64>,
 }
 
 impl Default for PackOptions {
@@ -66,6 +75,7 @@ impl Default for PackOptions {
             gzip_level: 6,
             zstd_level: 6,
             allow_private_keys: false,
+            layered_from: None,
         }
     }
 }
@@ -312,6 +322,12 @@ pub fn commit_stamps(out: &Path) -> io::Result<()> {
         return Ok(());
     }
     File::open(out)?.sync_all()?;
+    if let Some(layout) = compose_blockfile::read_layout(out)? {
+        let parts = compose_blockfile::parts_dir(out);
+        for (name, _) in &layout.parts {
+            File::open(parts.join(name))?.sync_all()?;
+        }
+    }
     fs::rename(&pending, stamps_file(out))
 }
 
@@ -382,23 +398,59 @@ fn pack_with(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    let layered = previous
+        .as_ref()
+        .filter(|p| layered_output(p, options))
+        .map(|p| Layered {
+            layout: LayoutBuilder::new(),
+            delta: 0,
+            dpos: 0,
+            end: None,
+            prev_names: if p.image.is_layered() {
+                p.image
+                    .layout()
+                    .parts
+                    .iter()
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            } else {
+                // The plain archive becomes the first part (by a hard link).
+                std::vec![format!("a-{}", hex(&p.header.index_sha256[..12]))]
+            },
+        });
+    let parts = compose_blockfile::parts_dir(out);
+    let tmp_dir = if layered.is_some() {
+        fs::create_dir_all(&parts).map_err(io_at(&parts))?;
+        parts.as_path()
+    } else {
+        parent
+    };
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", name.to_string_lossy()))
         .suffix(".tmp")
-        .tempfile_in(parent)
-        .map_err(io_at(parent))?;
+        .tempfile_in(tmp_dir)
+        .map_err(io_at(tmp_dir))?;
 
-    let summary = {
+    let (summary, layered) = {
         let mut w = Out {
             file: BufWriter::new(tmp.as_file_mut()),
             pos: 0,
             path: out,
+            layered,
         };
-        write_archive(&mut w, &files, options, cache, previous.as_ref(), &reuse)?
+        if let Some(l) = &mut w.layered {
+            l.delta = l.layout.part("delta", 0);
+        }
+        let summary = write_archive(&mut w, &files, options, cache, previous.as_ref(), &reuse)?;
+        (summary, w.layered.take())
     };
 
     let file = tmp.as_file();
-    file.set_len(summary.archive_bytes).map_err(io_at(out))?;
+    let delta_len = match &layered {
+        Some(l) => l.end.unwrap_or(l.dpos),
+        None => summary.archive_bytes,
+    };
+    file.set_len(delta_len).map_err(io_at(out))?;
     if durable {
         file.sync_all().map_err(io_at(out))?;
     } else {
@@ -414,7 +466,6 @@ fn pack_with(
         file.set_permissions(fs::Permissions::from_mode(0o644))
             .map_err(io_at(out))?;
     }
-    let written = fs::metadata(tmp.path()).map_err(io_at(out))?;
     // The stamps go first (and are removed while the archive is replaced): stamps never
     // describe an archive they were not written for.
     let stamps_path = stamps_file(out);
@@ -422,10 +473,25 @@ fn pack_with(
         let _ = fs::remove_file(&stamps_path);
         let _ = fs::remove_file(pending_stamps(out));
     }
-    tmp.persist(out).map_err(|e| PackError::Io {
-        path: out.to_owned(),
-        source: e.error,
-    })?;
+    match layered {
+        None => {
+            tmp.persist(out).map_err(|e| PackError::Io {
+                path: out.to_owned(),
+                source: e.error,
+            })?;
+            // A layered image this archive replaces: its parts are the store's now.
+            if parts.is_dir() {
+                let _ = fs::remove_dir_all(&parts);
+            }
+        }
+        Some(l) => {
+            let prev = previous
+                .as_ref()
+                .expect("a layered output has a previous image");
+            finish_layered(out, &parts, tmp, l, delta_len, prev, durable)?;
+        }
+    }
+    let written = fs::metadata(out).map_err(io_at(out))?;
     // Make the rename durable; not every platform can open a directory, so this is best effort.
     if let Ok(d) = File::open(parent) {
         let _ = d.sync_all();
@@ -449,6 +515,89 @@ fn pack_with(
     let mut summary = summary;
     summary.written = true;
     Ok(summary)
+}
+
+/// The most parts a layered image may have before the next pack writes a plain archive.
+pub const MAX_LAYERS: usize = 32;
+
+/// Whether packing over `prev` writes a layered image: when the options ask for one at
+/// the previous image's size, and the previous image's parts hold no more than twice
+/// what it uses, in fewer than [`MAX_LAYERS`] parts (else a plain archive starts over,
+/// and what the old parts held that no image uses any more is left to the store's gc).
+fn layered_output(prev: &Previous, options: &PackOptions) -> bool {
+    let Some(min) = options.layered_from else {
+        return false;
+    };
+    let layout = prev.image.layout();
+    prev.archive_len >= min
+        && (!prev.image.is_layered()
+            || (layout.parts.len() < MAX_LAYERS && layout.parts_len() <= 2 * layout.size))
+}
+
+/// Puts a layered output in place: the delta under its content's name, the previous
+/// plain archive (if it was one) linked in as a part, the descriptor renamed over `out`,
+/// and the parts no longer used removed from `<out>.parts/` (an image in the store keeps
+/// its own links to them).
+fn finish_layered(
+    out: &Path,
+    parts: &Path,
+    delta: tempfile::NamedTempFile,
+    l: Layered,
+    delta_len: u64,
+    prev: &Previous,
+    durable: bool,
+) -> Result<(), PackError> {
+    let mut layout = l.layout;
+    layout.set_part_len(l.delta, delta_len);
+    let mut sha = Sha256::new();
+    let mut f = delta.as_file();
+    f.seek(SeekFrom::Start(0)).map_err(io_at(out))?;
+    io::copy(&mut f.take(delta_len), &mut ShaSink(&mut sha)).map_err(io_at(out))?;
+    let delta_name = format!("d-{}", hex(&sha.finalize()[..12]));
+    let mut layout = layout.finish();
+    for (name, _) in &mut layout.parts {
+        if name == "delta" {
+            *name = delta_name.clone();
+        }
+    }
+    // A delta that no extent uses (nothing new was written) was dropped by `finish`.
+    if layout.parts.iter().any(|(n, _)| *n == delta_name) {
+        let at = parts.join(&delta_name);
+        delta.persist(&at).map_err(|e| PackError::Io {
+            path: at.clone(),
+            source: e.error,
+        })?;
+    }
+    if !prev.image.is_layered() && layout.parts.iter().any(|(n, _)| *n == l.prev_names[0]) {
+        let at = parts.join(&l.prev_names[0]);
+        if !at.exists() {
+            fs::hard_link(out, &at).map_err(io_at(&at))?;
+        }
+    }
+    let text = layout.encode();
+    let tmp = parts.join(format!(".descriptor.{}.tmp", std::process::id()));
+    fs::write(&tmp, &text).map_err(io_at(&tmp))?;
+    if durable {
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_at(&tmp))?;
+        if let Ok(d) = File::open(parts) {
+            let _ = d.sync_all();
+        }
+    }
+    fs::rename(&tmp, out).map_err(io_at(out))?;
+    if let Ok(entries) = fs::read_dir(parts) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let keep = name
+                .to_str()
+                .is_some_and(|n| layout.parts.iter().any(|(p, _)| p == n));
+            if !keep {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where [`pack_incremental`] keeps the stamps of the archive at `out`
@@ -545,7 +694,8 @@ fn write_stamps(
 
 /// The previous archive at the output path, with its stamps.
 struct Previous {
-    file: File,
+    /// The archive: a plain file, or a layered image.
+    image: BlockFile,
     index: Vec<u8>,
     header: Header,
     /// Per entry: the file it came from and its stamp (`None`: not to be trusted).
@@ -561,17 +711,16 @@ struct Previous {
 
 impl Previous {
     fn load(out: &Path, options: &PackOptions) -> Option<Previous> {
-        use std::os::unix::fs::FileExt;
         let text = fs::read_to_string(stamps_file(out)).ok()?;
         let mut lines = text.split('\n');
         if lines.next()? != STAMPS_MAGIC || lines.next()? != settings_fingerprint(options) {
             return None;
         }
-        let file = File::open(out).ok()?;
-        let meta = file.metadata().ok()?;
+        let meta = fs::metadata(out).ok()?;
         if lines.next()? != archive_identity(&meta) {
             return None;
         }
+        let image = BlockFile::open(out).ok()?;
         let mut totals = lines.next()?.split(' ').map(|n| n.parse::<u64>().ok());
         let (input_bytes, gzip_variants, zstd_variants, count) = (
             totals.next()??,
@@ -580,13 +729,13 @@ impl Previous {
             totals.next()?? as usize,
         );
         let mut head = [0u8; HEADER_LEN];
-        file.read_exact_at(&mut head, 0).ok()?;
+        image.read_exact_at(&mut head, 0).ok()?;
         let header = Header::parse(&head).ok()?;
-        if header.archive_len != meta.len() || header.entry_count != count as u64 {
+        if header.archive_len != image.size() || header.entry_count != count as u64 {
             return None;
         }
         let mut index = std::vec![0u8; usize::try_from(header.index_len).ok()?];
-        file.read_exact_at(&mut index, header.index_offset).ok()?;
+        image.read_exact_at(&mut index, header.index_offset).ok()?;
         let ix = crate::format::Index::parse(&index, &header).ok()?;
         let mut sources = Vec::with_capacity(count);
         let mut by_key = std::collections::HashMap::with_capacity(count);
@@ -610,13 +759,13 @@ impl Previous {
             by_key.insert(ix.record(i)?.key.to_string(), i);
         }
         Some(Previous {
-            file,
+            archive_len: image.size(),
+            image,
             index,
             header,
             sources,
             by_key,
             count,
-            archive_len: meta.len(),
             source_date_epoch: header.source_date_epoch,
             input_bytes,
             gzip_variants,
@@ -898,16 +1047,41 @@ fn open_regular(path: &Path) -> Result<File, PackError> {
 }
 
 /// The output: a buffered file and the position in it.
+///
+/// When `layered` is set the output is a layered image: `file` is its new part (the
+/// *delta*), what is written goes there, and [`Out::copy_from`] references the previous
+/// image's bytes instead of copying them. `pos` is always the position in the image.
 struct Out<'a, W: Write + Seek> {
     file: BufWriter<W>,
     pos: u64,
     path: &'a Path,
+    layered: Option<Layered>,
+}
+
+/// The layout of a layered output being written.
+struct Layered {
+    layout: LayoutBuilder,
+    /// The delta's index in `layout`.
+    delta: usize,
+    /// The position in the delta.
+    dpos: u64,
+    /// The delta's length once the header rewind happened (the header overwrites its
+    /// first bytes, adding nothing).
+    end: Option<u64>,
+    /// The names the previous image's parts have in the new layout.
+    prev_names: Vec<String>,
 }
 
 impl<W: Write + Seek> Write for Out<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.pos += n as u64;
+        if let Some(l) = &mut self.layered
+            && l.end.is_none()
+        {
+            l.layout.push(l.delta, l.dpos, n as u64);
+            l.dpos += n as u64;
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -932,10 +1106,26 @@ impl<W: Write + Seek> Out<'_, W> {
     }
 
     /// Moves back to `pos`: what follows will overwrite what was written after it.
-    /// (Defined below for files as well: [`Out::copy_from`].)
+    ///
+    /// In a layered output, moving back to 0 is for the header (at the delta's start,
+    /// since the output begins with it); any other `pos` must be inside what was last
+    /// written to the delta, which is then cut back.
     fn rewind(&mut self, pos: u64) -> Result<(), PackError> {
+        let at = match &mut self.layered {
+            None => pos,
+            Some(l) if pos == 0 => {
+                l.end = Some(l.dpos);
+                0
+            }
+            Some(l) => {
+                let back = self.pos - pos;
+                l.layout.truncate(pos);
+                l.dpos -= back;
+                l.dpos
+            }
+        };
         self.file
-            .seek(SeekFrom::Start(pos))
+            .seek(SeekFrom::Start(at))
             .map_err(io_at(self.path))?;
         self.pos = pos;
         Ok(())
@@ -943,56 +1133,45 @@ impl<W: Write + Seek> Out<'_, W> {
 }
 
 impl Out<'_, &mut File> {
-    /// Appends `len` bytes of `src` from `offset`: in the kernel where it can
+    /// Appends `len` bytes of the previous image `src` from `offset`: a reference to
+    /// them in a layered output, else a copy, in the kernel where it can
     /// (`copy_file_range`), else through a buffer.
-    fn copy_from(&mut self, src: &File, offset: u64, len: u64) -> Result<(), PackError> {
-        use std::os::unix::fs::FileExt;
-        use std::os::unix::io::AsRawFd;
+    fn copy_from(&mut self, src: &BlockFile, offset: u64, len: u64) -> Result<(), PackError> {
+        if let Some(l) = &mut self.layered {
+            let pieces = src.layout().pieces(offset, len);
+            if pieces.iter().map(|p| p.2).sum::<u64>() != len {
+                return Err(self.short_previous());
+            }
+            for (part, off, n) in pieces {
+                let i = l
+                    .layout
+                    .part(&l.prev_names[part], src.layout().parts[part].1);
+                l.layout.push(i, off, n);
+            }
+            self.pos += len;
+            return Ok(());
+        }
         self.file.flush().map_err(io_at(self.path))?;
         let dst: &mut File = self.file.get_mut();
-        let (mut off_in, mut done) = (offset as libc::loff_t, 0u64);
-        while done < len {
-            let want = ((len - done) as usize).min(1 << 30);
-            // SAFETY: both descriptors are open files; the offset pointer is valid.
-            let n = unsafe {
-                libc::copy_file_range(
-                    src.as_raw_fd(),
-                    &mut off_in,
-                    dst.as_raw_fd(),
-                    core::ptr::null_mut(),
-                    want,
-                    0,
-                )
-            };
-            if n > 0 {
-                done += n as u64;
-                continue;
+        src.copy_range_to(offset, len, dst).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                self.short_previous()
+            } else {
+                io_at(self.path)(e)
             }
-            if n == 0 {
-                return Err(PackError::Io {
-                    path: self.path.to_owned(),
-                    source: io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the previous archive is shorter than its index says",
-                    ),
-                });
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            // Not supported here: copy through a buffer.
-            let mut buf = std::vec![0u8; 1 << 20];
-            while done < len {
-                let n = ((len - done) as usize).min(buf.len());
-                src.read_exact_at(&mut buf[..n], offset + done)
-                    .map_err(io_at(self.path))?;
-                dst.write_all(&buf[..n]).map_err(io_at(self.path))?;
-                done += n as u64;
-            }
-        }
+        })?;
         self.pos += len;
         Ok(())
+    }
+
+    fn short_previous(&self) -> PackError {
+        PackError::Io {
+            path: self.path.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the previous archive is shorter than its index says",
+            ),
+        }
     }
 }
 
@@ -1397,6 +1576,20 @@ impl PackCache {
 /// spell the magic are skipped.
 pub fn archive_digests(path: &Path) -> io::Result<Vec<[u8; 32]>> {
     use std::os::unix::fs::FileExt;
+    if compose_blockfile::is_layered(path)? {
+        // A layered image is one archive, from its first byte.
+        let image = BlockFile::open(path)?;
+        let mut head = [0u8; HEADER_LEN];
+        image.read_exact_at(&mut head, 0)?;
+        let bad = |_| io::Error::new(io::ErrorKind::InvalidData, "not an archive");
+        let h = Header::parse(&head).map_err(bad)?;
+        let mut index = std::vec![0u8; usize::try_from(h.index_len).map_err(|_| bad(crate::ArchiveError::Truncated))?];
+        image.read_exact_at(&mut index, h.index_offset)?;
+        let ix = crate::format::Index::parse(&index, &h).map_err(bad)?;
+        return Ok((0..ix.len())
+            .filter_map(|i| ix.record(i).map(|r| r.sha256))
+            .collect());
+    }
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     let mut out = Vec::new();
@@ -1550,7 +1743,7 @@ fn write_archive(
                 }
                 _ => {
                     if let Some((old, _, len)) = run.take() {
-                        w.copy_from(&prev.file, old, len)?;
+                        w.copy_from(&prev.image, old, len)?;
                     }
                     w.pad_to(align)?;
                     run = Some((old_start, w.pos, old_end - old_start));
@@ -1582,7 +1775,7 @@ fn write_archive(
             continue;
         }
         if let (Some(prev), Some((old, _, len))) = (previous, run.take()) {
-            w.copy_from(&prev.file, old, len)?;
+            w.copy_from(&prev.image, old, len)?;
         }
         w.pad_to(align)?;
         let start = w.pos;
@@ -1643,7 +1836,7 @@ fn write_archive(
     }
 
     if let (Some(prev), Some((old, _, len))) = (previous, run.take()) {
-        w.copy_from(&prev.file, old, len)?;
+        w.copy_from(&prev.image, old, len)?;
     }
 
     // The string table: every key, then each distinct content type once.
@@ -2118,6 +2311,140 @@ mod tests {
         assert_eq!((s.written, s.reused_files), (false, 6));
         pack(&t, &opts, &fresh).unwrap();
         assert_eq!(fs::read(&deferred).unwrap(), fs::read(&fresh).unwrap());
+    }
+
+    /// The bytes of the image at `path`, plain or layered.
+    fn image_bytes(path: &Path) -> Vec<u8> {
+        let mut v = Vec::new();
+        BlockFile::open(path)
+            .unwrap()
+            .reader()
+            .read_to_end(&mut v)
+            .unwrap();
+        v
+    }
+
+    /// A copy of the image at `path` as the store keeps one: hard links to the
+    /// descriptor (or plain archive) and to its parts.
+    fn link_copy(path: &Path, to: &Path) {
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::hard_link(path, to).unwrap();
+        if let Some(layout) = compose_blockfile::read_layout(path).unwrap() {
+            let (from, into) = (
+                compose_blockfile::parts_dir(path),
+                compose_blockfile::parts_dir(to),
+            );
+            fs::create_dir_all(&into).unwrap();
+            for (name, _) in &layout.parts {
+                fs::hard_link(from.join(name), into.join(name)).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn layered_output_is_the_fresh_archive_and_leaves_old_images_intact() {
+        let d = tree();
+        let t = d.path().join("t");
+        let age = |p: &Path| {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000))
+                .unwrap()
+        };
+        for i in 0..40 {
+            let f = t.join(format!("docs/p{i:02}.html"));
+            fs::write(&f, format!("<p>page {i}</p>\n").repeat(40 + i)).unwrap();
+            age(&f);
+        }
+        for f in ["index.html", "docs/a.html", "docs/deep/b.txt"] {
+            age(&t.join(f));
+        }
+        let opts = PackOptions {
+            layered_from: Some(0),
+            ..PackOptions::default()
+        };
+        let out = d.path().join("out/site.kv");
+        fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let fresh = d.path().join("fresh.kv");
+        let first = pack_incremental(&t, &opts, &out, None).unwrap();
+        assert_eq!(first.reused_files, 0);
+        // A cold pack is plain.
+        assert!(!compose_blockfile::is_layered(&out).unwrap());
+        let mut kept: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        let keep = |kept: &mut Vec<(PathBuf, Vec<u8>)>, n: usize| {
+            let to = d.path().join(format!("store/{n}/site.kv"));
+            link_copy(&out, &to);
+            kept.push((to, image_bytes(&out)));
+        };
+        keep(&mut kept, 0);
+        for round in 1..=(MAX_LAYERS + 2) {
+            let f = t.join(format!("docs/p{:02}.html", round % 40));
+            fs::write(&f, format!("<p>round {round}</p>\n").repeat(30 + round)).unwrap();
+            age(&f);
+            let s = pack_incremental(&t, &opts, &out, None).unwrap();
+            assert_eq!((s.written, s.reused_files), (true, 42), "round {round}");
+            pack(&t, &PackOptions::default(), &fresh).unwrap();
+            assert_eq!(
+                image_bytes(&out),
+                fs::read(&fresh).unwrap(),
+                "round {round}"
+            );
+            assert_eq!(s.archive_bytes, fs::metadata(&fresh).unwrap().len());
+            let layout = compose_blockfile::read_layout(&out).unwrap();
+            match &layout {
+                Some(l) => {
+                    assert!(
+                        l.parts.len() <= MAX_LAYERS,
+                        "round {round}: {} parts",
+                        l.parts.len()
+                    );
+                    // The parts directory holds exactly the parts in use.
+                    let mut names: Vec<String> = fs::read_dir(compose_blockfile::parts_dir(&out))
+                        .unwrap()
+                        .map(|e| e.unwrap().file_name().into_string().unwrap())
+                        .collect();
+                    names.sort();
+                    let mut want: Vec<String> = l.parts.iter().map(|p| p.0.clone()).collect();
+                    want.sort();
+                    assert_eq!(names, want, "round {round}");
+                }
+                None => assert!(
+                    !compose_blockfile::parts_dir(&out).exists(),
+                    "round {round}: a plain archive left its old parts"
+                ),
+            }
+            if round == 1 {
+                assert!(layout.is_some(), "the first rebuild is layered");
+            }
+            keep(&mut kept, round);
+            // A no-op keeps the image as it is.
+            let again = pack_incremental(&t, &opts, &out, None).unwrap();
+            assert!(!again.written);
+        }
+        // Some rebuild started over with a plain archive (the parts' garbage bound).
+        assert!(
+            kept.iter()
+                .skip(1)
+                .any(|(p, _)| !compose_blockfile::is_layered(p).unwrap()),
+            "never flattened"
+        );
+        // Every image kept along the way still reads as it did.
+        for (path, bytes) in &kept {
+            assert_eq!(&image_bytes(path), bytes, "{}", path.display());
+            assert!(!archive_digests(path).unwrap().is_empty());
+        }
+        // A plain (non-incremental) pack over a layered image replaces it and its parts.
+        let f = t.join("docs/p05.html");
+        fs::write(&f, "last").unwrap();
+        age(&f);
+        pack_incremental(&t, &opts, &out, None).unwrap();
+        pack(&t, &opts, &out).unwrap();
+        assert!(!compose_blockfile::is_layered(&out).unwrap());
+        assert!(!compose_blockfile::parts_dir(&out).exists());
+        pack(&t, &PackOptions::default(), &fresh).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&fresh).unwrap());
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Block devices backed by host files, attached with `--block:NAME=PATH` (read-write if
 //! the host allows) or `--block-ro:NAME=PATH` (read-only: opened `O_RDONLY`, and every
-//! write fails with [`BlockError::ReadOnly`]).
+//! write fails with [`BlockError::ReadOnly`]). A layered image (`compose_blockfile`: what
+//! the store keeps of a large block image a rebuild changed) is read through its parts,
+//! and is always read-only.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
+use compose_blockfile::BlockFile;
 use compose_devices::block::{BlockError, BlockInfo};
 use compose_devices::kv::FileSpan;
 
@@ -17,6 +20,8 @@ use crate::{Boot, Error};
 #[derive(Debug)]
 pub struct Block {
     file: File,
+    /// The image, when `file` is a layered image's descriptor.
+    layered: Option<BlockFile>,
     info: BlockInfo,
 }
 
@@ -52,8 +57,16 @@ impl Block {
             }
             Err(e) => return Err(fail(e)),
         };
+        let (layered, read_only) = if compose_blockfile::is_layered(path).unwrap_or(false) {
+            (Some(BlockFile::open(path).map_err(fail)?), true)
+        } else {
+            (None, read_only)
+        };
         // Seeking to the end measures host block devices too, whose metadata length is 0.
-        let size = file.seek(SeekFrom::End(0)).map_err(fail)?;
+        let size = match &layered {
+            Some(image) => image.size(),
+            None => file.seek(SeekFrom::End(0)).map_err(fail)?,
+        };
         if size % u64::from(sector_size) != 0 {
             return Err(Error::new(format!(
                 "{}: size {size} is not a multiple of the sector size {sector_size}",
@@ -62,7 +75,11 @@ impl Block {
         }
         let mut info = BlockInfo::new(sector_size, size / u64::from(sector_size));
         info.read_only = read_only;
-        Ok(Block { file, info })
+        Ok(Block {
+            file,
+            layered,
+            info,
+        })
     }
 
     fn offset(&self, sector: u64) -> u64 {
@@ -77,15 +94,25 @@ impl compose_devices::block::Block for Block {
 
     async fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         self.check_range(sector, buf.len())?;
-        self.file
-            .read_exact_at(buf, self.offset(sector))
-            .map_err(|_| BlockError::Io)
+        match &self.layered {
+            Some(image) => image.read_exact_at(buf, self.offset(sector)),
+            None => self.file.read_exact_at(buf, self.offset(sector)),
+        }
+        .map_err(|_| BlockError::Io)
     }
 
     /// The span of the attached file itself: a server sends from it with sendfile(2).
     fn file_span(&self, offset: u64, len: u64) -> Option<FileSpan> {
-        (offset.checked_add(len)? <= self.info.capacity()).then(|| FileSpan {
-            fd: self.file.as_raw_fd(),
+        if offset.checked_add(len)? > self.info.capacity() {
+            return None;
+        }
+        let (file, offset) = match &self.layered {
+            // A value is always inside one part: the packer lays them out so.
+            Some(image) => image.span(offset, len)?,
+            None => (&self.file, offset),
+        };
+        Some(FileSpan {
+            fd: file.as_raw_fd(),
             offset,
             len,
         })

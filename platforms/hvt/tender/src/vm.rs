@@ -177,7 +177,7 @@ impl Vm {
         for d in self.devices.iter().flatten() {
             match d {
                 Device::Net(t) => fds.net.push(t.as_raw_fd()),
-                Device::Block(b) => fds.block.push(b.as_raw_fd()),
+                Device::Block(b) => fds.block.extend(b.read_fds()),
             }
         }
         fds

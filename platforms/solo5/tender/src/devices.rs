@@ -71,9 +71,14 @@ pub enum BlockIoError {
 /// A block device backed by a host file, opened read-write, or read-only for a device
 /// attached with `--block-ro:` (then the descriptor itself cannot write, and
 /// [`BlockDevice::write_at`] refuses before trying).
+///
+/// A layered image (`compose_blockfile`: what compose's store keeps of a large block image
+/// a rebuild changed) is read through its parts and is always read-only.
 #[derive(Debug)]
 pub struct BlockDevice {
     file: File,
+    /// The image, when `file` is a layered image's descriptor.
+    layered: Option<compose_blockfile::BlockFile>,
     path: PathBuf,
     capacity: u64,
     block_size: u16,
@@ -98,8 +103,17 @@ impl BlockDevice {
             .write(!read_only)
             .open(path)
             .map_err(open_err)?;
+        let layered = if compose_blockfile::is_layered(path).map_err(open_err)? {
+            Some(compose_blockfile::BlockFile::open(path).map_err(open_err)?)
+        } else {
+            None
+        };
+        let read_only = read_only || layered.is_some();
         // Seek rather than stat: a block special file has st_size 0.
-        let capacity = file.seek(SeekFrom::End(0)).map_err(open_err)?;
+        let capacity = match &layered {
+            Some(image) => image.size(),
+            None => file.seek(SeekFrom::End(0)).map_err(open_err)?,
+        };
         if capacity == 0 || block_size == 0 || capacity % u64::from(block_size) != 0 {
             return Err(DeviceError::BlockCapacity {
                 path: path.to_owned(),
@@ -109,6 +123,7 @@ impl BlockDevice {
         }
         Ok(BlockDevice {
             file,
+            layered,
             path: path.to_owned(),
             capacity,
             block_size,
@@ -116,9 +131,22 @@ impl BlockDevice {
         })
     }
 
-    /// Whether the device was attached read-only.
+    /// Whether the device was attached read-only (a layered image always is).
     pub fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// Whether the image is a layered one, read through its parts.
+    pub fn is_layered(&self) -> bool {
+        self.layered.is_some()
+    }
+
+    /// The fds reads go to: the image's, or a layered image's parts.
+    pub fn read_fds(&self) -> Vec<RawFd> {
+        match &self.layered {
+            Some(image) => image.parts().iter().map(|f| f.as_raw_fd()).collect(),
+            None => vec![self.file.as_raw_fd()],
+        }
     }
 
     /// Size in bytes.
@@ -150,7 +178,10 @@ impl BlockDevice {
         if !self.in_range(offset, buf.len() as u64) {
             return Err(BlockIoError::OutOfRange);
         }
-        Ok(self.file.read_exact_at(buf, offset)?)
+        match &self.layered {
+            Some(image) => Ok(image.read_exact_at(buf, offset)?),
+            None => Ok(self.file.read_exact_at(buf, offset)?),
+        }
     }
 
     /// Writes `data` at `offset` (pwrite); refused on a read-only device.

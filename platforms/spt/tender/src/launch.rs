@@ -51,6 +51,13 @@ pub fn start(inv: &Invocation) -> Result<Infallible, String> {
                     .map_err(|e| format!("Could not add {} to the epoll fd: {e}", dev.iface()))?;
                 fds.net.push(dev.as_raw_fd());
             }
+            Attachment::Block { dev, .. } if dev.is_layered() => {
+                // The spt guest reads its images itself, one fd each, under seccomp.
+                return Err(format!(
+                    "{}: a layered image cannot be attached on spt: write a plain copy (`compose build --out DIR`)",
+                    dev.path().display()
+                ));
+            }
             Attachment::Block { dev, .. } => fds.block.push(BlockFd {
                 fd: dev.as_raw_fd(),
                 capacity: dev.capacity(),
