@@ -93,22 +93,39 @@ pub struct BuildInfo<'a> {
 impl BuildInfo<'_> {
     /// The `buildinfo.json` document.
     pub fn to_json(&self) -> String {
-        let inputs: Vec<&InputHash> = self.key.inputs.iter().collect();
-        let v = json!({
-            "schema": "compose.buildinfo/v1",
-            "name": self.name,
-            "target": self.target,
-            "compose_version": env!("CARGO_PKG_VERSION"),
-            "toolchain": self.toolchain,
-            "triple": self.triple,
-            "spec": self.spec,
-            "spec_base": self.spec_base,
-            "args": self.args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
-            "command": self.command,
-            "cargo": self.cargo,
-            "key": self.key.key.hex(),
-            "inputs": inputs,
-        });
+        // Serialized straight from a struct (no `serde_json::Value` of every input on the
+        // way: a site has tens of thousands), in this field order.
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            schema: &'static str,
+            name: &'a str,
+            target: &'a str,
+            compose_version: &'static str,
+            toolchain: &'a str,
+            triple: &'a str,
+            spec: &'a str,
+            spec_base: &'a str,
+            args: Vec<String>,
+            command: &'a [String],
+            cargo: &'a [String],
+            key: String,
+            inputs: &'a [InputHash],
+        }
+        let v = Json {
+            schema: "compose.buildinfo/v1",
+            name: self.name,
+            target: self.target,
+            compose_version: env!("CARGO_PKG_VERSION"),
+            toolchain: self.toolchain,
+            triple: self.triple,
+            spec: &self.spec,
+            spec_base: self.spec_base,
+            args: self.args.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            command: &self.command,
+            cargo: &self.cargo,
+            key: self.key.key.hex(),
+            inputs: &self.key.inputs,
+        };
         serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
     }
 }
@@ -265,6 +282,9 @@ pub struct EntryContents<'a> {
     pub keys_allowed: &'a [String],
     /// Where the bundle's compressed frames are cached (the store's `.cache/bundle-v1/`).
     pub frame_cache: Option<crate::bundle::FrameCache>,
+    /// The sha256 (hex) and length of block images already hashed, by device (the
+    /// build's own files, which the entry links): the others are hashed here.
+    pub block_hashes: &'a BTreeMap<String, Result<(String, u64), String>>,
 }
 
 /// Fills the store entry directory `dir` and returns the final manifest.
@@ -304,9 +324,12 @@ pub fn fill_entry(dir: &Path, c: EntryContents<'_>) -> Result<Manifest, String> 
         // store's link keeps this one.
         link_block_image(file, &dir.join(&name)).map_err(e("cannot copy a block image"))?;
         // Plain or layered: the image's bytes are what is hashed, sized and bundled.
-        let (block_sha, size) =
-            crate::timings::time("hash", || crate::store::sha256_image(&dir.join(&name)))
-                .map_err(e("cannot hash"))?;
+        let (block_sha, size) = match c.block_hashes.get(device) {
+            Some(Ok(known)) => known.clone(),
+            Some(Err(why)) => return Err(format!("cannot hash: {why}")),
+            None => crate::timings::time("hash", || crate::store::sha256_image(&dir.join(&name)))
+                .map_err(e("cannot hash"))?,
+        };
         // A block device the build made: the manifest records its exact size.
         match manifest.devices.iter_mut().find(|d| d.name == *device) {
             Some(d) => {

@@ -36,6 +36,7 @@
 use crate::glue::{Glue, Step};
 use crate::graph::Graph;
 use crate::store::{KeyBuilder, KeyOutcome, Store};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 /// Environment variables that reach the build and so are part of its key (when set):
@@ -100,12 +101,50 @@ pub struct Keyed {
     pub outcome: KeyOutcome,
     /// The path crates of the closure, sorted by label.
     pub crates: Vec<PathCrate>,
+    /// Each assets device's files, as the key found and `stat`ed them: the packer takes
+    /// them rather than walking the tree again.
+    pub assets: BTreeMap<String, compose_assets::Selected>,
 }
 
-/// Computes the store key of a build (see the module documentation).
-pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
+/// What the key needs that takes time and depends on neither the toolchain nor the
+/// closure: the store's hash cache, loaded, and each assets device's files, selected. A
+/// build makes it on another thread while it asks rustup and rustc about the toolchain.
+pub struct Prepared {
+    cache: crate::store::HashCache,
+    assets: BTreeMap<String, Result<Vec<(String, PathBuf)>, String>>,
+}
+
+/// Loads the hash cache and selects each assets device's files (see [`Prepared`]).
+pub fn prepare(store: &Store, glue: &Glue) -> Prepared {
+    let cache = crate::timings::time("key-cache-load", || store.hash_cache());
+    let mut assets = BTreeMap::new();
+    for step in &glue.steps {
+        if let Step::PackAssets {
+            device,
+            dir,
+            include,
+            exclude,
+            ..
+        } = step
+        {
+            let files =
+                crate::timings::time("key-assets-select", || asset_files(dir, include, exclude))
+                    .map_err(|e| format!("assets `{device}`: {e}"));
+            assets.insert(device.clone(), files);
+        }
+    }
+    Prepared { cache, assets }
+}
+
+/// Computes the store key of a build (see the module documentation), from what
+/// [`prepare`] made for it.
+pub fn key(store: &Store, k: &KeyInputs<'_>, prepared: Prepared) -> Result<Keyed, String> {
     let spec_dir = spec_dir(k.spec);
-    let mut kb = crate::timings::time("key-cache-load", || store.key_builder());
+    let Prepared {
+        cache,
+        assets: mut selected,
+    } = prepared;
+    let mut kb = KeyBuilder::new(cache);
     let add = |kb: &mut KeyBuilder, label: &str, bytes: &[u8]| {
         kb.add_bytes(label, bytes).map_err(|e| e.to_string())
     };
@@ -165,6 +204,7 @@ pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
             .map_err(|e| format!("crate {}: {e}", c.name))?;
     }
     crate::timings::add("key-crates", crates_started.elapsed());
+    let mut assets = BTreeMap::new();
     for step in &k.glue.steps {
         if let Step::PackAssets {
             device,
@@ -174,13 +214,27 @@ pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
             ..
         } = step
         {
-            let files =
-                crate::timings::time("key-assets-select", || asset_files(dir, include, exclude))
-                    .map_err(|e| format!("assets `{device}`: {e}"))?;
-            let mtimes = crate::timings::time("key-assets-hash", || {
-                kb.add_files_mtimes(&format!("assets/{device}"), &files)
+            let files = match selected.remove(device) {
+                Some(files) => files?,
+                None => {
+                    crate::timings::time("key-assets-select", || asset_files(dir, include, exclude))
+                        .map_err(|e| format!("assets `{device}`: {e}"))?
+                }
+            };
+            let stated_at = std::time::SystemTime::now();
+            let metas = crate::timings::time("key-assets-hash", || {
+                kb.add_files_meta(&format!("assets/{device}"), &files)
             })
             .map_err(|e| format!("assets `{device}`: {e}"))?;
+            let mtimes: Vec<u64> = metas
+                .iter()
+                .map(|m| {
+                    m.modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs())
+                })
+                .collect();
             // Without SOURCE_DATE_EPOCH, each file's mtime is its time in the archive.
             if compose_assets::source_date_epoch_from_env()
                 .ok()
@@ -194,6 +248,17 @@ pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
                 kb.add_bytes(&format!("assets/{device}/mtimes"), times.as_bytes())
                     .map_err(|e| format!("assets `{device}`: {e}"))?;
             }
+            assets.insert(
+                device.clone(),
+                compose_assets::Selected {
+                    files: files
+                        .into_iter()
+                        .map(|(key, path)| compose_assets::AssetFile { key, path })
+                        .collect(),
+                    metadata: metas.into_iter().map(Some).collect(),
+                    stated_at,
+                },
+            );
         }
     }
     // What the target takes from outside the tree (rpi4: the firmware), by content.
@@ -207,6 +272,7 @@ pub fn key(store: &Store, k: &KeyInputs<'_>) -> Result<Keyed, String> {
     Ok(Keyed {
         outcome: crate::timings::time("key-finish", || kb.finish()),
         crates,
+        assets,
     })
 }
 

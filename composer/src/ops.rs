@@ -153,8 +153,19 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
         .join("_build")
         .join(format!("{}-{}", graph.name, graph.target));
     let store = crate::store::Store::open(opts.store.clone())?;
-    crate::toolchain::ensure(&root, &root, info.triple(), &reporter)?;
-    let toolchain = toolchain_version(&root)?;
+    // The toolchain (rustup and rustc, a fraction of a second) on this thread, and what
+    // the key needs of the store and the assets on another.
+    let (toolchain, prepared) = std::thread::scope(|s| {
+        let prepared = s.spawn(|| crate::inputs::prepare(&store, &glue));
+        let toolchain = crate::toolchain::ensure(&root, &root, info.triple(), &reporter)
+            .map_err(Error::from)
+            .and_then(|()| toolchain_version(&root));
+        (
+            toolchain,
+            prepared.join().expect("preparing the key does not panic"),
+        )
+    });
+    let toolchain = toolchain?;
     let triple = info
         .triple()
         .map(str::to_string)
@@ -179,9 +190,10 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
             triple: &triple,
             target_dir: &target_dir(&opts.load.spec),
         },
+        prepared,
     )
-    .map_err(Error::Inputs)?
-    .outcome;
+    .map_err(Error::Inputs)?;
+    let (key, mut selections) = (key.outcome, key.assets);
     crate::timings::add("key", key_started.elapsed());
 
     let _lock = store.lock()?;
@@ -227,12 +239,27 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                     &glue_dir,
                     info.triple(),
                     layered,
+                    &mut selections,
                     &pack_cache,
                     &reporter,
                 )? {
                     images.push(image);
                 }
             }
+            // The block images are complete: hash them while cargo builds (a large one
+            // takes most of a second), on another thread.
+            let image_hashes: Vec<_> = images
+                .iter()
+                .map(|(device, file): &(String, PathBuf)| {
+                    let (device, file) = (device.clone(), file.clone());
+                    std::thread::spawn(move || {
+                        (
+                            device,
+                            crate::store::sha256_image(&file).map_err(|e| e.to_string()),
+                        )
+                    })
+                })
+                .collect();
             reporter.stage("Building", &format!("{name} for {target}"));
             let cargo = CargoOptions {
                 target_dir: target_dir.clone(),
@@ -370,12 +397,19 @@ pub fn build(opts: &BuildOptions) -> Result<Built, Error> {
                 })
                 .collect();
             let store_started = std::time::Instant::now();
+            let block_hashes = crate::timings::time("hash", || {
+                image_hashes
+                    .into_iter()
+                    .map(|h| h.join().expect("the hashing thread does not panic"))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            });
             let committed = store.commit(&key.key, &name, &target, |tmp: &Path| {
                 crate::image::fill_entry(
                     tmp,
                     crate::image::EntryContents {
                         image: (&image_file, &artifact),
                         block_images: &images,
+                        block_hashes: &block_hashes,
                         extra_files: &extra_files,
                         manifest,
                         buildinfo,
@@ -510,6 +544,7 @@ fn run_step(
     glue_dir: &Path,
     triple: Option<&str>,
     layered_from: Option<u64>,
+    selections: &mut std::collections::BTreeMap<String, compose_assets::Selected>,
     pack_cache: &compose_assets::PackCache,
     reporter: &Reporter,
 ) -> Result<Option<(String, PathBuf)>, Error> {
@@ -539,8 +574,19 @@ fn run_step(
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
             }
-            let summary = crate::timings::time("pack", || {
-                compose_assets::pack_incremental_deferred(dir, &options, &out, Some(pack_cache))
+            // The files the key found and `stat`ed (it always has, for a build): the tree
+            // is walked once.
+            let selected = selections.remove(device);
+            let summary = crate::timings::time("pack", || match selected {
+                Some(s) => compose_assets::pack_incremental_deferred_selected(
+                    s,
+                    &options,
+                    &out,
+                    Some(pack_cache),
+                ),
+                None => {
+                    compose_assets::pack_incremental_deferred(dir, &options, &out, Some(pack_cache))
+                }
             })
             .map_err(|source| Error::Pack {
                 device: device.clone(),

@@ -131,7 +131,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The lowercase hex sha256 of a file's contents and its length, read in 64 KiB chunks.
+/// The lowercase hex sha256 of a file's contents and its length, read in 1 MiB chunks.
 pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
     let (digest, len) = hash_reader(fs::File::open(path)?)?;
     Ok((hex::encode(digest), len))
@@ -147,7 +147,7 @@ pub fn sha256_image(path: &Path) -> io::Result<(String, u64)> {
 
 fn hash_reader(mut r: impl Read) -> io::Result<([u8; 32], u64)> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
         let n = match r.read(&mut buf) {
@@ -507,17 +507,31 @@ impl KeyBuilder {
         label: &str,
         files: &[(String, PathBuf)],
     ) -> Result<Vec<u64>> {
+        Ok(self
+            .add_files_meta(label, files)?
+            .iter()
+            .map(mtime_secs)
+            .collect())
+    }
+
+    /// [`KeyBuilder::add_files`], returning each file's metadata, in the order of
+    /// `files`, from the `stat` that the hash cache made anyway.
+    pub fn add_files_meta(
+        &mut self,
+        label: &str,
+        files: &[(String, PathBuf)],
+    ) -> Result<Vec<fs::Metadata>> {
         let mut listing = Sha256::new();
         let mut sorted: Vec<(usize, &(String, PathBuf))> = files.iter().enumerate().collect();
         sorted.sort_by(|a, b| a.1.0.as_bytes().cmp(b.1.0.as_bytes()));
-        let mut mtimes = vec![0u64; files.len()];
+        let mut metas: Vec<Option<fs::Metadata>> = vec![None; files.len()];
         for (i, (rel, path)) in &sorted {
             let abs = std::path::absolute(path).map_err(io_err("cannot find", path))?;
-            let (digest, size, mtime) = self
+            let (digest, size, meta) = self
                 .cache
-                .hash_mtime(&abs)
+                .hash_meta(&abs)
                 .map_err(io_err("cannot hash input file", path))?;
-            mtimes[*i] = mtime;
+            metas[*i] = Some(meta);
             listing.update((rel.len() as u64).to_le_bytes());
             listing.update(rel.as_bytes());
             listing.update([InputKind::File.tag()]);
@@ -530,7 +544,7 @@ impl KeyBuilder {
             listing.finalize().into(),
             sorted.len() as u64,
         )?;
-        Ok(mtimes)
+        Ok(metas.into_iter().flatten().collect())
     }
 
     /// The key, the sorted input list and the hashing counters. Saves the hash cache (a
@@ -631,6 +645,14 @@ impl Stamp {
     }
 }
 
+/// A file's modification time in whole seconds since 1970 (0 before).
+fn mtime_secs(m: &fs::Metadata) -> u64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A persistent map from (absolute path, size, mtime, ctime, device, inode) to the file's
 /// sha256, so that unchanged inputs, however large, cost one `stat` each.
 ///
@@ -641,11 +663,15 @@ impl Stamp {
 /// modified in the last two seconds before it was hashed is not cached ("racily clean",
 /// as git calls it), because a second edit within the file system's timestamp
 /// granularity would leave its stamp unchanged; nor is one that changed while it was read.
-/// Saving merges with the file on disk and replaces it atomically; a corrupt or missing
-/// cache file is an empty cache.
+/// Saving appends the new lines to the file (one `write` with `O_APPEND`, so that
+/// processes saving at once lose nothing; a later line for a path wins); when the file
+/// holds more than twice as many lines as paths, it is rewritten, merged with what is on
+/// disk, and replaced atomically. A corrupt or missing cache file is an empty cache.
 #[derive(Debug)]
 pub struct HashCache {
     file: Option<PathBuf>,
+    /// The lines the file held when loaded.
+    lines: usize,
     entries: HashMap<PathBuf, (Stamp, [u8; 32])>,
     updates: HashMap<PathBuf, (Stamp, [u8; 32])>,
     racy_window: Duration,
@@ -657,6 +683,7 @@ impl HashCache {
     pub fn in_memory() -> HashCache {
         HashCache {
             file: None,
+            lines: 0,
             entries: HashMap::new(),
             updates: HashMap::new(),
             racy_window: Duration::from_secs(2),
@@ -667,7 +694,7 @@ impl HashCache {
     /// The cache saved in `file` (empty if it is missing or unreadable).
     pub fn load(file: &Path) -> HashCache {
         let mut cache = HashCache::in_memory();
-        cache.entries = read_cache_file(file);
+        (cache.entries, cache.lines) = read_cache_lines(file);
         cache.file = Some(file.to_path_buf());
         cache
     }
@@ -701,12 +728,13 @@ impl HashCache {
     /// [`HashCache::hash`], with the file's modification time (whole seconds since 1970,
     /// 0 before) as the `stat` before the hash saw it.
     pub fn hash_mtime(&mut self, path: &Path) -> io::Result<([u8; 32], u64, u64)> {
+        self.hash_meta(path)
+            .map(|(d, size, m)| (d, size, mtime_secs(&m)))
+    }
+
+    /// [`HashCache::hash`], with the file's metadata as the `stat` before the hash saw it.
+    pub fn hash_meta(&mut self, path: &Path) -> io::Result<([u8; 32], u64, fs::Metadata)> {
         let before = fs::metadata(path)?;
-        let mtime = before
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
         if !before.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -718,7 +746,7 @@ impl HashCache {
             && *s == stamp
         {
             self.stats.cache_hits += 1;
-            return Ok((*digest, stamp.size, mtime));
+            return Ok((*digest, stamp.size, before));
         }
         let file = fs::File::open(path)?;
         let (digest, len) = hash_reader(&file)?;
@@ -737,7 +765,7 @@ impl HashCache {
             self.entries.insert(path.to_path_buf(), (stamp, digest));
             self.updates.insert(path.to_path_buf(), (stamp, digest));
         }
-        Ok((digest, len, mtime))
+        Ok((digest, len, before))
     }
 
     /// Writes new entries to the cache file, merged with what other processes saved
@@ -749,8 +777,15 @@ impl HashCache {
         if self.updates.is_empty() {
             return Ok(());
         }
+        let compact = self.lines + self.updates.len() > 2 * self.entries.len() + 1024;
+        if !compact && self.lines > 0 && append_cache_lines(file, &self.updates).is_ok() {
+            self.lines += self.updates.len();
+            self.updates.clear();
+            return Ok(());
+        }
         let mut merged = read_cache_file(file);
         merged.extend(self.updates.drain());
+        self.lines = merged.len();
         write_cache_file(file, &merged)
     }
 
@@ -771,20 +806,68 @@ impl HashCache {
 }
 
 fn read_cache_file(file: &Path) -> HashMap<PathBuf, (Stamp, [u8; 32])> {
+    read_cache_lines(file).0
+}
+
+/// The entries of the cache file, and how many lines it has (0: missing or foreign).
+fn read_cache_lines(file: &Path) -> (HashMap<PathBuf, (Stamp, [u8; 32])>, usize) {
     let mut out = HashMap::new();
     let Ok(bytes) = fs::read(file) else {
-        return out;
+        return (out, 0);
     };
     let mut lines = bytes.split(|b| *b == b'\n');
     if lines.next() != Some(CACHE_HEADER.as_bytes()) {
-        return out;
+        return (out, 0);
     }
+    let mut n = 1;
     for line in lines {
+        n += 1;
         if let Some((path, entry)) = parse_cache_line(line) {
             out.insert(path, entry);
         }
     }
-    out
+    (out, n)
+}
+
+fn cache_line(out: &mut Vec<u8>, path: &Path, s: &Stamp, digest: &[u8; 32]) {
+    let _ = write!(
+        out,
+        "{} {} {} {} {} {} {} {} ",
+        hex::encode(digest),
+        s.size,
+        s.mtime,
+        s.mtime_nsec,
+        s.ctime,
+        s.ctime_nsec,
+        s.dev,
+        s.ino
+    );
+    out.extend_from_slice(path.as_os_str().as_bytes());
+    out.push(b'\n');
+}
+
+/// Appends lines for `entries` to the cache file (which has its header) in one write;
+/// after a line a crash left unfinished, the first new line starts on a line of its own.
+fn append_cache_lines(
+    file: &Path,
+    entries: &HashMap<PathBuf, (Stamp, [u8; 32])>,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().append(true).read(true).open(file)?;
+    let len = f.metadata()?.len();
+    let mut last = [0u8; 1];
+    f.read_exact_at(
+        &mut last,
+        len.checked_sub(1).ok_or(io::ErrorKind::InvalidData)?,
+    )?;
+    let mut out = Vec::with_capacity(1 + entries.len() * 200);
+    if last[0] != b'\n' {
+        out.push(b'\n');
+    }
+    for (path, (s, digest)) in entries {
+        cache_line(&mut out, path, s, digest);
+    }
+    (&f).write_all(&out)
 }
 
 fn parse_cache_line(line: &[u8]) -> Option<(PathBuf, (Stamp, [u8; 32]))> {
@@ -810,25 +893,12 @@ fn parse_cache_line(line: &[u8]) -> Option<(PathBuf, (Stamp, [u8; 32]))> {
 
 fn write_cache_file(file: &Path, entries: &HashMap<PathBuf, (Stamp, [u8; 32])>) -> io::Result<()> {
     let mut sorted: Vec<_> = entries.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    sorted.sort_unstable_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
     let mut out = Vec::with_capacity(64 + sorted.len() * 160);
     out.extend_from_slice(CACHE_HEADER.as_bytes());
     out.push(b'\n');
     for (path, (s, digest)) in sorted {
-        let _ = write!(
-            out,
-            "{} {} {} {} {} {} {} {} ",
-            hex::encode(digest),
-            s.size,
-            s.mtime,
-            s.mtime_nsec,
-            s.ctime,
-            s.ctime_nsec,
-            s.dev,
-            s.ino
-        );
-        out.extend_from_slice(path.as_os_str().as_bytes());
-        out.push(b'\n');
+        cache_line(&mut out, path, s, digest);
     }
     write_atomic(file, &out, 0o644)
 }
@@ -1836,6 +1906,78 @@ mod tests {
         )
         .unwrap();
         assert!(HashCache::load(&f).is_empty());
+    }
+
+    #[test]
+    fn saves_append_merge_across_processes_and_survive_a_torn_line() {
+        let d = tmp();
+        let f = d.path().join("hashes");
+        let old = SystemTime::now() - Duration::from_secs(10);
+        let file = |name: &str, body: &[u8]| {
+            let p = d.path().join(name);
+            fs::write(&p, body).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+            p
+        };
+        let (a, b, c) = (file("a", b"a"), file("b", b"b"), file("c", b"c"));
+        let mut first = HashCache::load(&f);
+        first.set_racy_window(Duration::ZERO);
+        first.hash(&a).unwrap();
+        first.save().unwrap();
+        // Two caches loaded from the same file save different files: both are kept.
+        let mut one = HashCache::load(&f);
+        one.set_racy_window(Duration::ZERO);
+        let mut two = HashCache::load(&f);
+        two.set_racy_window(Duration::ZERO);
+        one.hash(&b).unwrap();
+        two.hash(&c).unwrap();
+        one.save().unwrap();
+        two.save().unwrap();
+        let lines = fs::read_to_string(&f).unwrap().lines().count();
+        assert_eq!(lines, 4, "saves appended");
+        let mut all = HashCache::load(&f);
+        all.set_racy_window(Duration::ZERO);
+        assert_eq!(all.len(), 3);
+        for p in [&a, &b, &c] {
+            all.hash(p).unwrap();
+        }
+        assert_eq!(all.stats().hashed_files, 0);
+        // A line a crash cut short is skipped, and the next save starts a line of its own.
+        let mut text = fs::read(&f).unwrap();
+        text.extend_from_slice(b"0123abcd 5 6");
+        fs::write(&f, &text).unwrap();
+        let d2 = file("d", b"d");
+        let mut next = HashCache::load(&f);
+        next.set_racy_window(Duration::ZERO);
+        assert_eq!(next.len(), 3);
+        next.hash(&d2).unwrap();
+        next.save().unwrap();
+        let mut again = HashCache::load(&f);
+        again.set_racy_window(Duration::ZERO);
+        assert_eq!(again.len(), 4);
+        again.hash(&d2).unwrap();
+        assert_eq!(again.stats().hashed_files, 0);
+        // A changed file's new line wins over its old one.
+        fs::write(&a, b"changed").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let mut changed = HashCache::load(&f);
+        changed.set_racy_window(Duration::ZERO);
+        let (digest, _) = changed.hash(&a).unwrap();
+        changed.save().unwrap();
+        let mut reloaded = HashCache::load(&f);
+        reloaded.set_racy_window(Duration::ZERO);
+        assert_eq!(reloaded.hash(&a).unwrap().0, digest);
+        assert_eq!(reloaded.stats().hashed_files, 0);
     }
 
     fn fill_hello(dir: &Path) -> io::Result<()> {

@@ -80,9 +80,10 @@ pub use block::{CacheStats, OnBlock};
 pub use embedded::Embedded;
 #[cfg(feature = "pack")]
 pub use pack::{
-    AssetFile, PACK_CACHE_DIR, PackCache, PackError, PackOptions, PackSummary, archive_digests,
-    commit_stamps, is_compressible, pack, pack_cached, pack_incremental, pack_incremental_deferred,
-    select, source_date_epoch_from_env, stamps_file,
+    AssetFile, PACK_CACHE_DIR, PackCache, PackError, PackOptions, PackSummary, Selected,
+    archive_digests, commit_stamps, is_compressible, pack, pack_cached, pack_incremental,
+    pack_incremental_deferred, pack_incremental_deferred_selected, select,
+    source_date_epoch_from_env, stamps_file,
 };
 
 use compose_devices::block::BlockError;

@@ -331,6 +331,49 @@ pub fn commit_stamps(out: &Path) -> io::Result<()> {
     fs::rename(&pending, stamps_file(out))
 }
 
+/// The files an incremental pack packs, as the caller already found and `stat`ed them
+/// ([`select`], then `fs::metadata` of each file's path, in order), and when it started
+/// doing so: [`pack_incremental_deferred_selected`] then neither walks the tree nor
+/// `stat`s a file again.
+#[derive(Clone, Debug)]
+pub struct Selected {
+    /// What [`select`] gave.
+    pub files: Vec<AssetFile>,
+    /// Each file's metadata, taken before it was read (`None`: it could not be had).
+    pub metadata: Vec<Option<fs::Metadata>>,
+    /// When the first `stat` was made: a file modified in the two seconds before is
+    /// never trusted by its stamp.
+    pub stated_at: std::time::SystemTime,
+}
+
+/// [`pack_incremental_deferred`] of files the caller has selected and `stat`ed
+/// (see [`Selected`]). The archive is the same.
+pub fn pack_incremental_deferred_selected(
+    selected: Selected,
+    options: &PackOptions,
+    out: &Path,
+    cache: Option<&PackCache>,
+) -> Result<PackSummary, PackError> {
+    if selected.files.len() != selected.metadata.len() {
+        return Err(PackError::InvalidOption("one metadata per selected file"));
+    }
+    let stamps = selected
+        .metadata
+        .iter()
+        .map(|m| m.as_ref().map(Stamp::of))
+        .collect();
+    pack_files(
+        selected.files,
+        stamps,
+        selected.stated_at,
+        options,
+        out,
+        cache,
+        true,
+        false,
+    )
+}
+
 fn pending_stamps(out: &Path) -> PathBuf {
     let mut p = stamps_file(out).into_os_string();
     p.push(".pending");
@@ -345,6 +388,26 @@ fn pack_with(
     reuse_previous: bool,
     durable: bool,
 ) -> Result<PackSummary, PackError> {
+    check_options(options)?;
+    let files = select(dir, options)?;
+    let started = std::time::SystemTime::now();
+    let stamps: Vec<Option<Stamp>> = files
+        .iter()
+        .map(|f| fs::metadata(&f.path).ok().map(|m| Stamp::of(&m)))
+        .collect();
+    pack_files(
+        files,
+        stamps,
+        started,
+        options,
+        out,
+        cache,
+        reuse_previous,
+        durable,
+    )
+}
+
+fn check_options(options: &PackOptions) -> Result<(), PackError> {
     if !options.align.is_power_of_two() || options.align > MAX_ALIGN {
         return Err(PackError::InvalidOption(
             "align must be a power of two up to 1 MiB",
@@ -356,15 +419,24 @@ fn pack_with(
     if !(1..=19).contains(&options.zstd_level) {
         return Err(PackError::InvalidOption("zstd level must be 1..=19"));
     }
-    let files = select(dir, options)?;
-    let started = std::time::SystemTime::now();
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pack_files(
+    files: Vec<AssetFile>,
+    stamps: Vec<Option<Stamp>>,
+    started: std::time::SystemTime,
+    options: &PackOptions,
+    out: &Path,
+    cache: Option<&PackCache>,
+    reuse_previous: bool,
+    durable: bool,
+) -> Result<PackSummary, PackError> {
+    check_options(options)?;
     let previous = reuse_previous
         .then(|| Previous::load(out, options))
         .flatten();
-    let stamps: Vec<Option<Stamp>> = files
-        .iter()
-        .map(|f| fs::metadata(&f.path).ok().map(|m| Stamp::of(&m)))
-        .collect();
     let reuse: Vec<Option<usize>> = match &previous {
         Some(p) => files
             .iter()
