@@ -323,7 +323,10 @@ fn put(path: &Path, bytes: &[u8]) {
         return;
     }
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per process and per call: tests of one process write the same fixtures too.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
@@ -580,4 +583,148 @@ fn an_env_secret_is_not_in_the_hvt_tenders_environment() {
         return;
     }
     env_secret_not_in_the_tenders_environment("hvt");
+}
+
+/// A spec whose application reads every sector of block device `disk`, prints an FNV-1a
+/// hash of them all, then tries to overwrite sector 0.
+fn reader_spec(dir: &Path) -> PathBuf {
+    let app = dir.join("layered-reader");
+    put(
+        &app.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"layered-reader\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\ncompose-devices = {{ path = \"{}devices/base\" }}\n",
+            "../".repeat(app.strip_prefix(root()).unwrap().components().count())
+        )
+        .as_bytes(),
+    );
+    put(
+        &app.join("src/lib.rs"),
+        r#"#![no_std]
+extern crate alloc;
+use compose_devices::block::Block;
+use compose_devices::console::Console;
+
+/// Hashes every sector (FNV-1a, 64 bits), then tries to write sector 0.
+pub async fn start<C: Console, B: Block>(console: &'static C, disk: &'static B) {
+    let info = disk.info();
+    let mut buf = alloc::vec![0u8; info.sector_size as usize];
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for sector in 0..info.sectors {
+        if let Err(e) = disk.read(sector, &mut buf).await {
+            console.log(&alloc::format!("read {sector}: {e:?}"));
+            return;
+        }
+        for b in &buf {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    console.log(&alloc::format!("fnv: {h:016x} sectors: {}", info.sectors));
+    let write = disk.write(0, &buf).await;
+    console.log(&alloc::format!("write: {write:?}"));
+}
+"#
+        .as_bytes(),
+    );
+    let spec = dir.join("layered-reader.kdl");
+    put(
+        &spec,
+        b"unikernel layered-reader {\n    memory \"32MiB\"\n}\nconsole\nblock disk\napplication layered-reader {\n    crate \"layered-reader\"\n    entry \"layered_reader::start\"\n    use console disk\n}\n",
+    );
+    spec
+}
+
+/// A layered image at `dir/disk.img` of 40 sectors whose extents do not fall on sector
+/// boundaries, over two parts; returns the bytes it stands for.
+fn layered_disk(dir: &Path) -> (PathBuf, Vec<u8>) {
+    use compose_blockfile::LayoutBuilder;
+    let img = dir.join("disk.img");
+    let parts = compose_blockfile::parts_dir(&img);
+    std::fs::create_dir_all(&parts).unwrap();
+    let a: Vec<u8> = (0..12_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let b: Vec<u8> = (0..10_000u32)
+        .map(|i| (i * 17 % 241) as u8 ^ 0x5a)
+        .collect();
+    std::fs::write(parts.join("a-one"), &a).unwrap();
+    std::fs::write(parts.join("d-two"), &b).unwrap();
+    let mut l = LayoutBuilder::new();
+    let (pa, pb) = (
+        l.part("a-one", a.len() as u64),
+        l.part("d-two", b.len() as u64),
+    );
+    let mut flat = Vec::new();
+    for (part, bytes, off, len) in [
+        (pb, &b, 0usize, 700usize),
+        (pa, &a, 100, 5000),
+        (pb, &b, 3000, 4000),
+        (pa, &a, 6000, 5000),
+        (pb, &b, 9000, 660),
+    ] {
+        l.push(part, off as u64, len as u64);
+        flat.extend_from_slice(&bytes[off..off + len]);
+    }
+    let layout = l.finish();
+    assert_eq!(layout.size % 512, 0);
+    std::fs::write(&img, layout.encode()).unwrap();
+    (img, flat)
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn reads_a_layered_image(target: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let spec = reader_spec(&fixtures("layered-reader"));
+    let (img, flat) = layered_disk(dir.path());
+    let o = compose(&store)
+        .args(["run", "--no-out-link"])
+        .arg(&spec)
+        .args(["--target", target, "--block"])
+        .arg(format!("disk={}", img.display()))
+        .output()
+        .unwrap();
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    if target == "spt" {
+        // The spt guest reads its images itself: it is told so, and nothing runs.
+        assert!(!o.status.success(), "{out}");
+        assert!(
+            err.contains("a layered image cannot be attached on spt"),
+            "{err}"
+        );
+        return;
+    }
+    assert!(o.status.success(), "{target}: {err}");
+    let want = format!("fnv: {:016x} sectors: {}", fnv(&flat), flat.len() / 512);
+    assert!(out.contains(&want), "{target}: want {want}: {out}\n{err}");
+    // Layered images are read-only, however attached.
+    let refused = if target == "unix" {
+        "write: Err(ReadOnly)"
+    } else {
+        "write: Err(Io)"
+    };
+    assert!(out.contains(refused), "{target}: {out}");
+}
+
+#[test]
+fn a_layered_image_reads_as_its_bytes_on_unix() {
+    reads_a_layered_image("unix");
+}
+
+#[test]
+fn a_layered_image_reads_as_its_bytes_on_hvt() {
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!(
+            "\n*** SKIPPED: no /dev/kvm on this machine: the hvt target cannot run here ***\n"
+        );
+        return;
+    }
+    reads_a_layered_image("hvt");
+}
+
+#[test]
+fn a_layered_image_is_refused_on_spt_with_a_reason() {
+    reads_a_layered_image("spt");
 }
