@@ -15,7 +15,7 @@ use compose_devices::metrics;
 use compose_devices::net::{Ipv4Cidr, NetError};
 
 use crate::Error;
-use crate::reactor::{readable, writable};
+use crate::reactor::{forget, readable, writable};
 
 /// Pending connections a listener queues before the kernel refuses more (capped by
 /// `net.core.somaxconn`).
@@ -197,10 +197,20 @@ impl compose_devices::net::Tcp for Tcp {
                 return Err(net_error(&err));
             }
             // The handshake goes on in the kernel; the socket becomes writable when it ends.
+            // However this ends, the socket leaves the reactor before it is closed (a
+            // TcpFlow does that when dropped).
+            struct Forget(RawFd);
+            impl Drop for Forget {
+                fn drop(&mut self) {
+                    forget(self.0);
+                }
+            }
+            let guard = Forget(stream.as_raw_fd());
             writable(stream.as_raw_fd()).await;
             if let Some(err) = stream.take_error().map_err(|e| net_error(&e))? {
                 return Err(net_error(&err));
             }
+            std::mem::forget(guard);
         }
         Ok(TcpFlow::new(stream, peer))
     }
@@ -321,7 +331,14 @@ impl AsRawFd for TcpFlow {
 
 impl Drop for TcpFlow {
     fn drop(&mut self) {
+        forget(self.fd());
         metrics::tcp_released(self.peer, false);
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        forget(self.inner.as_raw_fd());
     }
 }
 
