@@ -331,23 +331,30 @@ fn put(path: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// An application crate `name` in `dir` (inside the compose tree) with `lib_rs` as its
+/// source, depending on compose-devices by path.
+fn app_crate(dir: &Path, name: &str, lib_rs: &str) {
+    let app = dir.join(name);
+    put(
+        &app.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\ncompose-devices = {{ path = \"{}devices/base\" }}\n",
+            "../".repeat(app.strip_prefix(root()).unwrap().components().count())
+        )
+        .as_bytes(),
+    );
+    put(&app.join("src/lib.rs"), lib_rs.as_bytes());
+}
+
 /// A spec (in `dir`, a directory of the compose tree's `target/compose-tests`) whose
 /// application reads sector 0 of block device `disk`, then tries to overwrite it, and
 /// prints what happened. (An application outside the compose tree cannot name
 /// compose-devices by its absolute path: cargo sees two copies, one through the glue's
 /// `src-root` link.)
 fn writer_spec(dir: &Path, writable: bool) -> PathBuf {
-    let app = dir.join("writer");
-    put(
-        &app.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"writer\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\ncompose-devices = {{ path = \"{}devices/base\" }}\n",
-            "../".repeat(app.strip_prefix(root()).unwrap().components().count())
-        )
-        .as_bytes(),
-    );
-    put(
-        &app.join("src/lib.rs"),
+    app_crate(
+        dir,
+        "writer",
         r#"#![no_std]
 extern crate alloc;
 use compose_devices::block::Block;
@@ -361,8 +368,7 @@ pub async fn start<C: Console, B: Block>(console: &'static C, disk: &'static B) 
     let write = disk.write(0, &[0x42u8; 512]).await;
     console.log(&alloc::format!("write: {write:?}"));
 }
-"#
-        .as_bytes(),
+"#,
     );
     let spec = dir.join(format!("writer-{writable}.kdl"));
     put(
@@ -588,17 +594,9 @@ fn an_env_secret_is_not_in_the_hvt_tenders_environment() {
 /// A spec whose application reads every sector of block device `disk`, prints an FNV-1a
 /// hash of them all, then tries to overwrite sector 0.
 fn reader_spec(dir: &Path) -> PathBuf {
-    let app = dir.join("layered-reader");
-    put(
-        &app.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"layered-reader\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\ncompose-devices = {{ path = \"{}devices/base\" }}\n",
-            "../".repeat(app.strip_prefix(root()).unwrap().components().count())
-        )
-        .as_bytes(),
-    );
-    put(
-        &app.join("src/lib.rs"),
+    app_crate(
+        dir,
+        "layered-reader",
         r#"#![no_std]
 extern crate alloc;
 use compose_devices::block::Block;
@@ -622,8 +620,7 @@ pub async fn start<C: Console, B: Block>(console: &'static C, disk: &'static B) 
     let write = disk.write(0, &buf).await;
     console.log(&alloc::format!("write: {write:?}"));
 }
-"#
-        .as_bytes(),
+"#,
     );
     let spec = dir.join("layered-reader.kdl");
     put(

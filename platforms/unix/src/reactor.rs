@@ -192,13 +192,18 @@ pub(crate) fn park(timeout_ns: Option<u64>) {
     };
     if epfd < 0 {
         // Nothing was ever registered: only the timer.
-        let ms = if timeout_ms < 0 { IDLE_NAP_MS } else { timeout_ms };
+        let ms = if timeout_ms < 0 {
+            IDLE_NAP_MS
+        } else {
+            timeout_ms
+        };
         std::thread::sleep(std::time::Duration::from_millis(ms as u64));
         return;
     }
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     // SAFETY: `events` is a writable array of EVENTS epoll_event structs.
-    let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), EVENTS as libc::c_int, timeout_ms) };
+    let n =
+        unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), EVENTS as libc::c_int, timeout_ms) };
     if n < 0 {
         let err = io::Error::last_os_error();
         if err.kind() == io::ErrorKind::Interrupted {
@@ -207,6 +212,12 @@ pub(crate) fn park(timeout_ns: Option<u64>) {
         panic!("compose-unix: epoll_wait(2) failed: {err}");
     }
     let mut ready: Vec<Waker> = Vec::new();
+    // An edge is remembered in the slot (the woken task finds it there), and wakes the
+    // task waiting for it, if any.
+    let mut fire = |flag: &mut bool, waker: &mut Option<Waker>| {
+        *flag = true;
+        ready.extend(waker.take());
+    };
     REACTOR.with_borrow_mut(|r| {
         for ev in &events[..n as usize] {
             let fd = ev.u64 as u32 as RawFd;
@@ -216,28 +227,14 @@ pub(crate) fn park(timeout_ns: Option<u64>) {
             };
             let broken = bits & (libc::EPOLLERR | libc::EPOLLHUP) != 0;
             if broken || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0 {
-                match slot.read.take() {
-                    Some(w) => {
-                        ready.push(w);
-                        r.waiting -= 1;
-                        // The woken task finds the edge.
-                        slot.readable = true;
-                    }
-                    None => slot.readable = true,
-                }
+                fire(&mut slot.readable, &mut slot.read);
             }
             if broken || bits & libc::EPOLLOUT != 0 {
-                match slot.write.take() {
-                    Some(w) => {
-                        ready.push(w);
-                        r.waiting -= 1;
-                        slot.writable = true;
-                    }
-                    None => slot.writable = true,
-                }
+                fire(&mut slot.writable, &mut slot.write);
             }
         }
     });
+    REACTOR.with_borrow_mut(|r| r.waiting -= ready.len());
     // Wake outside the borrow: a waker may be anything.
     for waker in ready {
         waker.wake();
@@ -292,13 +289,21 @@ mod tests {
         assert_eq!(a.read(&mut buf).unwrap(), 1);
 
         // The writable edge of the registration was kept: a write wait completes at once.
-        assert!(std::pin::pin!(writable(a.as_raw_fd())).poll(&mut cx).is_ready());
+        assert!(
+            std::pin::pin!(writable(a.as_raw_fd()))
+                .poll(&mut cx)
+                .is_ready()
+        );
 
         // An edge while nobody waits: the next wait completes at once, the one after waits.
         b.write_all(b"y").unwrap();
         park(Some(1_000_000_000));
         assert!(!fired());
-        assert!(std::pin::pin!(readable(a.as_raw_fd())).poll(&mut cx).is_ready());
+        assert!(
+            std::pin::pin!(readable(a.as_raw_fd()))
+                .poll(&mut cx)
+                .is_ready()
+        );
         assert_eq!(a.read(&mut buf).unwrap(), 1);
         let mut again = Box::pin(readable(a.as_raw_fd()));
         assert!(again.as_mut().poll(&mut cx).is_pending());
