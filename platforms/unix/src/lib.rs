@@ -10,7 +10,7 @@
 //!    executor, with [`Unix`] as the platform, and [`exit`] ends the process with its status.
 //!
 //! The executor runs on the thread that calls [`run`] (the main thread, in the glue). When
-//! no task is ready it parks in `poll(2)` (see the `reactor` module) on the sockets tasks
+//! no task is ready it parks in `epoll_wait(2)` (see the `reactor` module) on the sockets tasks
 //! wait for, with a timeout up to the next timer, so an idle unikernel sleeps in the kernel
 //! instead of spinning.
 //!
@@ -69,7 +69,7 @@ impl Platform for Unix {
         u64::try_from(START.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Blocks in `poll(2)` on the sockets tasks wait for, until one is ready or the
+    /// Blocks in `epoll_wait(2)` on the sockets tasks wait for, until one is ready or the
     /// deadline passes, and wakes the tasks whose socket is ready.
     fn park(deadline_ns: Option<u64>) {
         reactor::park(deadline_ns.map(|d| d.saturating_sub(Self::now_ns())));
@@ -93,6 +93,7 @@ pub fn run<F: Future>(future: F) -> F::Output {
         "compose-unix: the executor is already running (one `run` at a time per process)"
     );
     let _running = Running;
+    reactor::init();
     compose_devices::block_on::<Unix, _>(future)
 }
 

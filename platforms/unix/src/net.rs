@@ -3,7 +3,7 @@
 //! On unix the unikernel does not run a TCP/IP stack of its own. [`Netif`] only names the
 //! attachment, [`Ipv4`] chooses the host address sockets bind to, and [`Tcp`] opens
 //! non-blocking host sockets. An operation that would block awaits readiness from the
-//! reactor, so other tasks run meanwhile and an idle unikernel sleeps in poll(2).
+//! reactor, so other tasks run meanwhile and an idle unikernel sleeps in epoll_wait(2).
 
 use std::io::{self, Read};
 use std::mem;
@@ -164,6 +164,7 @@ impl compose_devices::net::Tcp for Tcp {
         cvt(unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) })?;
         let inner = std::net::TcpListener::from(fd);
         let port = inner.local_addr().map_err(|e| net_error(&e))?.port();
+        crate::reactor::init();
         Ok(TcpListener { inner, port })
     }
 

@@ -56,16 +56,28 @@ thread_local! {
     static REACTOR: RefCell<Reactor> = RefCell::new(Reactor { epfd: -1, ..Reactor::default() });
 }
 
+/// Creates the thread's epoll instance now (else the first wait does), so that the
+/// descriptors a unikernel holds do not change once it serves: the executor calls it
+/// before the application starts, and so does a listening socket.
+pub(crate) fn init() {
+    REACTOR.with_borrow_mut(|r| r.epoll());
+}
+
 impl Reactor {
+    /// The epoll instance, created on first use (-1 if it cannot be).
+    fn epoll(&mut self) -> RawFd {
+        if self.epfd < 0 {
+            // SAFETY: no pointers; the result is checked by the callers.
+            self.epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        }
+        self.epfd
+    }
+
     /// Registers `fd` (both directions, edge-triggered). `false` if epoll takes no such
     /// descriptor (a regular file is always ready) or the call failed.
     fn register(&mut self, fd: RawFd) -> bool {
-        if self.epfd < 0 {
-            // SAFETY: no pointers; the result is checked.
-            self.epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-            if self.epfd < 0 {
-                return false;
-            }
+        if self.epoll() < 0 {
+            return false;
         }
         let mut ev = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
