@@ -354,6 +354,7 @@ pub fn pack_incremental_deferred_selected(
     out: &Path,
     cache: Option<&PackCache>,
 ) -> Result<PackSummary, PackError> {
+    check_options(options)?;
     if selected.files.len() != selected.metadata.len() {
         return Err(PackError::InvalidOption("one metadata per selected file"));
     }
@@ -422,6 +423,8 @@ fn check_options(options: &PackOptions) -> Result<(), PackError> {
     Ok(())
 }
 
+/// The pack itself, of files already selected and `stat`ed, with options already checked
+/// ([`check_options`]: its callers do, before walking any tree).
 #[allow(clippy::too_many_arguments)]
 fn pack_files(
     files: Vec<AssetFile>,
@@ -433,7 +436,6 @@ fn pack_files(
     reuse_previous: bool,
     durable: bool,
 ) -> Result<PackSummary, PackError> {
-    check_options(options)?;
     let previous = reuse_previous
         .then(|| Previous::load(out, options))
         .flatten();
